@@ -1,0 +1,137 @@
+//! The event envelope: what the store keeps around each domain event, and how a domain event
+//! becomes `(event_type, schema_version, payload)` and back.
+//!
+//! Domain event enums serialize with serde's external tagging (`{"OrderPlaced": {...}}`); the
+//! envelope splits that into the type name and the payload so that the log is readable by tools
+//! that know nothing of Rust. Reading goes through [`decode`], the one place where an older
+//! `schema_version` would be upcast.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Who caused an event, and why; carried from the HTTP request through every consumer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// Shared by every event that one customer action caused, across streams.
+    pub correlation_id: Uuid,
+    /// The event that made a service issue this command (`None` for a human's command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// The client's idempotency key, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// A digest of the request that created the stream, so a reused idempotency key with
+    /// another body can be told apart from a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<String>,
+    /// `customer:{id}`, `operator:{id}` or `service:{name}`.
+    pub actor: String,
+    /// W3C trace context of the request that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// An event as the store keeps it, in the shape the HTTP API shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub stream_type: String,
+    /// Position in its stream, from 1.
+    pub version: u64,
+    /// Position in the store's global log, from 1, in commit order.
+    pub global_position: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub payload: Value,
+    pub metadata: EventMetadata,
+}
+
+/// An event about to be appended; the store gives it its version and global position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub payload: Value,
+    pub metadata: EventMetadata,
+}
+
+impl NewEvent {
+    /// Wraps a domain event, splitting serde's external tag into the type name.
+    pub fn from_domain<E: DomainEvent>(
+        event_id: Uuid,
+        event: &E,
+        occurred_at: DateTime<Utc>,
+        metadata: EventMetadata,
+    ) -> Self {
+        let event_type = event.event_type();
+        let payload = match serde_json::to_value(event) {
+            Ok(Value::Object(mut tagged)) => tagged.remove(&event_type).unwrap_or(Value::Null),
+            // Unit variants serialize as a bare string: the payload is empty.
+            _ => Value::Object(Default::default()),
+        };
+        Self {
+            event_id,
+            event_type,
+            schema_version: event.event_version().parse().unwrap_or(1),
+            occurred_at,
+            payload,
+            metadata,
+        }
+    }
+}
+
+/// An event whose type or payload this build cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode {event_type} v{schema_version} at {stream_id}@{version}: {reason}")]
+pub struct DecodeError {
+    pub stream_id: String,
+    pub version: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub reason: String,
+}
+
+/// Turns a recorded event back into its domain type. Upcasting of old schema versions belongs
+/// here, before deserialization, so that aggregates and projections only know the current shape.
+pub fn decode<E: DomainEvent + DeserializeOwned>(event: &RecordedEvent) -> Result<E, DecodeError> {
+    let fail = |reason: String| DecodeError {
+        stream_id: event.stream_id.clone(),
+        version: event.version,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        reason,
+    };
+    let payload_is_empty = event.payload.as_object().is_some_and(|o| o.is_empty());
+    let tagged = if payload_is_empty {
+        // A unit variant round-trips through a bare string, but also accept `{}`.
+        serde_json::from_value(Value::String(event.event_type.clone())).or_else(|_| {
+            let mut map = serde_json::Map::new();
+            map.insert(event.event_type.clone(), event.payload.clone());
+            serde_json::from_value(Value::Object(map))
+        })
+    } else {
+        let mut map = serde_json::Map::new();
+        map.insert(event.event_type.clone(), event.payload.clone());
+        serde_json::from_value(Value::Object(map))
+    };
+    tagged.map_err(|e| fail(e.to_string()))
+}
+
+/// The stream that holds one aggregate: `order-{uuid}`, `inventory-{SKU}`.
+pub fn stream_id(stream_type: &str, id: impl std::fmt::Display) -> String {
+    format!("{stream_type}-{id}")
+}
+
+/// The id part of a stream id, for a known stream type.
+pub fn stream_key<'a>(stream_type: &str, stream_id: &'a str) -> Option<&'a str> {
+    stream_id
+        .strip_prefix(stream_type)
+        .and_then(|rest| rest.strip_prefix('-'))
+}

@@ -1,0 +1,316 @@
+//! Value types validated once, at the edge, so that an invalid one cannot exist.
+//!
+//! Each type has a `parse` constructor that says what is wrong in a [`FieldError`]; the HTTP
+//! layer collects those into a 422 with one entry per field.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One broken rule on one input field, as the client sent it (`lines[2].quantity`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Stock-keeping unit: 2 to 32 characters of `A-Z`, `0-9` and `-`, starting with a letter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sku(String);
+
+impl Sku {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let ok_len = (2..=32).contains(&raw.len());
+        let ok_start = raw.starts_with(|c: char| c.is_ascii_uppercase());
+        let ok_chars = raw
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-');
+        if ok_len && ok_start && ok_chars {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("must be 2-32 characters of A-Z, 0-9 and '-', starting with a letter".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Sku {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Sku> for String {
+    fn from(value: Sku) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How many units of one SKU an order line asks for: 1 to 1000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Quantity(u32);
+
+impl Quantity {
+    pub const MAX: u32 = 1000;
+
+    pub fn parse(raw: i64) -> Result<Self, String> {
+        match u32::try_from(raw) {
+            Ok(q) if (1..=Self::MAX).contains(&q) => Ok(Self(q)),
+            _ => Err(format!("must be between 1 and {}", Self::MAX)),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for Quantity {
+    type Error = String;
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        Self::parse(i64::from(value))
+    }
+}
+
+impl From<Quantity> for u32 {
+    fn from(value: Quantity) -> Self {
+        value.0
+    }
+}
+
+/// ISO 4217 currency code: three uppercase letters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() == 3 && raw.chars().all(|c| c.is_ascii_uppercase()) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("must be an ISO 4217 code such as EUR".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(value: Currency) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An amount in minor units (`1299` is 12.99). Currency travels beside it, per order.
+pub type MinorUnits = u64;
+
+/// The largest unit price the catalog accepts (one million in major units).
+pub const MAX_UNIT_PRICE: MinorUnits = 100_000_000;
+
+/// A customer's id. Development logins derive it from a name, so `alice` is always the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CustomerId(pub Uuid);
+
+impl CustomerId {
+    /// A UUID is taken as it is; anything else (a name) maps to a stable UUID v5.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.is_empty() || raw.len() > 100 {
+            return Err("must be a UUID or a name of 1-100 characters".into());
+        }
+        Ok(Self(Uuid::parse_str(raw).unwrap_or_else(|_| {
+            Uuid::new_v5(&CUSTOMER_NAMESPACE, raw.to_lowercase().as_bytes())
+        })))
+    }
+}
+
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+const CUSTOMER_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7266_6c6f_7763_7573_746f_6d65);
+
+/// Where an order goes. Every text field is trimmed and length-checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+}
+
+impl ShippingAddress {
+    /// Validates every field; `prefix` names the field in errors (`shipping_address`).
+    pub fn parse(
+        prefix: &str,
+        name: Option<&str>,
+        line1: Option<&str>,
+        line2: Option<&str>,
+        city: Option<&str>,
+        postal_code: Option<&str>,
+        country: Option<&str>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut text = |field: &str, value: Option<&str>, max: usize| -> String {
+            match value.map(str::trim) {
+                None | Some("") => {
+                    errors.push(FieldError::new(format!("{prefix}.{field}"), "is required"));
+                    String::new()
+                }
+                Some(v) if v.chars().count() > max || v.chars().any(char::is_control) => {
+                    errors.push(FieldError::new(
+                        format!("{prefix}.{field}"),
+                        format!("must be at most {max} printable characters"),
+                    ));
+                    String::new()
+                }
+                Some(v) => v.to_owned(),
+            }
+        };
+        let name = text("name", name, 100);
+        let line1 = text("line1", line1, 200);
+        let line2 = match line2.map(str::trim) {
+            None | Some("") => None,
+            Some(_) => Some(text("line2", line2, 200)),
+        };
+        let city = text("city", city, 100);
+        let postal_code = text("postal_code", postal_code, 20);
+        let country = text("country", country, 2);
+        if !country.is_empty()
+            && !(country.len() == 2 && country.chars().all(|c| c.is_ascii_alphabetic()))
+        {
+            errors.push(FieldError::new(
+                format!("{prefix}.country"),
+                "must be an ISO 3166-1 alpha-2 code such as DE",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                name,
+                line1,
+                line2,
+                city,
+                postal_code,
+                country: country.to_ascii_uppercase(),
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Why the order processor turned an order down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionReason {
+    OutOfStock,
+    PaymentDeclined,
+}
+
+impl RejectionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OutOfStock => "out_of_stock",
+            Self::PaymentDeclined => "payment_declined",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_accepts_catalog_codes_and_refuses_the_rest() {
+        assert!(Sku::parse("TEA-001").is_ok());
+        for bad in ["", "t", "tea-001", "1TEA", "TEA 001", &"A".repeat(33)] {
+            assert!(Sku::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn quantity_is_between_1_and_1000() {
+        assert!(Quantity::parse(1).is_ok());
+        assert!(Quantity::parse(1000).is_ok());
+        assert!(Quantity::parse(0).is_err());
+        assert!(Quantity::parse(1001).is_err());
+        assert!(Quantity::parse(-1).is_err());
+    }
+
+    #[test]
+    fn a_customer_name_maps_to_the_same_id_every_time() {
+        let a = CustomerId::parse("Alice").unwrap();
+        assert_eq!(a, CustomerId::parse("alice").unwrap());
+        assert_ne!(a, CustomerId::parse("bob").unwrap());
+        let id = Uuid::new_v4();
+        assert_eq!(CustomerId::parse(&id.to_string()).unwrap().0, id);
+        assert!(CustomerId::parse("  ").is_err());
+    }
+
+    #[test]
+    fn an_address_reports_every_bad_field() {
+        let errors = ShippingAddress::parse(
+            "shipping_address",
+            Some("Ada"),
+            None,
+            None,
+            Some(""),
+            Some("10115"),
+            Some("Germany"),
+        )
+        .unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "shipping_address.line1",
+                "shipping_address.city",
+                "shipping_address.country"
+            ]
+        );
+    }
+}
