@@ -119,6 +119,9 @@ impl InventoryError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
     pub sku: Option<Sku>,
+    pub name: String,
+    pub unit_price: MinorUnits,
+    pub currency: Option<Currency>,
     pub on_hand: u64,
     /// Units held for orders that are not yet shipped, by order.
     pub reservations: BTreeMap<Uuid, u32>,
@@ -217,7 +220,17 @@ impl Aggregate for Inventory {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            InventoryEvent::ProductListed { sku, .. } => self.sku = Some(sku),
+            InventoryEvent::ProductListed {
+                sku,
+                name,
+                unit_price,
+                currency,
+            } => {
+                self.sku = Some(sku);
+                self.name = name;
+                self.unit_price = unit_price;
+                self.currency = Some(currency);
+            }
             InventoryEvent::StockRestocked { quantity } => self.on_hand += u64::from(quantity),
             InventoryEvent::StockReserved { order_id, quantity } => {
                 self.reservations.insert(order_id, quantity);

@@ -220,9 +220,8 @@ impl ShippingAddress {
         let city = text("city", city, 100);
         let postal_code = text("postal_code", postal_code, 20);
         let country = text("country", country, 2);
-        if !country.is_empty()
-            && !(country.len() == 2 && country.chars().all(|c| c.is_ascii_alphabetic()))
-        {
+        let alpha2 = country.len() == 2 && country.chars().all(|c| c.is_ascii_alphabetic());
+        if !country.is_empty() && !alpha2 {
             errors.push(FieldError::new(
                 format!("{prefix}.country"),
                 "must be an ISO 3166-1 alpha-2 code such as DE",

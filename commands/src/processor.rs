@@ -1,0 +1,213 @@
+//! The order processor: the process manager that turns a placed order into a confirmed or
+//! rejected one, and gives stock back when an order will not ship.
+//!
+//! It keeps no state of its own. Every step is idempotent (a reservation names its order, the
+//! payment is keyed by the order, confirming twice records nothing) and every command carries
+//! the causing event's id, so a redelivered event, or a crash halfway through, only repeats
+//! steps that then do nothing. Stock is reserved on the `Inventory` aggregates, whose
+//! expected-version check means no order is confirmed for stock that was not there.
+
+use std::sync::Arc;
+
+use domain::envelope::{decode, stream_key};
+use domain::inventory::{InventoryCommand, InventoryError};
+use domain::order::{self, Order, OrderCommand, OrderError, OrderEvent, OrderStatus};
+use domain::values::RejectionReason;
+use domain::{EventMetadata, RecordedEvent};
+use uuid::Uuid;
+
+use crate::aggregates::CommandError;
+use crate::payment::{PaymentGateway, PaymentOutcome};
+use crate::service::Commands;
+
+pub const SUBSCRIPTION: &str = "order-processor";
+
+/// A step failed for a reason that may pass (engine down, contention): redeliver later.
+#[derive(Debug, thiserror::Error)]
+#[error("order processor: {0}")]
+pub struct ProcessError(String);
+
+impl<E: std::error::Error> From<CommandError<E>> for ProcessError {
+    fn from(error: CommandError<E>) -> Self {
+        Self(error.to_string())
+    }
+}
+
+pub struct OrderProcessor {
+    commands: Arc<Commands>,
+    payments: Arc<dyn PaymentGateway>,
+}
+
+impl OrderProcessor {
+    pub fn new(commands: Arc<Commands>, payments: Arc<dyn PaymentGateway>) -> Self {
+        Self { commands, payments }
+    }
+
+    /// Reacts to one event from the topic; events it has no business with are ignored.
+    #[tracing::instrument(skip_all, fields(event = %event.event_type, stream = %event.stream_id))]
+    pub async fn handle(&self, event: &RecordedEvent) -> Result<(), ProcessError> {
+        if event.stream_type != order::STREAM_TYPE {
+            return Ok(());
+        }
+        let order_id = stream_key(order::STREAM_TYPE, &event.stream_id)
+            .and_then(|key| Uuid::parse_str(key).ok())
+            .ok_or_else(|| ProcessError(format!("not an order stream: {}", event.stream_id)))?;
+        let metadata = EventMetadata {
+            correlation_id: event.metadata.correlation_id,
+            causation_id: Some(event.event_id),
+            actor: format!("service:{SUBSCRIPTION}"),
+            traceparent: event.metadata.traceparent.clone(),
+            ..Default::default()
+        };
+        let step = Step {
+            commands: &self.commands,
+            payments: self.payments.as_ref(),
+            order_id,
+            metadata,
+        };
+        match decode::<OrderEvent>(event).map_err(|e| ProcessError(e.to_string()))? {
+            OrderEvent::OrderPlaced { .. } => step.decide().await,
+            OrderEvent::OrderCancelled { .. } => {
+                let (_, order) = step.load().await?;
+                step.release(&order).await?;
+                step.refund().await
+            }
+            OrderEvent::OrderShipped { .. } => step.ship_stock().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One event's worth of work on one order.
+struct Step<'a> {
+    commands: &'a Commands,
+    payments: &'a dyn PaymentGateway,
+    order_id: Uuid,
+    metadata: EventMetadata,
+}
+
+impl Step<'_> {
+    async fn load(&self) -> Result<(u64, Order), ProcessError> {
+        Ok(self
+            .commands
+            .orders
+            .load(&self.order_id.to_string())
+            .await?)
+    }
+
+    /// Reserve every line, take payment, confirm; or release and reject.
+    async fn decide(&self) -> Result<(), ProcessError> {
+        let (_, order) = self.load().await?;
+        if order.status != OrderStatus::Placed {
+            // Already decided (or cancelled): a redelivery has nothing left to do.
+            return Ok(());
+        }
+        if !self.reserve(&order).await? {
+            self.release(&order).await?;
+            return self.reject(RejectionReason::OutOfStock).await;
+        }
+        let currency = order
+            .currency
+            .clone()
+            .ok_or_else(|| ProcessError(format!("order {} has no currency", self.order_id)))?;
+        let outcome = self
+            .payments
+            .capture(&self.payment_key(), order.total, &currency)
+            .await
+            .map_err(|e| ProcessError(e.to_string()))?;
+        if let PaymentOutcome::Declined { reason } = outcome {
+            tracing::info!(order_id = %self.order_id, %reason, "payment declined");
+            self.release(&order).await?;
+            return self.reject(RejectionReason::PaymentDeclined).await;
+        }
+        match self.order(OrderCommand::Confirm).await {
+            Err(CommandError::Rejected(OrderError::InvalidTransition { .. })) => {
+                // Cancelled while we worked: undo what we did.
+                self.release(&order).await?;
+                self.refund().await
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    /// `true` when every line got its stock.
+    async fn reserve(&self, order: &Order) -> Result<bool, ProcessError> {
+        for line in &order.lines {
+            let command = InventoryCommand::Reserve {
+                order_id: self.order_id,
+                quantity: line.quantity.get(),
+            };
+            match self.inventory(line.sku.as_str(), command).await {
+                Ok(()) => {}
+                Err(CommandError::Rejected(
+                    InventoryError::InsufficientStock { .. } | InventoryError::NotListed,
+                )) => return Ok(false),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Gives back whatever this order holds; lines that hold nothing record nothing.
+    async fn release(&self, order: &Order) -> Result<(), ProcessError> {
+        for line in &order.lines {
+            let command = InventoryCommand::Release {
+                order_id: self.order_id,
+            };
+            self.inventory(line.sku.as_str(), command).await?;
+        }
+        Ok(())
+    }
+
+    async fn ship_stock(&self) -> Result<(), ProcessError> {
+        let (_, order) = self.load().await?;
+        for line in &order.lines {
+            let command = InventoryCommand::Ship {
+                order_id: self.order_id,
+            };
+            self.inventory(line.sku.as_str(), command).await?;
+        }
+        Ok(())
+    }
+
+    async fn reject(&self, reason: RejectionReason) -> Result<(), ProcessError> {
+        match self.order(OrderCommand::Reject { reason }).await {
+            // Cancelled meanwhile: nothing to reject, stock is already released.
+            Ok(_) | Err(CommandError::Rejected(OrderError::InvalidTransition { .. })) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn refund(&self) -> Result<(), ProcessError> {
+        self.payments
+            .refund(&self.payment_key())
+            .await
+            .map_err(|e| ProcessError(e.to_string()))
+    }
+
+    fn payment_key(&self) -> String {
+        format!("order-{}", self.order_id)
+    }
+
+    async fn order(
+        &self,
+        command: OrderCommand,
+    ) -> Result<crate::aggregates::Handled, CommandError<OrderError>> {
+        self.commands
+            .orders
+            .execute(&self.order_id.to_string(), command, &self.metadata)
+            .await
+    }
+
+    async fn inventory(
+        &self,
+        sku: &str,
+        command: InventoryCommand,
+    ) -> Result<(), CommandError<InventoryError>> {
+        self.commands
+            .inventory
+            .execute(sku, command, &self.metadata)
+            .await
+            .map(|_| ())
+    }
+}
