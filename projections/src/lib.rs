@@ -1,1 +1,19 @@
-//! placeholder
+//! The read side of orderflow: read models kept from the event stream, and notifications.
+//!
+//! - [`view_store`]: the `ViewStore` port (versioned documents, sorted indexes, claims), shaped
+//!   like Redis.
+//! - [`views`]: the read models (`OrderView`, `CatalogItem`), each a fold of one stream.
+//! - [`projector`]: applies events to views compare-on-version, fills gaps from the store,
+//!   rebuilds missing views on read, pages through a customer's orders.
+//! - [`notifier`]: status changes to the `PushSender` port and the browser's `LiveFeed`, once
+//!   per event.
+
+pub mod notifier;
+pub mod projector;
+pub mod view_store;
+pub mod views;
+
+pub use notifier::{Installation, LiveFeed, Notification, Notifier, PushError, PushSender};
+pub use projector::{OrderPage, ProjectionError, Projector};
+pub use view_store::{Doc, ViewError, ViewStore};
+pub use views::{CatalogItem, OrderView};

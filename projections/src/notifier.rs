@@ -1,0 +1,216 @@
+//! The notifier: turns an order's status changes into pushes to its customer's devices and
+//! into the browser's live feed.
+//!
+//! Redelivery is normal on an at-least-once topic, so each event id is claimed in the view
+//! store before anything is sent: a second delivery finds the claim and sends nothing. A send
+//! that fails gives the claim back, so the retry can try again.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use commands::store::EventStore;
+use domain::RecordedEvent;
+use domain::envelope::{DecodeError, decode, stream_key};
+use domain::order::{self, OrderEvent, OrderStatus};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::view_store::{ViewError, ViewStore};
+
+pub const SUBSCRIPTION: &str = "notifier";
+
+/// One status change of one order, as a browser or a phone receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Notification {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    #[schema(example = "confirmed")]
+    pub status: String,
+    /// The order stream's version after this change: `GET /api/orders/{id}?min_version=`.
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub event_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+
+impl Notification {
+    /// The tag every installation of this customer carries.
+    pub fn tag(&self) -> String {
+        format!("customer:{}", self.customer_id)
+    }
+}
+
+/// A device registered for pushes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Installation {
+    pub installation_id: String,
+    pub customer_id: Uuid,
+    /// `apns`, `fcmv1` or `wns`.
+    pub platform: String,
+    pub push_channel: String,
+    /// Always includes `customer:{customer_id}`.
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("push service unavailable: {0}")]
+    Unavailable(String),
+    /// The installation id belongs to another customer.
+    #[error("installation belongs to another customer")]
+    NotOwner,
+}
+
+/// The push port: Notification Hubs in production, a log (and the browser feed) embedded.
+#[async_trait]
+pub trait PushSender: Send + Sync + 'static {
+    /// Sends to every installation tagged `customer:{id}`.
+    async fn send(&self, notification: &Notification) -> Result<(), PushError>;
+    /// Creates or replaces an installation, unless its id belongs to another customer.
+    async fn register(&self, installation: Installation) -> Result<(), PushError>;
+    /// Removes the customer's installation; `false` if it had none by that id.
+    async fn delete(&self, customer_id: Uuid, installation_id: &str) -> Result<bool, PushError>;
+}
+
+/// Live order updates for connected browsers (the SSE endpoint subscribes here).
+pub struct LiveFeed {
+    sender: broadcast::Sender<Notification>,
+}
+
+impl Default for LiveFeed {
+    fn default() -> Self {
+        Self {
+            sender: broadcast::channel(4096).0,
+        }
+    }
+}
+
+impl LiveFeed {
+    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        self.sender.subscribe()
+    }
+
+    pub fn publish(&self, notification: Notification) {
+        // No browser connected is not an error.
+        let _ = self.sender.send(notification);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    View(#[from] ViewError),
+    #[error(transparent)]
+    Push(#[from] PushError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("notifier: {0}")]
+    Store(String),
+}
+
+pub struct Notifier {
+    store: Arc<dyn EventStore>,
+    views: Arc<dyn ViewStore>,
+    push: Arc<dyn PushSender>,
+    live: Arc<LiveFeed>,
+}
+
+impl Notifier {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        views: Arc<dyn ViewStore>,
+        push: Arc<dyn PushSender>,
+        live: Arc<LiveFeed>,
+    ) -> Self {
+        Self {
+            store,
+            views,
+            push,
+            live,
+        }
+    }
+
+    pub async fn handle(&self, event: &RecordedEvent) -> Result<(), NotifyError> {
+        if event.stream_type != order::STREAM_TYPE {
+            return Ok(());
+        }
+        let decoded = decode::<OrderEvent>(event)?;
+        let (status, reason, push) = match &decoded {
+            // The customer's own action: the browser shows it live, the phone is not buzzed.
+            OrderEvent::OrderPlaced { .. } => (OrderStatus::Placed, None, false),
+            OrderEvent::OrderConfirmed => (OrderStatus::Confirmed, None, true),
+            OrderEvent::OrderRejected { reason } => (
+                OrderStatus::Rejected,
+                Some(reason.as_str().to_owned()),
+                true,
+            ),
+            OrderEvent::OrderCancelled { reason } => (OrderStatus::Cancelled, reason.clone(), true),
+            OrderEvent::OrderShipped { .. } => (OrderStatus::Shipped, None, true),
+            OrderEvent::OrderDelivered => (OrderStatus::Delivered, None, true),
+        };
+        let claim = format!("notified:{}", event.event_id);
+        if !self.views.claim(&claim).await? {
+            return Ok(());
+        }
+        let notification = match self.notification(event, &decoded, status, reason).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.views.unclaim(&claim).await?;
+                return Err(e);
+            }
+        };
+        if push && let Err(e) = self.push.send(&notification).await {
+            self.views.unclaim(&claim).await?;
+            return Err(e.into());
+        }
+        self.live.publish(notification);
+        Ok(())
+    }
+
+    async fn notification(
+        &self,
+        event: &RecordedEvent,
+        decoded: &OrderEvent,
+        status: OrderStatus,
+        reason: Option<String>,
+    ) -> Result<Notification, NotifyError> {
+        let order_id = stream_key(order::STREAM_TYPE, &event.stream_id)
+            .and_then(|k| Uuid::parse_str(k).ok())
+            .ok_or_else(|| {
+                NotifyError::Store(format!("not an order stream: {}", event.stream_id))
+            })?;
+        let customer_id = match decoded {
+            OrderEvent::OrderPlaced { customer_id, .. } => customer_id.0,
+            _ => self.customer_of(event).await?,
+        };
+        Ok(Notification {
+            order_id,
+            customer_id,
+            status: status.as_str().to_owned(),
+            version: event.version,
+            reason,
+            event_id: event.event_id,
+            at: event.occurred_at,
+        })
+    }
+
+    /// The customer named by the stream's `OrderPlaced`.
+    async fn customer_of(&self, event: &RecordedEvent) -> Result<Uuid, NotifyError> {
+        let first = self
+            .store
+            .read_stream(&event.stream_id, 1)
+            .await
+            .map_err(|e| NotifyError::Store(e.to_string()))?;
+        match first.first().map(decode::<OrderEvent>).transpose()? {
+            Some(OrderEvent::OrderPlaced { customer_id, .. }) => Ok(customer_id.0),
+            _ => Err(NotifyError::Store(format!(
+                "{} does not start with OrderPlaced",
+                event.stream_id
+            ))),
+        }
+    }
+}

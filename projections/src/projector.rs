@@ -1,0 +1,306 @@
+//! The projector: keeps the read models in the view store, one event at a time.
+//!
+//! A view is written only with the version of the last event folded into it, compare-on-version,
+//! so that duplicates are skipped (`event.version <= view.version`), a gap is filled from the
+//! event store (`event.version > view.version + 1`), and two projectors racing on one view
+//! cannot undo each other. A view missing from the cache is rebuilt from its stream on read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use commands::store::{EventStore, StoreError};
+use domain::RecordedEvent;
+use domain::envelope::{DecodeError, stream_id};
+use domain::{inventory, order};
+use uuid::Uuid;
+
+use crate::view_store::{Doc, ViewError, ViewStore};
+use crate::views::{CatalogItem, OrderView, View};
+
+pub const SUBSCRIPTION: &str = "projector";
+
+/// Where the projector's catch-up resumes; a lagging value only costs skipped duplicates.
+const CHECKPOINT_KEY: &str = "projector:position";
+const CATALOG_INDEX: &str = "catalog";
+/// Every order, newest first (operators and analysts list these).
+pub const ALL_ORDERS_INDEX: &str = "orders:all";
+const MAX_ATTEMPTS: usize = 16;
+const CATCH_UP_BATCH: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    View(#[from] ViewError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("view {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("view {0} kept changing under the projector")]
+    Contention(String),
+}
+
+/// The index of one customer's orders.
+pub fn customer_index(customer_id: Uuid) -> String {
+    format!("orders:customer:{customer_id}")
+}
+
+/// A page of orders and the cursor of the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderPage {
+    pub items: Vec<OrderView>,
+    pub next_cursor: Option<String>,
+}
+
+pub struct Projector {
+    store: Arc<dyn EventStore>,
+    views: Arc<dyn ViewStore>,
+}
+
+impl Projector {
+    pub fn new(store: Arc<dyn EventStore>, views: Arc<dyn ViewStore>) -> Self {
+        Self { store, views }
+    }
+
+    /// Applies one event from the topic (or from catch-up).
+    pub async fn handle(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        match event.stream_type.as_str() {
+            order::STREAM_TYPE => {
+                let key = format!("order:{}", stream_key(event));
+                if let Some((view, from)) = self
+                    .project::<OrderView>(&key, &event.stream_id, Some(event))
+                    .await?
+                    && from == 0
+                {
+                    self.index_order(&view).await?;
+                }
+            }
+            inventory::STREAM_TYPE => {
+                let sku = stream_key(event);
+                let key = format!("catalog:{sku}");
+                if let Some((_, 0)) = self
+                    .project::<CatalogItem>(&key, &event.stream_id, Some(event))
+                    .await?
+                {
+                    self.views.index_add(CATALOG_INDEX, 0, sku).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Applies everything in the log after the projector's checkpoint, then moves the
+    /// checkpoint. Run at start-up: with a cache that forgot everything (the in-memory one
+    /// after a restart) this rebuilds every view. Returns the position reached.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let (mut saved, mut position) = match self.views.get(CHECKPOINT_KEY).await? {
+            Some(doc) => (doc.version, doc.version),
+            None => (0, 0),
+        };
+        loop {
+            let batch = self.store.read_all(position, CATCH_UP_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            let last_position = last.global_position;
+            for event in &batch {
+                self.handle(event).await?;
+            }
+            position = last_position;
+            let doc = Doc {
+                version: position,
+                body: "{}".into(),
+            };
+            if self.views.put(CHECKPOINT_KEY, saved, doc).await? {
+                saved = position;
+            }
+        }
+        Ok(position)
+    }
+
+    /// The order's view; when the cache has none, it is folded from the stream and written
+    /// back. `None` when the order does not exist.
+    pub async fn order(&self, order_id: Uuid) -> Result<Option<OrderView>, ProjectionError> {
+        let key = format!("order:{order_id}");
+        if let Some(doc) = self.views.get(&key).await? {
+            return parse(&key, &doc);
+        }
+        self.refresh_order(order_id).await
+    }
+
+    /// Brings the order's view up to the stream's head, from the event store.
+    pub async fn refresh_order(
+        &self,
+        order_id: Uuid,
+    ) -> Result<Option<OrderView>, ProjectionError> {
+        let key = format!("order:{order_id}");
+        let stream = stream_id(order::STREAM_TYPE, order_id);
+        match self.project::<OrderView>(&key, &stream, None).await? {
+            Some((view, from)) => {
+                if from == 0 {
+                    self.index_order(&view).await?;
+                }
+                Ok(Some(view))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Waits until the order's view reaches `min_version`, up to `wait`; then, if the cache is
+    /// still behind, catches the view up from the store. Read-your-writes for a version that a
+    /// command returned.
+    pub async fn order_at_least(
+        &self,
+        order_id: Uuid,
+        min_version: u64,
+        wait: Duration,
+    ) -> Result<Option<OrderView>, ProjectionError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let view = self.order(order_id).await?;
+            match &view {
+                Some(v) if v.version >= min_version => return Ok(view),
+                None => return Ok(None),
+                Some(_) if tokio::time::Instant::now() >= deadline => {
+                    return self.refresh_order(order_id).await;
+                }
+                Some(_) => {}
+            }
+            tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// A page of the orders in `index`, newest first, optionally only those in `status`.
+    pub async fn orders(
+        &self,
+        index: &str,
+        status: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<OrderPage, ProjectionError> {
+        let mut before = cursor.and_then(parse_cursor);
+        let mut items = Vec::with_capacity(limit);
+        loop {
+            let batch = self
+                .views
+                .index_page(index, before.clone(), limit.max(20))
+                .await?;
+            let exhausted = batch.len() < limit.max(20);
+            for (score, member) in batch {
+                before = Some((score, member.clone()));
+                let Ok(order_id) = Uuid::parse_str(&member) else {
+                    continue;
+                };
+                let Some(view) = self.order(order_id).await? else {
+                    continue;
+                };
+                if status.is_none_or(|s| s == view.status) {
+                    items.push(view);
+                    if items.len() == limit {
+                        let next_cursor = before.map(|(s, m)| format!("{s}_{m}"));
+                        return Ok(OrderPage { items, next_cursor });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(OrderPage {
+                    items,
+                    next_cursor: None,
+                });
+            }
+        }
+    }
+
+    /// The catalog, by SKU.
+    pub async fn catalog(&self) -> Result<Vec<CatalogItem>, ProjectionError> {
+        let mut items = Vec::new();
+        let mut before = None;
+        loop {
+            let batch = self.views.index_page(CATALOG_INDEX, before, 500).await?;
+            let Some(last) = batch.last().cloned() else {
+                break;
+            };
+            for (_, sku) in &batch {
+                let key = format!("catalog:{sku}");
+                if let Some(doc) = self.views.get(&key).await? {
+                    items.extend(parse::<CatalogItem>(&key, &doc)?);
+                }
+            }
+            before = Some(last);
+        }
+        items.sort_by(|a, b| a.sku.cmp(&b.sku));
+        Ok(items)
+    }
+
+    /// Folds what the view lacks into it and writes it compare-on-version. Returns the new
+    /// view and the version it had before, or `None` if the stream is empty.
+    async fn project<V: View>(
+        &self,
+        key: &str,
+        stream: &str,
+        event: Option<&RecordedEvent>,
+    ) -> Result<Option<(V, u64)>, ProjectionError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (version, mut view) = match self.views.get(key).await? {
+                Some(doc) => (doc.version, parse::<V>(key, &doc)?.unwrap_or_default()),
+                None => (0, V::default()),
+            };
+            let pending = match event {
+                Some(e) if e.version <= version => return Ok(Some((view, version))),
+                Some(e) if e.version == version + 1 => vec![e.clone()],
+                _ => self.store.read_stream(stream, version + 1).await?,
+            };
+            let Some(last) = pending.last() else {
+                return Ok((version > 0).then_some((view, version)));
+            };
+            let new_version = last.version;
+            for e in &pending {
+                view.apply(e)?;
+            }
+            let body = serde_json::to_string(&view).map_err(|e| ProjectionError::Corrupt {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            })?;
+            let doc = Doc {
+                version: new_version,
+                body,
+            };
+            if self.views.put(key, version, doc).await? {
+                return Ok(Some((view, version)));
+            }
+        }
+        Err(ProjectionError::Contention(key.to_owned()))
+    }
+
+    async fn index_order(&self, view: &OrderView) -> Result<(), ProjectionError> {
+        let score = view.placed_at.timestamp_micros();
+        let member = view.order_id.to_string();
+        self.views
+            .index_add(&customer_index(view.customer_id), score, &member)
+            .await?;
+        self.views
+            .index_add(ALL_ORDERS_INDEX, score, &member)
+            .await?;
+        Ok(())
+    }
+}
+
+fn stream_key(event: &RecordedEvent) -> &str {
+    domain::envelope::stream_key(&event.stream_type, &event.stream_id).unwrap_or_default()
+}
+
+fn parse<V: View>(key: &str, doc: &Doc) -> Result<Option<V>, ProjectionError> {
+    serde_json::from_str(&doc.body)
+        .map(Some)
+        .map_err(|e| ProjectionError::Corrupt {
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (score, member) = cursor.split_once('_')?;
+    Some((score.parse().ok()?, member.to_owned()))
+}

@@ -1,0 +1,49 @@
+//! The view-store port: a cache of versioned JSON documents and sorted indexes.
+//!
+//! It is deliberately shaped like Redis (strings with a version, sorted sets, set-if-absent),
+//! so the Redis adapter is a thin mapping and the in-memory one is a few maps. What a document
+//! means is the projector's business, not the store's.
+
+use async_trait::async_trait;
+
+/// A stored view: its body (JSON text) and the stream version it reflects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doc {
+    pub version: u64,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    #[error("view store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait ViewStore: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<Doc>, ViewError>;
+
+    /// Writes `doc` only if the stored version is `expected` (a missing key counts as 0), as one
+    /// atomic step. `false` means another writer got there first: read again and retry.
+    async fn put(&self, key: &str, expected: u64, doc: Doc) -> Result<bool, ViewError>;
+
+    /// Adds (or re-scores) `member` in the sorted index.
+    async fn index_add(&self, index: &str, score: i64, member: &str) -> Result<(), ViewError>;
+
+    /// Up to `limit` members by descending `(score, member)`, strictly after `before` when
+    /// given: newest first, with a cursor that survives ties.
+    async fn index_page(
+        &self,
+        index: &str,
+        before: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, ViewError>;
+
+    /// Sets `key` if it is absent; `true` when this call set it.
+    async fn claim(&self, key: &str) -> Result<bool, ViewError>;
+
+    /// Undoes a claim whose work failed, so a retry can claim again.
+    async fn unclaim(&self, key: &str) -> Result<(), ViewError>;
+
+    async fn ping(&self) -> Result<(), ViewError>;
+}
