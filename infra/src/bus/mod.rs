@@ -1,0 +1,94 @@
+//! The topic port: the relay publishes the event log to it, and each subscription (consumer
+//! group) gets every event at least once.
+//!
+//! - [`memory`]: the in-process topic (the embedded default).
+//! - [`consumer`]: the loop that runs a handler over a subscription with bounded concurrency,
+//!   acking after the handler's side effect and nacking (retry, then dead letter) on failure.
+
+pub mod consumer;
+pub mod memory;
+
+use async_trait::async_trait;
+use domain::RecordedEvent;
+use futures_util::future::BoxFuture;
+
+pub use consumer::{Handler, consume};
+pub use memory::MemoryBus;
+
+/// Resolves once the topic holds a published batch safely; the relay moves its checkpoint only
+/// then, which is what keeps publication free of dual writes: the store is the outbox.
+pub type Receipt = BoxFuture<'static, Result<(), BusError>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    #[error("topic unavailable: {0}")]
+    Unavailable(String),
+    #[error("no subscription named {0}")]
+    UnknownSubscription(String),
+}
+
+/// A message given up on after the retry budget, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub subscription: String,
+    pub event: RecordedEvent,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+/// How a subscription retries: `max_attempts` deliveries in all, waiting `base_delay`,
+/// then twice that, and so on, before the message is dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: std::time::Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: std::time::Duration::from_millis(200),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before delivery number `attempt + 1`.
+    pub fn delay_after(&self, attempt: u32) -> std::time::Duration {
+        self.base_delay * 2u32.saturating_pow(attempt.saturating_sub(1).min(16))
+    }
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Hands a batch, in log order, to every subscription.
+    async fn publish(&self, events: Vec<RecordedEvent>) -> Result<Receipt, BusError>;
+
+    /// Joins the named consumer group; handles to one name compete for its messages.
+    async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// Messages dead-lettered so far, for operators and tests.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError>;
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next delivery; `None` once the topic is closed.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// One delivery of one event. Settle it with `ack` after the side effect, or `nack` with the
+/// reason; dropping it unsettled counts as a failed attempt.
+pub struct Delivery {
+    pub event: RecordedEvent,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    pub settle: Box<dyn Settle>,
+}
+
+#[async_trait]
+pub trait Settle: Send {
+    async fn ack(self: Box<Self>);
+    async fn nack(self: Box<Self>, reason: String);
+}

@@ -1,0 +1,554 @@
+//! The conformance suite of the [`EventStore`] port: what every adapter must do, written once.
+//!
+//! Each case is a `pub async fn` that takes a fresh, empty store and panics with a message
+//! that says which promise broke. [`event_store_conformance!`](crate::event_store_conformance)
+//! turns them into one test per case for an adapter:
+//!
+//! ```ignore
+//! async fn fixture() -> (Arc<dyn EventStore>, tempfile::TempDir) { /* a fresh store */ }
+//!
+//! mod conformance {
+//!     infra::event_store_conformance!(super::fixture());
+//! }
+//! ```
+//!
+//! The factory expression is evaluated once per test. It yields either the store or a
+//! `(store, guard)` pair whose guard (a temporary directory, a database schema) lives until the
+//! test ends; see [`StoreFixture`]. The calling crate needs `tokio` with `macros` and
+//! `rt-multi-thread`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use commands::{Appended, EventStore, StoreError};
+use domain::{EventMetadata, NewEvent, RecordedEvent};
+use serde_json::json;
+use uuid::Uuid;
+
+const STREAM_TYPE: &str = "order";
+
+/// What a conformance factory yields: the store under test, maybe with a guard to keep alive.
+pub trait StoreFixture {
+    fn store(&self) -> Arc<dyn EventStore>;
+}
+
+impl StoreFixture for Arc<dyn EventStore> {
+    fn store(&self) -> Arc<dyn EventStore> {
+        self.clone()
+    }
+}
+
+impl<G> StoreFixture for (Arc<dyn EventStore>, G) {
+    fn store(&self) -> Arc<dyn EventStore> {
+        self.0.clone()
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each on a store made by the given
+/// async factory expression (see the [module docs](crate::event_store::conformance)).
+#[macro_export]
+macro_rules! event_store_conformance {
+    ($factory:expr) => {
+        $crate::event_store_conformance!(@cases $factory;
+            append_then_read_stream_round_trips,
+            wrong_expected_version_conflicts_and_writes_nothing,
+            multi_event_append_is_atomic,
+            empty_append_writes_nothing,
+            read_stream_from_a_version,
+            read_all_follows_position_order,
+            idempotent_retry_answers_like_the_original,
+            racing_appends_to_one_version_have_one_winner,
+            concurrent_appenders_to_one_stream_leave_no_gaps,
+            concurrent_appenders_to_own_streams_all_succeed,
+            tailing_read_all_during_writes_never_skips,
+            watch_head_wakes_after_an_append,
+            checkpoints_default_to_zero_and_persist,
+            head_is_the_last_position,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture = $factory.await;
+                let store = $crate::event_store::conformance::StoreFixture::store(&fixture);
+                $crate::event_store::conformance::$case(store).await;
+            }
+        )+
+    };
+}
+
+pub async fn append_then_read_stream_round_trips(store: Arc<dyn EventStore>) {
+    let stream = stream_id();
+    let sent = new_events(3);
+
+    let appended = append(&store, &stream, 0, sent.clone()).await;
+    let read = store.read_stream(&stream, 1).await.expect("read_stream");
+
+    assert_eq!(appended.version, 3, "append answers the new stream version");
+    assert!(!appended.duplicate, "a first append is not a duplicate");
+    assert_eq!(read.len(), 3, "read_stream returns every appended event");
+    for ((recorded, new), version) in read.iter().zip(&sent).zip(1..) {
+        assert_same_event(recorded, new);
+        assert_eq!(recorded.stream_id, stream);
+        assert_eq!(recorded.stream_type, STREAM_TYPE);
+        assert_eq!(recorded.version, version, "versions run 1..=n");
+    }
+    assert_eq!(
+        read.last().map(|e| e.global_position),
+        Some(appended.position),
+        "append answers the global position of its last event"
+    );
+}
+
+pub async fn wrong_expected_version_conflicts_and_writes_nothing(store: Arc<dyn EventStore>) {
+    let stream = stream_id();
+    append(&store, &stream, 0, new_events(2)).await;
+
+    let result = store.append(&stream, STREAM_TYPE, 1, new_events(1)).await;
+
+    let expected = StoreError::Conflict {
+        stream_id: stream.clone(),
+        expected: 1,
+        actual: 2,
+    };
+    assert_eq!(result, Err(expected), "a stale expected version conflicts");
+    assert_eq!(
+        versions(&store, &stream).await,
+        vec![1, 2],
+        "nothing written"
+    );
+}
+
+pub async fn multi_event_append_is_atomic(store: Arc<dyn EventStore>) {
+    let stream = stream_id();
+    append(&store, &stream, 0, new_events(1)).await;
+    let batch = new_events(3);
+
+    let result = store.append(&stream, STREAM_TYPE, 0, batch.clone()).await;
+
+    assert!(
+        matches!(result, Err(StoreError::Conflict { actual: 1, .. })),
+        "a batch on a stale version conflicts, got {result:?}"
+    );
+    let all = store.read_all(0, 1_000).await.expect("read_all");
+    let batch_ids: HashSet<Uuid> = batch.iter().map(|e| e.event_id).collect();
+    assert!(
+        all.iter().all(|e| !batch_ids.contains(&e.event_id)),
+        "no event of a refused batch is stored"
+    );
+    assert_eq!(all.len(), 1);
+}
+
+pub async fn empty_append_writes_nothing(store: Arc<dyn EventStore>) {
+    let stream = stream_id();
+    append(&store, &stream, 0, new_events(2)).await;
+
+    let appended = append(&store, &stream, 2, Vec::new()).await;
+
+    assert_eq!(
+        appended.version, 2,
+        "an empty append answers the current version"
+    );
+    assert_eq!(versions(&store, &stream).await, vec![1, 2]);
+}
+
+pub async fn read_stream_from_a_version(store: Arc<dyn EventStore>) {
+    let stream = stream_id();
+    append(&store, &stream, 0, new_events(5)).await;
+
+    let tail = versions_from(&store, &stream, 3).await;
+    let past_end = versions_from(&store, &stream, 6).await;
+    let unknown = store
+        .read_stream(&stream_id(), 1)
+        .await
+        .expect("read_stream");
+
+    assert_eq!(tail, vec![3, 4, 5], "read_stream starts at from_version");
+    assert!(past_end.is_empty(), "nothing past the last version");
+    assert!(
+        unknown.is_empty(),
+        "an unknown stream is empty, not an error"
+    );
+}
+
+pub async fn read_all_follows_position_order(store: Arc<dyn EventStore>) {
+    let (a, b) = (stream_id(), stream_id());
+    append(&store, &a, 0, new_events(2)).await;
+    append(&store, &b, 0, new_events(3)).await;
+    append(&store, &a, 2, new_events(1)).await;
+
+    let all = store.read_all(0, 100).await.expect("read_all");
+
+    let order: Vec<(&str, u64)> = all
+        .iter()
+        .map(|e| (e.stream_id.as_str(), e.version))
+        .collect();
+    let expected = [(&a, 1), (&a, 2), (&b, 1), (&b, 2), (&b, 3), (&a, 3)];
+    let expected: Vec<(&str, u64)> = expected.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+    assert_eq!(
+        order, expected,
+        "read_all returns every event in commit order"
+    );
+    assert_strictly_increasing(&all);
+
+    let after_third = store
+        .read_all(all[2].global_position, 100)
+        .await
+        .expect("read_all");
+    let first_two = store.read_all(0, 2).await.expect("read_all");
+    let past_head = store
+        .read_all(all[5].global_position, 100)
+        .await
+        .expect("read_all");
+    assert_eq!(
+        after_third,
+        all[3..].to_vec(),
+        "`after` excludes its own position"
+    );
+    assert_eq!(first_two, all[..2].to_vec(), "`limit` caps the page");
+    assert!(past_head.is_empty(), "nothing after the head");
+}
+
+pub async fn idempotent_retry_answers_like_the_original(store: Arc<dyn EventStore>) {
+    let stream = stream_id();
+    let events = new_events(2);
+    let original = append(&store, &stream, 0, events.clone()).await;
+    append(&store, &stream, 2, new_events(1)).await;
+    let head = store.head().await.expect("head");
+
+    let retry = append(&store, &stream, 0, events).await;
+
+    let expected = Appended {
+        duplicate: true,
+        ..original
+    };
+    assert_eq!(
+        retry, expected,
+        "a retry answers the original version and position"
+    );
+    assert_eq!(
+        versions(&store, &stream).await,
+        vec![1, 2, 3],
+        "nothing written"
+    );
+    assert_eq!(
+        store.head().await.expect("head"),
+        head,
+        "the head did not move"
+    );
+}
+
+pub async fn racing_appends_to_one_version_have_one_winner(store: Arc<dyn EventStore>) {
+    let stream = stream_id();
+
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, stream) = (store.clone(), stream.clone());
+            tokio::spawn(async move { store.append(&stream, STREAM_TYPE, 0, new_events(1)).await })
+        })
+        .collect();
+    let results = join_all(tasks).await;
+
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    let conflicts = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict { actual: 1, .. })))
+        .count();
+    assert_eq!(
+        winners, 1,
+        "exactly one append at version 0 wins: {results:?}"
+    );
+    assert_eq!(
+        conflicts, 7,
+        "every other one conflicts at version 1: {results:?}"
+    );
+    assert_eq!(versions(&store, &stream).await, vec![1]);
+}
+
+pub async fn concurrent_appenders_to_one_stream_leave_no_gaps(store: Arc<dyn EventStore>) {
+    const TASKS: u64 = 16;
+    const APPENDS: u64 = 50;
+    let stream = stream_id();
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (store, stream) = (store.clone(), stream.clone());
+            tokio::spawn(async move {
+                let mut known = 0;
+                for _ in 0..APPENDS {
+                    known = append_with_retry(&store, &stream, known).await.version;
+                }
+            })
+        })
+        .collect();
+    join_all(tasks).await;
+
+    let events = store.read_stream(&stream, 1).await.expect("read_stream");
+    let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+    let ids: HashSet<Uuid> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        versions,
+        (1..=TASKS * APPENDS).collect::<Vec<_>>(),
+        "no gaps, no extras"
+    );
+    assert_eq!(ids.len() as u64, TASKS * APPENDS, "every event stored once");
+}
+
+pub async fn concurrent_appenders_to_own_streams_all_succeed(store: Arc<dyn EventStore>) {
+    const TASKS: usize = 16;
+    const APPENDS: u64 = 20;
+    let streams: Vec<String> = (0..TASKS).map(|_| stream_id()).collect();
+
+    let tasks: Vec<_> = streams
+        .iter()
+        .map(|stream| {
+            let (store, stream) = (store.clone(), stream.clone());
+            tokio::spawn(async move {
+                for expected in 0..APPENDS {
+                    let appended = append(&store, &stream, expected, new_events(1)).await;
+                    assert_eq!(appended.version, expected + 1, "{stream} moves one by one");
+                }
+            })
+        })
+        .collect();
+    join_all(tasks).await;
+
+    for stream in &streams {
+        let expected: Vec<u64> = (1..=APPENDS).collect();
+        assert_eq!(
+            versions(&store, stream).await,
+            expected,
+            "{stream} is complete"
+        );
+    }
+}
+
+pub async fn tailing_read_all_during_writes_never_skips(store: Arc<dyn EventStore>) {
+    const WRITERS: usize = 8;
+    const APPENDS: u64 = 25;
+    const TOTAL: usize = WRITERS * APPENDS as usize * 2;
+    let writers_done = Arc::new(AtomicBool::new(false));
+
+    let reader = tokio::spawn(tail(store.clone(), writers_done.clone()));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let stream = stream_id();
+                for expected in (0..APPENDS * 2).step_by(2) {
+                    append(&store, &stream, expected, new_events(2)).await;
+                }
+            })
+        })
+        .collect();
+    join_all(writers).await;
+    writers_done.store(true, Ordering::SeqCst);
+    let seen = reader.await.expect("the tailing reader panicked");
+
+    let all: Vec<Uuid> = store
+        .read_all(0, TOTAL * 2)
+        .await
+        .expect("read_all")
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    let unique: HashSet<Uuid> = seen.iter().copied().collect();
+    assert_eq!(all.len(), TOTAL);
+    assert_eq!(unique.len(), seen.len(), "the tail saw no event twice");
+    assert_eq!(seen, all, "the tail saw every event, in log order");
+}
+
+pub async fn watch_head_wakes_after_an_append(store: Arc<dyn EventStore>) {
+    let mut head = store.watch_head();
+    assert_eq!(*head.borrow_and_update(), 0, "an empty store's head is 0");
+
+    let appended = append(&store, &stream_id(), 0, new_events(2)).await;
+
+    let woke = tokio::time::timeout(WAIT, head.wait_for(|h| *h >= appended.position)).await;
+    let woke = woke.ok().and_then(|seen| seen.ok().map(|h| *h));
+    assert_eq!(
+        woke,
+        Some(appended.position),
+        "watch_head wakes with the new head"
+    );
+}
+
+pub async fn checkpoints_default_to_zero_and_persist(store: Arc<dyn EventStore>) {
+    assert_eq!(
+        checkpoint(&store, "relay").await,
+        0,
+        "no checkpoint reads as 0"
+    );
+
+    store
+        .save_checkpoint("relay", 42)
+        .await
+        .expect("save_checkpoint");
+    let saved = checkpoint(&store, "relay").await;
+    store
+        .save_checkpoint("relay", 7)
+        .await
+        .expect("save_checkpoint");
+    let rewound = checkpoint(&store, "relay").await;
+
+    assert_eq!(saved, 42, "a saved checkpoint reads back");
+    assert_eq!(rewound, 7, "a reader may move its checkpoint back (replay)");
+    assert_eq!(
+        checkpoint(&store, "projector").await,
+        0,
+        "readers are separate"
+    );
+}
+
+pub async fn head_is_the_last_position(store: Arc<dyn EventStore>) {
+    assert_eq!(
+        store.head().await.expect("head"),
+        0,
+        "an empty store's head is 0"
+    );
+    store.ping().await.expect("ping");
+
+    append(&store, &stream_id(), 0, new_events(2)).await;
+    let last = append(&store, &stream_id(), 0, new_events(3)).await;
+
+    let all = store.read_all(0, 100).await.expect("read_all");
+    let head = store.head().await.expect("head");
+    assert_eq!(head, last.position, "head is the last append's position");
+    assert_eq!(
+        all.last().map(|e| e.global_position),
+        Some(head),
+        "and the log's last"
+    );
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Follows the log with `after = last seen` until the writers are done and it is caught up.
+async fn tail(store: Arc<dyn EventStore>, writers_done: Arc<AtomicBool>) -> Vec<Uuid> {
+    let (mut after, mut seen) = (0, Vec::new());
+    loop {
+        // Read the flag first: an empty page read after it was set means nothing is left.
+        let done = writers_done.load(Ordering::SeqCst);
+        let page = store.read_all(after, 50).await.expect("read_all");
+        if page.is_empty() && done {
+            return seen;
+        }
+        if page.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for event in page {
+            assert!(event.global_position > after, "positions only increase");
+            after = event.global_position;
+            seen.push(event.event_id);
+        }
+    }
+}
+
+/// Appends one event as a command handler would: on conflict, catch up from the version it
+/// knows (reading only the newer events) and decide again.
+async fn append_with_retry(store: &Arc<dyn EventStore>, stream: &str, known: u64) -> Appended {
+    let mut expected = known;
+    loop {
+        match store
+            .append(stream, STREAM_TYPE, expected, new_events(1))
+            .await
+        {
+            Ok(appended) => return appended,
+            Err(StoreError::Conflict { .. }) => {
+                let newer = store
+                    .read_stream(stream, expected + 1)
+                    .await
+                    .expect("reload");
+                expected += newer.len() as u64;
+            }
+            Err(other) => panic!("append to {stream} failed: {other}"),
+        }
+    }
+}
+
+async fn append(
+    store: &Arc<dyn EventStore>,
+    stream: &str,
+    expected: u64,
+    events: Vec<NewEvent>,
+) -> Appended {
+    store
+        .append(stream, STREAM_TYPE, expected, events)
+        .await
+        .unwrap_or_else(|e| panic!("append to {stream} at {expected} failed: {e}"))
+}
+
+async fn versions(store: &Arc<dyn EventStore>, stream: &str) -> Vec<u64> {
+    versions_from(store, stream, 1).await
+}
+
+async fn versions_from(store: &Arc<dyn EventStore>, stream: &str, from: u64) -> Vec<u64> {
+    let events = store.read_stream(stream, from).await.expect("read_stream");
+    events.iter().map(|e| e.version).collect()
+}
+
+async fn checkpoint(store: &Arc<dyn EventStore>, reader: &str) -> u64 {
+    store.checkpoint(reader).await.expect("checkpoint")
+}
+
+async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.expect("a conformance task panicked"));
+    }
+    results
+}
+
+fn assert_same_event(recorded: &RecordedEvent, sent: &NewEvent) {
+    assert_eq!(recorded.event_id, sent.event_id, "event_id intact");
+    assert_eq!(recorded.event_type, sent.event_type, "event_type intact");
+    assert_eq!(
+        recorded.schema_version, sent.schema_version,
+        "schema_version intact"
+    );
+    assert_eq!(
+        recorded.occurred_at, sent.occurred_at,
+        "occurred_at intact to the µs"
+    );
+    assert_eq!(recorded.payload, sent.payload, "payload intact");
+    assert_eq!(recorded.metadata, sent.metadata, "metadata intact");
+}
+
+fn assert_strictly_increasing(events: &[RecordedEvent]) {
+    let positions: Vec<u64> = events.iter().map(|e| e.global_position).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "global positions strictly increase: {positions:?}"
+    );
+}
+
+/// A stream id no other test uses, so suites may share one store.
+fn stream_id() -> String {
+    format!("{STREAM_TYPE}-{}", Uuid::now_v7())
+}
+
+/// `n` distinct events with every envelope field set, `occurred_at` at µs precision.
+fn new_events(n: u32) -> Vec<NewEvent> {
+    let correlation_id = Uuid::now_v7();
+    (0..n)
+        .map(|i| NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: "OrderNoted".into(),
+            schema_version: 2,
+            occurred_at: Utc::now().trunc_subsecs(6),
+            payload: json!({ "n": i, "note": "café ✓", "lines": [{ "sku": "SKU-1", "qty": 2 }] }),
+            metadata: EventMetadata {
+                correlation_id,
+                causation_id: Some(Uuid::now_v7()),
+                command_id: Some(format!("cmd-{i}")),
+                request_hash: Some("sha256:abc".into()),
+                actor: "customer:42".into(),
+                traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            },
+        })
+        .collect()
+}

@@ -1,0 +1,97 @@
+//! The in-memory view store: maps behind one lock. Every operation is a short critical section
+//! with no await inside, so a std `Mutex` is the right tool (as mini-redis argues for its db).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use projections::view_store::{Doc, ViewError, ViewStore};
+
+#[derive(Default)]
+struct State {
+    docs: HashMap<String, Doc>,
+    indexes: HashMap<String, BTreeSet<(i64, String)>>,
+    /// The score each member has in each index, so re-adding re-scores.
+    scores: HashMap<(String, String), i64>,
+    claims: HashSet<String>,
+}
+
+#[derive(Default)]
+pub struct MemoryViewStore {
+    state: Mutex<State>,
+}
+
+impl MemoryViewStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, ViewError> {
+        self.state
+            .lock()
+            .map_err(|_| ViewError::Unavailable("view store lock poisoned".into()))
+    }
+}
+
+#[async_trait]
+impl ViewStore for MemoryViewStore {
+    async fn get(&self, key: &str) -> Result<Option<Doc>, ViewError> {
+        Ok(self.state()?.docs.get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, expected: u64, doc: Doc) -> Result<bool, ViewError> {
+        let mut state = self.state()?;
+        let current = state.docs.get(key).map_or(0, |d| d.version);
+        if current != expected {
+            return Ok(false);
+        }
+        state.docs.insert(key.to_owned(), doc);
+        Ok(true)
+    }
+
+    async fn index_add(&self, index: &str, score: i64, member: &str) -> Result<(), ViewError> {
+        let mut state = self.state()?;
+        let slot = (index.to_owned(), member.to_owned());
+        if let Some(old) = state.scores.insert(slot, score)
+            && let Some(set) = state.indexes.get_mut(index)
+        {
+            set.remove(&(old, member.to_owned()));
+        }
+        state
+            .indexes
+            .entry(index.to_owned())
+            .or_default()
+            .insert((score, member.to_owned()));
+        Ok(())
+    }
+
+    async fn index_page(
+        &self,
+        index: &str,
+        before: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, ViewError> {
+        let state = self.state()?;
+        let Some(set) = state.indexes.get(index) else {
+            return Ok(Vec::new());
+        };
+        let page = match before {
+            Some(cursor) => set.range(..cursor).rev().take(limit).cloned().collect(),
+            None => set.iter().rev().take(limit).cloned().collect(),
+        };
+        Ok(page)
+    }
+
+    async fn claim(&self, key: &str) -> Result<bool, ViewError> {
+        Ok(self.state()?.claims.insert(key.to_owned()))
+    }
+
+    async fn unclaim(&self, key: &str) -> Result<(), ViewError> {
+        self.state()?.claims.remove(key);
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), ViewError> {
+        self.state().map(|_| ())
+    }
+}
