@@ -1,1 +1,22 @@
-//! placeholder
+//! orderflow's processes: the HTTP API, the web UI, and the wiring that runs every role.
+//!
+//! - [`config`]: `Settings` for one process.
+//! - [`system`]: picks the adapters, builds the services on them, starts the relay and the
+//!   consumers (order processor, projector, notifier).
+//! - [`app`]: `Application::build(settings)`, `port()`, `run_until_stopped()`.
+//! - [`api`]: the HTTP API (orders, catalog, live updates, operations) and its errors.
+//! - [`web`]: the browser UI, compiled in.
+//! - [`seed`]: the demo catalog of a fresh embedded server.
+//! - [`metrics`], [`telemetry`]: `/metrics` counters and the tracing subscriber.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod seed;
+pub mod system;
+pub mod telemetry;
+pub mod web;
+
+pub use app::{Application, Stopper};
+pub use config::{AuthSettings, Secret, Settings};

@@ -1,0 +1,88 @@
+//! `/api/catalog`: what can be ordered, and restocking.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use domain::EventMetadata;
+use domain::inventory::MAX_RESTOCK;
+use domain::values::Sku;
+use projections::CatalogItem;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::{Caller, Role};
+use super::error::{ApiError, Problem};
+use super::{ApiJson, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/catalog", get(catalog))
+        .route("/api/catalog/{sku}/restock", post(restock))
+}
+
+/// The catalog, by SKU, with what is still available. No token needed.
+#[utoipa::path(get, path = "/api/catalog", tag = "catalog",
+    responses((status = 200, body = [CatalogItem])))]
+pub async fn catalog(State(state): State<AppState>) -> Result<Json<Vec<CatalogItem>>, ApiError> {
+    Ok(Json(state.system.projector.catalog().await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RestockBody {
+    /// 1 to 1,000,000 units.
+    #[schema(required = true, example = 20)]
+    pub quantity: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Restocked {
+    pub sku: String,
+    /// The SKU's inventory stream version after the restock.
+    pub version: u64,
+}
+
+/// Add stock to a SKU (operator).
+#[utoipa::path(post, path = "/api/catalog/{sku}/restock", tag = "operations",
+    params(("sku" = String, Path)), request_body = RestockBody,
+    responses((status = 202, body = Restocked), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn restock(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(sku): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RestockBody>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Operator])?;
+    let sku = Sku::parse(&sku).map_err(|_| ApiError::NotFound)?;
+    let quantity = body
+        .quantity
+        .and_then(|q| u32::try_from(q).ok())
+        .filter(|q| (1..=MAX_RESTOCK).contains(q))
+        .ok_or_else(|| {
+            ApiError::field("quantity", &format!("must be between 1 and {MAX_RESTOCK}"))
+        })?;
+    let metadata = EventMetadata {
+        correlation_id: Uuid::now_v7(),
+        actor: caller.actor(),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ..Default::default()
+    };
+    let handled = state
+        .system
+        .commands
+        .restock(&sku, quantity, &metadata)
+        .await?;
+    let body = Restocked {
+        sku: sku.to_string(),
+        version: handled.version,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}

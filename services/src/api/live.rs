@@ -1,0 +1,178 @@
+//! Live order updates over SSE, and push installations.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use domain::values::FieldError;
+use futures_util::Stream;
+use projections::{Installation, Notification};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::{ApiError, Problem};
+use super::{ApiJson, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/notifications/stream", get(stream))
+        .route(
+            "/api/installations/{installation_id}",
+            put(put_installation).delete(delete_installation),
+        )
+}
+
+/// The caller's order updates as Server-Sent Events (`event: order`, data: a Notification).
+/// Staff receive every order's updates. Browsers, whose `EventSource` cannot send headers, may
+/// pass the token as `?access_token=`. An `event: resync` means updates were missed: re-read.
+#[utoipa::path(get, path = "/api/notifications/stream", tag = "live",
+    params(("access_token" = Option<String>, Query, description = "The bearer token, for EventSource")),
+    responses((status = 200, description = "text/event-stream of `order` events", body = Notification,
+        content_type = "text/event-stream"), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn stream(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let updates = state.system.live.subscribe();
+    let shutdown = state.shutdown.clone();
+    let events = futures_util::stream::unfold(
+        (updates, shutdown, caller),
+        |(mut updates, mut shutdown, caller)| async move {
+            loop {
+                let received = tokio::select! {
+                    _ = infra::stopped(&mut shutdown) => return None,
+                    received = updates.recv() => received,
+                };
+                let event = match received {
+                    Ok(n) if caller.may_see(n.customer_id) => Event::default()
+                        .event("order")
+                        .id(n.event_id.to_string())
+                        .json_data(&n)
+                        .unwrap_or_else(|_| Event::default().event("resync").data("0")),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => {
+                        Event::default().event("resync").data(missed.to_string())
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((Ok(event), (updates, shutdown, caller)));
+            }
+        },
+    );
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct InstallationBody {
+    /// `apns`, `fcmv1` or `wns`.
+    #[schema(example = "fcmv1")]
+    pub platform: String,
+    /// The device token (APNs, FCM) or channel URI (WNS).
+    pub push_channel: String,
+    /// Extra tags; `customer:{id}` is added by the server, other customers' tags are refused.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Register or replace this device's push installation.
+#[utoipa::path(put, path = "/api/installations/{installation_id}", tag = "live",
+    params(("installation_id" = String, Path)), request_body = InstallationBody,
+    responses((status = 200, body = Installation), (status = 403, body = Problem),
+        (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn put_installation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(installation_id): Path<String>,
+    ApiJson(body): ApiJson<InstallationBody>,
+) -> Result<Json<Installation>, ApiError> {
+    let installation = validate_installation(&installation_id, body, caller.id)?;
+    state.system.push.register(installation.clone()).await?;
+    Ok(Json(installation))
+}
+
+/// Remove this device's push installation.
+#[utoipa::path(delete, path = "/api/installations/{installation_id}", tag = "live",
+    params(("installation_id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn delete_installation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(installation_id): Path<String>,
+) -> Result<Response, ApiError> {
+    if state
+        .system
+        .push
+        .delete(caller.id, &installation_id)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+fn validate_installation(
+    id: &str,
+    body: InstallationBody,
+    customer_id: uuid::Uuid,
+) -> Result<Installation, ApiError> {
+    let own_tag = format!("customer:{customer_id}");
+    let mut errors = Vec::new();
+    let id_ok = (1..=128).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !id_ok {
+        errors.push(FieldError::new(
+            "installation_id",
+            "must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' and '.'",
+        ));
+    }
+    if !["apns", "fcmv1", "wns"].contains(&body.platform.as_str()) {
+        errors.push(FieldError::new("platform", "must be apns, fcmv1 or wns"));
+    }
+    let channel = body.push_channel.trim();
+    if channel.is_empty() || channel.len() > 2048 {
+        errors.push(FieldError::new("push_channel", "must be 1-2048 characters"));
+    }
+    if body.tags.len() > 60
+        || body
+            .tags
+            .iter()
+            .any(|t| t.is_empty() || t.len() > 120 || t.chars().any(char::is_whitespace))
+    {
+        errors.push(FieldError::new(
+            "tags",
+            "at most 60 tags of 1-120 characters without spaces",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    if body
+        .tags
+        .iter()
+        .any(|t| t.starts_with("customer:") && *t != own_tag)
+    {
+        return Err(ApiError::Forbidden);
+    }
+    let mut tags = vec![own_tag.clone()];
+    tags.extend(body.tags.into_iter().filter(|t| *t != own_tag));
+    Ok(Installation {
+        installation_id: id.to_owned(),
+        customer_id,
+        platform: body.platform,
+        push_channel: channel.to_owned(),
+        tags,
+    })
+}

@@ -1,0 +1,91 @@
+//! The HTTP API (`/api`, `/health`, `/ready`, `/metrics`, `/openapi.json`) and the web UI.
+//!
+//! Each area has its own `router()`, merged here; handlers get an [`AppState`] holding the
+//! running [`System`](crate::system::System) and the token keys.
+//!
+//! - [`auth`]: bearer tokens and the `Caller` extractor.
+//! - [`error`]: `ApiError`, answered as problem+json.
+//! - [`orders`]: place, read, list, cancel, ship, deliver, an order's events.
+//! - [`catalog`]: the catalog and restocking.
+//! - [`live`]: the SSE stream of order updates and push installations.
+//! - [`ops`]: the development login, health, readiness, metrics, OpenAPI.
+
+pub mod auth;
+pub mod catalog;
+pub mod error;
+pub mod live;
+pub mod ops;
+pub mod orders;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Json, Query, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tower_http::trace::TraceLayer;
+
+use crate::system::System;
+use auth::TokenKeys;
+use error::ApiError;
+
+/// Request bodies above this are refused with 413 (a 100-line order is ~10 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub system: Arc<System>,
+    pub keys: Arc<TokenKeys>,
+    /// Whether `POST /api/dev/token` exists.
+    pub dev_login: bool,
+    /// Turns true when the process stops; long-lived responses (SSE) end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(orders::router())
+        .merge(catalog::router())
+        .merge(live::router())
+        .merge(ops::router())
+        .merge(crate::web::router())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `Json` whose rejections are problem+json (422 with the field, 400, 413, 415).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// `Query` whose rejections are a 422 naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e: QueryRejection| ApiError::field("query", &e.body_text()))
+    }
+}

@@ -1,0 +1,515 @@
+//! `/api/orders`: place, read (with read-your-writes), list, cancel, ship, deliver, history.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use commands::PlaceOrder;
+use domain::EventMetadata;
+use domain::envelope::stream_id;
+use domain::order::{self, MAX_LINES, OrderCommand, OrderStatus};
+use domain::values::{CustomerId, FieldError, Quantity, ShippingAddress, Sku};
+use projections::OrderView;
+use projections::projector::{ALL_ORDERS_INDEX, customer_index};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::{Caller, Role};
+use super::error::{ApiError, Problem};
+use super::{ApiJson, ApiQuery, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/orders", post(place_order).get(list_orders))
+        .route("/api/orders/{id}", get(get_order))
+        .route("/api/orders/{id}/events", get(order_events))
+        .route("/api/orders/{id}/cancel", post(cancel_order))
+        .route("/api/orders/{id}/ship", post(ship_order))
+        .route("/api/orders/{id}/deliver", post(deliver_order))
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+const DEFAULT_WAIT_MS: u64 = 2000;
+const MAX_WAIT_MS: u64 = 30_000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PlaceOrderBody {
+    /// 1 to 100 lines, one per SKU.
+    #[schema(required = true)]
+    pub lines: Option<Vec<LineBody>>,
+    #[schema(required = true)]
+    pub shipping_address: Option<AddressBody>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LineBody {
+    #[schema(required = true, example = "TEA-001")]
+    pub sku: Option<String>,
+    /// 1 to 1000.
+    #[schema(required = true, example = 2)]
+    pub quantity: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AddressBody {
+    #[schema(required = true)]
+    pub name: Option<String>,
+    #[schema(required = true)]
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    #[schema(required = true)]
+    pub city: Option<String>,
+    #[schema(required = true)]
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2, e.g. `DE`.
+    #[schema(required = true, example = "DE")]
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderAccepted {
+    pub order_id: Uuid,
+    /// The order stream's version: pass it as `min_version` to read your write.
+    pub version: u64,
+    #[schema(example = "placed")]
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandAccepted {
+    /// The order stream's version after the command.
+    pub version: u64,
+}
+
+/// Place an order.
+#[utoipa::path(post, path = "/api/orders", tag = "orders",
+    request_body = PlaceOrderBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a retry with the same key and body gets the same answer")),
+    responses(
+        (status = 202, description = "Accepted; the order processor decides next", body = OrderAccepted,
+            headers(("Location" = String, description = "The order's URL"))),
+        (status = 409, description = "Idempotency key reused with another body", body = Problem),
+        (status = 422, description = "Invalid fields, unknown SKU", body = Problem),
+        (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn place_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PlaceOrderBody>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let (lines, shipping_address) = validate_order(body).map_err(ApiError::Validation)?;
+    let request_hash = request_hash(&lines, &shipping_address);
+    let request = PlaceOrder {
+        customer_id: CustomerId(caller.id),
+        idempotency_key: key,
+        request_hash,
+        lines,
+        shipping_address,
+        metadata: metadata(&caller, &headers),
+    };
+    let placed = state.system.commands.place_order(request).await?;
+    let location = format!("/api/orders/{}", placed.order_id);
+    let body = OrderAccepted {
+        order_id: placed.order_id,
+        version: placed.version,
+        status: OrderStatus::Placed.as_str(),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OrderQuery {
+    /// Wait until the view has reached this version (read-your-writes).
+    pub min_version: Option<u64>,
+    /// How long to wait for `min_version`, in ms (default 2000, at most 30000).
+    pub wait_ms: Option<u64>,
+}
+
+/// Read an order.
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
+    params(("id" = Uuid, Path), OrderQuery,
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier read")),
+    responses(
+        (status = 200, body = OrderView, headers(("ETag" = String, description = "\"<version>\""))),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "No such order, or another customer's", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<OrderQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let order_id = parse_id(&id)?;
+    let projector = &state.system.projector;
+    let view = match query.min_version {
+        Some(min_version) => {
+            let wait =
+                Duration::from_millis(query.wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
+            projector
+                .order_at_least(order_id, min_version, wait)
+                .await?
+        }
+        None => projector.order(order_id).await?,
+    };
+    let view = view
+        .filter(|v| caller.may_see(v.customer_id))
+        .ok_or(ApiError::NotFound)?;
+    let etag = format!("\"{}\"", view.version);
+    let etag_value =
+        HeaderValue::from_str(&etag).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        });
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    }
+    Ok(([(header::ETAG, etag_value)], Json(view)).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only orders in this status.
+    pub status: Option<String>,
+    /// 1 to 100 (default 20).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderList {
+    pub items: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// List orders, newest first: a customer's own, or every order for staff.
+#[utoipa::path(get, path = "/api/orders", tag = "orders", params(ListQuery),
+    responses((status = 200, body = OrderList), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<OrderList>, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 100"));
+    }
+    let status = query.status.as_deref().filter(|s| !s.is_empty());
+    if let Some(s) = status
+        && OrderStatus::parse(s).is_none()
+    {
+        return Err(ApiError::field(
+            "status",
+            "must be placed, confirmed, rejected, cancelled, shipped or delivered",
+        ));
+    }
+    let index = match caller.role {
+        Role::Customer => customer_index(caller.id),
+        Role::Operator | Role::Analyst => ALL_ORDERS_INDEX.to_owned(),
+    };
+    let page = state
+        .system
+        .projector
+        .orders(&index, status, query.cursor.as_deref(), limit)
+        .await?;
+    Ok(Json(OrderList {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CancelBody {
+    /// Up to 500 characters.
+    pub reason: Option<String>,
+}
+
+/// Cancel an order (before shipment; reserved stock is released).
+#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders",
+    params(("id" = Uuid, Path)), request_body(content = Option<CancelBody>),
+    responses((status = 202, body = CommandAccepted),
+        (status = 404, body = Problem),
+        (status = 409, description = "Already shipped", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn cancel_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Customer, Role::Operator])?;
+    let order_id = parse_id(&id)?;
+    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::field("body", &e.to_string()))?
+    };
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        return Err(ApiError::field("reason", "must be at most 500 characters"));
+    }
+    let command = OrderCommand::Cancel { reason };
+    run(&state, &caller, &headers, order_id, command).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ShipBody {
+    #[schema(example = "DHL")]
+    pub carrier: String,
+    #[schema(example = "JD014600006281234567")]
+    pub tracking: String,
+}
+
+/// Ship a confirmed order (operator).
+#[utoipa::path(post, path = "/api/orders/{id}/ship", tag = "operations",
+    params(("id" = Uuid, Path)), request_body = ShipBody,
+    responses((status = 202, body = CommandAccepted), (status = 403, body = Problem),
+        (status = 409, description = "Not confirmed", body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn ship_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ShipBody>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Operator])?;
+    let order_id = parse_id(&id)?;
+    let command = OrderCommand::Ship {
+        carrier: body.carrier.trim().to_owned(),
+        tracking: body.tracking.trim().to_owned(),
+    };
+    run(&state, &caller, &headers, order_id, command).await
+}
+
+/// Mark a shipped order delivered (operator).
+#[utoipa::path(post, path = "/api/orders/{id}/deliver", tag = "operations",
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = CommandAccepted), (status = 403, body = Problem),
+        (status = 409, description = "Not shipped", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn deliver_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Operator])?;
+    let order_id = parse_id(&id)?;
+    run(&state, &caller, &headers, order_id, OrderCommand::Deliver).await
+}
+
+/// One event of an order's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventOut {
+    pub event_id: Uuid,
+    pub version: u64,
+    #[schema(example = "OrderPlaced")]
+    pub event_type: String,
+    pub schema_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub metadata: EventMetadata,
+}
+
+/// An order's events, oldest first.
+#[utoipa::path(get, path = "/api/orders/{id}/events", tag = "orders",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = [EventOut]), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn order_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<EventOut>>, ApiError> {
+    let order_id = parse_id(&id)?;
+    let stream = stream_id(order::STREAM_TYPE, order_id);
+    let events = state.system.store.read_stream(&stream, 1).await?;
+    let owner = events
+        .first()
+        .and_then(|e| e.payload.get("customer_id"))
+        .and_then(|c| c.as_str())
+        .and_then(|c| Uuid::parse_str(c).ok())
+        .ok_or(ApiError::NotFound)?;
+    if !caller.may_see(owner) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(
+        events
+            .into_iter()
+            .map(|e| EventOut {
+                event_id: e.event_id,
+                version: e.version,
+                event_type: e.event_type,
+                schema_version: e.schema_version,
+                occurred_at: e.occurred_at,
+                payload: e.payload,
+                metadata: e.metadata,
+            })
+            .collect(),
+    ))
+}
+
+/// Runs a command on an order the caller may act on; another customer's order is a 404.
+async fn run(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    order_id: Uuid,
+    command: OrderCommand,
+) -> Result<Response, ApiError> {
+    let commands = &state.system.commands;
+    let (_, current) = commands
+        .orders
+        .load(&order_id.to_string())
+        .await
+        .map_err(commands::CommandFailure::from)?;
+    let owner = current.customer_id.ok_or(ApiError::NotFound)?;
+    if !caller.may_see(owner.0) {
+        return Err(ApiError::NotFound);
+    }
+    let handled = commands
+        .order(order_id, command, &metadata(caller, headers))
+        .await?;
+    let body = CommandAccepted {
+        version: handled.version,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+fn metadata(caller: &Caller, headers: &HeaderMap) -> EventMetadata {
+    EventMetadata {
+        correlation_id: Uuid::now_v7(),
+        actor: caller.actor(),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 55)
+            .map(str::to_owned),
+        ..Default::default()
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Ok(Some(key.to_owned())),
+        _ => Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1-255 visible ASCII characters",
+        )),
+    }
+}
+
+/// An order request that passed every field check: its lines and where it goes.
+type ValidOrder = (Vec<(Sku, Quantity)>, ShippingAddress);
+
+/// Checks every field and reports every problem at once.
+fn validate_order(body: PlaceOrderBody) -> Result<ValidOrder, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut lines = Vec::new();
+    match body.lines {
+        None => errors.push(FieldError::new("lines", "is required")),
+        Some(l) if l.is_empty() => {
+            errors.push(FieldError::new("lines", "must have at least one line"))
+        }
+        Some(l) if l.len() > MAX_LINES => errors.push(FieldError::new(
+            "lines",
+            format!("must have at most {MAX_LINES} lines"),
+        )),
+        Some(l) => {
+            for (i, line) in l.into_iter().enumerate() {
+                let sku = match line.sku.as_deref().map(str::trim) {
+                    None | Some("") => Err("is required".to_owned()),
+                    Some(raw) => Sku::parse(raw),
+                };
+                let quantity = line
+                    .quantity
+                    .map_or_else(|| Err("is required".to_owned()), Quantity::parse);
+                match (sku, quantity) {
+                    (Ok(sku), Ok(quantity)) => {
+                        if lines.iter().any(|(s, _)| *s == sku) {
+                            errors.push(FieldError::new(
+                                format!("lines[{i}].sku"),
+                                "appears on an earlier line; put the whole quantity on one line",
+                            ));
+                        }
+                        lines.push((sku, quantity));
+                    }
+                    (sku, quantity) => {
+                        if let Err(m) = sku {
+                            errors.push(FieldError::new(format!("lines[{i}].sku"), m));
+                        }
+                        if let Err(m) = quantity {
+                            errors.push(FieldError::new(format!("lines[{i}].quantity"), m));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let address = match body.shipping_address {
+        None => {
+            errors.push(FieldError::new("shipping_address", "is required"));
+            None
+        }
+        Some(a) => ShippingAddress::parse(
+            "shipping_address",
+            a.name.as_deref(),
+            a.line1.as_deref(),
+            a.line2.as_deref(),
+            a.city.as_deref(),
+            a.postal_code.as_deref(),
+            a.country.as_deref(),
+        )
+        .map_err(|e| errors.extend(e))
+        .ok(),
+    };
+    match address {
+        Some(address) if errors.is_empty() => Ok((lines, address)),
+        _ => Err(errors),
+    }
+}
+
+/// A digest of what the request asks for (not of its bytes, so whitespace and key order do
+/// not make a retry look like another request).
+fn request_hash(lines: &[(Sku, Quantity)], address: &ShippingAddress) -> String {
+    let canonical = serde_json::json!({ "lines": lines, "shipping_address": address });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

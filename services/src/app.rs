@@ -1,0 +1,156 @@
+//! `Application`: build the whole system from settings, serve until stopped, stop gracefully.
+//! Tests start it on port 0 with their own data directory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::auth::TokenKeys;
+use crate::api::{self, AppState};
+use crate::config::{AuthSettings, Settings};
+use crate::system::System;
+
+/// How long stopping waits for workers to finish what they hold.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    router: axum::Router,
+    system: Arc<System>,
+    workers: Vec<JoinHandle<()>>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+/// Stops a running application from elsewhere (tests, or a signal handler).
+#[derive(Clone)]
+pub struct Stopper(Arc<watch::Sender<bool>>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let system = System::embedded(&settings).await?;
+        if settings.seed_catalog {
+            let listed = crate::seed::catalog(&system.commands)
+                .await
+                .context("seeding the catalog")?;
+            if listed > 0 {
+                tracing::info!(listed, "seeded the demo catalog");
+            }
+        }
+        // Views live in a cache that may have forgotten everything: catch it up from the log
+        // before answering the first read.
+        let position = system
+            .projector
+            .catch_up()
+            .await
+            .context("rebuilding views from the event log")?;
+        tracing::info!(position, "views caught up with the event log");
+        let (stop, stopped) = watch::channel(false);
+        let workers = system.spawn_workers(&settings, stopped.clone()).await?;
+        let (keys, dev_login) = match &settings.auth {
+            AuthSettings::Development => {
+                tracing::warn!("{}", api::ops::DEV_NOTICE);
+                (TokenKeys::development(&settings.data_dir)?, true)
+            }
+            AuthSettings::Jwt {
+                secret,
+                issuer,
+                audience,
+            } => (
+                TokenKeys::new(secret.expose().as_bytes().to_vec(), issuer, audience),
+                false,
+            ),
+        };
+        let state = AppState {
+            system: system.clone(),
+            keys: Arc::new(keys),
+            dev_login,
+            shutdown: stopped,
+        };
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let address = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            address,
+            router: api::router(state),
+            system,
+            workers,
+            stop: Arc::new(stop),
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn system(&self) -> Arc<System> {
+        self.system.clone()
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+
+    /// Serves until SIGINT, SIGTERM or the stopper; then stops taking requests, lets workers
+    /// finish and settle what they hold, and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(address = %self.address, "orderflow listening on http://{}", self.address);
+        let stopper = self.stopper();
+        let signals = tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received; stopping");
+            stopper.stop();
+        });
+        let mut stopped = self.stop.subscribe();
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+            .context("serving HTTP")?;
+        self.stop.send_replace(true);
+        signals.abort();
+        for worker in self.workers {
+            if tokio::time::timeout(DRAIN, worker).await.is_err() {
+                tracing::warn!("a worker did not stop within {DRAIN:?}");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
