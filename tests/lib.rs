@@ -1,1 +1,261 @@
-//! helpers
+//! Helpers for the cross-crate tests: start the real application on a free port with its own
+//! data directory, talk to it over HTTP as a client would, and drive a real browser.
+//!
+//! - [`spawn_app`] / [`spawn_app_in`]: a fresh or an existing data directory.
+//! - [`TestApp`]: an HTTP client bound to one app, with the calls tests repeat.
+//! - [`browser`]: a small Chrome DevTools Protocol driver for headless Chromium.
+//!
+//! Tracing stays quiet unless `TEST_LOG` is set.
+
+pub mod browser;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use services::system::System;
+use services::{Application, Settings, Stopper};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+static TRACING: Once = Once::new();
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub system: Arc<System>,
+    pub data_dir: PathBuf,
+    /// Keeps a fresh data directory alive for the test's length.
+    _temp: Option<Arc<tempfile::TempDir>>,
+    stopper: Stopper,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the app with a fresh data directory and the demo catalog.
+pub async fn spawn_app() -> TestApp {
+    let temp = Arc::new(tempfile::tempdir().expect("a temporary directory"));
+    let mut app = spawn_app_in(temp.path()).await;
+    app._temp = Some(temp);
+    app
+}
+
+/// Starts the app on an existing data directory (as a restart would).
+pub async fn spawn_app_in(data_dir: &Path) -> TestApp {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            services::telemetry::init("info");
+        }
+    });
+    let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap(), data_dir.to_owned());
+    // Retries that fit in a test's patience.
+    settings.retry.base_delay = Duration::from_millis(20);
+    let app = Application::build(settings).await.expect("the app builds");
+    let address = format!("http://{}", app.address());
+    let system = app.system();
+    let stopper = app.stopper();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        system,
+        data_dir: data_dir.to_owned(),
+        _temp: None,
+        stopper,
+        server,
+    }
+}
+
+/// A valid order body for `lines` of `(sku, quantity)`.
+pub fn order_body(lines: &[(&str, i64)]) -> Value {
+    json!({
+        "lines": lines.iter().map(|(sku, quantity)| json!({"sku": sku, "quantity": quantity})).collect::<Vec<_>>(),
+        "shipping_address": {
+            "name": "Ada Lovelace", "line1": "12 Analytical Row", "city": "London",
+            "postal_code": "N1 9GU", "country": "GB"
+        }
+    })
+}
+
+/// A SKU no other test uses.
+pub fn unique_sku(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        Uuid::new_v4().simple().to_string()[..8].to_uppercase()
+    )
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A development token for `name` in `role`.
+    pub async fn token(&self, name: &str, role: &str) -> String {
+        let response = self
+            .client
+            .post(self.url("/api/dev/token"))
+            .json(&json!({ "customer_id": name, "role": role }))
+            .send()
+            .await
+            .expect("dev login answers");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A customer with a fresh name, and their token.
+    pub async fn new_customer(&self) -> String {
+        self.token(&format!("customer-{}", Uuid::new_v4()), "customer")
+            .await
+    }
+
+    /// Lists a new product with `stock` units (arranged through the command side directly, as
+    /// the catalog has no "list product" endpoint).
+    pub async fn list_product(&self, sku: &str, unit_price: u64, stock: u32) {
+        use domain::values::{Currency, Sku};
+        let sku = Sku::parse(sku).unwrap();
+        let metadata = domain::EventMetadata {
+            correlation_id: Uuid::now_v7(),
+            actor: "test".into(),
+            ..Default::default()
+        };
+        let commands = &self.system.commands;
+        commands
+            .list_product(
+                sku.clone(),
+                "Test product",
+                unit_price,
+                Currency::parse("EUR").unwrap(),
+                &metadata,
+            )
+            .await
+            .expect("product listed");
+        if stock > 0 {
+            commands
+                .restock(&sku, stock, &metadata)
+                .await
+                .expect("restocked");
+        }
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// Places an order and returns the raw response.
+    pub async fn place(&self, token: &str, key: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url("/api/orders"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// Places an order that must be accepted; returns its id.
+    pub async fn place_ok(&self, token: &str, lines: &[(&str, i64)]) -> String {
+        let response = self
+            .place(token, &Uuid::new_v4().to_string(), &order_body(lines))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::ACCEPTED,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        let body: Value = response.json().await.unwrap();
+        body["order_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The order's view once its status is no longer `placed` (or after `timeout`).
+    pub async fn settled(&self, token: &str, order_id: &str) -> Value {
+        self.wait_for(token, order_id, |v| v["status"] != "placed")
+            .await
+    }
+
+    /// Polls the order's view until `done` holds; panics after 10 s.
+    pub async fn wait_for(
+        &self,
+        token: &str,
+        order_id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let response = self.get(token, &format!("/api/orders/{order_id}")).await;
+            let view: Value = response.json().await.unwrap_or(Value::Null);
+            if done(&view) {
+                return view;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {order_id} never got there: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The catalog entry of `sku`.
+    pub async fn catalog_item(&self, sku: &str) -> Value {
+        let catalog: Value = self
+            .client
+            .get(self.url("/api/catalog"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        catalog
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item["sku"] == sku)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until the catalog shows `available` units of `sku`.
+    pub async fn wait_for_available(&self, sku: &str, available: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let item = self.catalog_item(sku).await;
+            if item["available"] == available {
+                return item;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{sku} never had {available} available: {item}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the app gracefully and waits until it has.
+    pub async fn stop(self) {
+        self.stopper.stop();
+        self.server
+            .await
+            .expect("the server task ends")
+            .expect("the server stops cleanly");
+    }
+}

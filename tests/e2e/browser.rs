@@ -1,0 +1,113 @@
+//! The web UI in a real, headless Chromium: sign in, order, and watch the status change live.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use orderflow_tests::browser::Browser;
+use orderflow_tests::{spawn_app, unique_sku};
+
+/// Sets an input's value the way typing would, so the page's listeners see it.
+fn fill(selector: &str, value: &str) -> String {
+    format!(
+        "(() => {{ const e = document.querySelector({s}); e.value = {v}; \
+         e.dispatchEvent(new Event('input', {{bubbles: true}})); \
+         e.dispatchEvent(new Event('change', {{bubbles: true}})); return true; }})()",
+        s = json!(selector),
+        v = json!(value)
+    )
+}
+
+#[tokio::test]
+async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_live() {
+    let Some(browser) = Browser::launch().await.expect("Chromium starts") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have Chromium (.ci/run installs it)"
+        );
+        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
+        return;
+    };
+    let app = spawn_app().await;
+    let sku = unique_sku("TEA");
+    app.list_product(&sku, 450, 5).await;
+    let wait = Duration::from_secs(15);
+    let page = browser.new_page(&app.url("/#/login")).await.unwrap();
+
+    page.wait_for("!!document.querySelector('#login-form')", wait)
+        .await
+        .unwrap();
+    page.eval(&fill("#login-name", "browser-bea"))
+        .await
+        .unwrap();
+    page.eval(&fill("#login-role", "customer")).await.unwrap();
+    page.eval("document.querySelector('#login-form').requestSubmit()")
+        .await
+        .unwrap();
+    let quantity = format!("input.qty[data-sku={}]", json!(sku));
+    page.wait_for(
+        &format!("!!document.querySelector({})", json!(quantity)),
+        wait,
+    )
+    .await
+    .unwrap();
+    page.wait_for(
+        "document.querySelector('#live')?.textContent.trim() === 'live'",
+        wait,
+    )
+    .await
+    .unwrap();
+
+    page.eval(&fill(&quantity, "2")).await.unwrap();
+    for (field, value) in [
+        ("#ship-name", "Bea Browser"),
+        ("#ship-line1", "1 Chromium Way"),
+        ("#ship-city", "Berlin"),
+        ("#ship-postal", "10115"),
+        ("#ship-country", "DE"),
+    ] {
+        page.eval(&fill(field, value)).await.unwrap();
+    }
+    // A marker that a page reload would wipe: the updates below must arrive without one.
+    page.eval("window.__noReload = true").await.unwrap();
+    page.eval("document.querySelector('#order-form').requestSubmit()")
+        .await
+        .unwrap();
+
+    let row_status =
+        "document.querySelector('#orders tr[data-order-id] .status')?.textContent.trim()";
+    page.wait_for(
+        &format!("{row_status} === 'confirmed' && window.__noReload === true"),
+        wait,
+    )
+    .await
+    .unwrap();
+    let order_id = page
+        .eval("document.querySelector('#orders tr[data-order-id]').dataset.orderId")
+        .await
+        .unwrap();
+    let order_id = order_id.as_str().unwrap();
+
+    // An operator ships it elsewhere; the customer's page follows without reloading.
+    let operator = app.token("olga", "operator").await;
+    let shipped = app
+        .post(
+            &operator,
+            &format!("/api/orders/{order_id}/ship"),
+            &json!({"carrier": "DHL", "tracking": "JD1"}),
+        )
+        .await;
+    assert_eq!(shipped.status(), reqwest::StatusCode::ACCEPTED);
+    page.wait_for(
+        &format!("{row_status} === 'shipped' && window.__noReload === true"),
+        wait,
+    )
+    .await
+    .unwrap();
+
+    let shot = app.data_dir.join("orders.png");
+    page.screenshot(&shot).await.unwrap();
+    if let Ok(dir) = std::env::var("ORDERFLOW_SCREENSHOTS") {
+        let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("orders.png"));
+    }
+}

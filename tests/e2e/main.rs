@@ -1,0 +1,5 @@
+//! End-to-end tests: the real application on a random port, through HTTP and a browser.
+
+mod browser;
+mod orders;
+mod system;

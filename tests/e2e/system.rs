@@ -1,0 +1,352 @@
+//! Properties of the whole system: restarts lose nothing, concurrency never oversells, live
+//! updates and pushes arrive once, the contract is published.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use orderflow_tests::{spawn_app, spawn_app_in, unique_sku};
+
+#[tokio::test]
+async fn a_restart_keeps_every_order_and_status() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(temp.path()).await;
+    let (sku, scarce) = (unique_sku("TEA"), unique_sku("RARE"));
+    app.list_product(&sku, 450, 10).await;
+    app.list_product(&scarce, 450, 0).await;
+    let token = app.token("rita", "customer").await;
+    let confirmed = app.place_ok(&token, &[(&sku, 2)]).await;
+    let rejected = app.place_ok(&token, &[(&scarce, 1)]).await;
+    let cancelled = app.place_ok(&token, &[(&sku, 1)]).await;
+    app.settled(&token, &confirmed).await;
+    app.settled(&token, &rejected).await;
+    app.settled(&token, &cancelled).await;
+    app.post(
+        &token,
+        &format!("/api/orders/{cancelled}/cancel"),
+        &json!({}),
+    )
+    .await;
+    app.wait_for(&token, &cancelled, |v| v["status"] == "cancelled")
+        .await;
+    app.wait_for_available(&sku, 8).await;
+    let mut before = Vec::new();
+    for id in [&confirmed, &rejected, &cancelled] {
+        before.push(
+            app.get(&token, &format!("/api/orders/{id}"))
+                .await
+                .json::<Value>()
+                .await
+                .unwrap(),
+        );
+    }
+    app.stop().await;
+
+    let app = spawn_app_in(temp.path()).await;
+
+    let token = app.token("rita", "customer").await;
+    for (id, view) in [&confirmed, &rejected, &cancelled].into_iter().zip(&before) {
+        let after: Value = app
+            .get(&token, &format!("/api/orders/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(&after, view);
+    }
+    let statuses: Vec<String> = before
+        .iter()
+        .map(|v| v["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["confirmed", "rejected", "cancelled"]);
+    let mine: Value = app.get(&token, "/api/orders").await.json().await.unwrap();
+    assert_eq!(mine["items"].as_array().unwrap().len(), 3);
+    assert_eq!(app.catalog_item(&sku).await["available"], 8);
+    // The demo catalog was not seeded twice.
+    assert_eq!(app.catalog_item("TEA-001").await["on_hand"], 50);
+    // And the restarted system still processes orders.
+    let after_restart = app.place_ok(&token, &[(&sku, 1)]).await;
+    assert_eq!(
+        app.settled(&token, &after_restart).await["status"],
+        "confirmed"
+    );
+}
+
+#[tokio::test]
+async fn fifty_concurrent_orders_against_stock_of_twenty_confirm_exactly_twenty() {
+    let app = spawn_app().await;
+    let sku = unique_sku("HOT");
+    app.list_product(&sku, 100, 20).await;
+    let mut customers = Vec::new();
+    for _ in 0..50 {
+        customers.push(app.new_customer().await);
+    }
+
+    let lines = [(sku.as_str(), 1)];
+    let placing = customers.iter().map(|token| app.place_ok(token, &lines));
+    let order_ids = futures_util::future::join_all(placing).await;
+
+    let mut confirmed = 0;
+    for (token, id) in customers.iter().zip(&order_ids) {
+        let view = app.settled(token, id).await;
+        match view["status"].as_str().unwrap() {
+            "confirmed" => confirmed += 1,
+            "rejected" => assert_eq!(view["reason"], "out_of_stock"),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(confirmed, 20);
+    let item = app.wait_for_available(&sku, 0).await;
+    assert_eq!(
+        (item["on_hand"].as_u64(), item["reserved"].as_u64()),
+        (Some(20), Some(20))
+    );
+    assert_eq!(app.system.bus.dead_letters().await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn the_live_stream_carries_each_status_change_once_and_pushes_are_not_repeated() {
+    let app = spawn_app().await;
+    let sku = unique_sku("TEA");
+    app.list_product(&sku, 450, 10).await;
+    let token = app.new_customer().await;
+    let stranger = app.new_customer().await;
+    let mut mine = sse(&app, &token).await;
+    let mut theirs = sse(&app, &stranger).await;
+
+    let order_id = app.place_ok(&token, &[(&sku, 1)]).await;
+    let placed = next_order_event(&mut mine).await;
+    let confirmed = next_order_event(&mut mine).await;
+
+    assert_eq!(
+        (placed["order_id"].as_str(), placed["status"].as_str()),
+        (Some(order_id.as_str()), Some("placed"))
+    );
+    assert_eq!(confirmed["status"], "confirmed");
+    assert_eq!(confirmed["version"], 2);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next_order_event(&mut theirs))
+            .await
+            .is_err(),
+        "another customer saw this order's update"
+    );
+    // Redeliver every event to the notifier: nothing is pushed or streamed twice.
+    for event in app.system.store.read_all(0, 10_000).await.unwrap() {
+        app.system.notifier.handle(&event).await.unwrap();
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next_order_event(&mut mine))
+            .await
+            .is_err()
+    );
+    let pushed = app.system.log_push.sent();
+    let ids: HashSet<_> = pushed.iter().map(|n| n.event_id).collect();
+    assert_eq!(ids.len(), pushed.len(), "an event was pushed twice");
+    assert!(
+        pushed
+            .iter()
+            .any(|n| n.order_id.to_string() == order_id && n.status == "confirmed")
+    );
+}
+
+#[tokio::test]
+async fn installations_carry_the_customers_tag_and_no_one_elses() {
+    let app = spawn_app().await;
+    let token = app.new_customer().await;
+    let other_id = uuid::Uuid::new_v4();
+    let put = |id: &str, body: Value| {
+        app.client
+            .put(app.url(&format!("/api/installations/{id}")))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+
+    let ok = put(
+        "phone-1",
+        json!({"platform": "fcmv1", "push_channel": "fcm-token", "tags": ["lang:en"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let installation: Value = ok.json().await.unwrap();
+    let tags = installation["tags"].as_array().unwrap();
+    assert!(tags[0].as_str().unwrap().starts_with("customer:"));
+    assert!(tags.contains(&json!("lang:en")));
+
+    let hijack = put(
+        "phone-2",
+        json!({"platform": "apns", "push_channel": "t", "tags": [format!("customer:{other_id}")]}),
+    );
+    assert_eq!(hijack.await.unwrap().status(), StatusCode::FORBIDDEN);
+    let bad = put(
+        "phone-3",
+        json!({"platform": "blackberry", "push_channel": ""}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let stranger = app.new_customer().await;
+    let steal = app
+        .client
+        .put(app.url("/api/installations/phone-1"))
+        .bearer_auth(&stranger)
+        .json(&json!({"platform": "fcmv1", "push_channel": "mine now"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(steal.status(), StatusCode::FORBIDDEN);
+
+    let delete = || {
+        app.client
+            .delete(app.url("/api/installations/phone-1"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(delete().await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(delete().await.unwrap().status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_served_contract_lists_every_endpoint_and_ops_endpoints_answer() {
+    let app = spawn_app().await;
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = spec["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/dev/token", "post"),
+        ("/api/catalog", "get"),
+        ("/api/catalog/{sku}/restock", "post"),
+        ("/api/orders", "post"),
+        ("/api/orders", "get"),
+        ("/api/orders/{id}", "get"),
+        ("/api/orders/{id}/cancel", "post"),
+        ("/api/orders/{id}/ship", "post"),
+        ("/api/orders/{id}/deliver", "post"),
+        ("/api/orders/{id}/events", "get"),
+        ("/api/notifications/stream", "get"),
+        ("/api/installations/{installation_id}", "put"),
+        ("/api/installations/{installation_id}", "delete"),
+        ("/health", "get"),
+        ("/ready", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from /openapi.json"
+        );
+    }
+    let schemas = spec["components"]["schemas"].as_object().unwrap();
+    let view = &schemas["OrderView"]["properties"];
+    for field in [
+        "order_id",
+        "customer_id",
+        "status",
+        "lines",
+        "total",
+        "currency",
+        "shipping_address",
+        "version",
+        "placed_at",
+        "updated_at",
+        "history",
+    ] {
+        assert!(view.get(field).is_some(), "OrderView.{field} missing");
+    }
+
+    assert_eq!(
+        app.client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("orderflow_store_head_position"));
+    let dev = app
+        .client
+        .post(app.url("/api/dev/token"))
+        .json(&json!({"customer_id": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let dev: Value = dev.json().await.unwrap();
+    assert_eq!(dev["development"], true);
+    let page = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+}
+
+/// Opens the SSE stream and returns its byte stream.
+async fn sse(
+    app: &orderflow_tests::TestApp,
+    token: &str,
+) -> impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin {
+    let response = app
+        .client
+        .get(app.url(&format!("/api/notifications/stream?access_token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    Box::pin(response.bytes_stream())
+}
+
+/// The data of the next `event: order` on the stream.
+async fn next_order_event(
+    stream: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+) -> Value {
+    let mut buffer = String::new();
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if frame.lines().any(|l| l == "event: order") {
+                let data = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap();
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream stays open")
+            .unwrap();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
