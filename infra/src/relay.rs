@@ -109,3 +109,128 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use chrono::Utc;
+    use domain::{EventMetadata, NewEvent};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::bus::{Handler, MemoryBus, RetryPolicy, consume};
+    use crate::event_store::SqliteEventStore;
+
+    async fn append(store: &dyn EventStore, stream: &str, n: usize) {
+        let events = (0..n)
+            .map(|i| NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: "Tested".into(),
+                schema_version: 1,
+                occurred_at: Utc::now(),
+                payload: serde_json::json!({ "i": i }),
+                metadata: EventMetadata::default(),
+            })
+            .collect();
+        let version = store.read_stream(stream, 1).await.unwrap().len() as u64;
+        store.append(stream, "test", version, events).await.unwrap();
+    }
+
+    fn recorder(seen: Arc<Mutex<Vec<u64>>>, fail_once: Arc<AtomicBool>) -> Handler {
+        Arc::new(move |event| {
+            let seen = seen.clone();
+            let fail_once = fail_once.clone();
+            Box::pin(async move {
+                if fail_once.swap(false, Ordering::SeqCst) {
+                    return Err("transient".to_owned());
+                }
+                seen.lock().unwrap().push(event.global_position);
+                Ok(())
+            })
+        })
+    }
+
+    async fn wait_for_checkpoint(store: &dyn EventStore, position: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.checkpoint(CHECKPOINT).await.unwrap() < position {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "checkpoint never reached {position}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_relay_publishes_the_log_in_order_and_checkpoints_only_what_was_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(
+            SqliteEventStore::open(&dir.path().join("s.db"))
+                .await
+                .unwrap(),
+        );
+        append(store.as_ref(), "a-1", 3).await;
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(5),
+        };
+        let bus = Arc::new(MemoryBus::new(&["only"], policy));
+        let (stop, stopped) = watch::channel(false);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscription = bus.subscribe("only").await.unwrap();
+        let handler = recorder(seen.clone(), Arc::new(AtomicBool::new(true)));
+        tokio::spawn(consume("only", subscription, 1, handler, stopped.clone()));
+        let relay =
+            tokio::spawn(Relay::new(store.clone(), bus, RelayConfig::default()).run(stopped));
+
+        append(store.as_ref(), "a-2", 2).await;
+        wait_for_checkpoint(store.as_ref(), 5).await;
+
+        let mut positions = seen.lock().unwrap().clone();
+        positions.sort_unstable();
+        assert_eq!(
+            positions,
+            [1, 2, 3, 4, 5],
+            "every event, the failed one after its retry"
+        );
+        stop.send(true).unwrap();
+        relay.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_crash_the_relay_republishes_what_was_not_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(
+            SqliteEventStore::open(&dir.path().join("s.db"))
+                .await
+                .unwrap(),
+        );
+        append(store.as_ref(), "a-1", 4).await;
+        store.save_checkpoint(CHECKPOINT, 2).await.unwrap();
+        // No consumer: nothing settles, so the checkpoint must stay where it was.
+        let bus = Arc::new(MemoryBus::new(&["only"], RetryPolicy::default()));
+        let (stop, stopped) = watch::channel(false);
+        let relay =
+            tokio::spawn(Relay::new(store.clone(), bus, RelayConfig::default()).run(stopped));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.send(true).unwrap();
+        relay.await.unwrap();
+        assert_eq!(store.checkpoint(CHECKPOINT).await.unwrap(), 2);
+
+        // The "restarted" process gets events 3 and 4 again.
+        let bus = Arc::new(MemoryBus::new(&["only"], RetryPolicy::default()));
+        let (stop, stopped) = watch::channel(false);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscription = bus.subscribe("only").await.unwrap();
+        let handler = recorder(seen.clone(), Arc::new(AtomicBool::new(false)));
+        tokio::spawn(consume("only", subscription, 1, handler, stopped.clone()));
+        let relay =
+            tokio::spawn(Relay::new(store.clone(), bus, RelayConfig::default()).run(stopped));
+        wait_for_checkpoint(store.as_ref(), 4).await;
+        assert_eq!(*seen.lock().unwrap(), [3, 4]);
+        stop.send(true).unwrap();
+        relay.await.unwrap();
+    }
+}

@@ -350,3 +350,97 @@ async fn next_order_event(
         buffer.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+#[tokio::test]
+async fn redelivering_every_event_to_every_consumer_changes_nothing() {
+    let app = spawn_app().await;
+    let (sku, scarce) = (unique_sku("TEA"), unique_sku("RARE"));
+    app.list_product(&sku, 450, 10).await;
+    app.list_product(&scarce, 450, 0).await;
+    let token = app.new_customer().await;
+    let confirmed = app.place_ok(&token, &[(&sku, 2)]).await;
+    let rejected = app.place_ok(&token, &[(&scarce, 1)]).await;
+    let cancelled = app.place_ok(&token, &[(&sku, 1)]).await;
+    for id in [&confirmed, &rejected, &cancelled] {
+        app.settled(&token, id).await;
+    }
+    app.post(
+        &token,
+        &format!("/api/orders/{cancelled}/cancel"),
+        &json!({}),
+    )
+    .await;
+    app.wait_for(&token, &cancelled, |v| v["status"] == "cancelled")
+        .await;
+    app.wait_for_available(&sku, 8).await;
+    // Let the relay settle everything before taking the "before" picture.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let system = &app.system;
+    let head = system.store.head().await.unwrap();
+    let views_before = [confirmed, rejected, cancelled];
+    let mut before = Vec::new();
+    for id in &views_before {
+        before.push(
+            app.get(&token, &format!("/api/orders/{id}"))
+                .await
+                .json::<Value>()
+                .await
+                .unwrap(),
+        );
+    }
+    let captured = system.payments.captured();
+
+    for event in system.store.read_all(0, 10_000).await.unwrap() {
+        system.processor.handle(&event).await.unwrap();
+        system.projector.handle(&event).await.unwrap();
+        system.notifier.handle(&event).await.unwrap();
+    }
+
+    assert_eq!(
+        system.store.head().await.unwrap(),
+        head,
+        "a redelivered event acted twice"
+    );
+    assert_eq!(system.payments.captured(), captured);
+    for (id, view) in views_before.iter().zip(&before) {
+        let after: Value = app
+            .get(&token, &format!("/api/orders/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(&after, view);
+    }
+    assert_eq!(app.catalog_item(&sku).await["available"], 8);
+}
+
+#[tokio::test]
+async fn a_projector_that_sees_a_later_event_first_fills_the_gap_from_the_store() {
+    use infra::views::MemoryViewStore;
+    use projections::Projector;
+
+    let app = spawn_app().await;
+    let sku = unique_sku("TEA");
+    app.list_product(&sku, 450, 10).await;
+    let token = app.new_customer().await;
+    let order_id = app.place_ok(&token, &[(&sku, 1)]).await;
+    let expected = app.settled(&token, &order_id).await;
+    let stream = format!("order-{order_id}");
+    let events = app.system.store.read_stream(&stream, 1).await.unwrap();
+    assert_eq!(events.len(), 2);
+    let fresh = Projector::new(
+        app.system.store.clone(),
+        std::sync::Arc::new(MemoryViewStore::new()),
+    );
+
+    fresh.handle(&events[1]).await.unwrap();
+    fresh.handle(&events[0]).await.unwrap();
+    fresh.handle(&events[1]).await.unwrap();
+
+    let view = fresh
+        .order(order_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(serde_json::to_value(view).unwrap(), expected);
+}

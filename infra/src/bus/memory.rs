@@ -219,3 +219,198 @@ impl Drop for MemorySettle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use domain::EventMetadata;
+    use tokio::sync::watch;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::bus::{Handler, consume};
+
+    fn event(position: u64) -> RecordedEvent {
+        RecordedEvent {
+            event_id: Uuid::now_v7(),
+            stream_id: format!("test-{position}"),
+            stream_type: "test".into(),
+            version: 1,
+            global_position: position,
+            event_type: "Tested".into(),
+            schema_version: 1,
+            occurred_at: Utc::now(),
+            payload: serde_json::json!({}),
+            metadata: EventMetadata::default(),
+        }
+    }
+
+    fn quick(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            base_delay: Duration::from_millis(5),
+        }
+    }
+
+    /// A handler that fails the first `failures` attempts of every event, counting calls.
+    fn flaky(failures: u32, calls: Arc<AtomicU32>) -> Handler {
+        Arc::new(move |_event| {
+            let calls = calls.clone();
+            Box::pin(async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if n <= failures {
+                    Err(format!("failure {n}"))
+                } else {
+                    Ok(())
+                }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn every_subscription_gets_every_event_and_the_receipt_waits_for_all_acks() {
+        let bus = MemoryBus::new(&["a", "b"], quick(3));
+        let (stop, stopped) = watch::channel(false);
+        let (a_calls, b_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let a = tokio::spawn(consume(
+            "a",
+            bus.subscribe("a").await.unwrap(),
+            2,
+            flaky(0, a_calls.clone()),
+            stopped.clone(),
+        ));
+
+        let receipt = bus.publish(vec![event(1), event(2)]).await.unwrap();
+        let mut receipt = Box::pin(receipt);
+        // "b" has not consumed yet, so the batch is not safe.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut receipt)
+                .await
+                .is_err()
+        );
+        let b = tokio::spawn(consume(
+            "b",
+            bus.subscribe("b").await.unwrap(),
+            2,
+            flaky(0, b_calls.clone()),
+            stopped,
+        ));
+
+        receipt.await.unwrap();
+        assert_eq!(
+            (
+                a_calls.load(Ordering::SeqCst),
+                b_calls.load(Ordering::SeqCst)
+            ),
+            (2, 2)
+        );
+        stop.send(true).unwrap();
+        a.await.unwrap();
+        b.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_delivery_is_retried_then_succeeds() {
+        let bus = MemoryBus::new(&["a"], quick(5));
+        let (_stop, stopped) = watch::channel(false);
+        let calls = Arc::new(AtomicU32::new(0));
+        tokio::spawn(consume(
+            "a",
+            bus.subscribe("a").await.unwrap(),
+            1,
+            flaky(2, calls.clone()),
+            stopped,
+        ));
+
+        bus.publish(vec![event(1)]).await.unwrap().await.unwrap();
+
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(bus.dead_letters().await.unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_keeps_failing_is_dead_lettered_with_its_reason() {
+        let bus = MemoryBus::new(&["a"], quick(3));
+        let (_stop, stopped) = watch::channel(false);
+        let calls = Arc::new(AtomicU32::new(0));
+        tokio::spawn(consume(
+            "a",
+            bus.subscribe("a").await.unwrap(),
+            1,
+            flaky(u32::MAX, calls.clone()),
+            stopped,
+        ));
+        let poison = event(1);
+
+        bus.publish(vec![poison.clone()])
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let dead = bus.dead_letters().await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].event.event_id, dead[0].attempts),
+            (poison.event_id, 3)
+        );
+        assert_eq!(dead[0].reason, "failure 3");
+        assert_eq!(dead[0].subscription, "a");
+    }
+
+    #[tokio::test]
+    async fn competing_consumers_share_a_subscription() {
+        let bus = MemoryBus::new(&["a"], quick(3));
+        let (_stop, stopped) = watch::channel(false);
+        let (one, two) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        tokio::spawn(consume(
+            "a",
+            bus.subscribe("a").await.unwrap(),
+            1,
+            flaky(0, one.clone()),
+            stopped.clone(),
+        ));
+        tokio::spawn(consume(
+            "a",
+            bus.subscribe("a").await.unwrap(),
+            1,
+            flaky(0, two.clone()),
+            stopped,
+        ));
+
+        bus.publish((1..=100).map(event).collect())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
+        assert_eq!(
+            one.load(Ordering::SeqCst) + two.load(Ordering::SeqCst),
+            100,
+            "each event once"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+        };
+        let delays: Vec<_> = (1..=4).map(|a| policy.delay_after(a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_subscription_is_an_error() {
+        let bus = MemoryBus::new(&["a"], quick(3));
+        assert!(matches!(
+            bus.subscribe("nope").await,
+            Err(BusError::UnknownSubscription(_))
+        ));
+    }
+}

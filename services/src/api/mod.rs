@@ -52,7 +52,10 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(crate::web::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TraceLayer::new_for_http())
+        // Spans name the path only: the query may carry a token (`access_token`).
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+        }))
         .with_state(state)
 }
 
