@@ -78,6 +78,40 @@ pub fn order_body(lines: &[(&str, i64)]) -> Value {
     })
 }
 
+/// Polls `check` every 20 ms until it yields a value; panics with `what` after 10 s.
+pub async fn eventually<T, F, Fut>(what: impl std::fmt::Display, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} did not happen within 10 s; last seen: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One customer's orders in three final states, and the SKU they used (8 of 10 left).
+pub struct SettledOrders {
+    pub token: String,
+    pub sku: String,
+    pub confirmed: String,
+    pub rejected: String,
+    pub cancelled: String,
+}
+
+impl SettledOrders {
+    pub fn ids(&self) -> [&str; 3] {
+        [&self.confirmed, &self.rejected, &self.cancelled]
+    }
+}
+
 /// A SKU no other test uses.
 pub fn unique_sku(prefix: &str) -> String {
     format!(
@@ -199,18 +233,54 @@ impl TestApp {
         order_id: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let response = self.get(token, &format!("/api/orders/{order_id}")).await;
-            let view: Value = response.json().await.unwrap_or(Value::Null);
-            if done(&view) {
-                return view;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "order {order_id} never got there: {view}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        eventually(
+            format!("order {order_id} reaching the expected state"),
+            || async {
+                let view = self.view(token, order_id).await;
+                if done(&view) {
+                    Ok(view)
+                } else {
+                    Err(view.to_string())
+                }
+            },
+        )
+        .await
+    }
+
+    /// The order's view as the API answers it (`null` if it is not a 200).
+    pub async fn view(&self, token: &str, order_id: &str) -> Value {
+        let response = self.get(token, &format!("/api/orders/{order_id}")).await;
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    /// Places three orders for `customer` and settles them: one confirmed, one rejected
+    /// (out of stock) and one cancelled after confirmation.
+    pub async fn settled_orders(&self, customer: &str) -> SettledOrders {
+        let (sku, scarce) = (unique_sku("TEA"), unique_sku("RARE"));
+        self.list_product(&sku, 450, 10).await;
+        self.list_product(&scarce, 450, 0).await;
+        let token = self.token(customer, "customer").await;
+        let confirmed = self.place_ok(&token, &[(&sku, 2)]).await;
+        let rejected = self.place_ok(&token, &[(&scarce, 1)]).await;
+        let cancelled = self.place_ok(&token, &[(&sku, 1)]).await;
+        for id in [&confirmed, &rejected, &cancelled] {
+            self.settled(&token, id).await;
+        }
+        self.post(
+            &token,
+            &format!("/api/orders/{cancelled}/cancel"),
+            &serde_json::json!({}),
+        )
+        .await;
+        self.wait_for(&token, &cancelled, |v| v["status"] == "cancelled")
+            .await;
+        self.wait_for_available(&sku, 8).await;
+        SettledOrders {
+            token,
+            sku,
+            confirmed,
+            rejected,
+            cancelled,
         }
     }
 
@@ -236,18 +306,15 @@ impl TestApp {
 
     /// Waits until the catalog shows `available` units of `sku`.
     pub async fn wait_for_available(&self, sku: &str, available: u64) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        eventually(format!("{sku} having {available} available"), || async {
             let item = self.catalog_item(sku).await;
             if item["available"] == available {
-                return item;
+                Ok(item)
+            } else {
+                Err(item.to_string())
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{sku} never had {available} available: {item}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     /// Stops the app gracefully and waits until it has.

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use orderflow_tests::{order_body, spawn_app, unique_sku};
+use orderflow_tests::{eventually, order_body, spawn_app, unique_sku};
 
 #[tokio::test]
 async fn a_placed_order_is_confirmed_and_its_history_is_readable() {
@@ -138,14 +138,13 @@ async fn cancelling_a_confirmed_order_releases_its_stock_and_refunds() {
         .await;
     assert_eq!(view["reason"], "changed my mind");
     app.wait_for_available(&sku, 4).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while app.system.payments.refunded() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the payment was never refunded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("the payment being refunded", || async {
+        match app.system.payments.refunded() {
+            0 => Err("no refund".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -8,54 +8,24 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use orderflow_tests::{spawn_app, spawn_app_in, unique_sku};
+use orderflow_tests::{eventually, spawn_app, spawn_app_in, unique_sku};
 
 #[tokio::test]
 async fn a_restart_keeps_every_order_and_status() {
     let temp = tempfile::tempdir().unwrap();
     let app = spawn_app_in(temp.path()).await;
-    let (sku, scarce) = (unique_sku("TEA"), unique_sku("RARE"));
-    app.list_product(&sku, 450, 10).await;
-    app.list_product(&scarce, 450, 0).await;
-    let token = app.token("rita", "customer").await;
-    let confirmed = app.place_ok(&token, &[(&sku, 2)]).await;
-    let rejected = app.place_ok(&token, &[(&scarce, 1)]).await;
-    let cancelled = app.place_ok(&token, &[(&sku, 1)]).await;
-    app.settled(&token, &confirmed).await;
-    app.settled(&token, &rejected).await;
-    app.settled(&token, &cancelled).await;
-    app.post(
-        &token,
-        &format!("/api/orders/{cancelled}/cancel"),
-        &json!({}),
-    )
-    .await;
-    app.wait_for(&token, &cancelled, |v| v["status"] == "cancelled")
-        .await;
-    app.wait_for_available(&sku, 8).await;
+    let orders = app.settled_orders("rita").await;
     let mut before = Vec::new();
-    for id in [&confirmed, &rejected, &cancelled] {
-        before.push(
-            app.get(&token, &format!("/api/orders/{id}"))
-                .await
-                .json::<Value>()
-                .await
-                .unwrap(),
-        );
+    for id in orders.ids() {
+        before.push(app.view(&orders.token, id).await);
     }
     app.stop().await;
 
     let app = spawn_app_in(temp.path()).await;
 
     let token = app.token("rita", "customer").await;
-    for (id, view) in [&confirmed, &rejected, &cancelled].into_iter().zip(&before) {
-        let after: Value = app
-            .get(&token, &format!("/api/orders/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(&after, view);
+    for (id, view) in orders.ids().into_iter().zip(&before) {
+        assert_eq!(&app.view(&token, id).await, view);
     }
     let statuses: Vec<String> = before
         .iter()
@@ -64,11 +34,11 @@ async fn a_restart_keeps_every_order_and_status() {
     assert_eq!(statuses, ["confirmed", "rejected", "cancelled"]);
     let mine: Value = app.get(&token, "/api/orders").await.json().await.unwrap();
     assert_eq!(mine["items"].as_array().unwrap().len(), 3);
-    assert_eq!(app.catalog_item(&sku).await["available"], 8);
+    assert_eq!(app.catalog_item(&orders.sku).await["available"], 8);
     // The demo catalog was not seeded twice.
     assert_eq!(app.catalog_item("TEA-001").await["on_hand"], 50);
     // And the restarted system still processes orders.
-    let after_restart = app.place_ok(&token, &[(&sku, 1)]).await;
+    let after_restart = app.place_ok(&token, &[(&orders.sku, 1)]).await;
     assert_eq!(
         app.settled(&token, &after_restart).await["status"],
         "confirmed"
@@ -354,39 +324,28 @@ async fn next_order_event(
 #[tokio::test]
 async fn redelivering_every_event_to_every_consumer_changes_nothing() {
     let app = spawn_app().await;
-    let (sku, scarce) = (unique_sku("TEA"), unique_sku("RARE"));
-    app.list_product(&sku, 450, 10).await;
-    app.list_product(&scarce, 450, 0).await;
-    let token = app.new_customer().await;
-    let confirmed = app.place_ok(&token, &[(&sku, 2)]).await;
-    let rejected = app.place_ok(&token, &[(&scarce, 1)]).await;
-    let cancelled = app.place_ok(&token, &[(&sku, 1)]).await;
-    for id in [&confirmed, &rejected, &cancelled] {
-        app.settled(&token, id).await;
-    }
-    app.post(
-        &token,
-        &format!("/api/orders/{cancelled}/cancel"),
-        &json!({}),
-    )
-    .await;
-    app.wait_for(&token, &cancelled, |v| v["status"] == "cancelled")
+    let orders = app
+        .settled_orders(&format!("redo-{}", uuid::Uuid::new_v4()))
         .await;
-    app.wait_for_available(&sku, 8).await;
-    // Let the relay settle everything before taking the "before" picture.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let system = &app.system;
     let head = system.store.head().await.unwrap();
-    let views_before = [confirmed, rejected, cancelled];
+    // Every consumer has settled everything once the relay's checkpoint reaches the head.
+    eventually("the relay settling the whole log", || async {
+        let relayed = system
+            .store
+            .checkpoint(infra::relay::CHECKPOINT)
+            .await
+            .unwrap();
+        if relayed == head {
+            Ok(())
+        } else {
+            Err(format!("checkpoint {relayed} of {head}"))
+        }
+    })
+    .await;
     let mut before = Vec::new();
-    for id in &views_before {
-        before.push(
-            app.get(&token, &format!("/api/orders/{id}"))
-                .await
-                .json::<Value>()
-                .await
-                .unwrap(),
-        );
+    for id in orders.ids() {
+        before.push(app.view(&orders.token, id).await);
     }
     let captured = system.payments.captured();
 
@@ -402,16 +361,10 @@ async fn redelivering_every_event_to_every_consumer_changes_nothing() {
         "a redelivered event acted twice"
     );
     assert_eq!(system.payments.captured(), captured);
-    for (id, view) in views_before.iter().zip(&before) {
-        let after: Value = app
-            .get(&token, &format!("/api/orders/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(&after, view);
+    for (id, view) in orders.ids().into_iter().zip(&before) {
+        assert_eq!(&app.view(&orders.token, id).await, view);
     }
-    assert_eq!(app.catalog_item(&sku).await["available"], 8);
+    assert_eq!(app.catalog_item(&orders.sku).await["available"], 8);
 }
 
 #[tokio::test]
