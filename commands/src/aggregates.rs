@@ -5,7 +5,8 @@
 //!   racing and retrying (other processes still race; the store's expected-version check
 //!   settles that and the loser decides again on fresh state);
 //! - a cache of the last state seen per stream, so a hot stream (a popular SKU) is caught up
-//!   from its tail instead of folded from version 1 on every command;
+//!   from its tail instead of folded from version 1 on every command; states are shared
+//!   (`Arc`) and copied only when a reader still holds the one a command is about to change;
 //! - event ids derived from the causing event for service commands, so that a redelivered
 //!   event that makes the same decision appends the same ids and the store answers "already
 //!   appended" instead of writing twice.
@@ -24,7 +25,7 @@ use uuid::Uuid;
 use crate::store::{EventStore, StoreError};
 
 /// How many times a command is decided again after losing a race to another writer.
-const MAX_ATTEMPTS: usize = 8;
+const MAX_ATTEMPTS: u32 = 16;
 /// Streams whose state is kept between commands; past this the cache starts over.
 const CACHE_CAPACITY: usize = 50_000;
 const LOCK_SHARDS: usize = 256;
@@ -55,7 +56,7 @@ pub struct Handled {
 /// The command side of one aggregate type.
 pub struct Aggregates<A: Aggregate> {
     store: Arc<dyn EventStore>,
-    cache: Mutex<HashMap<String, (u64, A)>>,
+    cache: Mutex<HashMap<String, (u64, Arc<A>)>>,
     locks: Vec<AsyncMutex<()>>,
 }
 
@@ -78,7 +79,7 @@ where
 
     /// The aggregate's current state and version (0 and the default state when it has no
     /// events).
-    pub async fn load(&self, id: &str) -> Result<(u64, A), CommandError<A::Error>> {
+    pub async fn load(&self, id: &str) -> Result<(u64, Arc<A>), CommandError<A::Error>> {
         let stream = stream_id(A::TYPE, id);
         self.load_stream(&stream).await
     }
@@ -92,15 +93,28 @@ where
     ) -> Result<Handled, CommandError<A::Error>> {
         let stream = stream_id(A::TYPE, id);
         let _turn = self.lock(&stream).lock().await;
-        for _ in 0..MAX_ATTEMPTS {
-            let (version, mut state) = self.load_stream(&stream).await?;
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let (version, mut shared) = self.load_stream(&stream).await?;
+            // Drop the cache's copy first, so that the state is usually ours alone and
+            // `make_mut` changes it in place instead of copying it.
+            self.forget(&stream);
+            let state = Arc::make_mut(&mut shared);
             let sink = EventSink::default();
-            state
-                .handle(command.clone(), &(), &sink)
-                .await
-                .map_err(CommandError::Rejected)?;
+            let decided = state.handle(command.clone(), &(), &sink).await;
             let events = sink.collect().await;
+            if let Err(rejection) = decided {
+                // Our aggregates decide before they write, so a refusal left the state as it
+                // was: keep it cached (a sold-out SKU is asked often).
+                if events.is_empty() {
+                    self.remember(stream, version, shared);
+                }
+                return Err(CommandError::Rejected(rejection));
+            }
             if events.is_empty() {
+                self.remember(stream, version, shared);
                 return Ok(Handled {
                     version,
                     recorded: 0,
@@ -131,7 +145,7 @@ where
                         // of or behind it, so let the next load read the truth.
                         self.forget(&stream);
                     } else {
-                        self.remember(stream, appended.version, state);
+                        self.remember(stream, appended.version, shared);
                     }
                     return Ok(Handled {
                         version: appended.version,
@@ -148,17 +162,22 @@ where
         Err(CommandError::Contention(stream))
     }
 
-    async fn load_stream(&self, stream: &str) -> Result<(u64, A), CommandError<A::Error>> {
+    async fn load_stream(&self, stream: &str) -> Result<(u64, Arc<A>), CommandError<A::Error>> {
         let cached = self.cache.lock().ok().and_then(|c| c.get(stream).cloned());
         let (mut version, mut state) = cached.unwrap_or_default();
-        for recorded in self.store.read_stream(stream, version + 1).await? {
-            state.apply(decode::<A::Event>(&recorded)?);
-            version = recorded.version;
+        let tail = self.store.read_stream(stream, version + 1).await?;
+        if !tail.is_empty() {
+            let current = Arc::make_mut(&mut state);
+            for recorded in tail {
+                current.apply(decode::<A::Event>(&recorded)?);
+                version = recorded.version;
+            }
+            self.remember(stream.to_owned(), version, state.clone());
         }
         Ok((version, state))
     }
 
-    fn remember(&self, stream: String, version: u64, state: A) {
+    fn remember(&self, stream: String, version: u64, state: Arc<A>) {
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
@@ -178,6 +197,14 @@ where
         stream.hash(&mut hasher);
         &self.locks[(hasher.finish() as usize) % LOCK_SHARDS]
     }
+}
+
+/// After losing a race, waits a random time that grows with each loss, so that two writers
+/// that keep colliding on one stream drift apart instead of colliding again (up to ~64 ms).
+async fn backoff(attempt: u32) {
+    let ceiling_micros = 250u128 << attempt.min(8);
+    let jitter = Uuid::new_v4().as_u128() % ceiling_micros;
+    tokio::time::sleep(std::time::Duration::from_micros(jitter as u64)).await;
 }
 
 /// A service's command (one with a causing event) gets ids derived from that event, the stream

@@ -87,7 +87,7 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
-    async fn load(&self) -> Result<(u64, Order), ProcessError> {
+    async fn load(&self) -> Result<(u64, Arc<Order>), ProcessError> {
         Ok(self
             .commands
             .orders

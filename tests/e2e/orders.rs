@@ -194,9 +194,15 @@ async fn operators_ship_and_deliver_and_a_shipped_order_cannot_be_cancelled() {
         .await;
     assert_eq!(view["tracking"], "JD0001");
     assert_eq!(view["carrier"], "DHL");
-    // Shipping took the units off hand for good.
-    let item = app.wait_for_available(&sku, 1).await;
-    assert_eq!(item["on_hand"], 1);
+    // Shipping took the unit off hand for good (and out of the reservations).
+    eventually("the shipped unit leaving the stock", || async {
+        let item = app.catalog_item(&sku).await;
+        match (item["on_hand"].as_u64(), item["reserved"].as_u64()) {
+            (Some(1), Some(0)) => Ok(()),
+            _ => Err(item.to_string()),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
