@@ -390,8 +390,15 @@ const live = {
     if (this.source || !token) return;
     // EventSource cannot send headers; the server accepts the token as a query parameter here only.
     const source = new EventSource(`/api/notifications/stream?access_token=${encodeURIComponent(token)}`);
-    source.addEventListener('open', () => setLiveIndicator(true));
+    let dropped = false;
+    source.addEventListener('open', () => {
+      setLiveIndicator(true);
+      // Updates sent while we were away are not replayed: re-read what is on screen.
+      if (dropped) this.resync();
+      dropped = false;
+    });
     source.addEventListener('error', () => {
+      dropped = true;
       setLiveIndicator(false);
       // EventSource reconnects by itself after network errors. It gives up (CLOSED) only when
       // the server answers with an error status; then try once more later with a fresh source.
@@ -402,7 +409,14 @@ const live = {
       }
     });
     source.addEventListener('order', (event) => this.dispatch(event.data));
+    // The server skipped updates this (slow) client could not take: re-read.
+    source.addEventListener('resync', () => this.resync());
     this.source = source;
+  },
+
+  /** Re-renders views that show orders; never the shop, whose form may hold the user's input. */
+  resync() {
+    if (/^#\/(orders|operator)/.test(location.hash)) route();
   },
 
   stop() {
