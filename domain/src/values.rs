@@ -219,9 +219,8 @@ impl ShippingAddress {
         };
         let city = text("city", city, 100);
         let postal_code = text("postal_code", postal_code, 20);
-        let country = text("country", country, 2);
-        let alpha2 = country.len() == 2 && country.chars().all(|c| c.is_ascii_alphabetic());
-        if !country.is_empty() && !alpha2 {
+        let country = text("country", country, 100);
+        if !country.is_empty() && !is_country(&country.to_ascii_uppercase()) {
             errors.push(FieldError::new(
                 format!("{prefix}.country"),
                 "must be an ISO 3166-1 alpha-2 code such as DE",
@@ -240,6 +239,24 @@ impl ShippingAddress {
             Err(errors)
         }
     }
+}
+
+/// The officially assigned ISO 3166-1 alpha-2 codes.
+const COUNTRIES: &str = concat!(
+    "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ ",
+    "BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM ",
+    "DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS ",
+    "GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN ",
+    "KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ ",
+    "MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM ",
+    "PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV ",
+    "SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI ",
+    "VN VU WF WS YE YT ZA ZM ZW ",
+);
+
+/// Whether `code` (uppercase) is an assigned ISO 3166-1 alpha-2 country code.
+pub fn is_country(code: &str) -> bool {
+    code.len() == 2 && COUNTRIES.split_ascii_whitespace().any(|c| c == code)
 }
 
 /// Why the order processor turned an order down.
@@ -288,6 +305,13 @@ mod tests {
         let id = Uuid::new_v4();
         assert_eq!(CustomerId::parse(&id.to_string()).unwrap().0, id);
         assert!(CustomerId::parse("  ").is_err());
+    }
+
+    #[test]
+    fn countries_are_the_249_assigned_codes() {
+        assert_eq!(COUNTRIES.split_ascii_whitespace().count(), 249);
+        assert!(is_country("DE") && is_country("GB") && is_country("ZW"));
+        assert!(!is_country("ZZ") && !is_country("UK") && !is_country("D"));
     }
 
     #[test]

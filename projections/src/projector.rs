@@ -46,6 +46,15 @@ pub fn customer_index(customer_id: Uuid) -> String {
     format!("orders:customer:{customer_id}")
 }
 
+/// A point in an order's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cutoff {
+    /// Up to and including this stream version.
+    Version(u64),
+    /// Up to and including this moment.
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
 /// A page of orders and the cursor of the next one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderPage {
@@ -173,21 +182,23 @@ impl Projector {
     }
 
     /// A page of the orders in `index`, newest first, optionally only those in `status`.
+    /// `next_cursor` is set only when another matching order exists.
     pub async fn orders(
         &self,
         index: &str,
         status: Option<&str>,
-        cursor: Option<&str>,
+        cursor: Option<(i64, String)>,
         limit: usize,
     ) -> Result<OrderPage, ProjectionError> {
-        let mut before = cursor.and_then(parse_cursor);
-        let mut items = Vec::with_capacity(limit);
-        loop {
+        let batch_size = (limit + 1).max(20);
+        let mut before = cursor;
+        let mut items: Vec<(OrderView, (i64, String))> = Vec::with_capacity(limit + 1);
+        'scan: loop {
             let batch = self
                 .views
-                .index_page(index, before.clone(), limit.max(20))
+                .index_page(index, before.clone(), batch_size)
                 .await?;
-            let exhausted = batch.len() < limit.max(20);
+            let exhausted = batch.len() < batch_size;
             for (score, member) in batch {
                 before = Some((score, member.clone()));
                 let Ok(order_id) = Uuid::parse_str(&member) else {
@@ -197,20 +208,47 @@ impl Projector {
                     continue;
                 };
                 if status.is_none_or(|s| s == view.status) {
-                    items.push(view);
-                    if items.len() == limit {
-                        let next_cursor = before.map(|(s, m)| format!("{s}_{m}"));
-                        return Ok(OrderPage { items, next_cursor });
+                    items.push((view, (score, member)));
+                    if items.len() > limit {
+                        break 'scan;
                     }
                 }
             }
             if exhausted {
-                return Ok(OrderPage {
-                    items,
-                    next_cursor: None,
-                });
+                break;
             }
         }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_cursor = more
+            .then(|| items.last().map(|(_, (s, m))| format!("{s}_{m}")))
+            .flatten();
+        Ok(OrderPage {
+            items: items.into_iter().map(|(view, _)| view).collect(),
+            next_cursor,
+        })
+    }
+
+    /// The order folded from its events up to and including `cutoff`: what it looked like
+    /// then. `None` if the order did not exist yet (or at all).
+    pub async fn order_as_of(
+        &self,
+        order_id: Uuid,
+        cutoff: Cutoff,
+    ) -> Result<Option<OrderView>, ProjectionError> {
+        let stream = stream_id(order::STREAM_TYPE, order_id);
+        let events = self.store.read_stream(&stream, 1).await?;
+        let upto = events
+            .iter()
+            .take_while(|e| match cutoff {
+                Cutoff::Version(v) => e.version <= v,
+                Cutoff::Time(t) => e.occurred_at <= t,
+            })
+            .count();
+        if upto == 0 {
+            return Ok(None);
+        }
+        Ok(Some(crate::views::fold(&events[..upto])?))
     }
 
     /// The catalog, by SKU.
@@ -300,7 +338,9 @@ fn parse<V: View>(key: &str, doc: &Doc) -> Result<Option<V>, ProjectionError> {
         })
 }
 
-fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+/// Reads a `next_cursor`; `None` if it is not one.
+pub fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     let (score, member) = cursor.split_once('_')?;
+    Uuid::parse_str(member).ok()?;
     Some((score.parse().ok()?, member.to_owned()))
 }

@@ -67,11 +67,23 @@ async fn a_placed_order_is_confirmed_and_its_history_is_readable() {
         .client
         .get(app.url(&location))
         .bearer_auth(&token)
-        .header("If-None-Match", "\"2\"")
+        .header("If-None-Match", "W/\"2\"")
         .send()
         .await
         .unwrap();
-    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        unchanged.status(),
+        StatusCode::NOT_MODIFIED,
+        "a weak ETag matches too"
+    );
+    let lowercase_scheme = app
+        .client
+        .get(app.url(&location))
+        .header("authorization", format!("bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowercase_scheme.status(), StatusCode::OK);
 
     let mine: Value = app.get(&token, "/api/orders").await.json().await.unwrap();
     assert_eq!(mine["items"].as_array().unwrap().len(), 1);
@@ -355,9 +367,21 @@ async fn bad_requests_get_problem_details_and_write_nothing() {
         ),
         (order_body(&too_many), vec!["lines"]),
         (
-            json!({"lines": [{"sku": "TEA-001", "quantity": "two"}]}),
-            vec!["lines[0].quantity"],
+            json!({"lines": [{"sku": "TEA-001", "quantity": "two"}, {"sku": 7, "quantity": 1.5}],
+                   "shipping_address": {"name": 1, "line1": "x", "city": "y", "postal_code": "1", "country": "ZZ"}}),
+            vec![
+                "lines[0].quantity",
+                "lines[1].sku",
+                "lines[1].quantity",
+                "shipping_address.name",
+                "shipping_address.country",
+            ],
         ),
+        (
+            json!({"lines": "TEA-001", "shipping_address": []}),
+            vec!["lines", "shipping_address"],
+        ),
+        (json!([1, 2]), vec!["body"]),
     ];
 
     for (body, fields) in cases {
@@ -482,6 +506,21 @@ async fn customers_list_their_orders_newest_first_page_by_page() {
         .await
         .unwrap();
     assert_eq!(rejected["items"], json!([]));
+    let exactly_full: Value = app
+        .get(&token, "/api/orders?limit=5")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(exactly_full["items"].as_array().unwrap().len(), 5);
+    assert!(
+        exactly_full["next_cursor"].is_null(),
+        "no cursor to an empty page"
+    );
+    assert_eq!(
+        app.get(&token, "/api/orders?cursor=garbage").await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     assert_eq!(
         app.get(&token, "/api/orders?status=lost").await.status(),
         StatusCode::UNPROCESSABLE_ENTITY
@@ -530,4 +569,92 @@ async fn operators_restock_and_customers_cannot() {
         StatusCode::ACCEPTED
     );
     app.wait_for_available(&sku, 5).await;
+}
+
+#[tokio::test]
+async fn the_owner_and_analysts_see_an_order_as_it_was() {
+    let app = spawn_app().await;
+    let sku = unique_sku("TEA");
+    app.list_product(&sku, 450, 10).await;
+    let owner = app.new_customer().await;
+    let operator = app.token("olga", "operator").await;
+    let analyst = app.token("ann", "analyst").await;
+    let before_placing = chrono::Utc::now();
+    let order_id = app.place_ok(&owner, &[(&sku, 1)]).await;
+    let confirmed = app.settled(&owner, &order_id).await;
+    let ship = json!({"carrier": "DHL", "tracking": "T1"});
+    app.post(&operator, &format!("/api/orders/{order_id}/ship"), &ship)
+        .await;
+    let shipped = app
+        .wait_for(&owner, &order_id, |v| v["status"] == "shipped")
+        .await;
+    let path = format!("/api/orders/{order_id}");
+    let at = |query: String| {
+        let path = format!("{path}?{query}");
+        let (app, analyst) = (&app, &analyst);
+        async move { app.get(analyst, &path).await }
+    };
+
+    let v1: Value = at("at_version=1".into()).await.json().await.unwrap();
+    assert_eq!(
+        (v1["status"].as_str(), v1["version"].as_u64()),
+        (Some("placed"), Some(1))
+    );
+    let v2: Value = at("at_version=2".into()).await.json().await.unwrap();
+    assert_eq!(v2, confirmed);
+    let confirmed_at = confirmed["updated_at"].as_str().unwrap();
+    let as_of: Value = app
+        .get(&owner, &format!("{path}?as_of={}", urlencode(confirmed_at)))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(as_of, confirmed);
+    let now: Value = at(format!(
+        "as_of={}",
+        urlencode(&chrono::Utc::now().to_rfc3339())
+    ))
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(now, shipped);
+
+    let before = at(format!("as_of={}", urlencode(&before_placing.to_rfc3339()))).await;
+    assert_eq!(
+        before.status(),
+        StatusCode::NOT_FOUND,
+        "the order did not exist yet"
+    );
+    assert_eq!(
+        at("at_version=0".into()).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        at("as_of=yesterday".into()).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        at("as_of=2026-01-01T00:00:00Z&at_version=1".into())
+            .await
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        app.get(&operator, &format!("{path}?at_version=1"))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let stranger = app.new_customer().await;
+    assert_eq!(
+        app.get(&stranger, &format!("{path}?at_version=1"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+fn urlencode(raw: &str) -> String {
+    raw.replace('+', "%2B").replace(':', "%3A")
 }

@@ -151,7 +151,9 @@ async fn installations_carry_the_customers_tag_and_no_one_elses() {
         "phone-2",
         json!({"platform": "apns", "push_channel": "t", "tags": [format!("customer:{other_id}")]}),
     );
-    assert_eq!(hijack.await.unwrap().status(), StatusCode::FORBIDDEN);
+    let hijack = hijack.await.unwrap();
+    assert_eq!(hijack.status(), StatusCode::FORBIDDEN);
+    assert_eq!(hijack.json::<Value>().await.unwrap()["code"], "not_yours");
     let bad = put(
         "phone-3",
         json!({"platform": "blackberry", "push_channel": ""}),
@@ -262,6 +264,23 @@ async fn the_served_contract_lists_every_endpoint_and_ops_endpoints_answer() {
         .await
         .unwrap();
     assert!(metrics.contains("orderflow_store_head_position"));
+    assert!(metrics.contains(
+        "orderflow_http_requests_total{method=\"GET\",route=\"/openapi.json\",status=\"200\"} 1"
+    ));
+    assert!(metrics.contains("orderflow_http_request_duration_seconds_bucket{method=\"GET\",route=\"/health\",le=\"+Inf\"} 1"));
+    let params = spec["paths"]["/api/orders/{id}"]["get"]["parameters"].to_string();
+    for param in [
+        "min_version",
+        "wait_ms",
+        "as_of",
+        "at_version",
+        "If-None-Match",
+    ] {
+        assert!(
+            params.contains(param),
+            "GET /api/orders/{{id}} does not document {param}"
+        );
+    }
     let dev = app
         .client
         .post(app.url("/api/dev/token"))

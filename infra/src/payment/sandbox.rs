@@ -53,7 +53,9 @@ impl PaymentGateway for SandboxPayments {
         let outcome = captures.entry(key.to_owned()).or_insert_with(|| {
             if amount > DECLINE_ABOVE {
                 PaymentOutcome::Declined {
-                    reason: format!("sandbox declines amounts above {DECLINE_ABOVE} {currency}"),
+                    reason: format!(
+                        "the sandbox declines totals above {DECLINE_ABOVE} minor units of {currency}"
+                    ),
                 }
             } else {
                 PaymentOutcome::Captured {

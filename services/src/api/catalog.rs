@@ -9,7 +9,7 @@ use domain::EventMetadata;
 use domain::inventory::MAX_RESTOCK;
 use domain::values::Sku;
 use projections::CatalogItem;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -30,11 +30,12 @@ pub async fn catalog(State(state): State<AppState>) -> Result<Json<Vec<CatalogIt
     Ok(Json(state.system.projector.catalog().await?))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// The body of a restock (documentation; the handler reads the JSON leniently).
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct RestockBody {
-    /// 1 to 1,000,000 units.
-    #[schema(required = true, example = 20)]
-    pub quantity: Option<i64>,
+    #[schema(minimum = 1, maximum = 1_000_000, example = 20)]
+    quantity: u32,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,12 +56,13 @@ pub async fn restock(
     caller: Caller,
     Path(sku): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<RestockBody>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Operator])?;
     let sku = Sku::parse(&sku).map_err(|_| ApiError::NotFound)?;
     let quantity = body
-        .quantity
+        .get("quantity")
+        .and_then(serde_json::Value::as_u64)
         .and_then(|q| u32::try_from(q).ok())
         .filter(|q| (1..=MAX_RESTOCK).contains(q))
         .ok_or_else(|| {

@@ -23,6 +23,9 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("this action needs another role")]
     Forbidden,
+    /// The resource belongs to someone else (and the caller knows it exists).
+    #[error("{0}")]
+    NotYours(&'static str),
     #[error("not found")]
     NotFound,
     #[error("{detail}")]
@@ -78,6 +81,7 @@ impl ApiError {
                 "Authentication required",
             ),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::NotYours(_) => (StatusCode::FORBIDDEN, "not_yours", "Forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code, "Conflict"),
             Self::Unprocessable { code, .. } => (
@@ -233,7 +237,9 @@ impl From<commands::StoreError> for ApiError {
 impl From<PushError> for ApiError {
     fn from(error: PushError) -> Self {
         match error {
-            PushError::NotOwner => Self::Forbidden,
+            PushError::NotOwner => {
+                Self::NotYours("this installation id belongs to another customer")
+            }
             PushError::Unavailable(e) => Self::Unavailable(e),
         }
     }

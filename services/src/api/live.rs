@@ -164,7 +164,9 @@ fn validate_installation(
         .iter()
         .any(|t| t.starts_with("customer:") && *t != own_tag)
     {
-        return Err(ApiError::Forbidden);
+        return Err(ApiError::NotYours(
+            "a tag may name only your own customer id",
+        ));
     }
     let mut tags = vec![own_tag.clone()];
     tags.extend(body.tags.into_iter().filter(|t| *t != own_tag));

@@ -21,9 +21,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Json, Query, Request};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, Json, MatchedPath, Query, Request, State,
+};
 use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use serde::de::DeserializeOwned;
+use std::time::Instant;
 use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
@@ -51,12 +56,38 @@ pub fn router(state: AppState) -> Router {
         .merge(live::router())
         .merge(ops::router())
         .merge(crate::web::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), measure))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Spans name the path only: the query may carry a token (`access_token`).
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
         }))
         .with_state(state)
+}
+
+/// Counts every routed request by method, route and status, and times it by route.
+async fn measure(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let metrics = &state.system.metrics;
+    metrics.incr(
+        "orderflow_http_requests_total",
+        format!(
+            "method=\"{method}\",route=\"{route}\",status=\"{}\"",
+            response.status().as_u16()
+        ),
+    );
+    metrics.observe(
+        "orderflow_http_request_duration_seconds",
+        format!("method=\"{method}\",route=\"{route}\""),
+        started.elapsed(),
+    );
+    response
 }
 
 /// `Json` whose rejections are problem+json (422 with the field, 400, 413, 415).

@@ -16,8 +16,9 @@ use domain::envelope::stream_id;
 use domain::order::{self, MAX_LINES, OrderCommand, OrderStatus};
 use domain::values::{CustomerId, FieldError, Quantity, ShippingAddress, Sku};
 use projections::OrderView;
-use projections::projector::{ALL_ORDERS_INDEX, customer_index};
+use projections::projector::{ALL_ORDERS_INDEX, Cutoff, customer_index, parse_cursor};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -40,38 +41,42 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 const DEFAULT_WAIT_MS: u64 = 2000;
 const MAX_WAIT_MS: u64 = 30_000;
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// The body of `POST /api/orders`. It documents the contract; the handler reads the JSON
+/// leniently so that every bad field is reported at once, type errors included.
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct PlaceOrderBody {
-    /// 1 to 100 lines, one per SKU.
-    #[schema(required = true)]
-    pub lines: Option<Vec<LineBody>>,
-    #[schema(required = true)]
-    pub shipping_address: Option<AddressBody>,
+    /// One line per SKU.
+    #[schema(min_items = 1, max_items = 100)]
+    lines: Vec<LineBody>,
+    shipping_address: AddressBody,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct LineBody {
-    #[schema(required = true, example = "TEA-001")]
-    pub sku: Option<String>,
-    /// 1 to 1000.
-    #[schema(required = true, example = 2)]
-    pub quantity: Option<i64>,
+    #[schema(example = "TEA-001", pattern = "^[A-Z][A-Z0-9-]{1,31}$")]
+    sku: String,
+    #[schema(minimum = 1, maximum = 1000, example = 2)]
+    quantity: u32,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct AddressBody {
-    #[schema(required = true)]
-    pub name: Option<String>,
-    #[schema(required = true)]
-    pub line1: Option<String>,
-    pub line2: Option<String>,
-    #[schema(required = true)]
-    pub city: Option<String>,
-    #[schema(required = true)]
-    pub postal_code: Option<String>,
-    /// ISO 3166-1 alpha-2, e.g. `DE`.
-    #[schema(required = true, example = "DE")]
-    pub country: Option<String>,
+    #[schema(max_length = 100)]
+    name: String,
+    #[schema(max_length = 200)]
+    line1: String,
+    #[schema(max_length = 200)]
+    line2: Option<String>,
+    #[schema(max_length = 100)]
+    city: String,
+    #[schema(max_length = 20)]
+    postal_code: String,
+    /// ISO 3166-1 alpha-2.
+    #[schema(example = "DE", pattern = "^[A-Za-z]{2}$")]
+    country: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,18 +101,21 @@ pub struct CommandAccepted {
     responses(
         (status = 202, description = "Accepted; the order processor decides next", body = OrderAccepted,
             headers(("Location" = String, description = "The order's URL"))),
+        (status = 400, description = "Malformed JSON", body = Problem),
+        (status = 401, body = Problem),
         (status = 409, description = "Idempotency key reused with another body", body = Problem),
-        (status = 422, description = "Invalid fields, unknown SKU", body = Problem),
-        (status = 401, body = Problem)),
+        (status = 413, description = "Body over 64 KiB", body = Problem),
+        (status = 415, description = "Not application/json", body = Problem),
+        (status = 422, description = "Invalid fields (all of them listed), unknown SKU", body = Problem)),
     security(("bearer" = [])))]
 pub async fn place_order(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<PlaceOrderBody>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let (lines, shipping_address) = validate_order(body).map_err(ApiError::Validation)?;
+    let (lines, shipping_address) = parse_order(&body).map_err(ApiError::Validation)?;
     let request_hash = request_hash(&lines, &shipping_address);
     let request = PlaceOrder {
         customer_id: CustomerId(caller.id),
@@ -138,6 +146,10 @@ pub struct OrderQuery {
     pub min_version: Option<u64>,
     /// How long to wait for `min_version`, in ms (default 2000, at most 30000).
     pub wait_ms: Option<u64>,
+    /// The order as it was at this moment (RFC 3339): folded from its events. Owner or analyst.
+    pub as_of: Option<String>,
+    /// The order as it was at this stream version. Owner or analyst.
+    pub at_version: Option<u64>,
 }
 
 /// Read an order.
@@ -147,7 +159,10 @@ pub struct OrderQuery {
     responses(
         (status = 200, body = OrderView, headers(("ETag" = String, description = "\"<version>\""))),
         (status = 304, description = "Not modified"),
-        (status = 404, description = "No such order, or another customer's", body = Problem)),
+        (status = 401, body = Problem),
+        (status = 403, description = "Time travel is for the owner and analysts", body = Problem),
+        (status = 404, description = "No such order (at that point), or another customer's", body = Problem),
+        (status = 422, description = "Bad as_of, or both as_of and at_version", body = Problem)),
     security(("bearer" = [])))]
 pub async fn get_order(
     State(state): State<AppState>,
@@ -158,6 +173,17 @@ pub async fn get_order(
 ) -> Result<Response, ApiError> {
     let order_id = parse_id(&id)?;
     let projector = &state.system.projector;
+    if let Some(cutoff) = cutoff(&query)? {
+        let view = projector
+            .order_as_of(order_id, cutoff)
+            .await?
+            .filter(|v| caller.may_see(v.customer_id))
+            .ok_or(ApiError::NotFound)?;
+        if caller.role == Role::Operator {
+            return Err(ApiError::Forbidden);
+        }
+        return Ok(Json(view).into_response());
+    }
     let view = match query.min_version {
         Some(min_version) => {
             let wait =
@@ -178,8 +204,10 @@ pub async fn get_order(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
+            // Weak comparison (RFC 9110 §13.1.2): `W/"3"` matches `"3"`.
             v.split(',')
-                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+                .map(|tag| tag.trim().trim_start_matches("W/"))
+                .any(|tag| tag == etag || tag == "*")
         });
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
@@ -226,6 +254,13 @@ pub async fn list_orders(
             "must be placed, confirmed, rejected, cancelled, shipped or delivered",
         ));
     }
+    let cursor =
+        match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(raw) => Some(parse_cursor(raw).ok_or_else(|| {
+                ApiError::field("cursor", "is not a next_cursor this API returned")
+            })?),
+        };
     let index = match caller.role {
         Role::Customer => customer_index(caller.id),
         Role::Operator | Role::Analyst => ALL_ORDERS_INDEX.to_owned(),
@@ -233,7 +268,7 @@ pub async fn list_orders(
     let page = state
         .system
         .projector
-        .orders(&index, status, query.cursor.as_deref(), limit)
+        .orders(&index, status, cursor, limit)
         .await?;
     Ok(Json(OrderList {
         items: page.items,
@@ -428,7 +463,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     match value.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Ok(Some(key.to_owned())),
+        Ok(key)
+            if (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len())
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key.to_owned()))
+        }
         _ => Err(ApiError::field(
             "Idempotency-Key",
             "must be 1-255 visible ASCII characters",
@@ -439,70 +479,158 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// An order request that passed every field check: its lines and where it goes.
 type ValidOrder = (Vec<(Sku, Quantity)>, ShippingAddress);
 
-/// Checks every field and reports every problem at once.
-fn validate_order(body: PlaceOrderBody) -> Result<ValidOrder, Vec<FieldError>> {
+/// Checks every field of a `POST /api/orders` body and reports every problem at once, wrong
+/// JSON types included.
+fn parse_order(body: &Value) -> Result<ValidOrder, Vec<FieldError>> {
+    let Some(body) = body.as_object() else {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    };
     let mut errors = Vec::new();
-    let mut lines = Vec::new();
-    match body.lines {
-        None => errors.push(FieldError::new("lines", "is required")),
-        Some(l) if l.is_empty() => {
-            errors.push(FieldError::new("lines", "must have at least one line"))
+    let lines = match body.get("lines") {
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new("lines", "is required"));
+            Vec::new()
         }
-        Some(l) if l.len() > MAX_LINES => errors.push(FieldError::new(
-            "lines",
-            format!("must have at most {MAX_LINES} lines"),
-        )),
-        Some(l) => {
-            for (i, line) in l.into_iter().enumerate() {
-                let sku = match line.sku.as_deref().map(str::trim) {
-                    None | Some("") => Err("is required".to_owned()),
-                    Some(raw) => Sku::parse(raw),
-                };
-                let quantity = line
-                    .quantity
-                    .map_or_else(|| Err("is required".to_owned()), Quantity::parse);
-                match (sku, quantity) {
-                    (Ok(sku), Ok(quantity)) => {
-                        if lines.iter().any(|(s, _)| *s == sku) {
-                            errors.push(FieldError::new(
-                                format!("lines[{i}].sku"),
-                                "appears on an earlier line; put the whole quantity on one line",
-                            ));
-                        }
-                        lines.push((sku, quantity));
-                    }
-                    (sku, quantity) => {
-                        if let Err(m) = sku {
-                            errors.push(FieldError::new(format!("lines[{i}].sku"), m));
-                        }
-                        if let Err(m) = quantity {
-                            errors.push(FieldError::new(format!("lines[{i}].quantity"), m));
-                        }
-                    }
-                }
-            }
+        Some(Value::Array(items)) => parse_lines(items, &mut errors),
+        Some(_) => {
+            errors.push(FieldError::new("lines", "must be an array of lines"));
+            Vec::new()
         }
-    }
-    let address = match body.shipping_address {
-        None => {
+    };
+    let address = match body.get("shipping_address") {
+        None | Some(Value::Null) => {
             errors.push(FieldError::new("shipping_address", "is required"));
             None
         }
-        Some(a) => ShippingAddress::parse(
-            "shipping_address",
-            a.name.as_deref(),
-            a.line1.as_deref(),
-            a.line2.as_deref(),
-            a.city.as_deref(),
-            a.postal_code.as_deref(),
-            a.country.as_deref(),
-        )
-        .map_err(|e| errors.extend(e))
-        .ok(),
+        Some(Value::Object(fields)) => parse_address(fields, &mut errors),
+        Some(_) => {
+            errors.push(FieldError::new("shipping_address", "must be an object"));
+            None
+        }
     };
     match address {
         Some(address) if errors.is_empty() => Ok((lines, address)),
         _ => Err(errors),
+    }
+}
+
+fn parse_lines(items: &[Value], errors: &mut Vec<FieldError>) -> Vec<(Sku, Quantity)> {
+    if items.is_empty() {
+        errors.push(FieldError::new("lines", "must have at least one line"));
+    }
+    if items.len() > MAX_LINES {
+        errors.push(FieldError::new(
+            "lines",
+            format!("must have at most {MAX_LINES} lines"),
+        ));
+        return Vec::new();
+    }
+    let mut lines: Vec<(Sku, Quantity)> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let sku = match item.get("sku") {
+            None | Some(Value::Null) => Err("is required".to_owned()),
+            Some(Value::String(raw)) => Sku::parse(raw.trim()),
+            Some(_) => Err("must be a string".to_owned()),
+        };
+        let quantity = match item.get("quantity") {
+            None | Some(Value::Null) => Err("is required".to_owned()),
+            Some(q) => q
+                .as_i64()
+                .ok_or_else(|| "must be a whole number".to_owned())
+                .and_then(Quantity::parse),
+        };
+        match (sku, quantity) {
+            (Ok(sku), Ok(quantity)) => {
+                if lines.iter().any(|(s, _)| *s == sku) {
+                    errors.push(FieldError::new(
+                        format!("lines[{i}].sku"),
+                        "appears on an earlier line; put the whole quantity on one line",
+                    ));
+                }
+                lines.push((sku, quantity));
+            }
+            (sku, quantity) => {
+                if let Err(m) = sku {
+                    errors.push(FieldError::new(format!("lines[{i}].sku"), m));
+                }
+                if let Err(m) = quantity {
+                    errors.push(FieldError::new(format!("lines[{i}].quantity"), m));
+                }
+            }
+        }
+    }
+    lines
+}
+
+fn parse_address(
+    fields: &serde_json::Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<ShippingAddress> {
+    let mut mistyped = Vec::new();
+    let mut text = |key: &str| match fields.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => {
+            mistyped.push(format!("shipping_address.{key}"));
+            None
+        }
+    };
+    let parsed = ShippingAddress::parse(
+        "shipping_address",
+        text("name"),
+        text("line1"),
+        text("line2"),
+        text("city"),
+        text("postal_code"),
+        text("country"),
+    );
+    let mut found = match parsed {
+        Ok(address) if mistyped.is_empty() => return Some(address),
+        Ok(_) => Vec::new(),
+        // A mistyped field is reported as such, not also as missing.
+        Err(found) => found
+            .into_iter()
+            .filter(|e| !mistyped.contains(&e.field))
+            .collect(),
+    };
+    found.extend(
+        mistyped
+            .into_iter()
+            .map(|field| FieldError::new(field, "must be a string")),
+    );
+    found.sort_by_key(|e| ADDRESS_ORDER.iter().position(|f| e.field.ends_with(f)));
+    errors.extend(found);
+    None
+}
+
+/// The order in which address errors are listed: the order of the form.
+const ADDRESS_ORDER: [&str; 6] = [
+    ".name",
+    ".line1",
+    ".line2",
+    ".city",
+    ".postal_code",
+    ".country",
+];
+
+/// `as_of` or `at_version`, if the query asks for a point in the order's history.
+fn cutoff(query: &OrderQuery) -> Result<Option<Cutoff>, ApiError> {
+    match (&query.as_of, query.at_version) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::field(
+            "as_of",
+            "use either as_of or at_version, not both",
+        )),
+        (None, Some(0)) => Err(ApiError::field("at_version", "versions start at 1")),
+        (None, Some(version)) => Ok(Some(Cutoff::Version(version))),
+        (Some(raw), None) => chrono::DateTime::parse_from_rfc3339(raw)
+            .map(|t| Some(Cutoff::Time(t.with_timezone(&Utc))))
+            .map_err(|_| {
+                ApiError::field(
+                    "as_of",
+                    "must be an RFC 3339 time such as 2026-11-25T12:00:00Z",
+                )
+            }),
     }
 }
 
