@@ -4,17 +4,21 @@
  * How this file is laid out (top to bottom):
  *   1. Constants and shared state  — storage keys, statuses, a little in-memory state.
  *   2. Session                     — bearer token in localStorage "orderflow.token", and
- *                                    {name, role, customer_id, development, notice} in "orderflow.session".
+ *                                    {name, role, customer_id, development, notice} in "orderflow.session";
+ *                                    the last shipping address in "orderflow.address" (cleared on sign-out).
  *   3. DOM helpers and formatting  — el(), mount(), money (minor units) and time formatting.
  *                                    Data only ever reaches the DOM through textContent /
  *                                    createElement; innerHTML is never used.
  *   4. api()                       — fetch wrapper: bearer token, JSON in and out, problem+json
  *                                    (RFC 9457) turned into ApiError, a 401 sends the user to #/login.
  *   5. Problems                    — renders a problem into an alert region and marks the inputs
- *                                    its field errors point at ("shipping_address.city", "lines[0].quantity").
+ *                                    its field errors point at ("shipping_address.city", "lines[0].quantity");
+ *                                    fields are named by their human label, the path is only a title.
  *   6. Live feed                   — one EventSource per signed-in session; views subscribe to its
  *                                    "order" events and unsubscribe when the route changes.
- *   7. Order rows                  — table rows shared by "My orders" and the operator page,
+ *   7. Catalog and order rows      — the catalog (cached for the session, re-read every few seconds
+ *                                    while the shop or operator page is shown, and after live events);
+ *                                    table rows shared by "My orders" and the operator page,
  *                                    updated in place by live events, paginated by next_cursor.
  *   8. Views                       — login, shop, orders, order detail, operator. Each view clones
  *                                    its <template> from index.html into <main> and wires it up.
@@ -29,8 +33,29 @@ const TOKEN_KEY = 'orderflow.token';
 const SESSION_KEY = 'orderflow.session';
 const CANCELLABLE = new Set(['placed', 'confirmed']);
 const STAFF_ROLES = new Set(['operator', 'analyst']);
+const ADDRESS_KEY = 'orderflow.address';
 const REASONS = { out_of_stock: 'Out of stock', payment_declined: 'Payment declined' };
 const LIVE_RETRY_MS = 15000;
+const CATALOG_REFRESH_MS = 5000;
+
+/** Human names for the API's field paths (normalized: "lines.0.quantity", "shipping_address.city"). */
+const FIELD_LABELS = {
+  customer_id: 'Name',
+  role: 'Role',
+  lines: 'Items',
+  'shipping_address': 'Shipping address',
+  'shipping_address.name': 'Name',
+  'shipping_address.line1': 'Address line 1',
+  'shipping_address.line2': 'Address line 2',
+  'shipping_address.city': 'City',
+  'shipping_address.postal_code': 'Postal code',
+  'shipping_address.country': 'Country',
+  carrier: 'Carrier',
+  tracking: 'Tracking number',
+  quantity: 'Quantity',
+  sku: 'SKU',
+  reason: 'Cancellation reason',
+};
 
 const state = {
   loginNotice: '',        // shown once on the login page, e.g. after a 401
@@ -98,10 +123,34 @@ function signIn(data, name, role) {
 function logout() {
   live.stop();
   session.clear();
+  storageRemove(ADDRESS_KEY);
+  catalogCache.clear();
   state.lastPlaced = null;
   state.orderAttempt = null;
+  state.loginNotice = 'You have signed out.';
   renderChrome();
+  announce('Signed out.');
   navigate('#/login');
+}
+
+/** The last shipping address this browser used, if it was this customer's. */
+function rememberedAddress() {
+  const raw = storageGet(ADDRESS_KEY);
+  if (!raw) return null;
+  try {
+    const value = JSON.parse(raw);
+    if (!value || typeof value !== 'object') return null;
+    const info = session.info();
+    if (value.owner && info && info.customer_id && value.owner !== info.customer_id) return null;
+    return value;
+  } catch {
+    return null;
+  }
+}
+
+function rememberAddress(address) {
+  const info = session.info();
+  storageSet(ADDRESS_KEY, JSON.stringify({ ...address, owner: (info && info.customer_id) || undefined }));
 }
 
 function expireSession() {
@@ -197,8 +246,22 @@ function timeEl(iso) {
   return el('time', { datetime: iso || undefined, text: formatTime(iso) });
 }
 
+/**
+ * The last 8 hex digits of a UUID: v7 ids begin with a timestamp (orders placed close together
+ * share their first digits), while their last digits, like a v5 id's, are effectively random.
+ */
 function shortId(id) {
-  return String(id || '').slice(0, 8);
+  const text = String(id || '');
+  const hex = text.replace(/-/g, '');
+  return /^[0-9a-f]{32}$/i.test(hex) ? hex.slice(-8).toLowerCase() : text.slice(0, 8);
+}
+
+/** "the request has invalid fields" → "The request has invalid fields." */
+function sentence(text) {
+  const value = String(text || '').trim();
+  if (!value) return '';
+  const capital = value.charAt(0).toUpperCase() + value.slice(1);
+  return /[.!?…]$/.test(capital) ? capital : `${capital}.`;
 }
 
 function orderHref(id) {
@@ -319,9 +382,27 @@ function normalizeFieldPath(field) {
     .replace(/^body\./, '');
 }
 
+/** An input's label without hints: "Country (2 letters, e.g. DE)" → "Country". */
 function labelText(input) {
   const label = input.labels && input.labels[0];
-  return label ? label.textContent.replace(/\s+/g, ' ').trim() : input.name || input.id;
+  if (!label) return humanField(input.name || input.id);
+  const copy = label.cloneNode(true);
+  for (const node of $$('input, select, textarea, .muted, .hint', copy)) node.remove();
+  return copy.textContent.replace(/\s+/g, ' ').replace(/\s*\([^)]*\)\s*$/, '').trim() || humanField(input.name || input.id);
+}
+
+/** A field path in words: a known label, "Item 2" for lines[1], else the last segment spelled out. */
+function humanField(field) {
+  const path = normalizeFieldPath(field);
+  if (!path) return '';
+  if (FIELD_LABELS[path]) return FIELD_LABELS[path];
+  const line = /^lines\.(\d+)(?:\.(\w+))?$/.exec(path);
+  if (line) {
+    const item = `item ${Number(line[1]) + 1}`;
+    return line[2] ? `${humanField(line[2])} of ${item}` : `Item ${Number(line[1]) + 1}`;
+  }
+  const last = path.split('.').pop().replace(/_/g, ' ');
+  return last.charAt(0).toUpperCase() + last.slice(1);
 }
 
 function clearInvalid(root) {
@@ -341,7 +422,7 @@ function showProblem(box, err, resolveField) {
   }
   const problem = err.problem || { title: err.message || String(err) };
   box.append(el('p', { class: 'problem-title' }, el('strong', { text: problem.title || 'Something went wrong' })));
-  if (problem.detail && problem.detail !== problem.title) box.append(el('p', { text: problem.detail }));
+  if (problem.detail && problem.detail !== problem.title) box.append(el('p', { text: sentence(problem.detail) }));
   if (problem.retry_after) box.append(el('p', { text: `Try again after ${problem.retry_after}${/^\d+$/.test(problem.retry_after) ? ' s' : ''}.` }));
 
   let first = null;
@@ -362,17 +443,24 @@ function showProblem(box, err, resolveField) {
   return first;
 }
 
+/**
+ * One field error in words: "Name is required", "Quantity of Stoneware mug: Enter a whole number…".
+ * The label links to the input when there is one; the machine path is kept only as a tooltip.
+ */
 function fieldErrorItem(fieldError, input) {
-  const message = fieldError.message || 'is not valid';
-  const item = el('li', { 'data-field': fieldError.field || undefined });
+  const message = String(fieldError.message || 'is not valid').trim();
+  const label = input ? labelText(input) : fieldError.label || humanField(fieldError.field);
+  const item = el('li', { 'data-field': fieldError.field || undefined, title: fieldError.field || undefined });
+  if (!label) {
+    item.append(sentence(message));
+    return item;
+  }
+  // Server messages continue the sentence ("is required"); client ones stand alone ("Required.").
+  const rest = /^[a-z]/.test(message) ? ` ${message}${/[.!?]$/.test(message) ? '' : '.'}` : `: ${message}`;
   if (input) {
-    item.append(
-      el('button', { type: 'button', class: 'link', text: labelText(input), onclick: () => input.focus() }),
-      `: ${message}`,
-    );
-    if (fieldError.field) item.append(' ', el('code', { text: fieldError.field }));
+    item.append(el('button', { type: 'button', class: 'link', text: label, onclick: () => input.focus() }), rest);
   } else {
-    item.append(fieldError.field ? `${fieldError.field}: ${message}` : message);
+    item.append(label, rest);
   }
   return item;
 }
@@ -454,14 +542,116 @@ function listen(ctx, listener) {
   ctx.cleanups.push(live.on((event) => { if (ctx.alive) listener(event); }));
 }
 
-// ---------- 7. Order rows (shared by #/orders and #/operator) ----------
+// ---------- 7. Catalog and order rows ----------
 
-function statusCell(status) {
-  return el('td', { class: 'status', 'data-status': status, text: status });
+/** GET /api/catalog (public), cached for the session; load(true) re-reads it. */
+const catalogCache = {
+  items: null,
+  pending: null,
+  load(fresh = false) {
+    if (this.items && !fresh) return Promise.resolve(this.items);
+    if (!this.pending) {
+      this.pending = api('/api/catalog')
+        .then(({ data }) => {
+          this.items = Array.isArray(data) ? data : [];
+          return this.items;
+        })
+        .finally(() => { this.pending = null; });
+    }
+    return this.pending;
+  },
+  find(sku) {
+    return (this.items || []).find((item) => item.sku === sku) || null;
+  },
+  clear() {
+    this.items = null;
+  },
+};
+
+/**
+ * While the route is shown, re-read the catalog every CATALOG_REFRESH_MS and shortly after every
+ * live order event, and hand it to update(). Returns a function that refreshes at once.
+ */
+function watchCatalog(ctx, update) {
+  let running = false;
+  let again = false;
+  let soon = 0;
+
+  async function refresh() {
+    if (running) { again = true; return; }
+    running = true;
+    try {
+      do {
+        again = false;
+        try {
+          const items = await catalogCache.load(true);
+          if (ctx.alive) update(items);
+        } catch {
+          // A passing failure: the next tick tries again (a lost session is handled by api()).
+        }
+      } while (again && ctx.alive);
+    } finally {
+      running = false;
+    }
+  }
+
+  const timer = setInterval(() => { if (!document.hidden) refresh(); }, CATALOG_REFRESH_MS);
+  listen(ctx, () => {
+    clearTimeout(soon);
+    soon = setTimeout(refresh, 300); // several events in a burst cause one read
+  });
+  ctx.cleanups.push(() => {
+    clearInterval(timer);
+    clearTimeout(soon);
+  });
+  return refresh;
+}
+
+/** Sets a cell's text; returns true (and highlights the cell) when the value changed. */
+function updateText(node, text, flash = true) {
+  if (!node || node.textContent === text) return false;
+  node.textContent = text;
+  if (flash) highlight(node);
+  return true;
+}
+
+function availableText(item) {
+  return item.available === undefined || item.available === null ? '—' : String(item.available);
+}
+
+/** Shown next to a rejected or cancelled status: the rejection reason or the cancellation note. */
+function reasonText(status, reason) {
+  if (!reason || (status !== 'rejected' && status !== 'cancelled')) return '';
+  return REASONS[reason] || String(reason);
+}
+
+function setReason(node, status, reason) {
+  const text = reasonText(status, reason);
+  node.hidden = !text;
+  node.replaceChildren(...(text ? [el('span', { class: 'visually-hidden', text: 'Reason: ' }), text] : []));
+}
+
+/**
+ * The status cell: <span class="status"> holds exactly the status word (tests and scripts read
+ * it); the reason, when there is one, is a sibling <span class="reason">.
+ */
+function statusCell(status, reason) {
+  const reasonNode = el('span', { class: 'reason' });
+  setReason(reasonNode, status, reason);
+  return el('td', { class: 'status-cell' },
+    el('span', { class: 'status', 'data-status': status, text: status }),
+    reasonNode);
 }
 
 function orderLink(id) {
   return el('a', { href: orderHref(id), title: `Order ${id}`, text: shortId(id) });
+}
+
+/** The order cell: the link and, on narrow screens only, facts whose columns are hidden there. */
+function orderCell(view, facts) {
+  return el('td', { class: 'order-cell' },
+    orderLink(view.order_id),
+    el('span', { class: 'cell-facts narrow-only' }, ...facts));
 }
 
 function itemCount(view) {
@@ -470,11 +660,11 @@ function itemCount(view) {
 
 function customerOrderRow(view) {
   return el('tr', { 'data-order-id': view.order_id, 'data-version': view.version, 'data-status': view.status },
-    el('td', {}, orderLink(view.order_id)),
-    el('td', {}, timeEl(view.placed_at)),
-    el('td', { class: 'num', text: String(itemCount(view)) }),
+    orderCell(view, [timeEl(view.placed_at)]),
+    el('td', { class: 'wide-only' }, timeEl(view.placed_at)),
+    el('td', { class: 'num wide-only', text: String(itemCount(view)) }),
     el('td', { class: 'num', text: formatMoney(view.total, view.currency) }),
-    statusCell(view.status));
+    statusCell(view.status, view.reason));
 }
 
 /**
@@ -495,6 +685,7 @@ function orderRows({ tbody, ctx, build, accept = () => true, onStatusChange = ()
     const cell = $('.status', row);
     cell.textContent = event.status;
     cell.dataset.status = event.status;
+    setReason($('.reason', row), event.status, event.reason);
     onStatusChange(row, event.status);
     highlight(row);
     return true;
@@ -641,21 +832,40 @@ const ADDRESS_FIELDS = [
   ['country', '#ship-country', true],
 ];
 
+/** Item name with its SKU in small text below: used by the shop and the order page. */
+function itemLabel(name, sku) {
+  return [el('span', { class: 'item-name', text: name || sku }), name ? el('code', { class: 'sku', text: sku }) : null];
+}
+
+/**
+ * A shop row. Price and availability have their own columns on wide screens; on narrow ones
+ * those columns are hidden and the same facts are shown under the item name instead.
+ */
 function catalogRow(item, index) {
   const inputId = `qty-${index}`;
   const name = item.name || item.sku;
-  const available = Number(item.available);
-  return el('tr', { 'data-sku': item.sku, class: available === 0 ? 'sold-out' : undefined },
-    el('th', { scope: 'row', text: name }),
-    el('td', {}, el('code', { text: item.sku })),
-    el('td', { class: 'num', text: formatMoney(item.unit_price, item.currency) }),
-    el('td', { class: 'num', text: item.available === undefined ? '—' : String(item.available) }),
+  const price = formatMoney(item.unit_price, item.currency);
+  return el('tr', { 'data-sku': item.sku, class: Number(item.available) === 0 ? 'sold-out' : undefined },
+    el('th', { scope: 'row' },
+      ...itemLabel(item.name, item.sku),
+      el('span', { class: 'cell-facts narrow-only' },
+        el('span', { 'data-price': '', text: price }), ' · ',
+        el('span', { 'data-available': '', class: 'available', text: availableText(item) }), ' available')),
+    el('td', { class: 'num wide-only', 'data-price': '', text: price }),
+    el('td', { class: 'num wide-only available', 'data-available': '', text: availableText(item) }),
     el('td', { class: 'num' },
       el('label', { for: inputId, class: 'visually-hidden', text: `Quantity of ${name}` }),
       el('input', {
         id: inputId, class: 'qty', type: 'number', inputmode: 'numeric', min: 0, max: 1000, step: 1, value: 0,
         name: `qty-${item.sku}`, 'data-sku': item.sku,
       })));
+}
+
+/** Refresh a shop row's numbers in place; the quantity the user typed is left alone. */
+function updateCatalogRow(row, item) {
+  row.classList.toggle('sold-out', Number(item.available) === 0);
+  for (const node of $$('[data-available]', row)) updateText(node, availableText(item));
+  for (const node of $$('[data-price]', row)) updateText(node, formatMoney(item.unit_price, item.currency));
 }
 
 function qtyInputs(form) {
@@ -696,7 +906,7 @@ function validateOrderForm(form, lines) {
   for (const input of qtyInputs(form)) {
     const quantity = readQuantity(input);
     if (!Number.isInteger(quantity) || quantity < 0 || quantity > 1000) {
-      errors.push({ field: `quantity (${input.dataset.sku})`, message: 'Enter a whole number from 0 to 1000.', input });
+      errors.push({ field: `lines[sku=${input.dataset.sku}].quantity`, message: 'Enter a whole number from 0 to 1000.', input });
     }
   }
   if (!errors.length && !lines.length) {
@@ -762,6 +972,30 @@ async function shopView({ main, ctx }) {
   const button = $('#place-order', main);
   let catalog = [];
 
+  const saved = rememberedAddress();
+  if (saved) {
+    for (const [key, selector] of ADDRESS_FIELDS) {
+      if (typeof saved[key] === 'string') $(selector, form).value = saved[key];
+    }
+  }
+
+  /** Show a catalog read: new rows for new SKUs, fresh numbers (never the inputs) for known ones. */
+  function showCatalog(items) {
+    catalog = items;
+    if (!items.length) {
+      tbody.replaceChildren(el('tr', {}, el('td', { colspan: 4, class: 'muted', text: 'The catalog is empty.' })));
+      return;
+    }
+    for (const row of Array.from(tbody.rows)) if (!row.dataset.sku) row.remove(); // "Loading…"
+    const rowsBySku = new Map(Array.from(tbody.rows, (row) => [row.dataset.sku, row]));
+    for (const item of items) {
+      const row = rowsBySku.get(item.sku);
+      if (row) updateCatalogRow(row, item);
+      else tbody.append(catalogRow(item, tbody.rows.length));
+    }
+    updateCartTotal(form, catalog);
+  }
+
   form.addEventListener('input', (event) => {
     event.target.removeAttribute('aria-invalid');
     if (event.target.matches('input.qty')) updateCartTotal(form, catalog);
@@ -799,6 +1033,7 @@ async function shopView({ main, ctx }) {
       state.orderAttempt = null;
       if (!data || !data.order_id) throw new ApiError({ title: 'Unexpected response', status: 202, detail: 'The server did not return an order id.' });
       state.lastPlaced = { order_id: data.order_id, version: Number(data.version) || 0 };
+      rememberAddress(body.shipping_address);
       showOrderResult(data.order_id);
       if (ctx.alive) navigate('#/orders');
     } catch (err) {
@@ -811,16 +1046,14 @@ async function shopView({ main, ctx }) {
     }
   });
 
+  // Stock moves while the page is open: keep the numbers current (the timer stops on leave).
+  watchCatalog(ctx, showCatalog);
   try {
-    const { data } = await api('/api/catalog');
-    if (!ctx.alive) return;
-    catalog = Array.isArray(data) ? data : [];
-    tbody.replaceChildren(...catalog.map(catalogRow));
-    if (!catalog.length) tbody.append(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: 'The catalog is empty.' })));
-    updateCartTotal(form, catalog);
+    const items = await catalogCache.load(true);
+    if (ctx.alive) showCatalog(items);
   } catch (err) {
-    if (!ctx.alive) return;
-    tbody.replaceChildren(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: 'The catalog could not be loaded.' })));
+    if (!ctx.alive || tbody.querySelector('tr[data-sku]')) return;
+    tbody.replaceChildren(el('tr', {}, el('td', { colspan: 4, class: 'muted', text: 'The catalog could not be loaded.' })));
     showProblem(errors, err);
   }
 }
@@ -882,15 +1115,45 @@ function renderMeta(dl, view) {
 
 function renderLines(root, view) {
   const tbody = $('#order-lines tbody', root);
-  tbody.replaceChildren(...(view.lines || []).map((line) => el('tr', {},
-    el('td', {}, el('code', { text: line.sku })),
+  tbody.replaceChildren(...(view.lines || []).map((line) => el('tr', { 'data-sku': line.sku },
+    el('th', { scope: 'row' },
+      ...itemLabel((catalogCache.find(line.sku) || {}).name, line.sku),
+      el('span', { class: 'cell-facts narrow-only', text: `${formatMoney(line.unit_price, view.currency)} each` })),
     el('td', { class: 'num', text: String(line.quantity) }),
-    el('td', { class: 'num', text: formatMoney(line.unit_price, view.currency) }),
+    el('td', { class: 'num wide-only', text: formatMoney(line.unit_price, view.currency) }),
     el('td', { class: 'num', text: formatMoney(Number(line.unit_price) * Number(line.quantity), view.currency) }))));
   $('#order-total', root).textContent = formatMoney(view.total, view.currency);
 }
 
-function renderOrder(root, view) {
+/** "cancelled by an operator" etc., from the OrderCancelled event's metadata.actor. */
+function cancelledBy(events) {
+  const cancelled = (Array.isArray(events) ? events : []).filter((event) => event.event_type === 'OrderCancelled').pop();
+  const actor = String((cancelled && cancelled.metadata && cancelled.metadata.actor) || '');
+  if (actor.startsWith('customer:')) {
+    const info = session.info();
+    return info && info.role === 'customer' ? 'Cancelled by you' : 'Cancelled by the customer';
+  }
+  if (actor.startsWith('operator:')) return 'Cancelled by an operator';
+  return 'Cancelled';
+}
+
+function renderReason(root, view, events) {
+  const node = $('#order-reason', root);
+  if (view.status === 'cancelled') {
+    node.hidden = false;
+    node.dataset.reason = view.reason || '';
+    node.replaceChildren(`${cancelledBy(events)}.`);
+    if (view.reason) node.append(' Reason: ', el('strong', { text: view.reason }));
+    return;
+  }
+  node.hidden = !view.reason;
+  if (view.reason) {
+    node.dataset.reason = view.reason;
+    node.replaceChildren('Reason: ', el('strong', { text: REASONS[view.reason] || view.reason }));
+  }
+}
+
+function renderOrder(root, view, events) {
   const detail = $('#order-detail', root);
   detail.dataset.version = String(view.version);
   detail.dataset.status = view.status;
@@ -903,12 +1166,7 @@ function renderOrder(root, view) {
     status.dataset.status = view.status;
   }
 
-  const reason = $('#order-reason', root);
-  reason.hidden = !view.reason;
-  if (view.reason) {
-    reason.dataset.reason = view.reason;
-    reason.replaceChildren('Reason: ', el('strong', { text: REASONS[view.reason] || view.reason }));
-  }
+  renderReason(root, view, events);
 
   const tracking = $('#order-tracking', root);
   tracking.hidden = !(view.tracking || view.carrier);
@@ -917,7 +1175,13 @@ function renderOrder(root, view) {
     if (view.tracking) tracking.append(', tracking number ', el('code', { text: view.tracking }));
   }
 
-  $('#cancel-form', root).hidden = !(CANCELLABLE.has(view.status) && session.role() !== 'analyst');
+  const cancellable = CANCELLABLE.has(view.status) && session.role() !== 'analyst';
+  $('#cancel-form', root).hidden = !cancellable;
+  if (!cancellable) $('#cancel-confirm', root).hidden = true;
+  const operator = session.role() === 'operator';
+  $('#ship-order-form', root).hidden = !(operator && view.status === 'confirmed');
+  $('#deliver-order', root).hidden = !(operator && view.status === 'shipped');
+  $('#order-actions', root).hidden = !(operator && (view.status === 'confirmed' || view.status === 'shipped'));
   renderLines(root, view);
   renderAddress($('#order-address', root), view.shipping_address);
   renderMeta($('#order-meta', root), view);
@@ -957,8 +1221,9 @@ async function orderDetailView({ main, ctx, params }) {
   const loadErrors = $('#detail-errors', main);
   let shownVersion = 0;
   let wantedVersion = 0;
-  let running = false;
+  let running = null; // the refresh loop's promise while one runs
   let again = false;
+  let shownView = null;
 
   function notFound() {
     loading.hidden = true;
@@ -983,7 +1248,8 @@ async function orderDetailView({ main, ctx, params }) {
     const view = viewResult.value.data;
     showProblem(loadErrors, null);
     shownVersion = Number(view.version) || 0;
-    renderOrder(main, view);
+    shownView = view;
+    renderOrder(main, view, eventsResult.status === 'fulfilled' ? eventsResult.value.data : []);
     body.hidden = false;
     if (eventsResult.status === 'fulfilled') {
       renderTimeline(main, eventsResult.value.data);
@@ -994,19 +1260,27 @@ async function orderDetailView({ main, ctx, params }) {
     }
   }
 
-  /** Coalesces refreshes: live events arriving during a load trigger one more load afterwards. */
-  async function refresh(minVersion = 0) {
+  /**
+   * Coalesces refreshes: live events arriving during a load trigger one more load afterwards.
+   * Resolves when the page shows the latest read (callers move focus after it).
+   */
+  function refresh(minVersion = 0) {
     wantedVersion = Math.max(wantedVersion, Number(minVersion) || 0);
-    if (running) { again = true; return; }
-    running = true;
-    try {
-      do {
-        again = false;
-        await load(wantedVersion);
-      } while (again && ctx.alive);
-    } finally {
-      running = false;
+    if (running) {
+      again = true;
+      return running;
     }
+    running = (async () => {
+      try {
+        do {
+          again = false;
+          await load(wantedVersion);
+        } while (again && ctx.alive);
+      } finally {
+        running = null;
+      }
+    })();
+    return running;
   }
 
   listen(ctx, (event) => {
@@ -1015,48 +1289,173 @@ async function orderDetailView({ main, ctx, params }) {
     refresh(event.version);
   });
 
-  const cancelForm = $('#cancel-form', main);
-  cancelForm.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const button = $('#cancel-order', main);
-    const cancelErrors = $('#cancel-errors', main);
-    if (button.disabled) return;
+  // Product names for the lines: the catalog is cached for the session.
+  catalogCache.load()
+    .then(() => { if (ctx.alive && shownView) renderLines(main, shownView); })
+    .catch(() => { /* the SKUs alone are shown */ });
+
+  const message = $('#action-message', main);
+  const cancelErrors = $('#cancel-errors', main);
+  const actionErrors = $('#action-errors', main);
+  /** A new action starts: earlier outcomes no longer apply. */
+  function clearMessages() {
+    message.textContent = '';
     showProblem(cancelErrors, null);
-    const reason = $('#cancel-reason', main).value.trim() || 'Cancelled by the customer';
-    setBusy(button, true, 'Cancelling…');
+    showProblem(actionErrors, null);
+    clearInvalid(body);
+  }
+
+  // Cancelling asks first, inline: "Cancel this order? [Yes, cancel] [Keep it]".
+  const cancelForm = $('#cancel-form', main);
+  const cancelButton = $('#cancel-order', main);
+  const confirmBox = $('#cancel-confirm', main);
+  const yesButton = $('#cancel-yes', main);
+
+  function askToCancel(open) {
+    confirmBox.hidden = !open;
+    cancelButton.hidden = open;
+    if (open) $('#cancel-keep', main).focus(); else cancelButton.focus();
+  }
+
+  cancelForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (cancelButton.disabled) return;
+    clearMessages();
+    askToCancel(true);
+  });
+  $('#cancel-keep', main).addEventListener('click', () => askToCancel(false));
+  confirmBox.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && !yesButton.disabled) askToCancel(false);
+  });
+  yesButton.addEventListener('click', async () => {
+    if (yesButton.disabled) return;
+    clearMessages();
+    const reason = $('#cancel-reason', main).value.trim();
+    setBusy(yesButton, true, 'Cancelling…');
     try {
-      const { data } = await api(`/api/orders/${encodeURIComponent(id)}/cancel`, { method: 'POST', body: { reason } });
+      const { data } = await api(`/api/orders/${encodeURIComponent(id)}/cancel`, { method: 'POST', body: reason ? { reason } : {} });
       if (!ctx.alive) return;
       announce('Cancellation requested.');
       await refresh(data && data.version);
-      if (ctx.alive && cancelForm.hidden) $('#order-title', main).focus();
+      if (!ctx.alive) return;
+      if (cancelForm.hidden) $('#order-title', main).focus();
+      else askToCancel(false);
     } catch (err) {
-      if (ctx.alive) showProblem(cancelErrors, err);
+      if (!ctx.alive) return;
+      showProblem(cancelErrors, err);
+      askToCancel(false);
     } finally {
-      if (ctx.alive) setBusy(button, false);
+      if (ctx.alive) setBusy(yesButton, false);
     }
   });
 
+  // Operators ship and deliver from here too (the same calls as the operations table).
+  const shipForm = $('#ship-order-form', main);
+  const deliverButton = $('#deliver-order', main);
+
+  /** After an action, focus the next step (Deliver) or the status. */
+  function focusNextStep() {
+    if (!deliverButton.hidden && !$('#order-actions', main).hidden) deliverButton.focus();
+    else focusStatus($('.status-line .status', main));
+  }
+
+  async function fulfil(action, payload, button) {
+    clearMessages();
+    setBusy(button, true);
+    try {
+      const { data } = await api(`/api/orders/${encodeURIComponent(id)}/${action}`, { method: 'POST', body: payload });
+      if (!ctx.alive) return;
+      message.textContent = action === 'ship' ? 'Shipment recorded.' : 'Delivery recorded.';
+      await refresh(data && data.version);
+      if (ctx.alive) focusNextStep();
+    } catch (err) {
+      if (!ctx.alive) return;
+      const first = showProblem(actionErrors, err, shipFieldResolver(shipForm)) || markShipProblem(shipForm, err);
+      (first || actionErrors).focus();
+    } finally {
+      if (ctx.alive) setBusy(button, false);
+    }
+  }
+
+  shipForm.addEventListener('input', (event) => event.target.removeAttribute('aria-invalid'));
+  shipForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const button = $('button[type="submit"]', shipForm);
+    if (button.disabled) return;
+    clearMessages();
+    const missing = shipFormErrors(shipForm);
+    if (missing.length) {
+      showProblem(actionErrors, clientProblem('Carrier and tracking number are needed to ship', missing));
+      missing[0].input.focus();
+      return;
+    }
+    fulfil('ship', shipFormBody(shipForm), button);
+  });
+  deliverButton.addEventListener('click', () => {
+    if (!deliverButton.disabled) fulfil('deliver', {}, deliverButton);
+  });
+
   await refresh(0);
+}
+
+// ----- shipping (shared by the operations table and the order page) -----
+
+function shipFormBody(form) {
+  return { carrier: form.elements.carrier.value.trim(), tracking: form.elements.tracking.value.trim() };
+}
+
+/** Client-side check of a ship form, reported like the server's field errors. */
+function shipFormErrors(form) {
+  const { carrier, tracking } = shipFormBody(form);
+  const missing = [];
+  if (!carrier) missing.push({ field: 'carrier', message: 'Required.', input: form.elements.carrier });
+  if (!tracking) missing.push({ field: 'tracking', message: 'Required.', input: form.elements.tracking });
+  return missing;
+}
+
+function shipFieldResolver(form) {
+  return (field) => {
+    const path = normalizeFieldPath(field);
+    return path === 'carrier' || path === 'tracking' ? form.elements[path] : null;
+  };
+}
+
+/** The server's invalid_tracking problem has no field list: it is about both inputs. */
+function markShipProblem(form, err) {
+  if (!form || !err || !err.problem || err.problem.code !== 'invalid_tracking') return null;
+  form.elements.carrier.setAttribute('aria-invalid', 'true');
+  form.elements.tracking.setAttribute('aria-invalid', 'true');
+  return form.elements.carrier;
+}
+
+/** Focus a status word (not focusable by Tab; it only takes focus so the place is not lost). */
+function focusStatus(node) {
+  if (!node) return;
+  node.tabIndex = -1;
+  node.focus();
 }
 
 // ----- #/operator -----
 
 function actionsFor(id, status, canAct) {
   if (!canAct) return [el('span', { class: 'muted', text: '—' })];
+  // Problems with this row's action are shown here, next to it, not at the top of the page.
+  const rowErrors = el('div', { class: 'problem row-errors', role: 'alert', tabindex: -1, hidden: true });
   if (status === 'confirmed') {
     const formId = `ship-form-${id}`;
     return [
       el('button', { type: 'button', class: 'ship', 'aria-expanded': 'false', 'aria-controls': formId, 'aria-label': `Ship order ${shortId(id)}`, text: 'Ship' }),
-      el('form', { id: formId, class: 'ship-form', hidden: true, novalidate: true },
+      el('form', { id: formId, class: 'ship-form', hidden: true, novalidate: true, 'aria-label': `Ship order ${shortId(id)}` },
         el('label', {}, 'Carrier ', el('input', { name: 'carrier', type: 'text', list: 'carriers', required: true, maxlength: 100, autocomplete: 'off' })),
-        el('label', {}, 'Tracking ', el('input', { name: 'tracking', type: 'text', required: true, maxlength: 100, autocomplete: 'off', spellcheck: 'false' })),
-        el('button', { type: 'submit', class: 'primary', text: 'Confirm shipment' }),
-        el('button', { type: 'button', class: 'ship-close ghost-dark', text: 'Close' })),
+        el('label', {}, 'Tracking number ', el('input', { name: 'tracking', type: 'text', required: true, maxlength: 100, autocomplete: 'off', spellcheck: 'false' })),
+        el('span', { class: 'ship-buttons' },
+          el('button', { type: 'submit', class: 'primary', text: 'Confirm shipment' }),
+          el('button', { type: 'button', class: 'ship-close ghost-dark', text: 'Close' })),
+        rowErrors),
     ];
   }
   if (status === 'shipped') {
-    return [el('button', { type: 'button', class: 'deliver', 'aria-label': `Deliver order ${shortId(id)}`, text: 'Deliver' })];
+    return [el('button', { type: 'button', class: 'deliver', 'aria-label': `Deliver order ${shortId(id)}`, text: 'Deliver' }), rowErrors];
   }
   return [el('span', { class: 'muted', text: '—' })];
 }
@@ -1065,24 +1464,42 @@ function renderActions(row, status, canAct) {
   $('td.actions', row).replaceChildren(...actionsFor(row.dataset.orderId, status, canAct));
 }
 
+/** After a row's action: focus its next action (Ship → Deliver) or else its status word. */
+function focusRowNext(row) {
+  const next = $$('td.actions button', row).find((button) => !button.disabled && !button.closest('[hidden]'));
+  if (next) next.focus(); else focusStatus($('.status', row));
+}
+
 function operatorRow(view, canAct) {
+  const total = formatMoney(view.total, view.currency);
   const row = el('tr', { 'data-order-id': view.order_id, 'data-version': view.version, 'data-status': view.status },
-    el('td', {}, orderLink(view.order_id)),
-    el('td', {}, el('code', { title: view.customer_id || undefined, text: shortId(view.customer_id) || '—' })),
-    el('td', {}, timeEl(view.placed_at)),
-    el('td', { class: 'num', text: formatMoney(view.total, view.currency) }),
-    statusCell(view.status),
+    orderCell(view, [el('span', { text: total }), timeEl(view.placed_at)]),
+    el('td', { class: 'wide-only' }, el('code', { title: view.customer_id || undefined, text: shortId(view.customer_id) || '—' })),
+    el('td', { class: 'wide-only' }, timeEl(view.placed_at)),
+    el('td', { class: 'num wide-only', text: total }),
+    statusCell(view.status, view.reason),
     el('td', { class: 'actions' }));
   renderActions(row, view.status, canAct);
   return row;
 }
 
 function stockRow(item) {
+  const number = (value) => (value === undefined || value === null ? '—' : String(value));
   return el('tr', { 'data-sku': item.sku },
     el('td', {}, el('code', { text: item.sku })),
     el('td', { text: item.name || '' }),
-    el('td', { class: 'num', text: formatMoney(item.unit_price, item.currency) }),
-    el('td', { class: 'num available', text: String(item.available ?? '—') }));
+    el('td', { class: 'num wide-only', 'data-price': '', text: formatMoney(item.unit_price, item.currency) }),
+    el('td', { class: 'num available', 'data-available': '', text: number(item.available) }),
+    el('td', { class: 'num wide-only', 'data-on-hand': '', text: number(item.on_hand) }),
+    el('td', { class: 'num wide-only', 'data-reserved': '', text: number(item.reserved) }));
+}
+
+function updateStockRow(row, item) {
+  const number = (value) => (value === undefined || value === null ? '—' : String(value));
+  updateText($('[data-price]', row), formatMoney(item.unit_price, item.currency));
+  updateText($('[data-available]', row), number(item.available));
+  updateText($('[data-on-hand]', row), number(item.on_hand));
+  updateText($('[data-reserved]', row), number(item.reserved));
 }
 
 async function operatorView({ main, ctx }) {
@@ -1093,7 +1510,18 @@ async function operatorView({ main, ctx }) {
   const filter = $('#operator-status', main);
   const tbody = $('#operator-orders tbody', main);
   const restockForm = $('#restock-form', main);
-  const say = (text) => { message.textContent = text; };
+  const restockErrors = $('#restock-errors', main);
+  const restockMessage = $('#restock-message', main);
+
+  /** A new action starts: earlier outcomes (a success next to a new error) no longer apply. */
+  function clearMessages() {
+    message.textContent = '';
+    restockMessage.textContent = '';
+    showProblem(errors, null);
+    showProblem(restockErrors, null);
+    for (const box of $$('.row-errors', tbody)) showProblem(box, null);
+    clearInvalid(main);
+  }
 
   $('#operator-readonly', main).hidden = canAct;
   restockForm.hidden = !canAct;
@@ -1108,7 +1536,7 @@ async function operatorView({ main, ctx }) {
     onStatusChange: (row, status) => {
       const hadFocus = row.contains(document.activeElement);
       renderActions(row, status, canAct);
-      if (hadFocus) $('a', row).focus();
+      if (hadFocus) focusRowNext(row);
     },
   });
   const pager = orderPager({
@@ -1119,7 +1547,7 @@ async function operatorView({ main, ctx }) {
   async function refreshRow(id, minVersion) {
     try {
       const { data } = await api(orderPath(id, minVersion));
-      if (ctx.alive && data) rows.onEvent({ order_id: data.order_id, status: data.status, version: Number(data.version) || 0 });
+      if (ctx.alive && data) rows.onEvent({ order_id: data.order_id, status: data.status, version: Number(data.version) || 0, reason: data.reason });
     } catch (err) {
       if (ctx.alive) showProblem(errors, err);
     }
@@ -1127,18 +1555,29 @@ async function operatorView({ main, ctx }) {
 
   async function command(row, action, body, button) {
     const id = row.dataset.orderId;
-    showProblem(errors, null);
+    clearMessages();
     setBusy(button, true);
     try {
       const { data } = await api(`/api/orders/${encodeURIComponent(id)}/${action}`, { method: 'POST', body });
       if (!ctx.alive) return;
-      say(action === 'ship' ? `Order ${shortId(id)}: shipment recorded.` : `Order ${shortId(id)}: delivery recorded.`);
+      message.textContent = action === 'ship' ? `Order ${shortId(id)}: shipment recorded.` : `Order ${shortId(id)}: delivery recorded.`;
       await refreshRow(id, data && data.version);
+      // The pressed button was disabled (and may be gone): keep the place in this row.
+      const focus = document.activeElement;
+      if (ctx.alive && row.isConnected && (!focus || focus === document.body || row.contains(focus) || button.contains(focus))) {
+        focusRowNext(row);
+      }
     } catch (err) {
-      if (ctx.alive) {
+      if (!ctx.alive) return;
+      const box = $('.row-errors', row);
+      if (!box) {
         showProblem(errors, err);
         errors.focus();
+        return;
       }
+      const form = $('form.ship-form', row);
+      const first = form ? showProblem(box, err, shipFieldResolver(form)) || markShipProblem(form, err) : showProblem(box, err);
+      (first || box).focus();
     } finally {
       if (button.isConnected) setBusy(button, false);
     }
@@ -1155,29 +1594,28 @@ async function operatorView({ main, ctx }) {
 
   tbody.addEventListener('click', (event) => {
     const button = event.target.closest('button');
-    if (!button) return;
+    if (!button || button.disabled) return;
     const row = button.closest('tr');
     if (button.classList.contains('ship')) toggleShipForm(row, $('form.ship-form', row).hidden);
     else if (button.classList.contains('ship-close')) toggleShipForm(row, false);
     else if (button.classList.contains('deliver')) command(row, 'deliver', {}, button);
   });
 
+  tbody.addEventListener('input', (event) => event.target.removeAttribute('aria-invalid'));
   tbody.addEventListener('submit', (event) => {
     const form = event.target.closest('form.ship-form');
     if (!form) return;
     event.preventDefault();
-    clearInvalid(form);
-    const carrier = form.elements.carrier.value.trim();
-    const tracking = form.elements.tracking.value.trim();
-    const missing = [];
-    if (!carrier) missing.push({ field: 'carrier', message: 'Required.', input: form.elements.carrier });
-    if (!tracking) missing.push({ field: 'tracking', message: 'Required.', input: form.elements.tracking });
+    const button = $('button[type="submit"]', form);
+    if (button.disabled) return;
+    clearMessages();
+    const missing = shipFormErrors(form);
     if (missing.length) {
-      showProblem(errors, clientProblem('Carrier and tracking number are needed to ship', missing));
+      showProblem($('.row-errors', form), clientProblem('Carrier and tracking number are needed to ship', missing));
       missing[0].input.focus();
       return;
     }
-    command(form.closest('tr'), 'ship', { carrier, tracking }, $('button[type="submit"]', form));
+    command(form.closest('tr'), 'ship', shipFormBody(form), button);
   });
 
   tbody.addEventListener('keydown', (event) => {
@@ -1186,57 +1624,75 @@ async function operatorView({ main, ctx }) {
   });
 
   filter.addEventListener('change', () => pager.load(true));
-  $('#operator-refresh', main).addEventListener('click', () => { pager.load(true); loadStock(); });
+  $('#operator-refresh', main).addEventListener('click', () => { pager.load(true); refreshStock(); });
 
   listen(ctx, (event) => rows.onEvent(event));
 
   // ----- stock and restocking -----
+  const stockBody = $('#stock tbody', main);
   const skuSelect = $('#restock-sku', main);
   const qtyInput = $('#restock-qty', main);
 
-  async function loadStock() {
-    try {
-      const { data } = await api('/api/catalog');
-      if (!ctx.alive) return;
-      const catalog = Array.isArray(data) ? data : [];
-      $('#stock tbody', main).replaceChildren(...catalog.map(stockRow));
+  /** Numbers are updated in place; rows and options are rebuilt only when the SKUs change. */
+  function showStock(catalog) {
+    const skus = catalog.map((item) => item.sku).join('\n');
+    if (stockBody.dataset.skus !== skus) {
+      stockBody.dataset.skus = skus;
+      stockBody.replaceChildren(...catalog.map(stockRow));
       const selected = skuSelect.value;
       skuSelect.replaceChildren(...catalog.map((item) => el('option', { value: item.sku, text: `${item.sku} — ${item.name || ''}` })));
       if (catalog.some((item) => item.sku === selected)) skuSelect.value = selected;
+      return;
+    }
+    const rowsBySku = new Map(Array.from(stockBody.rows, (row) => [row.dataset.sku, row]));
+    for (const item of catalog) updateStockRow(rowsBySku.get(item.sku), item);
+  }
+
+  // Stock moves with every order: keep the table current while the page is shown.
+  const refreshStock = watchCatalog(ctx, showStock);
+
+  async function loadStock() {
+    try {
+      const catalog = await catalogCache.load(true);
+      if (ctx.alive) showStock(catalog);
     } catch (err) {
-      if (ctx.alive) showProblem(errors, err);
+      if (ctx.alive) showProblem(restockErrors, err);
     }
   }
 
   restockForm.addEventListener('input', (event) => event.target.removeAttribute('aria-invalid'));
   restockForm.addEventListener('submit', async (event) => {
     event.preventDefault();
-    clearInvalid(restockForm);
-    showProblem(errors, null);
+    const button = $('#restock-submit', main);
+    if (button.disabled) return;
+    clearMessages();
     const sku = skuSelect.value;
     const quantity = Number(qtyInput.value);
     if (!sku || !Number.isInteger(quantity) || quantity < 1) {
       const problems = [];
       if (!sku) problems.push({ field: 'sku', message: 'Choose a SKU.', input: skuSelect });
       if (!Number.isInteger(quantity) || quantity < 1) problems.push({ field: 'quantity', message: 'Enter a whole number of at least 1.', input: qtyInput });
-      showProblem(errors, clientProblem('Cannot restock', problems));
+      showProblem(restockErrors, clientProblem('Cannot restock', problems));
       problems[0].input.focus();
       return;
     }
-    const button = $('#restock-submit', main);
     setBusy(button, true, 'Restocking…');
     try {
       await api(`/api/catalog/${encodeURIComponent(sku)}/restock`, { method: 'POST', body: { quantity } });
       if (!ctx.alive) return;
-      say(`Restocked ${sku} by ${quantity}.`);
+      restockMessage.textContent = `Restocked ${sku} by ${quantity}.`;
       await loadStock();
     } catch (err) {
       if (ctx.alive) {
-        showProblem(errors, err, (field) => (normalizeFieldPath(field) === 'quantity' ? qtyInput : null));
-        errors.focus();
+        const path = (field) => normalizeFieldPath(field);
+        const first = showProblem(restockErrors, err, (field) => (path(field) === 'quantity' ? qtyInput : path(field) === 'sku' ? skuSelect : null));
+        (first || restockErrors).focus();
       }
     } finally {
-      if (ctx.alive) setBusy(button, false);
+      if (ctx.alive) {
+        setBusy(button, false);
+        if (document.activeElement === document.body) button.focus();
+      }
     }
   });
 
