@@ -77,4 +77,17 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Whether the engine answers (for `/ready`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Tries to take the named lease: the right to run a singleton worker (the relay) among all
+    /// processes sharing this store. `None` while another process holds it. The lease lasts
+    /// until the returned guard is dropped or the engine loses it.
+    async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;
+}
+
+/// A held lease. The holder asks [`Lease::held`] before each unit of work and stops when it
+/// says no (another process may have taken over). Two holders overlapping briefly only
+/// duplicates work that consumers tolerate, never loses any.
+#[async_trait]
+pub trait Lease: Send + Sync {
+    async fn held(&mut self) -> bool;
 }

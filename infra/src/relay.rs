@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use commands::store::EventStore;
+use commands::store::{EventStore, Lease};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::watch;
@@ -49,10 +49,28 @@ impl Relay {
         Self { store, bus, config }
     }
 
-    /// Publishes until `shutdown` turns true; restarts from the checkpoint after any failure.
+    /// Publishes while it holds the relay lease, until `shutdown` turns true; waits for the
+    /// lease while another process holds it; restarts from the checkpoint after any failure.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            match self.publish_from_checkpoint(&mut shutdown).await {
+            let lease = match self.store.lease(CHECKPOINT).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    tracing::debug!("another relay holds the lease; waiting");
+                    tokio::select! {
+                        _ = crate::stopped(&mut shutdown) => return,
+                        _ = tokio::time::sleep(self.config.poll) => continue,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot take the relay lease");
+                    tokio::select! {
+                        _ = crate::stopped(&mut shutdown) => return,
+                        _ = tokio::time::sleep(self.config.poll) => continue,
+                    }
+                }
+            };
+            match self.publish_from_checkpoint(lease, &mut shutdown).await {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::warn!(%error, "relay failed; resuming from its checkpoint");
@@ -67,6 +85,7 @@ impl Relay {
 
     async fn publish_from_checkpoint(
         &self,
+        mut lease: Box<dyn Lease>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), String> {
         let mut head = self.store.watch_head();
@@ -79,6 +98,9 @@ impl Relay {
         let mut positions = VecDeque::new();
         tracing::info!(from = read_up_to, "relay started");
         loop {
+            if !lease.held().await {
+                return Err("lost the relay lease".into());
+            }
             while in_flight.len() < self.config.max_in_flight {
                 let batch = self
                     .store

@@ -22,6 +22,9 @@ use crate::view_store::{ViewError, ViewStore};
 
 pub const SUBSCRIPTION: &str = "notifier";
 
+/// The view-store channel notifications travel on to every web process's [`LiveFeed`].
+pub const LIVE_CHANNEL: &str = "live";
+
 /// One status change of one order, as a browser or a phone receives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Notification {
@@ -98,6 +101,40 @@ impl LiveFeed {
         // No browser connected is not an error.
         let _ = self.sender.send(notification);
     }
+
+    /// Feeds this process's browsers from the view store's live channel, whichever process the
+    /// notifier runs in; subscribes again after the connection drops, until `shutdown`.
+    pub async fn bridge(
+        self: Arc<Self>,
+        views: Arc<dyn ViewStore>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use futures_util::StreamExt;
+        while !*shutdown.borrow() {
+            let mut messages = match views.subscribe(LIVE_CHANNEL).await {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(%error, "live feed cannot subscribe; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    message = messages.next() => match message {
+                        Some(text) => match serde_json::from_str(&text) {
+                            Ok(notification) => self.publish(notification),
+                            Err(error) => tracing::warn!(%error, "unreadable live notification"),
+                        },
+                        None => break,
+                    },
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +153,6 @@ pub struct Notifier {
     store: Arc<dyn EventStore>,
     views: Arc<dyn ViewStore>,
     push: Arc<dyn PushSender>,
-    live: Arc<LiveFeed>,
 }
 
 impl Notifier {
@@ -124,14 +160,8 @@ impl Notifier {
         store: Arc<dyn EventStore>,
         views: Arc<dyn ViewStore>,
         push: Arc<dyn PushSender>,
-        live: Arc<LiveFeed>,
     ) -> Self {
-        Self {
-            store,
-            views,
-            push,
-            live,
-        }
+        Self { store, views, push }
     }
 
     pub async fn handle(&self, event: &RecordedEvent) -> Result<(), NotifyError> {
@@ -167,7 +197,15 @@ impl Notifier {
             self.views.unclaim(&claim).await?;
             return Err(e.into());
         }
-        self.live.publish(notification);
+        // Live updates are best effort: a browser that misses one re-reads on reconnect.
+        match serde_json::to_string(&notification) {
+            Ok(text) => {
+                if let Err(error) = self.views.publish(LIVE_CHANNEL, &text).await {
+                    tracing::warn!(%error, "live update not published");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "live update not encoded"),
+        }
         Ok(())
     }
 

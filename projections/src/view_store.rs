@@ -5,6 +5,7 @@
 //! means is the projector's business, not the store's.
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 
 /// A stored view: its body (JSON text) and the stream version it reflects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,4 +47,22 @@ pub trait ViewStore: Send + Sync + 'static {
     async fn unclaim(&self, key: &str) -> Result<(), ViewError>;
 
     async fn ping(&self) -> Result<(), ViewError>;
+
+    /// Many `put`s at once (a replay's bulk writes); one answer per write, in order. Adapters
+    /// that can pipeline override this.
+    async fn put_many(&self, writes: Vec<(String, u64, Doc)>) -> Result<Vec<bool>, ViewError> {
+        let mut written = Vec::with_capacity(writes.len());
+        for (key, expected, doc) in writes {
+            written.push(self.put(&key, expected, doc).await?);
+        }
+        Ok(written)
+    }
+
+    /// Sends `message` to everyone subscribed to `channel` right now (no history, no
+    /// guarantee): how the notifier reaches the browsers connected to any web process.
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), ViewError>;
+
+    /// Messages published on `channel` from now on. The stream ends if the connection is lost;
+    /// the subscriber subscribes again.
+    async fn subscribe(&self, channel: &str) -> Result<BoxStream<'static, String>, ViewError>;
 }

@@ -68,12 +68,7 @@ impl System {
         Ok(Arc::new(Self {
             projector: Arc::new(Projector::new(store.clone(), views.clone())),
             processor: Arc::new(OrderProcessor::new(commands.clone(), gateway)),
-            notifier: Arc::new(Notifier::new(
-                store.clone(),
-                views.clone(),
-                push.clone(),
-                live.clone(),
-            )),
+            notifier: Arc::new(Notifier::new(store.clone(), views.clone(), push.clone())),
             store,
             sqlite,
             bus,
@@ -95,7 +90,14 @@ impl System {
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let relay = Relay::new(self.store.clone(), self.bus.clone(), RelayConfig::default());
-        let mut workers = vec![tokio::spawn(relay.run(shutdown.clone()))];
+        let mut workers = vec![
+            tokio::spawn(relay.run(shutdown.clone())),
+            tokio::spawn(
+                self.live
+                    .clone()
+                    .bridge(self.views.clone(), shutdown.clone()),
+            ),
+        ];
         let processor = self.processor.clone();
         let projector = self.projector.clone();
         let notifier = self.notifier.clone();

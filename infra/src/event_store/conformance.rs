@@ -67,6 +67,7 @@ macro_rules! event_store_conformance {
             watch_head_wakes_after_an_append,
             checkpoints_default_to_zero_and_persist,
             head_is_the_last_position,
+            a_lease_has_one_holder_at_a_time,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -551,4 +552,30 @@ fn new_events(n: u32) -> Vec<NewEvent> {
             },
         })
         .collect()
+}
+
+pub async fn a_lease_has_one_holder_at_a_time(store: Arc<dyn EventStore>) {
+    let name = format!("lease-{}", uuid::Uuid::new_v4());
+
+    let mut first = store
+        .lease(&name)
+        .await
+        .expect("lease")
+        .expect("a free lease is granted");
+    let second = store.lease(&name).await.expect("lease");
+    let other = store.lease(&format!("{name}-other")).await.expect("lease");
+
+    assert!(second.is_none(), "a held lease is not granted twice");
+    assert!(other.is_some(), "leases with other names are independent");
+    assert!(first.held().await, "the holder still holds it");
+    drop(first);
+    let mut again = None;
+    for _ in 0..100 {
+        again = store.lease(&name).await.expect("lease");
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "a dropped lease is granted again");
 }

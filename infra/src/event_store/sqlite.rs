@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use commands::{Appended, EventStore, StoreError};
+use commands::{Appended, EventStore, Lease, StoreError};
 use domain::{NewEvent, RecordedEvent};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -98,6 +98,8 @@ pub struct SqliteEventStore {
     reads: SqlitePool,
     head: watch::Receiver<u64>,
     batches: Arc<AtomicU64>,
+    /// Names of the leases this process holds.
+    leases: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl SqliteEventStore {
@@ -142,6 +144,7 @@ impl SqliteEventStore {
             reads,
             head,
             batches,
+            leases: Arc::default(),
         })
     }
 
@@ -274,6 +277,43 @@ impl EventStore for SqliteEventStore {
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+
+    /// One process owns a SQLite file (its writer task is the only writer), so the lease is
+    /// this process's to give: held until the guard is dropped, refused to a second taker.
+    async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        let mut leases = self
+            .leases
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lease table poisoned".into()))?;
+        if !leases.insert(name.to_owned()) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(LocalLease {
+            name: name.to_owned(),
+            leases: self.leases.clone(),
+        })))
+    }
+}
+
+/// A lease on a SQLite store, released when dropped.
+struct LocalLease {
+    name: String,
+    leases: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+#[async_trait]
+impl Lease for LocalLease {
+    async fn held(&mut self) -> bool {
+        true
+    }
+}
+
+impl Drop for LocalLease {
+    fn drop(&mut self) {
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.remove(&self.name);
+        }
     }
 }
 

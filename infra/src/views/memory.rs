@@ -5,7 +5,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use projections::view_store::{Doc, ViewError, ViewStore};
+use tokio::sync::broadcast;
 
 #[derive(Default)]
 struct State {
@@ -19,11 +21,23 @@ struct State {
 #[derive(Default)]
 pub struct MemoryViewStore {
     state: Mutex<State>,
+    channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
 }
 
 impl MemoryViewStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn channel(&self, name: &str) -> Result<broadcast::Sender<String>, ViewError> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| ViewError::Unavailable("channel table poisoned".into()))?;
+        Ok(channels
+            .entry(name.to_owned())
+            .or_insert_with(|| broadcast::channel(4096).0)
+            .clone())
     }
 
     fn state(&self) -> Result<MutexGuard<'_, State>, ViewError> {
@@ -93,5 +107,26 @@ impl ViewStore for MemoryViewStore {
 
     async fn ping(&self) -> Result<(), ViewError> {
         self.state().map(|_| ())
+    }
+
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), ViewError> {
+        // Nobody listening is not an error.
+        let _ = self.channel(channel)?.send(message.to_owned());
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<BoxStream<'static, String>, ViewError> {
+        let receiver = self.channel(channel)?.subscribe();
+        let messages = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(message) => return Some((message, receiver)),
+                    // A slow subscriber misses messages, as with Redis pub/sub.
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Box::pin(messages))
     }
 }
