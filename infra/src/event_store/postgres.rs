@@ -1,0 +1,1041 @@
+//! The distributed event store: PostgreSQL, shared by every process, written through group
+//! commit in each of them.
+//!
+//! # Group commit
+//!
+//! As in the SQLite adapter, one writer task per process owns one connection and an mpsc
+//! channel of requests, each with a oneshot for its answer. It takes the first request, drains
+//! whatever else is already waiting (up to [`MAX_BATCH`]), and commits them all in ONE
+//! transaction, each request in its own `SAVEPOINT`: a conflict or a refused request rolls back
+//! alone and the others commit; a later request for the same stream sees an earlier one's rows.
+//! Callers hear back only after `COMMIT` succeeded, and the writer's connection runs with
+//! `synchronous_commit = on` (PostgreSQL's default, set explicitly), so an answered append is
+//! in the WAL on disk. If the batch fails (the `COMMIT` included), every caller in it is told
+//! `Unavailable`; when the connection was lost its outcome is unknown, and a retry with the
+//! same event ids is answered as a duplicate if it did commit.
+//!
+//! # The global log: an advisory lock, positions in commit order
+//!
+//! Several processes write the same tables. A sequence would hand out positions that commit
+//! out of order, and a reader that passed position 12 would never see an 11 committed a moment
+//! later. So every write transaction starts with `pg_advisory_xact_lock(key)` (the key derived
+//! from the schema name) and only then reads `max(global_position)` and numbers its events
+//! from there. PostgreSQL makes a commit visible before it releases the transaction's locks,
+//! so the next writer reads the max only after the previous batch is visible: positions are
+//! handed out in commit order and the log has no holes. One batch commits at a time across all
+//! processes, which group commit makes cheap. See `docs/adr/04-postgres-global-order.md`.
+//!
+//! # The head doorbell: LISTEN/NOTIFY
+//!
+//! The writer publishes its own commits to [`EventStore::watch_head`] right away. Each write
+//! transaction that appended also runs `pg_notify('orderflow_events_<schema>', new head)`,
+//! which PostgreSQL delivers at commit, and a background task in every process LISTENs on that
+//! channel, so another process's commits ring this process's doorbell too (the relay wakes on
+//! it instead of polling). When the listening connection fails, the task reconnects with
+//! backoff, LISTENs again and then re-reads the head, so nothing committed meanwhile is missed.
+//!
+//! # Leases
+//!
+//! A lease is a session-level `pg_try_advisory_lock` on a connection of its own, owned by the
+//! guard: dropping the guard closes that connection, which ends the session and releases the
+//! lock; a process that dies releases it the same way.
+//!
+//! # Schemas and shutdown
+//!
+//! `?schema=NAME` on the URL puts the tables in that schema (default `public`); it is set as
+//! each connection's `search_path`. Dropping the store closes the request channel and stops
+//! the listener; the writer finishes what is already queued, closes its connection and ends.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use commands::{Appended, EventStore, Lease, StoreError};
+use domain::{NewEvent, RecordedEvent};
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgDatabaseError, PgListener, PgPool, PgPoolOptions, PgRow,
+};
+use sqlx::{ConnectOptions, Connection, Row};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+/// The most requests one transaction takes; the rest wait for the next batch. Each request
+/// that writes is a subtransaction, and PostgreSQL caches only 64 subtransaction ids per
+/// backend: beyond that every other session's snapshots overflow to `pg_subtrans` and slow
+/// down. Bigger batches would save little anyway, since round trips, not fsyncs, dominate.
+pub const MAX_BATCH: usize = 64;
+/// Requests waiting for the writer before `append` itself waits (back-pressure).
+const QUEUE_CAPACITY: usize = 8 * MAX_BATCH;
+/// Pooled connections for reads, beside the writer's own.
+const READERS: u32 = 4;
+/// How long opening a connection, or taking one from a pool, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write transaction waits for the log lock held by another process.
+const LOCK_TIMEOUT: &str = "10s";
+/// How long [`Lease::held`] waits for its connection to answer.
+const LEASE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnection delays of the listener: doubling from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// The schema used when the URL names none.
+const DEFAULT_SCHEMA: &str = "public";
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1), which also bounds NOTIFY channel names.
+const MAX_IDENTIFIER: usize = 63;
+
+/// The unique constraints, named so that [`store_error`] can tell them apart.
+const STREAM_VERSION_KEY: &str = "events_stream_version_key";
+const EVENT_ID_KEY: &str = "events_event_id_key";
+
+/// The tables, in schema `{schema}` (already validated as a plain identifier).
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS \"{schema}\".events (
+    global_position BIGINT      PRIMARY KEY,
+    event_id        UUID        NOT NULL,
+    stream_id       TEXT        NOT NULL,
+    stream_type     TEXT        NOT NULL,
+    version         BIGINT      NOT NULL,
+    event_type      TEXT        NOT NULL,
+    schema_version  INT         NOT NULL,
+    occurred_at     TIMESTAMPTZ NOT NULL,
+    payload         JSONB       NOT NULL,
+    metadata        JSONB       NOT NULL,
+    CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_stream_version_key UNIQUE (stream_id, version)
+);
+CREATE TABLE IF NOT EXISTS \"{schema}\".checkpoints (
+    reader   TEXT   PRIMARY KEY,
+    position BIGINT NOT NULL
+);
+";
+
+// Identifiers and JSON travel as text (sqlx is built without its uuid, chrono and json
+// features); `occurred_at` comes back as RFC 3339 in UTC with microseconds, its precision.
+const READ_STREAM: &str = "SELECT global_position, event_id::text AS event_id, stream_id, \
+     stream_type, version, event_type, schema_version, \
+     to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS occurred_at, \
+     payload::text AS payload, metadata::text AS metadata \
+     FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version";
+const READ_ALL: &str = "SELECT global_position, event_id::text AS event_id, stream_id, \
+     stream_type, version, event_type, schema_version, \
+     to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS occurred_at, \
+     payload::text AS payload, metadata::text AS metadata \
+     FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2";
+const INSERT_EVENT: &str = "INSERT INTO events (global_position, event_id, stream_id, \
+     stream_type, version, event_type, schema_version, occurred_at, payload, metadata) \
+     VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8::timestamptz, $9::jsonb, $10::jsonb)";
+const HEAD: &str = "SELECT COALESCE(MAX(global_position), 0) FROM events";
+
+/// The PostgreSQL adapter of the [`EventStore`] port; see the module docs for the design.
+///
+/// `read_all` never skips a late commit, across processes: positions are assigned under a
+/// transaction-scoped advisory lock that every writer takes, so they follow commit order.
+pub struct PostgresEventStore {
+    requests: mpsc::Sender<Request>,
+    reads: PgPool,
+    head: watch::Receiver<u64>,
+    batches: Arc<AtomicU64>,
+    target: Target,
+    /// Dropped with the store, which stops the listener task.
+    _stop_listening: oneshot::Sender<()>,
+}
+
+/// Where the store lives: how to connect, and the names derived from its schema.
+#[derive(Clone)]
+struct Target {
+    options: PgConnectOptions,
+    schema: String,
+    /// The NOTIFY channel the writers of this schema ring.
+    channel: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, StoreError> {
+        let (url, schema) = split_schema(url)?;
+        let options = PgConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?
+            // Lets an operator (or a test) tell this schema's sessions apart.
+            .application_name(&format!("orderflow:{schema}"))
+            .options([("search_path", schema.as_str())]);
+        let channel = match format!("orderflow_events_{schema}") {
+            channel if channel.len() <= MAX_IDENTIFIER => channel,
+            _ => format!("orderflow_events_{:016x}", lock_key(&schema)),
+        };
+        Ok(Self {
+            options,
+            schema,
+            channel,
+        })
+    }
+
+    /// The key of the advisory lock every write transaction on this schema takes.
+    fn log_lock(&self) -> i64 {
+        lock_key(&format!("orderflow:log:{}", self.schema))
+    }
+
+    fn lease_lock(&self, name: &str) -> i64 {
+        lock_key(&format!("orderflow:lease:{}:{name}", self.schema))
+    }
+
+    fn migrate_lock(&self) -> i64 {
+        lock_key(&format!("orderflow:migrate:{}", self.schema))
+    }
+
+    /// A connection of its own, outside any pool.
+    async fn connect(&self, options: PgConnectOptions) -> Result<PgConnection, StoreError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+            Ok(connected) => connected.map_err(store_error),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "PostgreSQL did not answer within {CONNECT_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// The writer's connection: durable commits, bounded waits for the log lock.
+    async fn connect_writer(&self) -> Result<PgConnection, StoreError> {
+        let options = self
+            .options
+            .clone()
+            .options([("synchronous_commit", "on"), ("lock_timeout", LOCK_TIMEOUT)]);
+        self.connect(options).await
+    }
+}
+
+impl PostgresEventStore {
+    /// Connects to `url` (`postgres://…`, optionally with `schema=NAME` among its query
+    /// parameters), applies the schema, and starts the writer and the listener.
+    #[tracing::instrument(skip_all)]
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let target = Target::parse(url)?;
+        // A connection of its own first: it reports a refused or failed connection at once,
+        // where a pool would retry until its timeout.
+        let mut conn = target.connect_writer().await?;
+        migrate(&mut conn, &target).await?;
+        let pool = |size| {
+            PgPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(CONNECT_TIMEOUT)
+        };
+        let reads = pool(READERS).connect_lazy_with(target.options.clone());
+        // The listener keeps its connection for good: a pool of one, never reaped.
+        let listens = pool(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(target.options.clone());
+
+        let (head_tx, head) = watch::channel(0);
+        let doorbell = Doorbell {
+            pool: listens,
+            reads: reads.clone(),
+            channel: target.channel.clone(),
+            head: head_tx.clone(),
+        };
+        // LISTEN before reading the head, so no commit falls between the two.
+        let listener = doorbell.subscribe().await.map_err(store_error)?;
+        let (stop_listening, stop) = oneshot::channel();
+        tokio::spawn(doorbell.run(listener, stop));
+
+        let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let batches = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            target: target.clone(),
+            conn: Some(conn),
+            queue,
+            head: head_tx,
+            batches: batches.clone(),
+        };
+        tokio::spawn(writer.run());
+        Ok(Self {
+            requests,
+            reads,
+            head,
+            batches,
+            target,
+            _stop_listening: stop_listening,
+        })
+    }
+
+    /// Creates the schema and its tables if they are missing; safe to run from several
+    /// processes at once, and again and again (`connect` runs it too).
+    #[tracing::instrument(skip(self))]
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.reads.acquire().await.map_err(store_error)?;
+        migrate(&mut conn, &self.target).await
+    }
+
+    /// How many transactions this process's writer has committed (for `/metrics`: appends
+    /// divided by batches is the group-commit factor).
+    pub fn batches_committed(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Hands a write to the writer task and waits for its answer, which comes after COMMIT.
+    async fn submit(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { write, reply })
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// What an empty append answers: the stream as it is.
+    async fn stream_tip(&self, stream_id: &str) -> Result<Appended, StoreError> {
+        let row = sqlx::query(
+            "SELECT version, global_position FROM events WHERE stream_id = $1 \
+             ORDER BY version DESC LIMIT 1",
+        )
+        .bind(stream_id)
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(store_error)?;
+        let (version, position) = match row {
+            Some(row) => (get_u64(&row, "version")?, get_u64(&row, "global_position")?),
+            None => (0, 0),
+        };
+        Ok(Appended {
+            version,
+            position,
+            duplicate: false,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    #[tracing::instrument(skip(self, events), fields(n = events.len()))]
+    async fn append(
+        &self,
+        stream_id: &str,
+        stream_type: &str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        if events.is_empty() {
+            return self.stream_tip(stream_id).await;
+        }
+        let write = Write::Append {
+            stream_id: stream_id.to_owned(),
+            stream_type: stream_type.to_owned(),
+            expected: expected_version,
+            events,
+        };
+        match self.submit(write).await? {
+            Written::Appended(appended) => Ok(appended),
+            Written::Checkpoint => Err(StoreError::Corrupt("writer mixed up answers".into())),
+        }
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(READ_STREAM)
+            .bind(stream_id)
+            .bind(to_i64(from_version))
+            .fetch_all(&self.reads)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(READ_ALL)
+            .bind(to_i64(after))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.reads)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn head(&self) -> Result<u64, StoreError> {
+        read_head(&self.reads).await.map_err(store_error)
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn checkpoint(&self, reader: &str) -> Result<u64, StoreError> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM checkpoints WHERE reader = $1")
+                .bind(reader)
+                .fetch_optional(&self.reads)
+                .await
+                .map_err(store_error)?;
+        position.map_or(Ok(0), |p| to_u64(p, "checkpoint"))
+    }
+
+    /// Goes through the writer, so a relay's checkpoints share the appends' commits.
+    #[tracing::instrument(skip(self))]
+    async fn save_checkpoint(&self, reader: &str, position: u64) -> Result<(), StoreError> {
+        let write = Write::Checkpoint {
+            reader: reader.to_owned(),
+            position,
+        };
+        self.submit(write).await.map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reads)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    fn group_commits(&self) -> Option<u64> {
+        Some(self.batches_committed())
+    }
+
+    /// A session-level advisory lock on a connection the guard owns (see the module docs).
+    #[tracing::instrument(skip(self))]
+    async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        let mut conn = self.target.connect(self.target.options.clone()).await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(self.target.lease_lock(name))
+            .fetch_one(&mut conn)
+            .await
+            .map_err(store_error)?;
+        if !taken {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SessionLease { conn: Some(conn) })))
+    }
+}
+
+/// A lease held by a PostgreSQL session: as long as its connection lives.
+struct SessionLease {
+    /// `None` once the connection failed: the lock went with it, for good.
+    conn: Option<PgConnection>,
+}
+
+#[async_trait]
+impl Lease for SessionLease {
+    async fn held(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        let answer =
+            tokio::time::timeout(LEASE_CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(conn));
+        if matches!(answer.await, Ok(Ok(_))) {
+            return true;
+        }
+        // The session may be gone, and its lock with it; another process may hold it now.
+        tracing::warn!("the lease's connection stopped answering; the lease is lost");
+        self.conn = None;
+        false
+    }
+}
+
+impl Drop for SessionLease {
+    /// Ends the session, which releases its advisory lock. A graceful close needs the
+    /// runtime; without one, dropping the socket ends the session as well.
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = conn.close().await;
+            });
+        }
+    }
+}
+
+/// One write, as queued for the writer task.
+struct Request {
+    write: Write,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+enum Write {
+    Append {
+        stream_id: String,
+        stream_type: String,
+        expected: u64,
+        events: Vec<NewEvent>,
+    },
+    Checkpoint {
+        reader: String,
+        position: u64,
+    },
+}
+
+enum Written {
+    Appended(Appended),
+    Checkpoint,
+}
+
+/// The task that owns the write connection; see the module docs.
+struct Writer {
+    target: Target,
+    /// `None` after the connection was lost; the next batch opens a new one.
+    conn: Option<PgConnection>,
+    queue: mpsc::Receiver<Request>,
+    head: watch::Sender<u64>,
+    batches: Arc<AtomicU64>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        while let Some(first) = self.queue.recv().await {
+            let (writes, replies): (Vec<_>, Vec<_>) = self
+                .drain(first)
+                .into_iter()
+                .map(|request| (request.write, request.reply))
+                .unzip();
+            let results = self.commit_batch(&writes).await;
+            for (reply, result) in replies.into_iter().zip(results) {
+                // A caller that gave up no longer listens; its events are committed anyway,
+                // and a retry with the same event ids is answered as a duplicate.
+                let _ = reply.send(result);
+            }
+        }
+        if let Some(conn) = self.conn.take()
+            && let Err(error) = conn.close().await
+        {
+            tracing::warn!(%error, "closing the event store's write connection failed");
+        }
+    }
+
+    /// The first request plus every request already waiting, up to [`MAX_BATCH`].
+    fn drain(&mut self, first: Request) -> Vec<Request> {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match self.queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Commits the batch in one transaction and returns each request's answer, in order.
+    async fn commit_batch(&mut self, writes: &[Write]) -> Vec<Result<Written, StoreError>> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => match self.target.connect_writer().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::warn!(%error, requests = writes.len(), "event store unreachable");
+                    return writes.iter().map(|_| Err(error.clone())).collect();
+                }
+            },
+        };
+        match write_batch(&mut conn, &self.target, writes).await {
+            Ok((results, new_head)) => {
+                self.conn = Some(conn);
+                self.batches.fetch_add(1, Ordering::Relaxed);
+                if let Some(new_head) = new_head {
+                    advance(&self.head, new_head);
+                }
+                tracing::debug!(requests = writes.len(), "committed a batch");
+                results
+            }
+            Err(error) => {
+                tracing::warn!(%error, requests = writes.len(), "event store batch failed");
+                // A connection that cannot even roll back is lost; the next batch replaces it.
+                if sqlx::query("ROLLBACK").execute(&mut conn).await.is_ok() {
+                    self.conn = Some(conn);
+                }
+                let failure = StoreError::Unavailable(format!("batch rolled back: {error}"));
+                writes.iter().map(|_| Err(failure.clone())).collect()
+            }
+        }
+    }
+}
+
+/// One write transaction: take the log lock, number events from the head, one savepoint per
+/// request, ring the doorbell, commit. Answers each request's result and the new head if
+/// events were appended; `Err` only for what fails the whole batch.
+async fn write_batch(
+    conn: &mut PgConnection,
+    target: &Target,
+    writes: &[Write],
+) -> Result<(Vec<Result<Written, StoreError>>, Option<u64>), sqlx::Error> {
+    execute(conn, "BEGIN").await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(target.log_lock())
+        .execute(&mut *conn)
+        .await?;
+    // Read after the lock, so the previous holder's commit is visible (READ COMMITTED takes a
+    // new snapshot per statement).
+    let start: i64 = sqlx::query_scalar(HEAD).fetch_one(&mut *conn).await?;
+    let start = u64::try_from(start).unwrap_or_default();
+    let mut head = start;
+    let mut results = Vec::with_capacity(writes.len());
+    for write in writes {
+        results.push(write_in_savepoint(conn, &mut head, write).await?);
+    }
+    let new_head = (head > start).then_some(head);
+    if let Some(new_head) = new_head {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&target.channel)
+            .bind(new_head.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    execute(conn, "COMMIT").await?;
+    Ok((results, new_head))
+}
+
+/// Runs one request in its own savepoint; on failure it is rolled back, its positions given
+/// back, and the batch goes on.
+async fn write_in_savepoint(
+    conn: &mut PgConnection,
+    head: &mut u64,
+    write: &Write,
+) -> Result<Result<Written, StoreError>, sqlx::Error> {
+    execute(conn, "SAVEPOINT request").await?;
+    let before = *head;
+    let result = write_one(conn, head, write).await;
+    if result.is_err() {
+        *head = before;
+        execute(conn, "ROLLBACK TO SAVEPOINT request").await?;
+    }
+    execute(conn, "RELEASE SAVEPOINT request").await?;
+    Ok(result)
+}
+
+async fn write_one(
+    conn: &mut PgConnection,
+    head: &mut u64,
+    write: &Write,
+) -> Result<Written, StoreError> {
+    match write {
+        Write::Append {
+            stream_id,
+            stream_type,
+            expected,
+            events,
+        } => append(conn, head, stream_id, stream_type, *expected, events)
+            .await
+            .map(Written::Appended),
+        Write::Checkpoint { reader, position } => {
+            save_checkpoint(conn, reader, *position).await?;
+            Ok(Written::Checkpoint)
+        }
+    }
+}
+
+/// One append inside the writer's transaction: idempotent retry, version check, insert at the
+/// positions after `head` (which it moves).
+async fn append(
+    conn: &mut PgConnection,
+    head: &mut u64,
+    stream_id: &str,
+    stream_type: &str,
+    expected: u64,
+    events: &[NewEvent],
+) -> Result<Appended, StoreError> {
+    if let Some(earlier) = earlier_append(conn, stream_id, events).await? {
+        return Ok(earlier);
+    }
+    let actual = stream_version(conn, stream_id).await?;
+    if actual != expected {
+        return Err(StoreError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual,
+        });
+    }
+    for (event, version) in events.iter().zip(expected + 1..) {
+        *head += 1;
+        insert(conn, *head, stream_id, stream_type, version, event).await?;
+    }
+    Ok(Appended {
+        version: expected + events.len() as u64,
+        position: *head,
+        duplicate: false,
+    })
+}
+
+/// When the first event is already stored in this stream, the answer the original append got.
+async fn earlier_append(
+    conn: &mut PgConnection,
+    stream_id: &str,
+    events: &[NewEvent],
+) -> Result<Option<Appended>, StoreError> {
+    let Some(first) = events.first() else {
+        return Ok(None);
+    };
+    let stored = sqlx::query("SELECT stream_id, version FROM events WHERE event_id = $1::uuid")
+        .bind(first.event_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let stored_stream: String = stored.try_get("stream_id").map_err(store_error)?;
+    if stored_stream != stream_id {
+        return Err(StoreError::Corrupt(format!(
+            "duplicate event id {}: already stored in stream {stored_stream}",
+            first.event_id
+        )));
+    }
+    let from = get_u64(&stored, "version")?;
+    let to = from + events.len() as u64 - 1;
+    let rows = sqlx::query(
+        "SELECT event_id::text AS event_id, global_position FROM events \
+         WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version",
+    )
+    .bind(stream_id)
+    .bind(to_i64(from))
+    .bind(to_i64(to))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    let stored_ids: Vec<Uuid> = rows
+        .iter()
+        .map(|row| get_uuid(row, "event_id"))
+        .collect::<Result<_, _>>()?;
+    let retried_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    if stored_ids != retried_ids {
+        return Err(StoreError::Corrupt(format!(
+            "event {} is already in {stream_id} at version {from} with other events; \
+             a retry must resend the same events",
+            first.event_id
+        )));
+    }
+    let position = rows
+        .last()
+        .map_or(Ok(0), |row| get_u64(row, "global_position"))?;
+    Ok(Some(Appended {
+        version: to,
+        position,
+        duplicate: true,
+    }))
+}
+
+async fn stream_version(conn: &mut PgConnection, stream_id: &str) -> Result<u64, StoreError> {
+    let version: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
+            .bind(stream_id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(store_error)?;
+    to_u64(version, "version")
+}
+
+/// Inserts one event at `position`.
+async fn insert(
+    conn: &mut PgConnection,
+    position: u64,
+    stream_id: &str,
+    stream_type: &str,
+    version: u64,
+    event: &NewEvent,
+) -> Result<(), StoreError> {
+    let schema_version = i32::try_from(event.schema_version).map_err(|_| {
+        StoreError::Corrupt(format!("schema_version {} too large", event.schema_version))
+    })?;
+    sqlx::query(INSERT_EVENT)
+        .bind(to_i64(position))
+        .bind(event.event_id.to_string())
+        .bind(stream_id)
+        .bind(stream_type)
+        .bind(to_i64(version))
+        .bind(&event.event_type)
+        .bind(schema_version)
+        .bind(format_time(event.occurred_at))
+        .bind(to_json(&event.payload)?)
+        .bind(to_json(&event.metadata)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+async fn save_checkpoint(
+    conn: &mut PgConnection,
+    reader: &str,
+    position: u64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO checkpoints (reader, position) VALUES ($1, $2) \
+         ON CONFLICT (reader) DO UPDATE SET position = excluded.position",
+    )
+    .bind(reader)
+    .bind(to_i64(position))
+    .execute(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
+/// Creates the schema and tables unless they are there. An advisory lock makes concurrent
+/// runs take turns (two `CREATE … IF NOT EXISTS` at once can still collide in the catalog),
+/// and nothing is created that exists, so a role without CREATE can run it on a ready schema.
+async fn migrate(conn: &mut PgConnection, target: &Target) -> Result<(), StoreError> {
+    let schema = &target.schema;
+    let mut tx = conn.begin().await.map_err(store_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(target.migrate_lock())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+    let (has_schema, has_tables): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+                to_regclass(format('%I.events', $1::text)) IS NOT NULL \
+                AND to_regclass(format('%I.checkpoints', $1::text)) IS NOT NULL",
+    )
+    .bind(schema)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(store_error)?;
+    if !has_schema {
+        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+    }
+    if !has_tables {
+        sqlx::raw_sql(&SCHEMA.replace("{schema}", schema))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+    }
+    tx.commit().await.map_err(store_error)
+}
+
+/// The task that rings this process's head doorbell on every NOTIFY, whichever process
+/// committed (see the module docs).
+struct Doorbell {
+    /// A pool of one: the listening connection, replaced when it fails.
+    pool: PgPool,
+    reads: PgPool,
+    channel: String,
+    head: watch::Sender<u64>,
+}
+
+impl Doorbell {
+    async fn run(self, mut listener: PgListener, mut stop: oneshot::Receiver<()>) {
+        loop {
+            let error = tokio::select! {
+                _ = &mut stop => return,
+                error = self.follow(&mut listener) => error,
+            };
+            tracing::warn!(%error, "lost the event store's LISTEN connection; reconnecting");
+            drop(listener);
+            let mut delay = BACKOFF.0;
+            listener = loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                match self.subscribe().await {
+                    Ok(listener) => break listener,
+                    Err(error) => tracing::warn!(%error, "cannot LISTEN to the event store yet"),
+                }
+                delay = (delay * 2).min(BACKOFF.1);
+            };
+        }
+    }
+
+    /// LISTENs, then reads the head: whatever committed before the LISTEN is in that head,
+    /// whatever commits after it rings.
+    async fn subscribe(&self) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        // Report a lost connection instead of quietly reconnecting: after a reconnection the
+        // head must be read again.
+        listener.eager_reconnect(false);
+        listener.listen(&self.channel).await?;
+        advance(&self.head, read_head(&self.reads).await?);
+        Ok(listener)
+    }
+
+    /// Rings the doorbell for each notification until the connection fails; answers why.
+    async fn follow(&self, listener: &mut PgListener) -> String {
+        loop {
+            let notification = match listener.try_recv().await {
+                Ok(Some(notification)) => notification,
+                Ok(None) => return "connection lost".into(),
+                Err(error) => return error.to_string(),
+            };
+            let head = match notification.payload().parse() {
+                Ok(head) => head,
+                // Not ours: ask the table instead.
+                Err(_) => match read_head(&self.reads).await {
+                    Ok(head) => head,
+                    Err(error) => return error.to_string(),
+                },
+            };
+            advance(&self.head, head);
+        }
+    }
+}
+
+/// Moves the doorbell's head forward (never back), waking watchers only when it moved.
+fn advance(head: &watch::Sender<u64>, to: u64) {
+    head.send_if_modified(|head| {
+        let moved = to > *head;
+        *head = (*head).max(to);
+        moved
+    });
+}
+
+async fn read_head(reads: &PgPool) -> Result<u64, sqlx::Error> {
+    let head: i64 = sqlx::query_scalar(HEAD).fetch_one(reads).await?;
+    Ok(u64::try_from(head).unwrap_or_default())
+}
+
+/// Splits our own `schema=NAME` query parameter off a PostgreSQL URL (sqlx does not know it)
+/// and checks the name is a plain lowercase identifier, so it can be quoted and used as-is.
+fn split_schema(url: &str) -> Result<(String, String), StoreError> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut schema = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.strip_prefix("schema=") {
+            Some(name) => schema = Some(name),
+            None => kept.push(pair),
+        }
+    }
+    let schema = schema.unwrap_or(DEFAULT_SCHEMA);
+    let plain = schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && schema.len() <= MAX_IDENTIFIER;
+    if !plain {
+        return Err(StoreError::Unavailable(format!(
+            "invalid schema {schema:?} in the store URL: use lowercase letters, digits and _ \
+             (at most {MAX_IDENTIFIER}), not starting with a digit"
+        )));
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, schema.to_owned()))
+}
+
+/// An advisory lock key: FNV-1a of `name`, stable across builds and processes (unlike
+/// `std`'s hasher), since every process must derive the same key.
+fn lock_key(name: &str) -> i64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let occurred_at: String = row.try_get("occurred_at").map_err(store_error)?;
+    let payload: String = row.try_get("payload").map_err(store_error)?;
+    let metadata: String = row.try_get("metadata").map_err(store_error)?;
+    let schema_version: i32 = row.try_get("schema_version").map_err(store_error)?;
+    Ok(RecordedEvent {
+        event_id: get_uuid(row, "event_id")?,
+        stream_id: row.try_get("stream_id").map_err(store_error)?,
+        stream_type: row.try_get("stream_type").map_err(store_error)?,
+        version: get_u64(row, "version")?,
+        global_position: get_u64(row, "global_position")?,
+        event_type: row.try_get("event_type").map_err(store_error)?,
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| StoreError::Corrupt(format!("schema_version {schema_version}")))?,
+        occurred_at: parse_time(&occurred_at)?,
+        payload: from_json(&payload, "payload")?,
+        metadata: from_json(&metadata, "metadata")?,
+    })
+}
+
+/// RFC 3339 in UTC with microseconds: PostgreSQL's `timestamptz` precision.
+fn format_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("occurred_at {text:?}: {e}")))
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn get_uuid(row: &PgRow, column: &str) -> Result<Uuid, StoreError> {
+    let text: String = row.try_get(column).map_err(store_error)?;
+    Uuid::parse_str(&text).map_err(|e| StoreError::Corrupt(format!("{column} {text:?}: {e}")))
+}
+
+fn get_u64(row: &PgRow, column: &str) -> Result<u64, StoreError> {
+    let value: i64 = row.try_get(column).map_err(store_error)?;
+    to_u64(value, column)
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what}: {value}")))
+}
+
+/// `BIGINT` is signed; no real version or position comes near `i64::MAX`.
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+async fn execute(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(conn).await.map(|_| ())
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the event store's writer has stopped".into())
+}
+
+/// The one place where PostgreSQL's errors become the port's.
+fn store_error(error: sqlx::Error) -> StoreError {
+    let db = match &error {
+        sqlx::Error::Database(db) => db,
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::TypeNotFound { .. } => return StoreError::Corrupt(error.to_string()),
+        // Refused or lost connections, timeouts, a closed pool: the engine is not there.
+        _ => return StoreError::Unavailable(error.to_string()),
+    };
+    let detail = db
+        .try_downcast_ref::<PgDatabaseError>()
+        .and_then(PgDatabaseError::detail)
+        .unwrap_or_default();
+    match (db.code().as_deref(), db.constraint()) {
+        // Another writer took this version first. Under the log lock that cannot happen
+        // between our own writers; it means something wrote without the lock. The detail
+        // reads `Key (stream_id, version)=(order-1, 3) already exists.`
+        (Some("23505"), Some(STREAM_VERSION_KEY)) => {
+            let taken = detail
+                .strip_prefix("Key (stream_id, version)=(")
+                .and_then(|rest| rest.strip_suffix(") already exists."))
+                .and_then(|key| key.rsplit_once(", "))
+                .and_then(|(stream, version)| Some((stream, version.parse::<u64>().ok()?)));
+            let (stream_id, actual) = taken.unwrap_or(("", 0));
+            StoreError::Conflict {
+                stream_id: stream_id.to_owned(),
+                expected: actual.saturating_sub(1),
+                actual,
+            }
+        }
+        // Retries are recognised by their first event id before inserting, so this is an id
+        // reused from another append.
+        (Some("23505"), Some(EVENT_ID_KEY)) => {
+            StoreError::Corrupt(format!("duplicate event id: {detail}"))
+        }
+        // Data exceptions: a value PostgreSQL refuses to store (e.g. `\u0000` in JSONB).
+        (Some(code), _) if code.starts_with("22") => StoreError::Corrupt(error.to_string()),
+        _ => StoreError::Unavailable(error.to_string()),
+    }
+}
