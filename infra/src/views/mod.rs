@@ -2,7 +2,276 @@
 //!
 //! - [`memory`]: the in-process cache (the embedded default); forgets everything on restart,
 //!   which the projector's start-up catch-up makes good.
+//! - [`redis`]: the cache shared by every process, on Redis: every key under a configurable
+//!   prefix, compare-on-version writes in a Lua script, pipelined bulk writes, pub/sub.
+//! - [`conformance`]: the port's one conformance suite. Every adapter runs it through
+//!   [`view_store_conformance!`](crate::view_store_conformance).
 
+pub mod conformance;
 pub mod memory;
+pub mod redis;
 
 pub use memory::MemoryViewStore;
+pub use redis::RedisViewStore;
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use fred::prelude::{Client, ClientLike, Config, KeysInterface};
+    use fred::types::{ClusterHash, CustomCommand};
+    use futures_util::StreamExt;
+    use projections::view_store::{Doc, ViewStore};
+    use uuid::Uuid;
+
+    use super::{MemoryViewStore, RedisViewStore};
+
+    const REDIS_ENV: &str = "ORDERFLOW_TEST_REDIS";
+
+    async fn memory_fixture() -> Arc<dyn ViewStore> {
+        Arc::new(MemoryViewStore::new())
+    }
+
+    async fn redis_fixture() -> (Arc<dyn ViewStore>, PrefixKeys) {
+        let (store, keys) = redis_store().await;
+        (Arc::new(store), keys)
+    }
+
+    mod memory_conformance {
+        crate::view_store_conformance!(super::memory_fixture());
+    }
+
+    mod redis_conformance {
+        crate::view_store_conformance!(super::redis_fixture());
+    }
+
+    /// The Redis the tests use (shared: tests touch only their own prefix).
+    fn redis_url() -> String {
+        std::env::var(REDIS_ENV).unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    }
+
+    /// A store on a fresh random prefix; its keys are deleted when the guard drops. Panics,
+    /// naming the environment variable, if Redis does not answer: never a silent skip.
+    pub(crate) async fn redis_store() -> (RedisViewStore, PrefixKeys) {
+        let prefix = format!("test-{}", Uuid::new_v4().simple());
+        let keys = PrefixKeys::new(&prefix);
+        (connect(&keys.url).await, keys)
+    }
+
+    async fn connect(url: &str) -> RedisViewStore {
+        let base = redis_url();
+        RedisViewStore::connect(url).await.unwrap_or_else(|error| {
+            panic!("Redis at {base} does not answer (set {REDIS_ENV} to another): {error}")
+        })
+    }
+
+    /// A test's key prefix. Dropping it deletes the prefix's keys (SCAN MATCH, never a flush:
+    /// the Redis is shared), on a thread of its own, so it works while a failed test unwinds.
+    pub(crate) struct PrefixKeys {
+        prefix: String,
+        url: String,
+    }
+
+    impl PrefixKeys {
+        fn new(prefix: &str) -> Self {
+            let base = redis_url();
+            let separator = if base.contains('?') { '&' } else { '?' };
+            Self {
+                prefix: prefix.to_owned(),
+                url: format!("{base}{separator}prefix={prefix}"),
+            }
+        }
+    }
+
+    impl Drop for PrefixKeys {
+        fn drop(&mut self) {
+            let url = self.url.clone();
+            let cleanup = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                runtime.block_on(async {
+                    let store = RedisViewStore::connect(&url).await.ok()?;
+                    store.clear().await.ok()
+                })
+            });
+            if cleanup.join().ok().flatten().is_none() {
+                eprintln!("could not delete the Redis keys of prefix {}", self.prefix);
+            }
+        }
+    }
+
+    /// A plain client on the test Redis, to look behind the adapter.
+    async fn raw_client() -> Client {
+        let config = Config::from_url(&redis_url()).expect("a Redis URL");
+        let client = Client::new(config, None, None, None);
+        client.init().await.expect("Redis answers");
+        client
+    }
+
+    fn doc(version: u64, body: String) -> Doc {
+        Doc { version, body }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_doc_survives_a_new_connection() {
+        let (store, keys) = redis_store().await;
+        let written = doc(3, r#"{"status":"confirmed"}"#.to_owned());
+        assert!(store.put("order:1", 0, written.clone()).await.expect("put"));
+        drop(store);
+
+        let again = connect(&keys.url).await;
+
+        assert_eq!(again.get("order:1").await.expect("get"), Some(written));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn put_many_pipelines_5000_docs() {
+        let (store, _keys) = redis_store().await;
+        let writes: Vec<_> = (0..5_000)
+            .map(|i| (format!("order:{i}"), 0, doc(1, format!(r#"{{"n":{i}}}"#))))
+            .collect();
+
+        let started = Instant::now();
+        let written = store.put_many(writes.clone()).await.expect("put_many");
+        let elapsed = started.elapsed();
+        println!("put_many of 5000 docs took {elapsed:?}");
+        let again = store.put_many(writes).await.expect("put_many again");
+
+        assert_eq!(written, vec![true; 5_000], "every first write lands");
+        assert_eq!(again, vec![false; 5_000], "a replayed batch is refused");
+        let last = store.get("order:4999").await.expect("get");
+        assert_eq!(last, Some(doc(1, r#"{"n":4999}"#.to_owned())));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_key_lives_under_the_prefix() {
+        let (store, keys) = redis_store().await;
+        let prefix = store.prefix().to_owned();
+        assert_eq!(prefix, keys.prefix);
+        store
+            .put("order:1", 0, doc(1, "{}".into()))
+            .await
+            .expect("put");
+        store.index_add("orders", 5, "m").await.expect("index_add");
+        store.claim("notified:1").await.expect("claim");
+        let raw = raw_client().await;
+
+        let (_, mut found): (String, Vec<String>) = raw
+            .scan_page("0", format!("{prefix}:*"), Some(10_000), None)
+            .await
+            .expect("scan");
+        let claim_ttl: i64 = raw
+            .ttl(format!("{prefix}:claim:notified:1"))
+            .await
+            .expect("ttl");
+        let deleted = store.clear().await.expect("clear");
+        let (_, left): (String, Vec<String>) = raw
+            .scan_page("0", format!("{prefix}:*"), Some(10_000), None)
+            .await
+            .expect("scan");
+
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                format!("{prefix}:claim:notified:1"),
+                format!("{prefix}:doc:order:1"),
+                format!("{prefix}:idx:orders"),
+            ]
+        );
+        let days = claim_ttl / 86_400;
+        assert!(
+            (29..=30).contains(&days),
+            "a claim is kept 30 days, TTL {claim_ttl}s"
+        );
+        assert_eq!(deleted, 3, "clear deletes the prefix's keys");
+        assert!(left.is_empty(), "and leaves none: {left:?}");
+    }
+
+    /// The port promises the stream ends when the connection is lost, so the caller subscribes
+    /// again. `CLIENT KILL` on this test's subscriber connection (found by its name) loses it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscription_ends_when_its_connection_is_lost() {
+        let (store, _keys) = redis_store().await;
+        let mut messages = store.subscribe("live").await.expect("subscribe");
+        store.publish("live", "before").await.expect("publish");
+        let first = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        let raw = raw_client().await;
+
+        let killed = kill_clients_named(&raw, &format!("{}:sub", store.prefix())).await;
+        let end = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+
+        assert_eq!(first, Ok(Some("before".to_owned())));
+        assert_eq!(killed, 1, "one subscriber connection");
+        assert_eq!(end, Ok(None), "the stream ends when its connection is lost");
+        let mut again = store.subscribe("live").await.expect("subscribe again");
+        store.publish("live", "after").await.expect("publish");
+        let next = tokio::time::timeout(Duration::from_secs(5), again.next()).await;
+        assert_eq!(
+            next,
+            Ok(Some("after".to_owned())),
+            "a new subscription works"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_a_subscription_closes_its_connection() {
+        let (store, _keys) = redis_store().await;
+        let name = format!("{}:sub", store.prefix());
+        let raw = raw_client().await;
+        let messages = store.subscribe("live").await.expect("subscribe");
+        let while_subscribed = client_ids_named(&raw, &name).await.len();
+
+        drop(messages);
+        let mut left = usize::MAX;
+        for _ in 0..50 {
+            left = client_ids_named(&raw, &name).await.len();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        assert_eq!(while_subscribed, 1);
+        assert_eq!(left, 0, "the subscriber's connection is closed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_that_does_not_answer_is_an_error() {
+        let result = RedisViewStore::connect("redis://127.0.0.1:1?prefix=nobody").await;
+
+        assert!(result.is_err(), "connecting to a closed port fails");
+    }
+
+    /// The ids of the connections `CLIENT LIST` shows with `name`.
+    async fn client_ids_named(raw: &Client, name: &str) -> Vec<String> {
+        let list: String = raw
+            .custom(client_command(), vec!["LIST"])
+            .await
+            .expect("CLIENT LIST");
+        let wanted = format!("name={name}");
+        list.lines()
+            .filter(|line| line.split(' ').any(|field| field == wanted))
+            .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    async fn kill_clients_named(raw: &Client, name: &str) -> usize {
+        let ids = client_ids_named(raw, name).await;
+        for id in &ids {
+            let () = raw
+                .custom(client_command(), vec!["KILL", "ID", id.as_str()])
+                .await
+                .expect("CLIENT KILL");
+        }
+        ids.len()
+    }
+
+    fn client_command() -> CustomCommand {
+        CustomCommand::new_static("CLIENT", ClusterHash::Random, false)
+    }
+}

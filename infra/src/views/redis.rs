@@ -1,0 +1,663 @@
+//! The Redis view store: the read-model cache shared by every process (fred, pooled).
+//!
+//! # URL
+//!
+//! `redis://[user:password@]host:port[/db][?prefix=NAME]`. `prefix` is ours, not Redis's: it is
+//! taken off before the URL reaches fred (given twice, the last wins). It defaults to
+//! `orderflow` and may hold ASCII letters, digits, `-`, `_` and `.`, so it never contains the
+//! `:` separator nor a glob character: `{prefix}:*` then matches this store's keys and no
+//! other prefix's.
+//!
+//! # Key layout
+//!
+//! Every key the adapter touches lives under `{prefix}:`, so tests and deployments sharing one
+//! Redis stay apart:
+//!
+//! | what | key | Redis type |
+//! |---|---|---|
+//! | document `key` | `{prefix}:doc:{key}` | hash `{v: version, b: body}` |
+//! | index `index` | `{prefix}:idx:{index}` | sorted set, score = the index score |
+//! | claim `key` | `{prefix}:claim:{key}` | string `1`, expires after 30 days |
+//! | channel `channel` | `{prefix}:chan:{channel}` | pub/sub channel (channels ignore `/db`, the prefix does not) |
+//!
+//! A claim expires because it only has to outlive redeliveries of one event; 30 days is far
+//! beyond any retry schedule and keeps the keyspace from growing forever.
+//!
+//! # Compare-on-version
+//!
+//! `put` runs [`PUT_LUA`] (atomic, as every Lua script is): it writes `v` and `b` only if the
+//! stored `v` equals the expected version, a missing hash counting as `0`. Versions travel and
+//! are compared as decimal strings, so no `u64` passes through Lua's doubles. The script is
+//! loaded once at [`RedisViewStore::connect`] and run by `EVALSHA`; a `NOSCRIPT` answer (Redis
+//! restarted or its script cache flushed) falls back to `EVAL`, which also caches it again.
+//!
+//! `put_many` is the replay path: it sends up to [`PIPELINE_CHUNK`] `EVALSHA`s in one pipeline
+//! (one round trip), chunk after chunk on one connection, so writes to one key in one batch
+//! apply in order. Each write gets its own answer; only the writes answered `NOSCRIPT` are sent
+//! again with `EVAL`.
+//!
+//! # Paging with a cursor
+//!
+//! `index_page` runs [`PAGE_LUA`]. Redis orders a sorted set by `(score, member)`, members
+//! compared bytewise, which is exactly the port's order, so a page is a slice of ranks from the
+//! top (`ZREVRANGE start stop WITHSCORES`). Without a cursor it starts at rank 0. With a cursor
+//! `(s, m)` the script finds the first rank strictly after it, atomically: `ZCOUNT (s +inf`
+//! members rank above every tie; `ZCOUNT s s` more are the ties at `s`, whose members descend
+//! bytewise; a binary search over those tie ranks (one `ZREVRANGE r r` per probe, a bytewise
+//! comparison written in Lua because Lua's `<` on strings follows the server's locale) finds the
+//! first tie below `m`. Cost: `O(log n)` probes then the page, however many members share a
+//! score (the catalog puts every SKU at score 0), and it works when the cursor's member is gone
+//! or was re-scored. (The "inclusive max at the cursor score, then skip ties" reading of
+//! `ZREVRANGEBYSCORE` needs to know how many ties to skip; the rank search answers exactly that.)
+//!
+//! Scores are doubles in Redis: every integer up to ±2^53 is exact (microsecond timestamps
+//! reach 2^53 in the year 2255). `index_add` refuses a score beyond that rather than round it.
+//!
+//! # Pub/sub
+//!
+//! `publish` goes through the pool. Each `subscribe` opens its own connection, named
+//! `{prefix}:sub` in `CLIENT LIST`, with no reconnection: when that connection is lost the
+//! stream ends, and the subscriber subscribes again (the port's contract), instead of a silent
+//! reconnect hiding the messages missed in between. Dropping the stream closes the connection.
+//! A half-open TCP connection that never reports an error would keep the stream open; the
+//! projector's pollers are the backstop for that.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::prelude::{
+    Builder, Client, ClientLike, Config, Error as FredError, EventInterface, Expiration, FromValue,
+    HashesInterface, KeysInterface, LuaInterface, Pool, PubsubInterface, ReconnectPolicy,
+    SetOptions, SortedSetsInterface,
+};
+use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Message};
+use futures_util::stream::BoxStream;
+use projections::view_store::{Doc, ViewError, ViewStore};
+use tokio::sync::broadcast;
+
+/// The prefix when the URL names none.
+pub const DEFAULT_PREFIX: &str = "orderflow";
+
+/// How long a claim is kept (`EX`): 30 days.
+const CLAIM_SECONDS: i64 = 30 * 24 * 60 * 60;
+
+/// Connections in the pool; commands go round-robin.
+const POOL_SIZE: usize = 4;
+
+/// Writes per pipeline in `put_many`: thousands per round trip, and a bounded buffer.
+pub const PIPELINE_CHUNK: usize = 4096;
+
+/// A command that has no answer by then fails (instead of waiting out a reconnection forever),
+/// so `/ready` and callers see an unavailable cache.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Scores Redis keeps exactly (integers in a double).
+const MAX_EXACT_SCORE: i64 = 1 << 53;
+
+/// A page never asks for more than this, so rank arithmetic stays exact in Lua.
+const MAX_PAGE: usize = 1 << 30;
+
+/// Compare-on-version write. `KEYS[1]`: the doc hash. `ARGV`: expected version, new version,
+/// body.
+pub const PUT_LUA: &str = r"
+local current = redis.call('HGET', KEYS[1], 'v')
+if (current or '0') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', ARGV[3])
+return 1
+";
+
+/// A page of an index, newest first. `KEYS[1]`: the sorted set. `ARGV`: limit, then optionally the
+/// cursor's score and member. Answers `[member, score, member, score, ...]`.
+pub const PAGE_LUA: &str = r"
+local function below(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a < #b
+end
+local key, limit = KEYS[1], tonumber(ARGV[1])
+local start = 0
+if ARGV[2] then
+  local score, member = ARGV[2], ARGV[3]
+  start = redis.call('ZCOUNT', key, '(' .. score, '+inf')
+  local stop = start + redis.call('ZCOUNT', key, score, score)
+  while start < stop do
+    local mid = math.floor((start + stop) / 2)
+    if below(redis.call('ZREVRANGE', key, mid, mid)[1], member) then
+      stop = mid
+    else
+      start = mid + 1
+    end
+  end
+end
+return redis.call('ZREVRANGE', key, start, start + limit - 1, 'WITHSCORES')
+";
+
+/// A Lua script and the SHA1 Redis knows it by.
+struct Script {
+    lua: &'static str,
+    sha: String,
+}
+
+impl Script {
+    async fn load(pool: &Pool, lua: &'static str) -> Result<Self, ViewError> {
+        let sha: String = pool.script_load(lua).await.map_err(view_error)?;
+        Ok(Self { lua, sha })
+    }
+}
+
+/// The `ViewStore` on Redis. See the [module docs](self) for the key layout and the scripts.
+pub struct RedisViewStore {
+    pool: Pool,
+    prefix: String,
+    put_script: Script,
+    page_script: Script,
+    /// Makes the connection of each subscription: the pool's configuration, no reconnection.
+    subscriber: Builder,
+}
+
+impl RedisViewStore {
+    /// Connects a pool to the Redis at `url` (see the [module docs](self)) and loads the
+    /// scripts. Fails if Redis does not answer now; later outages are retried in the
+    /// background, and commands fail after a timeout meanwhile.
+    #[tracing::instrument(skip_all)]
+    pub async fn connect(url: &str) -> Result<Self, ViewError> {
+        let (fred_url, prefix) = split_prefix(url)?;
+        let config = Config::from_url(&fred_url).map_err(view_error)?;
+        let mut builder = Builder::from_config(config);
+        builder.with_performance_config(|perf| perf.default_command_timeout = COMMAND_TIMEOUT);
+        let mut subscriber = builder.clone();
+        subscriber.with_performance_config(|perf| perf.broadcast_channel_capacity = 1024);
+        builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+
+        let pool = builder.build_pool(POOL_SIZE).map_err(view_error)?;
+        pool.init().await.map_err(view_error)?;
+        let put_script = Script::load(&pool, PUT_LUA).await?;
+        let page_script = Script::load(&pool, PAGE_LUA).await?;
+        tracing::info!(%prefix, "connected to the Redis view store");
+        Ok(Self {
+            pool,
+            prefix,
+            put_script,
+            page_script,
+            subscriber,
+        })
+    }
+
+    /// The prefix every key of this store starts with (followed by `:`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Deletes every key under this store's prefix (`SCAN MATCH {prefix}:*`, then `UNLINK`) and
+    /// answers how many. Never `FLUSHDB`: other prefixes on the same Redis stay.
+    #[tracing::instrument(skip(self), fields(prefix = %self.prefix))]
+    pub async fn clear(&self) -> Result<u64, ViewError> {
+        let client = self.pool.next();
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor = "0".to_owned();
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (String, Vec<String>) = client
+                .scan_page(cursor, pattern.clone(), Some(1000), None)
+                .await
+                .map_err(view_error)?;
+            if !keys.is_empty() {
+                let n: u64 = client.unlink(keys).await.map_err(view_error)?;
+                deleted += n;
+            }
+            if next == "0" {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}:{kind}:{name}", self.prefix)
+    }
+
+    /// Runs `script` by `EVALSHA`, or by `EVAL` if Redis lost it.
+    async fn eval<R: FromValue>(
+        &self,
+        script: &Script,
+        key: String,
+        args: Vec<String>,
+    ) -> Result<R, ViewError> {
+        let client = self.pool.next();
+        match client
+            .evalsha(script.sha.as_str(), key.clone(), args.clone())
+            .await
+        {
+            Err(error) if is_noscript(&error) => {
+                client.eval(script.lua, key, args).await.map_err(view_error)
+            }
+            answer => answer.map_err(view_error),
+        }
+    }
+
+    /// The `put` script's key and arguments for one write.
+    fn put_args(&self, key: &str, expected: u64, doc: &Doc) -> (String, Vec<String>) {
+        let args = vec![
+            expected.to_string(),
+            doc.version.to_string(),
+            doc.body.clone(),
+        ];
+        (self.key("doc", key), args)
+    }
+
+    /// One pipeline of compare-on-version writes; the ones Redis answered `NOSCRIPT` go again
+    /// by `EVAL` in a second pipeline.
+    async fn put_chunk(&self, writes: &[(String, u64, Doc)]) -> Result<Vec<bool>, ViewError> {
+        let client = self.pool.next();
+        let pipeline = client.pipeline();
+        for (key, expected, doc) in writes {
+            let (key, args) = self.put_args(key, *expected, doc);
+            let command = script_args(self.put_script.sha.clone(), key, args);
+            let () = pipeline
+                .custom(evalsha(), command)
+                .await
+                .map_err(view_error)?;
+        }
+        let mut answers: Vec<Result<i64, FredError>> = pipeline.try_all().await;
+
+        let lost: Vec<usize> = (0..answers.len())
+            .filter(|&i| matches!(&answers[i], Err(error) if is_noscript(error)))
+            .collect();
+        if !lost.is_empty() {
+            tracing::debug!(
+                writes = lost.len(),
+                "put script not cached; sending it again"
+            );
+            let retry = client.pipeline();
+            for &i in &lost {
+                let (key, expected, doc) = &writes[i];
+                let (key, args) = self.put_args(key, *expected, doc);
+                let command = script_args(self.put_script.lua.to_owned(), key, args);
+                let () = retry.custom(eval(), command).await.map_err(view_error)?;
+            }
+            let again: Vec<Result<i64, FredError>> = retry.try_all().await;
+            for (i, answer) in lost.into_iter().zip(again) {
+                answers[i] = answer;
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.map(|written| written == 1).map_err(view_error))
+            .collect()
+    }
+}
+
+impl Drop for RedisViewStore {
+    /// Closes the pool's connections (and stops its reconnection loop) when the store goes.
+    fn drop(&mut self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = self.pool.clone();
+            runtime.spawn(async move {
+                let _ = pool.quit().await;
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl ViewStore for RedisViewStore {
+    #[tracing::instrument(skip(self))]
+    async fn get(&self, key: &str) -> Result<Option<Doc>, ViewError> {
+        let fields: Vec<Option<String>> = self
+            .pool
+            .hmget(self.key("doc", key), vec!["v", "b"])
+            .await
+            .map_err(view_error)?;
+        let (Some(Some(version)), Some(body)) = (fields.first(), fields.get(1)) else {
+            return Ok(None);
+        };
+        let version = version.parse().map_err(|_| {
+            ViewError::Unavailable(format!("document {key} has a version that is not a number"))
+        })?;
+        Ok(Some(Doc {
+            version,
+            body: body.clone().unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(skip(self, doc), fields(version = doc.version))]
+    async fn put(&self, key: &str, expected: u64, doc: Doc) -> Result<bool, ViewError> {
+        let (key, args) = self.put_args(key, expected, &doc);
+        let written: i64 = self.eval(&self.put_script, key, args).await?;
+        Ok(written == 1)
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn index_add(&self, index: &str, score: i64, member: &str) -> Result<(), ViewError> {
+        if !(-MAX_EXACT_SCORE..=MAX_EXACT_SCORE).contains(&score) {
+            return Err(ViewError::Unavailable(format!(
+                "score {score} in index {index} is beyond ±2^53, which Redis cannot keep exactly"
+            )));
+        }
+        // Exact: within ±2^53, checked above.
+        let score = score as f64;
+        let () = self
+            .pool
+            .zadd(
+                self.key("idx", index),
+                None,
+                None,
+                false,
+                false,
+                (score, member),
+            )
+            .await
+            .map_err(view_error)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn index_page(
+        &self,
+        index: &str,
+        before: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, ViewError> {
+        if limit == 0 {
+            // ZREVRANGE start start-1 would mean "to the end".
+            return Ok(Vec::new());
+        }
+        let mut args = vec![limit.min(MAX_PAGE).to_string()];
+        if let Some((score, member)) = before {
+            args.push(score.to_string());
+            args.push(member);
+        }
+        let flat: Vec<String> = self
+            .eval(&self.page_script, self.key("idx", index), args)
+            .await?;
+        flat.chunks_exact(2)
+            .map(|pair| Ok((parse_score(index, &pair[1])?, pair[0].clone())))
+            .collect()
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn claim(&self, key: &str) -> Result<bool, ViewError> {
+        let set: Option<String> = self
+            .pool
+            .set(
+                self.key("claim", key),
+                "1",
+                Some(Expiration::EX(CLAIM_SECONDS)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(view_error)?;
+        Ok(set.is_some())
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn unclaim(&self, key: &str) -> Result<(), ViewError> {
+        let _: i64 = self
+            .pool
+            .del(self.key("claim", key))
+            .await
+            .map_err(view_error)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn ping(&self) -> Result<(), ViewError> {
+        let _: String = self.pool.ping(None).await.map_err(view_error)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self, writes), fields(writes = writes.len()))]
+    async fn put_many(&self, writes: Vec<(String, u64, Doc)>) -> Result<Vec<bool>, ViewError> {
+        let mut written = Vec::with_capacity(writes.len());
+        for chunk in writes.chunks(PIPELINE_CHUNK) {
+            written.extend(self.put_chunk(chunk).await?);
+        }
+        Ok(written)
+    }
+
+    #[tracing::instrument(skip(self, message))]
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), ViewError> {
+        let _: i64 = self
+            .pool
+            .next()
+            .publish(self.key("chan", channel), message)
+            .await
+            .map_err(view_error)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn subscribe(&self, channel: &str) -> Result<BoxStream<'static, String>, ViewError> {
+        let client = self.subscriber.build().map_err(view_error)?;
+        let connection = client.init().await.map_err(view_error)?;
+        let mut listener = Listener {
+            messages: client.message_rx(),
+            channel: self.key("chan", channel),
+            connection,
+            client,
+        };
+        listener.start(&format!("{}:sub", self.prefix)).await?;
+        let messages = futures_util::stream::unfold(listener, |mut listener| async move {
+            let message = listener.next().await?;
+            Some((message, listener))
+        });
+        Ok(Box::pin(messages))
+    }
+}
+
+/// One subscription's own connection. Dropping it closes the connection.
+struct Listener {
+    client: Client,
+    messages: broadcast::Receiver<Message>,
+    connection: ConnectHandle,
+    channel: String,
+}
+
+impl Listener {
+    async fn start(&mut self, name: &str) -> Result<(), ViewError> {
+        // The name only helps an operator (and a test) find the connection: best effort, since
+        // an ACL may forbid CLIENT.
+        let client_command = CustomCommand::new_static("CLIENT", ClusterHash::Random, false);
+        let named: Result<(), FredError> = self
+            .client
+            .custom(client_command, vec!["SETNAME", name])
+            .await;
+        if let Err(error) = named {
+            tracing::debug!(%error, "subscriber connection left unnamed");
+        }
+        self.client
+            .subscribe(self.channel.as_str())
+            .await
+            .map_err(view_error)?;
+        // fred answers SUBSCRIBE as soon as it is queued, before Redis has seen it. A
+        // connection's commands run in order, so the answer to this PING proves the
+        // subscription is in place: whatever is published after `subscribe` returns arrives.
+        let () = self.client.ping(None).await.map_err(view_error)?;
+        Ok(())
+    }
+
+    /// The next message on the channel; `None` once the connection is gone.
+    async fn next(&mut self) -> Option<String> {
+        loop {
+            tokio::select! {
+                // What already arrived is delivered before the end is reported.
+                biased;
+                received = self.messages.recv() => match received {
+                    Ok(message) if *message.channel == *self.channel => {
+                        if let Some(text) = message.value.as_string() {
+                            return Some(text);
+                        }
+                    }
+                    Ok(_) => {}
+                    // A slow subscriber misses messages: pub/sub promises no more.
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, channel = %self.channel, "subscriber lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                ended = &mut self.connection => {
+                    tracing::info!(channel = %self.channel, ?ended, "subscription connection lost");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // The connection task owns the socket: ending it closes the connection at once.
+        self.connection.abort();
+    }
+}
+
+/// Maps every fred error into the port's error: to the projector, the notifier and `/ready`,
+/// any failure of the cache means "unavailable, try again".
+fn view_error(error: FredError) -> ViewError {
+    ViewError::Unavailable(format!("redis: {:?}: {}", error.kind(), error.details()))
+}
+
+fn is_noscript(error: &FredError) -> bool {
+    error.details().starts_with("NOSCRIPT")
+}
+
+/// The arguments of `EVALSHA sha 1 key args...` (or `EVAL lua 1 key args...`) as a custom
+/// command: fred's pipelines have no Lua interface of their own.
+fn script_args(script: String, key: String, args: Vec<String>) -> Vec<String> {
+    let mut command = Vec::with_capacity(3 + args.len());
+    command.push(script);
+    command.push("1".to_owned());
+    command.push(key);
+    command.extend(args);
+    command
+}
+
+fn evalsha() -> CustomCommand {
+    CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false)
+}
+
+fn eval() -> CustomCommand {
+    CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false)
+}
+
+/// A score as Redis prints it (`1750000000000000`, or `1.75e+15` from newer servers).
+fn parse_score(index: &str, text: &str) -> Result<i64, ViewError> {
+    let corrupt = || ViewError::Unavailable(format!("index {index} has a score {text:?}"));
+    let score: f64 = text.parse().map_err(|_| corrupt())?;
+    let limit = MAX_EXACT_SCORE as f64;
+    if score.fract() != 0.0 || !(-limit..=limit).contains(&score) {
+        return Err(corrupt());
+    }
+    // Integral and within ±2^53, checked above: the cast is exact.
+    Ok(score as i64)
+}
+
+/// Takes our `prefix=NAME` query parameter off `url`: (the URL for fred, the prefix).
+fn split_prefix(url: &str) -> Result<(String, String), ViewError> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut prefix = DEFAULT_PREFIX;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.strip_prefix("prefix=") {
+            Some(name) => prefix = name,
+            None => rest.push(pair),
+        }
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if prefix.is_empty() || !prefix.chars().all(allowed) {
+        return Err(ViewError::Unavailable(format!(
+            "Redis key prefix {prefix:?}: use ASCII letters, digits, '-', '_' or '.'"
+        )));
+    }
+    let fred_url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((fred_url, prefix.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_parameter_is_taken_off_the_url() {
+        let split = |url: &str| split_prefix(url).expect("valid URL");
+        assert_eq!(
+            split("redis://127.0.0.1:6379"),
+            ("redis://127.0.0.1:6379".into(), "orderflow".into())
+        );
+        assert_eq!(
+            split("redis://h:1/2?prefix=t-1.a_b"),
+            ("redis://h:1/2".into(), "t-1.a_b".into())
+        );
+        assert_eq!(
+            split("redis://h:1?x=1&prefix=p&y=2"),
+            ("redis://h:1?x=1&y=2".into(), "p".into())
+        );
+        assert_eq!(
+            split("redis://h?prefix=a&prefix=b"),
+            ("redis://h".into(), "b".into())
+        );
+    }
+
+    #[test]
+    fn a_prefix_that_could_overlap_another_is_refused() {
+        for bad in ["", "a:b", "a*", "a?b", "a b", "[x]", "é"] {
+            let url = format!("redis://h?prefix={bad}");
+            assert!(split_prefix(&url).is_err(), "prefix {bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn scores_read_back_exactly() {
+        assert_eq!(
+            parse_score("i", "1750000000000000"),
+            Ok(1_750_000_000_000_000)
+        );
+        assert_eq!(parse_score("i", "1.75e+15"), Ok(1_750_000_000_000_000));
+        assert_eq!(parse_score("i", "-5"), Ok(-5));
+        assert!(parse_score("i", "1.5").is_err());
+        assert!(parse_score("i", "inf").is_err());
+        assert!(parse_score("i", "x").is_err());
+    }
+
+    /// Redis restarted or its script cache was flushed: the scripts go by `EVAL` again. (Forgetting
+    /// the SHA here stands in for `SCRIPT FLUSH`, which would disturb others on a shared Redis.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_script_redis_does_not_know_falls_back_to_eval() {
+        let (mut store, _keys) = super::super::tests::redis_store().await;
+        let unknown = "0".repeat(40);
+        store.put_script.sha.clone_from(&unknown);
+        store.page_script.sha = unknown;
+        let doc = |v: u64| Doc {
+            version: v,
+            body: format!("body {v}"),
+        };
+
+        assert!(store.put("k", 0, doc(1)).await.expect("put"));
+        let written = store
+            .put_many(vec![
+                ("k".into(), 1, doc(2)),
+                ("k".into(), 1, doc(9)),
+                ("j".into(), 0, doc(1)),
+            ])
+            .await
+            .expect("put_many");
+        store.index_add("i", 1, "m").await.expect("index_add");
+        let page = store.index_page("i", None, 10).await.expect("index_page");
+
+        assert_eq!(written, vec![true, false, true]);
+        assert_eq!(store.get("k").await.expect("get"), Some(doc(2)));
+        assert_eq!(page, vec![(1, "m".to_owned())]);
+    }
+}
