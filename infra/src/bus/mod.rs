@@ -2,11 +2,19 @@
 //! group) gets every event at least once.
 //!
 //! - [`memory`]: the in-process topic (the embedded default).
+//! - [`rabbitmq`]: the RabbitMQ topic (durable queues per subscription, publisher confirms,
+//!   retry queues with growing delays, dead-letter queues, reconnects).
 //! - [`consumer`]: the loop that runs a handler over a subscription with bounded concurrency,
 //!   acking after the handler's side effect and nacking (retry, then dead letter) on failure.
+//! - [`conformance`]: the port's one conformance suite. Every adapter runs it through
+//!   [`event_bus_conformance!`](crate::event_bus_conformance), so they all keep the same
+//!   promises: every subscription gets every event, retries with growing delays, dead letters
+//!   with the reason, competing consumers, redelivery of what a consumer left unsettled.
 
+pub mod conformance;
 pub mod consumer;
 pub mod memory;
+pub mod rabbitmq;
 
 use async_trait::async_trait;
 use domain::RecordedEvent;
@@ -14,6 +22,7 @@ use futures_util::future::BoxFuture;
 
 pub use consumer::{Handler, consume};
 pub use memory::MemoryBus;
+pub use rabbitmq::RabbitBus;
 
 /// Resolves once the topic holds a published batch safely; the relay moves its checkpoint only
 /// then, which is what keeps publication free of dual writes: the store is the outbox.
@@ -91,4 +100,28 @@ pub struct Delivery {
 pub trait Settle: Send {
     async fn ack(self: Box<Self>);
     async fn nack(self: Box<Self>, reason: String);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{EventBus, MemoryBus, RetryPolicy};
+
+    async fn memory_fixture(
+        subscriptions: &'static [&'static str],
+        policy: RetryPolicy,
+    ) -> Arc<dyn EventBus> {
+        Arc::new(MemoryBus::new(subscriptions, policy))
+    }
+
+    mod memory {
+        crate::event_bus_conformance!(super::memory_fixture);
+    }
+
+    /// On the broker at `ORDERFLOW_TEST_AMQP` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
+    /// each case under a fresh prefix that is deleted afterwards; fails if the broker is down.
+    mod rabbitmq {
+        crate::event_bus_conformance!(crate::bus::rabbitmq::tests::rabbit_fixture);
+    }
 }
