@@ -82,6 +82,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// processes sharing this store. `None` while another process holds it. The lease lasts
     /// until the returned guard is dropped or the engine loses it.
     async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;
+
+    /// Group-commit transactions so far, for `/metrics`; `None` where the engine has none.
+    fn group_commits(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A held lease. The holder asks [`Lease::held`] before each unit of work and stops when it

@@ -1,11 +1,15 @@
 //! Adapters: the engines behind orderflow's ports, and the relay that joins store and topic.
 //!
-//! - [`event_store`]: `EventStore` adapters (SQLite) and the conformance suite they all pass.
-//! - [`bus`]: the `EventBus` (topic) port, the in-process topic, and the consumer loop.
-//! - [`relay`]: publishes the store's global log to the topic from a durable checkpoint.
-//! - [`views`]: `ViewStore` adapters (in-memory).
+//! - [`event_store`]: `EventStore` adapters (SQLite, PostgreSQL) and the conformance suite they
+//!   all pass.
+//! - [`bus`]: the `EventBus` (topic) port, its adapters (in-process, RabbitMQ), their
+//!   conformance suite, and the consumer loop.
+//! - [`relay`]: publishes the store's global log to the topic from a durable checkpoint, while
+//!   it holds the store's relay lease.
+//! - [`views`]: `ViewStore` adapters (in-memory, Redis) and their conformance suite.
 //! - [`payment`]: the sandbox `PaymentGateway`.
-//! - [`push`]: the embedded `PushSender` (log + installations in memory).
+//! - [`push`]: the embedded `PushSender` (log, optional JSONL file, installations in the view
+//!   store).
 
 pub mod bus;
 pub mod event_store;

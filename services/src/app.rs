@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::auth::TokenKeys;
 use crate::api::{self, AppState};
-use crate::config::{AuthSettings, Settings};
+use crate::config::{AuthSettings, Role, Settings, redact};
 use crate::system::System;
 
 /// How long stopping waits for workers to finish what they hold.
@@ -39,8 +39,20 @@ impl Stopper {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let system = System::embedded(&settings).await?;
-        if settings.seed_catalog {
+        let roles = &settings.roles;
+        tracing::info!(
+            roles = ?roles.names(),
+            store = %redact(&settings.store),
+            bus = %redact(&settings.bus),
+            cache = %redact(&settings.cache),
+            "starting"
+        );
+        if !settings.is_single_process() && settings.store.starts_with("sqlite:") {
+            tracing::warn!("a SQLite store belongs to one process: run one relay only");
+        }
+        let system = System::build(&settings).await?;
+        let web = roles.has(Role::Web);
+        if web && settings.seed_catalog {
             let listed = crate::seed::catalog(&system.commands)
                 .await
                 .context("seeding the catalog")?;
@@ -48,19 +60,23 @@ impl Application {
                 tracing::info!(listed, "seeded the demo catalog");
             }
         }
-        // Views live in a cache that may have forgotten everything: catch it up from the log
-        // before answering the first read.
-        let position = system
-            .projector
-            .catch_up()
-            .await
-            .context("rebuilding views from the event log")?;
-        tracing::info!(position, "views caught up with the event log");
+        if roles.has(Role::Projector) {
+            // Views live in a cache that may have forgotten everything: catch it up from the
+            // log before answering the first read.
+            let position = system
+                .projector
+                .catch_up()
+                .await
+                .context("rebuilding views from the event log")?;
+            tracing::info!(position, "views caught up with the event log");
+        }
         let (stop, stopped) = watch::channel(false);
         let workers = system.spawn_workers(&settings, stopped.clone()).await?;
         let (keys, dev_login) = match &settings.auth {
             AuthSettings::Development => {
-                tracing::warn!("{}", api::ops::DEV_NOTICE);
+                if web {
+                    tracing::warn!("{}", api::ops::DEV_NOTICE);
+                }
                 (TokenKeys::development(&settings.data_dir)?, true)
             }
             AuthSettings::Jwt {
@@ -85,7 +101,7 @@ impl Application {
         Ok(Self {
             listener,
             address,
-            router: api::router(state),
+            router: api::router(state, web),
             system,
             workers,
             stop: Arc::new(stop),

@@ -1,34 +1,58 @@
-//! Settings for one process: where it listens, where its data lives, how callers authenticate.
-//! The CLI (`main.rs`) fills them from flags and `ORDERFLOW_*` environment variables; tests
-//! build them directly.
+//! Settings for one process: where it listens, which engines it uses (by URL), which roles it
+//! runs, how callers authenticate.
+//!
+//! Layers, later ones winning: defaults in code, a TOML config file (`--config`,
+//! `ORDERFLOW_CONFIG`), `ORDERFLOW_*` environment variables, command-line flags. The CLI
+//! (`main.rs`) collects the last two with clap and calls [`Settings::resolve`]; tests build
+//! settings directly.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use infra::bus::RetryPolicy;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA: &str = "./data";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Where HTTP is served; port 0 picks a free one.
+    /// Where HTTP is served (the API and UI for the web role; `/health`, `/ready`, `/metrics`
+    /// for every process); port 0 picks a free one.
     pub listen: SocketAddr,
-    /// Holds the SQLite event store and the development signing key.
+    /// Holds the SQLite event store (by default) and the development signing key.
     pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub store: String,
+    /// `memory://` or `amqp://...`.
+    pub bus: String,
+    /// `memory://` or `redis://...`.
+    pub cache: String,
+    pub roles: Roles,
     pub auth: AuthSettings,
     /// How subscriptions retry a failing event before dead-lettering it.
     pub retry: RetryPolicy,
     /// Events the order processor works on at once.
     pub processor_concurrency: usize,
-    /// Seed the demo catalog on first start.
+    /// Seed the demo catalog on first start (web role only).
     pub seed_catalog: bool,
+    /// Append every push the embedded push sender makes to this file, one JSON object a line.
+    pub push_log: Option<PathBuf>,
 }
 
 impl Settings {
-    /// The embedded defaults: everything in one process, data under `data_dir`.
+    /// The embedded defaults: every role in one process, data under `data_dir`.
     pub fn embedded(listen: SocketAddr, data_dir: PathBuf) -> Self {
         Self {
+            store: sqlite_url(&data_dir),
             listen,
             data_dir,
+            bus: "memory://".into(),
+            cache: "memory://".into(),
+            roles: Roles::all(),
             auth: AuthSettings::Development,
             retry: RetryPolicy {
                 max_attempts: 5,
@@ -36,7 +60,181 @@ impl Settings {
             },
             processor_concurrency: 8,
             seed_catalog: true,
+            push_log: None,
         }
+    }
+
+    /// Merges the layers: `overrides` (flags and environment, as clap read them) over the
+    /// config file (if any) over the defaults.
+    pub fn resolve(overrides: Overrides) -> anyhow::Result<Self> {
+        let file = match &overrides.config {
+            Some(path) => FileSettings::read(path)?,
+            None => FileSettings::default(),
+        };
+        let listen = pick(overrides.listen, file.listen, DEFAULT_LISTEN.to_owned());
+        let listen = listen
+            .parse()
+            .with_context(|| format!("listen address {listen:?} is not HOST:PORT"))?;
+        let data_dir = PathBuf::from(pick(overrides.data, file.data, DEFAULT_DATA.to_owned()));
+        let mut settings = Self::embedded(listen, data_dir);
+        settings.store = pick(overrides.store, file.store, settings.store);
+        settings.bus = pick(overrides.bus, file.bus, settings.bus);
+        settings.cache = pick(overrides.cache, file.cache, settings.cache);
+        if let Some(roles) = overrides.role.or(file.role) {
+            settings.roles = Roles::parse(&roles)?;
+        }
+        settings.seed_catalog = !(overrides.no_seed || file.no_seed.unwrap_or(false));
+        settings.push_log = overrides.push_log.or(file.push_log);
+        if let Some(n) = overrides
+            .processor_concurrency
+            .or(file.processor_concurrency)
+        {
+            settings.processor_concurrency = n.max(1);
+        }
+        if let Some(secret) = overrides.jwt_secret.or(file.jwt_secret) {
+            settings.auth = AuthSettings::Jwt {
+                secret: Secret::new(secret),
+                issuer: overrides
+                    .jwt_issuer
+                    .or(file.jwt_issuer)
+                    .context("--jwt-issuer is required with --jwt-secret")?,
+                audience: overrides
+                    .jwt_audience
+                    .or(file.jwt_audience)
+                    .context("--jwt-audience is required with --jwt-secret")?,
+            };
+        }
+        Ok(settings)
+    }
+
+    /// Whether this process runs everything on engines no other process can share.
+    pub fn is_single_process(&self) -> bool {
+        self.store.starts_with("sqlite:") && self.bus == "memory://" && self.cache == "memory://"
+    }
+}
+
+/// `sqlite://` URL of the default store file in `data_dir`.
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("orderflow.db").display())
+}
+
+/// What the command line and environment said; `None` where they said nothing.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data: Option<String>,
+    pub store: Option<String>,
+    pub bus: Option<String>,
+    pub cache: Option<String>,
+    pub role: Option<String>,
+    pub no_seed: bool,
+    pub push_log: Option<PathBuf>,
+    pub processor_concurrency: Option<usize>,
+    pub jwt_secret: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+}
+
+/// The config file's keys (all optional), named like the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileSettings {
+    listen: Option<String>,
+    data: Option<String>,
+    store: Option<String>,
+    bus: Option<String>,
+    cache: Option<String>,
+    role: Option<String>,
+    no_seed: Option<bool>,
+    push_log: Option<PathBuf>,
+    processor_concurrency: Option<usize>,
+    jwt_secret: Option<String>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+}
+
+impl FileSettings {
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in the config file {}", path.display()))
+    }
+}
+
+fn pick(over: Option<String>, file: Option<String>, default: String) -> String {
+    over.or(file).unwrap_or(default)
+}
+
+/// The roles one process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles(BTreeSet<Role>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// The HTTP API and the web UI.
+    Web,
+    /// Publishes the event log to the topic (one at a time across processes).
+    Relay,
+    /// The order processor (process manager).
+    Processor,
+    /// Keeps the read models.
+    Projector,
+    /// Pushes and live updates.
+    Notifier,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Web,
+        Role::Relay,
+        Role::Processor,
+        Role::Projector,
+        Role::Notifier,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Web => "web",
+            Role::Relay => "relay",
+            Role::Processor => "processor",
+            Role::Projector => "projector",
+            Role::Notifier => "notifier",
+        }
+    }
+}
+
+impl Roles {
+    pub fn all() -> Self {
+        Self(Role::ALL.into_iter().collect())
+    }
+
+    /// A comma-separated subset of `web,relay,processor,projector,notifier`, or `all`.
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        let mut roles = BTreeSet::new();
+        for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "all" {
+                return Ok(Self::all());
+            }
+            match Role::ALL.into_iter().find(|r| r.name() == name) {
+                Some(role) => roles.insert(role),
+                None => bail!(
+                    "unknown role {name:?}: use a comma-separated subset of web,relay,processor,projector,notifier"
+                ),
+            };
+        }
+        if roles.is_empty() {
+            bail!("--role names no role");
+        }
+        Ok(Self(roles))
+    }
+
+    pub fn has(&self, role: Role) -> bool {
+        self.0.contains(&role)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|r| r.name()).collect()
     }
 }
 
@@ -86,5 +284,79 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// A URL with its password replaced, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("orderflow.toml");
+        std::fs::write(
+            &file,
+            "store = \"postgres://db/orders\"\ncache = \"redis://cache\"\nrole = \"web\"\n",
+        )
+        .unwrap();
+        let settings = Settings::resolve(Overrides {
+            config: Some(file),
+            cache: Some("memory://".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(settings.store, "postgres://db/orders");
+        assert_eq!(settings.cache, "memory://");
+        assert_eq!(settings.bus, "memory://");
+        assert_eq!(settings.roles.names(), ["web"]);
+        assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("orderflow.toml");
+        std::fs::write(&file, "stroe = \"x\"\n").unwrap();
+        let error = Settings::resolve(Overrides {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("stroe"));
+    }
+
+    #[test]
+    fn roles_parse_as_a_comma_separated_subset() {
+        assert_eq!(
+            Roles::parse("relay, web").unwrap().names(),
+            ["web", "relay"]
+        );
+        assert_eq!(Roles::parse("all").unwrap(), Roles::all());
+        assert!(Roles::parse("web,chef").is_err());
+        assert!(Roles::parse(" , ").is_err());
+    }
+
+    #[test]
+    fn passwords_do_not_reach_the_log() {
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

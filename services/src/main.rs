@@ -1,11 +1,13 @@
 //! The `orderflow` binary: parses the command line and runs the library.
+//!
+//! Exit codes: 0 done, 1 failed (the message says why), 2 bad command line.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use services::{Application, Settings, telemetry};
+use clap::{Args, Parser, Subcommand};
+use services::config::{Overrides, Settings, redact};
+use services::{Application, telemetry};
 
 #[derive(Parser)]
 #[command(name = "orderflow", version, about = "Event-sourced order processing")]
@@ -16,19 +18,70 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the whole system in this process on embedded engines: the web UI and API, the
-    /// relay, the order processor, the projector and the notifier.
+    /// Runs this process's roles (all of them by default: the web UI and API, the relay, the
+    /// order processor, the projector and the notifier). Every process serves /health, /ready
+    /// and /metrics on --listen.
     Serve {
-        /// Address to serve HTTP on.
-        #[arg(long, env = "ORDERFLOW_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Directory of the SQLite event store and the development signing key.
-        #[arg(long, env = "ORDERFLOW_DATA", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        engines: Engines,
+        /// Roles to run: a comma-separated subset of web,relay,processor,projector,notifier.
+        #[arg(long, env = "ORDERFLOW_ROLE", value_name = "ROLES")]
+        role: Option<String>,
+        /// Address to serve HTTP on [default: 127.0.0.1:8080].
+        #[arg(long, env = "ORDERFLOW_LISTEN", value_name = "HOST:PORT")]
+        listen: Option<std::net::SocketAddr>,
         /// Start without the demo catalog.
         #[arg(long, env = "ORDERFLOW_NO_SEED")]
         no_seed: bool,
+        /// Also append every push to this file, one JSON object per line.
+        #[arg(long, env = "ORDERFLOW_PUSH_LOG", value_name = "FILE")]
+        push_log: Option<PathBuf>,
+        /// Events the order processor works on at once [default: 8].
+        #[arg(long, env = "ORDERFLOW_PROCESSOR_CONCURRENCY", value_name = "N")]
+        processor_concurrency: Option<usize>,
     },
+    /// Applies the event store's schema (serve does too) and exits.
+    Migrate {
+        #[command(flatten)]
+        engines: Engines,
+    },
+}
+
+/// Where the data lives; shared by every subcommand.
+#[derive(Args)]
+struct Engines {
+    /// A TOML file with any of these settings (flags and environment win over it).
+    #[arg(long, env = "ORDERFLOW_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of the default SQLite store and the development signing key [default: ./data].
+    #[arg(long, env = "ORDERFLOW_DATA", value_name = "DIR")]
+    data: Option<String>,
+    /// Event store: sqlite://PATH or postgres://USER@HOST:PORT/DB[?schema=NAME]
+    /// [default: sqlite://DATA/orderflow.db].
+    #[arg(long, env = "ORDERFLOW_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// Topic: memory:// or amqp://USER:PASS@HOST:PORT/VHOST[?prefix=NAME] [default: memory://].
+    #[arg(long, env = "ORDERFLOW_BUS", value_name = "URL")]
+    bus: Option<String>,
+    /// Read-model cache: memory:// or redis://HOST:PORT[/DB][?prefix=NAME] [default: memory://].
+    #[arg(long, env = "ORDERFLOW_CACHE", value_name = "URL")]
+    cache: Option<String>,
+}
+
+impl Engines {
+    fn overrides(self) -> Overrides {
+        Overrides {
+            config: self.config,
+            data: self.data,
+            store: self.store,
+            bus: self.bus,
+            cache: self.cache,
+            jwt_secret: std::env::var("ORDERFLOW_JWT_SECRET").ok(),
+            jwt_issuer: std::env::var("ORDERFLOW_JWT_ISSUER").ok(),
+            jwt_audience: std::env::var("ORDERFLOW_JWT_AUDIENCE").ok(),
+            ..Default::default()
+        }
+    }
 }
 
 #[tokio::main]
@@ -47,16 +100,31 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
+            engines,
+            role,
             listen,
-            data,
             no_seed,
+            push_log,
+            processor_concurrency,
         } => {
-            let mut settings = Settings::embedded(listen, data);
-            settings.seed_catalog = !no_seed;
+            let settings = Settings::resolve(Overrides {
+                role,
+                listen: listen.map(|address| address.to_string()),
+                no_seed,
+                push_log,
+                processor_concurrency,
+                ..engines.overrides()
+            })?;
             Application::build(settings)
                 .await?
                 .run_until_stopped()
                 .await
+        }
+        Command::Migrate { engines } => {
+            let settings = Settings::resolve(engines.overrides())?;
+            services::system::open_store(&settings.store).await?;
+            println!("schema applied to {}", redact(&settings.store));
+            Ok(())
         }
     }
 }

@@ -1,36 +1,49 @@
-//! The running system: engines chosen, services built on them, workers started.
+//! The running system: engines chosen by URL, services built on them, the roles' workers
+//! started.
 //!
 //! Every role's code sees only ports (`Arc<dyn EventStore>`, `Arc<dyn EventBus>`, ...); this
-//! is the one place that picks the adapters. Today that is the embedded set: SQLite, the
-//! in-process topic, the in-memory cache, the sandbox gateway and the logging push sender.
+//! is the one place that maps a URL to an adapter:
+//!
+//! | setting | URLs |
+//! |---|---|
+//! | store | `sqlite://PATH`, `postgres://USER@HOST:PORT/DB[?schema=NAME]` |
+//! | bus | `memory://`, `amqp://USER:PASS@HOST:PORT/VHOST[?prefix=NAME]` |
+//! | cache | `memory://`, `redis://HOST:PORT[/DB][?prefix=NAME]` |
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use commands::payment::PaymentGateway;
 use commands::processor::{self, OrderProcessor};
 use commands::{Commands, EventStore};
-use infra::bus::{EventBus, Handler, MemoryBus, consume};
-use infra::event_store::SqliteEventStore;
+use infra::bus::{EventBus, Handler, MemoryBus, RabbitBus, RetryPolicy, consume};
+use infra::event_store::{PostgresEventStore, SqliteEventStore};
 use infra::payment::SandboxPayments;
 use infra::push::LogPush;
 use infra::relay::{Relay, RelayConfig};
-use infra::views::MemoryViewStore;
+use infra::views::{MemoryViewStore, RedisViewStore};
 use projections::{LiveFeed, Notifier, Projector, PushSender, ViewStore, notifier, projector};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Settings;
+use crate::config::{Role, Settings, redact};
 use crate::metrics::Metrics;
 
-/// The name of the SQLite file inside the data directory.
-pub const STORE_FILE: &str = "orderflow.db";
+/// The subscriptions every topic has, one per consuming role.
+pub const SUBSCRIPTIONS: [&str; 3] = [
+    processor::SUBSCRIPTION,
+    projector::SUBSCRIPTION,
+    notifier::SUBSCRIPTION,
+];
+
+/// How often the projector checks that the cache still holds its views (a flushed or
+/// restarted Redis is rebuilt from the log).
+const CACHE_CHECK: Duration = Duration::from_secs(2);
 
 pub struct System {
     pub store: Arc<dyn EventStore>,
-    /// The same store, for what only SQLite reports (group-commit batches).
-    pub sqlite: Arc<SqliteEventStore>,
     pub bus: Arc<dyn EventBus>,
     pub views: Arc<dyn ViewStore>,
     pub commands: Arc<Commands>,
@@ -46,35 +59,28 @@ pub struct System {
 }
 
 impl System {
-    /// Everything in one process on embedded engines, with the store in `data_dir`.
-    pub async fn embedded(settings: &Settings) -> anyhow::Result<Arc<Self>> {
-        let sqlite = Arc::new(open_store(&settings.data_dir).await?);
-        let store: Arc<dyn EventStore> = sqlite.clone();
-        let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(
-            &[
-                processor::SUBSCRIPTION,
-                projector::SUBSCRIPTION,
-                notifier::SUBSCRIPTION,
-            ],
-            settings.retry,
-        ));
-        let views: Arc<dyn ViewStore> = Arc::new(MemoryViewStore::new());
-        let payments = Arc::new(SandboxPayments::new());
-        let log_push = Arc::new(LogPush::new());
+    /// Connects to the engines the settings name and builds every service on them.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Arc<Self>> {
+        let store = open_store(&settings.store).await?;
+        let views = open_cache(&settings.cache).await?;
+        let bus = open_bus(&settings.bus, settings.retry).await?;
+        let payments = Arc::new(SandboxPayments::new(views.clone()));
+        let log_push = Arc::new(
+            LogPush::new(views.clone(), settings.push_log.clone())
+                .context("opening the push log")?,
+        );
         let push: Arc<dyn PushSender> = log_push.clone();
-        let live = Arc::new(LiveFeed::default());
         let commands = Commands::new(store.clone());
         let gateway: Arc<dyn PaymentGateway> = payments.clone();
         Ok(Arc::new(Self {
             projector: Arc::new(Projector::new(store.clone(), views.clone())),
             processor: Arc::new(OrderProcessor::new(commands.clone(), gateway)),
             notifier: Arc::new(Notifier::new(store.clone(), views.clone(), push.clone())),
+            live: Arc::new(LiveFeed::default()),
             store,
-            sqlite,
             bus,
             views,
             commands,
-            live,
             push,
             log_push,
             payments,
@@ -82,52 +88,33 @@ impl System {
         }))
     }
 
-    /// Starts the relay and one consumer per subscription; they stop when `shutdown` turns
-    /// true, after finishing what they hold.
+    /// Starts the workers of this process's roles; they stop when `shutdown` turns true,
+    /// after finishing what they hold.
     pub async fn spawn_workers(
         self: &Arc<Self>,
         settings: &Settings,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Vec<JoinHandle<()>>> {
-        let relay = Relay::new(self.store.clone(), self.bus.clone(), RelayConfig::default());
-        let mut workers = vec![
-            tokio::spawn(relay.run(shutdown.clone())),
-            tokio::spawn(
-                self.live
-                    .clone()
-                    .bridge(self.views.clone(), shutdown.clone()),
-            ),
-        ];
-        let processor = self.processor.clone();
-        let projector = self.projector.clone();
-        let notifier = self.notifier.clone();
-        let consumers: [(&'static str, usize, Handler); 3] = [
-            (
-                processor::SUBSCRIPTION,
-                settings.processor_concurrency,
-                self.handler(processor::SUBSCRIPTION, move |e| {
-                    let p = processor.clone();
-                    async move { p.handle(&e).await.map_err(|e| e.to_string()) }
-                }),
-            ),
-            (
-                projector::SUBSCRIPTION,
-                1,
-                self.handler(projector::SUBSCRIPTION, move |e| {
-                    let p = projector.clone();
-                    async move { p.handle(&e).await.map_err(|e| e.to_string()) }
-                }),
-            ),
-            (
-                notifier::SUBSCRIPTION,
-                4,
-                self.handler(notifier::SUBSCRIPTION, move |e| {
-                    let n = notifier.clone();
-                    async move { n.handle(&e).await.map_err(|e| e.to_string()) }
-                }),
-            ),
-        ];
-        for (name, concurrency, handler) in consumers {
+        let roles = &settings.roles;
+        let mut workers = Vec::new();
+        if roles.has(Role::Relay) {
+            let relay = Relay::new(self.store.clone(), self.bus.clone(), RelayConfig::default());
+            workers.push(tokio::spawn(relay.run(shutdown.clone())));
+        }
+        if roles.has(Role::Web) {
+            let bridge = self
+                .live
+                .clone()
+                .bridge(self.views.clone(), shutdown.clone());
+            workers.push(tokio::spawn(bridge));
+        }
+        if roles.has(Role::Projector) {
+            workers.push(tokio::spawn(self.clone().watch_cache(shutdown.clone())));
+        }
+        for (role, name, concurrency, handler) in self.consumers(settings) {
+            if !roles.has(role) {
+                continue;
+            }
             let subscription = self
                 .bus
                 .subscribe(name)
@@ -142,6 +129,56 @@ impl System {
             )));
         }
         Ok(workers)
+    }
+
+    fn consumers(&self, settings: &Settings) -> [(Role, &'static str, usize, Handler); 3] {
+        let processor = self.processor.clone();
+        let projector = self.projector.clone();
+        let notifier = self.notifier.clone();
+        [
+            (
+                Role::Processor,
+                processor::SUBSCRIPTION,
+                settings.processor_concurrency,
+                self.handler(processor::SUBSCRIPTION, move |e| {
+                    let p = processor.clone();
+                    async move { p.handle(&e).await.map_err(|e| e.to_string()) }
+                }),
+            ),
+            (
+                Role::Projector,
+                projector::SUBSCRIPTION,
+                1,
+                self.handler(projector::SUBSCRIPTION, move |e| {
+                    let p = projector.clone();
+                    async move { p.handle(&e).await.map_err(|e| e.to_string()) }
+                }),
+            ),
+            (
+                Role::Notifier,
+                notifier::SUBSCRIPTION,
+                4,
+                self.handler(notifier::SUBSCRIPTION, move |e| {
+                    let n = notifier.clone();
+                    async move { n.handle(&e).await.map_err(|e| e.to_string()) }
+                }),
+            ),
+        ]
+    }
+
+    /// Rebuilds the views from the log whenever the cache has lost them (Redis flushed or
+    /// restarted), and keeps the projector's checkpoint moving.
+    async fn watch_cache(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = infra::stopped(&mut shutdown) => return,
+                _ = tokio::time::sleep(CACHE_CHECK) => {}
+            }
+            match self.projector.catch_up().await {
+                Ok(position) => tracing::trace!(position, "views checked against the log"),
+                Err(error) => tracing::warn!(%error, "views could not catch up with the log"),
+            }
+        }
     }
 
     /// Wraps a handler so that each outcome is counted for `/metrics`.
@@ -168,11 +205,59 @@ impl System {
     }
 }
 
-async fn open_store(data_dir: &Path) -> anyhow::Result<SqliteEventStore> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let path = data_dir.join(STORE_FILE);
-    SqliteEventStore::open(&path)
-        .await
-        .with_context(|| format!("opening the event store {}", path.display()))
+/// The event store a URL names; its schema is applied (idempotently) on connect.
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn EventStore>> {
+    let shown = redact(url);
+    match scheme(url) {
+        "sqlite" => {
+            let path = PathBuf::from(&url["sqlite://".len()..]);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating the data directory {}", dir.display()))?;
+            }
+            let store = SqliteEventStore::open(&path)
+                .await
+                .with_context(|| format!("opening the event store {shown}"))?;
+            Ok(Arc::new(store))
+        }
+        "postgres" | "postgresql" => {
+            let store = PostgresEventStore::connect(url)
+                .await
+                .with_context(|| format!("connecting to the event store {shown}"))?;
+            Ok(Arc::new(store))
+        }
+        _ => bail!("unknown event store URL {shown}: use sqlite://PATH or postgres://..."),
+    }
+}
+
+async fn open_cache(url: &str) -> anyhow::Result<Arc<dyn ViewStore>> {
+    let shown = redact(url);
+    match scheme(url) {
+        "memory" => Ok(Arc::new(MemoryViewStore::new())),
+        "redis" | "rediss" => {
+            let cache = RedisViewStore::connect(url)
+                .await
+                .with_context(|| format!("connecting to the cache {shown}"))?;
+            Ok(Arc::new(cache))
+        }
+        _ => bail!("unknown cache URL {shown}: use memory:// or redis://..."),
+    }
+}
+
+async fn open_bus(url: &str, retry: RetryPolicy) -> anyhow::Result<Arc<dyn EventBus>> {
+    let shown = redact(url);
+    match scheme(url) {
+        "memory" => Ok(Arc::new(MemoryBus::new(&SUBSCRIPTIONS, retry))),
+        "amqp" | "amqps" => {
+            let bus = RabbitBus::connect(url, &SUBSCRIPTIONS, retry)
+                .await
+                .with_context(|| format!("connecting to the topic {shown}"))?;
+            Ok(Arc::new(bus))
+        }
+        _ => bail!("unknown topic URL {shown}: use memory:// or amqp://..."),
+    }
+}
+
+fn scheme(url: &str) -> &str {
+    url.split_once("://").map_or("", |(scheme, _)| scheme)
 }

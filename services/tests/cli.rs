@@ -1,66 +1,22 @@
 //! The `orderflow` binary as a user runs it: start, serve, stop on SIGTERM, start again.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::process::Command;
+
+use common::Process;
 use serde_json::{Value, json};
 
-/// Starts `orderflow serve` on a free port and returns it with its base URL (read from the
-/// "listening on" log line).
-fn serve(data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("listening on http://") {
-                let url = line[at + "listening on ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_owned();
-                let _ = tx.send(url);
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server says where it listens");
-    (child, url)
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "orderflow did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn serve(data: &std::path::Path) -> Process {
+    Process::serve("serve", data, "all", &[], &[])
 }
 
 #[tokio::test]
 async fn serve_stops_cleanly_on_sigterm_and_keeps_its_orders() {
     let data = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    let (mut child, url) = serve(data.path());
+    let mut server = serve(data.path());
+    let url = server.url.clone();
     let token: Value = client
         .post(format!("{url}/api/dev/token"))
         .json(&json!({"customer_id": "cli"}))
@@ -98,10 +54,11 @@ async fn serve_stops_cleanly_on_sigterm_and_keeps_its_orders() {
         .unwrap();
     assert_eq!(view["status"], "confirmed");
 
-    let status = terminate(&mut child);
+    let status = server.terminate();
     assert!(status.success(), "exit status {status}");
 
-    let (mut child, url) = serve(data.path());
+    let mut server = serve(data.path());
+    let url = server.url.clone();
     let again: Value = client
         .get(format!("{url}{order}"))
         .bearer_auth(&token)
@@ -112,7 +69,7 @@ async fn serve_stops_cleanly_on_sigterm_and_keeps_its_orders() {
         .await
         .unwrap();
     assert_eq!(again, view);
-    assert!(terminate(&mut child).success());
+    assert!(server.terminate().success());
 }
 
 #[test]

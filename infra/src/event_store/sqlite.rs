@@ -279,6 +279,10 @@ impl EventStore for SqliteEventStore {
         Ok(())
     }
 
+    fn group_commits(&self) -> Option<u64> {
+        Some(self.batches_committed())
+    }
+
     /// One process owns a SQLite file (its writer task is the only writer), so the lease is
     /// this process's to give: held until the guard is dropped, refused to a second taker.
     async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {

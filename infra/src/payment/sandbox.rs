@@ -1,44 +1,76 @@
 //! The sandbox gateway: declines any amount above [`DECLINE_ABOVE`] minor units and approves
-//! the rest, so tests and demos can produce either outcome on purpose. Answers are remembered
-//! per idempotency key, as a real gateway's are.
+//! the rest, so tests and demos can produce either outcome on purpose.
+//!
+//! Like a real gateway it remembers each answer by idempotency key, so a retried capture from
+//! any processor instance gets the first answer. The memory is the view store (Redis when
+//! processes are distributed), written set-if-absent.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use commands::payment::{PaymentError, PaymentGateway, PaymentOutcome};
 use domain::values::{Currency, MinorUnits};
+use projections::view_store::{Doc, ViewStore};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub const DECLINE_ABOVE: MinorUnits = 100_000;
 
-#[derive(Default)]
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum Stored {
+    Captured { payment_id: String },
+    Declined { reason: String },
+}
+
 pub struct SandboxPayments {
-    captures: Mutex<HashMap<String, PaymentOutcome>>,
-    refunds: Mutex<HashSet<String>>,
+    memory: Arc<dyn ViewStore>,
+    captured: AtomicUsize,
+    refunded: AtomicUsize,
 }
 
 impl SandboxPayments {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(memory: Arc<dyn ViewStore>) -> Self {
+        Self {
+            memory,
+            captured: AtomicUsize::new(0),
+            refunded: AtomicUsize::new(0),
+        }
     }
 
-    /// How many distinct keys were captured (approved), for tests.
+    /// Captures this instance recorded first (not repeats), for tests.
     pub fn captured(&self) -> usize {
-        self.captures.lock().map_or(0, |c| {
-            c.values()
-                .filter(|o| matches!(o, PaymentOutcome::Captured { .. }))
-                .count()
-        })
+        self.captured.load(Ordering::SeqCst)
     }
 
+    /// Refunds this instance recorded first, for tests.
     pub fn refunded(&self) -> usize {
-        self.refunds.lock().map_or(0, |r| r.len())
+        self.refunded.load(Ordering::SeqCst)
+    }
+
+    /// Stores `outcome` under `key` unless one is there; returns the one that is.
+    async fn remember(&self, key: &str, outcome: Stored) -> Result<(Stored, bool), PaymentError> {
+        let body = serde_json::to_string(&outcome).map_err(unavailable)?;
+        let doc = Doc { version: 1, body };
+        if self.memory.put(key, 0, doc).await.map_err(unavailable)? {
+            return Ok((outcome, true));
+        }
+        let stored = self
+            .memory
+            .get(key)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| PaymentError::Unavailable(format!("{key} vanished")))?;
+        Ok((
+            serde_json::from_str(&stored.body).map_err(unavailable)?,
+            false,
+        ))
     }
 }
 
-fn poisoned<T>(_: T) -> PaymentError {
-    PaymentError::Unavailable("sandbox state poisoned".into())
+fn unavailable(error: impl std::fmt::Display) -> PaymentError {
+    PaymentError::Unavailable(format!("sandbox memory: {error}"))
 }
 
 #[async_trait]
@@ -49,33 +81,44 @@ impl PaymentGateway for SandboxPayments {
         amount: MinorUnits,
         currency: &Currency,
     ) -> Result<PaymentOutcome, PaymentError> {
-        let mut captures = self.captures.lock().map_err(poisoned)?;
-        let outcome = captures.entry(key.to_owned()).or_insert_with(|| {
-            if amount > DECLINE_ABOVE {
-                PaymentOutcome::Declined {
-                    reason: format!(
-                        "the sandbox declines totals above {DECLINE_ABOVE} minor units of {currency}"
-                    ),
-                }
-            } else {
-                PaymentOutcome::Captured {
-                    payment_id: Uuid::now_v7().to_string(),
-                }
+        let decision = if amount > DECLINE_ABOVE {
+            Stored::Declined {
+                reason: format!(
+                    "the sandbox declines totals above {DECLINE_ABOVE} minor units of {currency}"
+                ),
             }
-        });
-        Ok(outcome.clone())
+        } else {
+            Stored::Captured {
+                payment_id: Uuid::now_v7().to_string(),
+            }
+        };
+        let (stored, first) = self.remember(&format!("payment:{key}"), decision).await?;
+        Ok(match stored {
+            Stored::Captured { payment_id } => {
+                if first {
+                    self.captured.fetch_add(1, Ordering::SeqCst);
+                }
+                PaymentOutcome::Captured { payment_id }
+            }
+            Stored::Declined { reason } => PaymentOutcome::Declined { reason },
+        })
     }
 
     async fn refund(&self, key: &str) -> Result<(), PaymentError> {
-        let captured = matches!(
-            self.captures.lock().map_err(poisoned)?.get(key),
-            Some(PaymentOutcome::Captured { .. })
-        );
-        if captured {
-            self.refunds
-                .lock()
-                .map_err(poisoned)?
-                .insert(key.to_owned());
+        let captured = match self.memory.get(&format!("payment:{key}")).await {
+            Ok(Some(doc)) => matches!(serde_json::from_str(&doc.body), Ok(Stored::Captured { .. })),
+            Ok(None) => false,
+            Err(error) => return Err(unavailable(error)),
+        };
+        if !captured {
+            return Ok(());
+        }
+        let refund = Stored::Declined {
+            reason: "refunded".into(),
+        };
+        if self.remember(&format!("refund:{key}"), refund).await?.1 {
+            self.refunded.fetch_add(1, Ordering::SeqCst);
+            tracing::info!(%key, "payment refunded (sandbox)");
         }
         Ok(())
     }

@@ -1,28 +1,46 @@
-//! The embedded push sender: no push service, so each push is a log line (and the browser's
-//! live feed, which the notifier feeds, shows it). It keeps installations in memory and the
-//! most recent pushes, so the API and tests can see what a real hub would have been asked.
+//! The embedded push sender: there is no push service, so each push is a log line, and
+//! optionally a line in a JSONL file (`--push-log`) that operators and tests can read. The
+//! browser's live feed is fed by the notifier separately. Installations are kept in the view
+//! store, so every process (the web role registers them, the notifier reads them) sees them.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use projections::notifier::{Installation, Notification, PushError, PushSender};
+use projections::view_store::{Doc, ViewStore};
 use uuid::Uuid;
 
 const KEEP_SENT: usize = 10_000;
 
-#[derive(Default)]
 pub struct LogPush {
-    installations: Mutex<HashMap<String, Installation>>,
+    views: Arc<dyn ViewStore>,
+    file: Option<Mutex<std::fs::File>>,
     sent: Mutex<VecDeque<Notification>>,
 }
 
 impl LogPush {
-    pub fn new() -> Self {
-        Self::default()
+    /// `log_file`: append every push there as one JSON line.
+    pub fn new(views: Arc<dyn ViewStore>, log_file: Option<PathBuf>) -> std::io::Result<Self> {
+        let file = match log_file {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            views,
+            file,
+            sent: Mutex::default(),
+        })
     }
 
-    /// The most recent pushes, oldest first.
+    /// The most recent pushes of this process, oldest first.
     pub fn sent(&self) -> Vec<Notification> {
         self.sent
             .lock()
@@ -30,34 +48,60 @@ impl LogPush {
             .unwrap_or_default()
     }
 
-    pub fn installation(&self, id: &str) -> Option<Installation> {
-        self.installations.lock().ok()?.get(id).cloned()
+    async fn stored(&self, id: &str) -> Result<Option<(u64, Installation)>, PushError> {
+        match self.views.get(&key(id)).await.map_err(unavailable)? {
+            None => Ok(None),
+            // A deleted installation leaves a tombstone (the view store has no delete).
+            Some(doc) if doc.body == "null" => Ok(None),
+            Some(doc) => serde_json::from_str(&doc.body)
+                .map(|installation| Some((doc.version, installation)))
+                .map_err(unavailable),
+        }
+    }
+
+    async fn devices(&self, customer: Uuid) -> Result<usize, PushError> {
+        let index = format!("installations:customer:{customer}");
+        let members = self
+            .views
+            .index_page(&index, None, 1000)
+            .await
+            .map_err(unavailable)?;
+        let mut count = 0;
+        for (_, id) in members {
+            if self.stored(&id).await?.is_some() {
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 }
 
-fn poisoned<T>(_: T) -> PushError {
-    PushError::Unavailable("push state poisoned".into())
+fn key(id: &str) -> String {
+    format!("installation:{id}")
+}
+
+fn unavailable(error: impl std::fmt::Display) -> PushError {
+    PushError::Unavailable(error.to_string())
 }
 
 #[async_trait]
 impl PushSender for LogPush {
     async fn send(&self, notification: &Notification) -> Result<(), PushError> {
-        let tag = notification.tag();
-        let devices = self
-            .installations
-            .lock()
-            .map_err(poisoned)?
-            .values()
-            .filter(|i| i.tags.contains(&tag))
-            .count();
+        let devices = self.devices(notification.customer_id).await?;
         tracing::info!(
-            %tag,
+            tag = %notification.tag(),
             order_id = %notification.order_id,
             status = %notification.status,
             devices,
             "push (embedded: logged, not sent to a device)"
         );
-        let mut sent = self.sent.lock().map_err(poisoned)?;
+        if let Some(file) = &self.file {
+            let line = serde_json::to_string(notification).map_err(unavailable)?;
+            let mut file = file.lock().map_err(unavailable)?;
+            writeln!(file, "{line}").map_err(unavailable)?;
+            file.flush().map_err(unavailable)?;
+        }
+        let mut sent = self.sent.lock().map_err(unavailable)?;
         if sent.len() == KEEP_SENT {
             sent.pop_front();
         }
@@ -66,25 +110,51 @@ impl PushSender for LogPush {
     }
 
     async fn register(&self, installation: Installation) -> Result<(), PushError> {
-        let mut installations = self.installations.lock().map_err(poisoned)?;
-        if let Some(existing) = installations.get(&installation.installation_id)
+        let id = installation.installation_id.clone();
+        let current = self.views.get(&key(&id)).await.map_err(unavailable)?;
+        if let Some(doc) = &current
+            && let Ok(existing) = serde_json::from_str::<Installation>(&doc.body)
             && existing.customer_id != installation.customer_id
         {
             return Err(PushError::NotOwner);
         }
-        installations.insert(installation.installation_id.clone(), installation);
-        Ok(())
+        let version = current.map_or(0, |d| d.version);
+        let body = serde_json::to_string(&installation).map_err(unavailable)?;
+        let doc = Doc {
+            version: version + 1,
+            body,
+        };
+        if !self
+            .views
+            .put(&key(&id), version, doc)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(PushError::Unavailable(
+                "installation changed concurrently; retry".into(),
+            ));
+        }
+        let index = format!("installations:customer:{}", installation.customer_id);
+        self.views
+            .index_add(&index, 0, &id)
+            .await
+            .map_err(unavailable)
     }
 
     async fn delete(&self, customer_id: Uuid, installation_id: &str) -> Result<bool, PushError> {
-        let mut installations = self.installations.lock().map_err(poisoned)?;
-        match installations.get(installation_id) {
-            Some(i) if i.customer_id == customer_id => {
-                installations.remove(installation_id);
-                Ok(true)
-            }
-            Some(_) => Err(PushError::NotOwner),
-            None => Ok(false),
+        let Some((version, existing)) = self.stored(installation_id).await? else {
+            return Ok(false);
+        };
+        if existing.customer_id != customer_id {
+            return Err(PushError::NotOwner);
         }
+        let tombstone = Doc {
+            version: version + 1,
+            body: "null".into(),
+        };
+        self.views
+            .put(&key(installation_id), version, tombstone)
+            .await
+            .map_err(unavailable)
     }
 }

@@ -49,13 +49,18 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(orders::router())
-        .merge(catalog::router())
-        .merge(live::router())
-        .merge(ops::router())
-        .merge(crate::web::router())
+/// Every process serves the operations endpoints; the web role adds the API and the UI.
+pub fn router(state: AppState, web: bool) -> Router {
+    let mut router = Router::new().merge(ops::router());
+    if web {
+        router = router
+            .merge(ops::identity_router())
+            .merge(orders::router())
+            .merge(catalog::router())
+            .merge(live::router())
+            .merge(crate::web::router());
+    }
+    router
         .route_layer(middleware::from_fn_with_state(state.clone(), measure))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Spans name the path only: the query may carry a token (`access_token`).

@@ -17,13 +17,18 @@ use super::error::{ApiError, Problem};
 use super::{ApiJson, AppState};
 use crate::metrics::gauge;
 
+/// What every process serves.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/dev/token", post(dev_token))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+}
+
+/// The development login, served by the web role.
+pub fn identity_router() -> Router<AppState> {
+    Router::new().route("/api/dev/token", post(dev_token))
 }
 
 pub const DEV_NOTICE: &str = "DEVELOPMENT LOGIN: anyone can sign in as anyone. \
@@ -146,12 +151,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "Messages given up on after their retries.",
         dead as u64,
     );
-    gauge(
-        &mut out,
-        "orderflow_store_batches_committed_total",
-        "Group-commit transactions.",
-        system.sqlite.batches_committed(),
-    );
+    if let Some(batches) = system.store.group_commits() {
+        gauge(
+            &mut out,
+            "orderflow_store_batches_committed_total",
+            "Group-commit transactions.",
+            batches,
+        );
+    }
     system.metrics.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

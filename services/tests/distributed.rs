@@ -1,0 +1,428 @@
+//! The system as separate OS processes, one per role, on real engines: the machine's
+//! PostgreSQL (event store), RabbitMQ (topic) and Redis (cache). URLs come from
+//! `ORDERFLOW_TEST_POSTGRES`, `ORDERFLOW_TEST_AMQP` and `ORDERFLOW_TEST_REDIS` (defaults: the
+//! local servers `.ci/run` starts). Each test works in its own PostgreSQL schema, RabbitMQ
+//! name prefix and Redis key prefix, so tests run in parallel and leave others alone.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Process;
+use fred::prelude::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// One test's engines: the same servers, its own namespaces.
+struct Engines {
+    store: String,
+    bus: String,
+    cache: String,
+    prefix: String,
+    redis: String,
+}
+
+impl Engines {
+    fn fresh() -> Self {
+        let id = Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let pg = env(
+            "ORDERFLOW_TEST_POSTGRES",
+            "postgres://postgres@127.0.0.1:5432/test",
+        );
+        let amqp = env(
+            "ORDERFLOW_TEST_AMQP",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        );
+        let redis = env("ORDERFLOW_TEST_REDIS", "redis://127.0.0.1:6379");
+        let prefix = format!("t{id}");
+        Self {
+            store: format!("{pg}?schema={prefix}"),
+            bus: format!("{amqp}?prefix={prefix}"),
+            cache: format!("{redis}?prefix={prefix}"),
+            redis,
+            prefix,
+        }
+    }
+
+    fn args(&self) -> Vec<&str> {
+        vec![
+            "--store",
+            &self.store,
+            "--bus",
+            &self.bus,
+            "--cache",
+            &self.cache,
+        ]
+    }
+
+    /// Deletes every Redis key of this test (never the whole database: it is shared).
+    async fn flush_cache(&self) -> usize {
+        let client = Client::new(Config::from_url(&self.redis).unwrap(), None, None, None);
+        client.init().await.expect("Redis answers");
+        let mut cursor = "0".to_owned();
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (String, Vec<String>) = client
+                .scan_page(
+                    cursor.clone(),
+                    format!("{}:*", self.prefix),
+                    Some(500),
+                    None,
+                )
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                deleted += keys.len();
+                let _: i64 = client.del(keys).await.unwrap();
+            }
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        deleted
+    }
+}
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// An HTTP client of the web role.
+struct Api {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn token(&self, name: &str, role: &str) -> String {
+        let body: Value = self
+            .client
+            .post(format!("{}/api/dev/token", self.url))
+            .json(&json!({"customer_id": name, "role": role}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn get(&self, token: &str, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    async fn place(&self, token: &str, lines: Value) -> String {
+        let body = json!({"lines": lines, "shipping_address": {
+            "name": "Dee Stributed", "line1": "5 Queue Lane", "city": "Rabbitburg",
+            "postal_code": "5672", "country": "DE"}});
+        let response = self
+            .client
+            .post(format!("{}/api/orders", self.url))
+            .bearer_auth(token)
+            .header("Idempotency-Key", Uuid::new_v4().to_string())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let placed: Value = response.json().await.unwrap();
+        placed["order_id"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn wait_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = reqwest::get(format!("{url}/ready")).await;
+        if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url}/ready never answered 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The order lines for order number `i`: mostly tea (confirmed), every 50th eight grinders
+/// (payment declined), every 25th a teapot (one in stock: the rest out of stock).
+fn lines_for(i: usize) -> Value {
+    if i.is_multiple_of(50) {
+        json!([{"sku": "GRINDER-001", "quantity": 8}])
+    } else if i % 25 == 1 {
+        json!([{"sku": "TEAPOT-001", "quantity": 1}])
+    } else {
+        json!([{"sku": "TEA-001", "quantity": 1 + i % 3}])
+    }
+}
+
+/// Waits until no order in `ids` is `placed` any more; returns the final views.
+async fn settle(api: &Api, token: &str, ids: &[String], limit: Duration) -> HashMap<String, Value> {
+    let deadline = Instant::now() + limit;
+    let mut settled = HashMap::new();
+    while settled.len() < ids.len() {
+        let pending: Vec<&String> = ids.iter().filter(|id| !settled.contains_key(*id)).collect();
+        for id in pending {
+            let view = api.get(token, &format!("/api/orders/{id}")).await;
+            if view["status"] != "placed" {
+                settled.insert(id.clone(), view);
+            }
+        }
+        let pending = ids.len() - settled.len();
+        assert!(
+            Instant::now() < deadline,
+            "{pending} orders never left 'placed'"
+        );
+        if pending > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    settled
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_orders_survive_a_killed_processor_across_separate_processes() {
+    let engines = Engines::fresh();
+    let data = tempfile::tempdir().unwrap();
+    let pushes = data.path().join("pushes.jsonl");
+    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["migrate", "--store", &engines.store])
+        .status()
+        .unwrap();
+    assert!(migrate.success(), "orderflow migrate failed");
+    let args = engines.args();
+    let web = Process::serve("web", data.path(), "web", &args, &[]);
+    wait_ready(&web.url).await;
+    let mut push_args = args.clone();
+    push_args.extend(["--push-log", pushes.to_str().unwrap()]);
+    let mut others = [
+        Process::serve("relay", data.path(), "relay", &args, &[]),
+        Process::serve("processor-1", data.path(), "processor", &args, &[]),
+        Process::serve("processor-2", data.path(), "processor", &args, &[]),
+        Process::serve("projector", data.path(), "projector", &args, &[]),
+        Process::serve("notifier", data.path(), "notifier", &push_args, &[]),
+    ];
+    let api = Arc::new(Api {
+        url: web.url.clone(),
+        client: reqwest::Client::new(),
+    });
+    let operator = api.token("olga", "operator").await;
+    let analyst = api.token("ann", "analyst").await;
+    // Plenty of tea; grinders enough that declined orders never run out while in flight.
+    for (sku, quantity) in [("TEA-001", 5000), ("GRINDER-001", 200)] {
+        let restock = api
+            .client
+            .post(format!("{}/api/catalog/{sku}/restock", api.url))
+            .bearer_auth(&operator)
+            .json(&json!({ "quantity": quantity }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(restock.status(), StatusCode::ACCEPTED);
+    }
+
+    // 500 orders from 50 customers, 10 at a time; processor-1 dies after the first 150.
+    let mut ids = Vec::new();
+    let tokens: Vec<String> = futures_util::future::join_all((0..50).map(|c| {
+        let api = api.clone();
+        async move { api.token(&format!("dist-{c}"), "customer").await }
+    }))
+    .await;
+    for chunk in (0..500).collect::<Vec<_>>().chunks(10) {
+        let placing = chunk.iter().map(|&i| {
+            let (api, token) = (api.clone(), tokens[i % 50].clone());
+            async move { api.place(&token, lines_for(i)).await }
+        });
+        ids.extend(futures_util::future::join_all(placing).await);
+        if ids.len() == 150 {
+            others[1].kill();
+        }
+    }
+
+    let views = settle(&api, &analyst, &ids, Duration::from_secs(180)).await;
+
+    // Every order is decided, and as its events say.
+    let mut confirmed_tea = 0;
+    for (id, view) in &views {
+        let status = view["status"].as_str().unwrap();
+        assert!(
+            ["confirmed", "rejected"].contains(&status),
+            "{id} is {status}"
+        );
+        let version = view["version"].as_u64().unwrap();
+        let folded = api
+            .get(&analyst, &format!("/api/orders/{id}?at_version={version}"))
+            .await;
+        assert_eq!(
+            &folded, view,
+            "the read model of {id} is not the fold of its events"
+        );
+        if status == "confirmed" && view["lines"][0]["sku"] == "TEA-001" {
+            confirmed_tea += view["lines"][0]["quantity"].as_u64().unwrap();
+        }
+    }
+    let teapots = views
+        .values()
+        .filter(|v| v["lines"][0]["sku"] == "TEAPOT-001");
+    assert_eq!(teapots.filter(|v| v["status"] == "confirmed").count(), 1);
+    let declined = views
+        .values()
+        .filter(|v| v["reason"] == "payment_declined")
+        .count();
+    assert_eq!(declined, 10);
+
+    // No event acted twice: the stock reserved is exactly what the confirmed orders hold.
+    let catalog: Value = api
+        .client
+        .get(format!("{}/api/catalog", api.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tea = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sku"] == "TEA-001")
+        .unwrap();
+    assert_eq!(tea["reserved"].as_u64().unwrap(), confirmed_tea);
+    let grinder = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sku"] == "GRINDER-001")
+        .unwrap();
+    assert_eq!(
+        grinder["reserved"], 0,
+        "declined orders released their stock"
+    );
+
+    // No customer got two pushes for one event, and every decision was pushed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pushed = loop {
+        let text = std::fs::read_to_string(&pushes).unwrap_or_default();
+        let pushed: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if pushed.len() >= 500 || Instant::now() > deadline {
+            break pushed;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let distinct: HashSet<&str> = pushed
+        .iter()
+        .map(|p| p["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(distinct.len(), pushed.len(), "an event was pushed twice");
+    assert_eq!(pushed.len(), 500, "one push per decided order");
+
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", others[0].url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("orderflow_dead_letters 0"), "{metrics}");
+    for process in others.iter_mut().filter(|p| p.name != "processor-1") {
+        assert!(
+            process.terminate().success(),
+            "{} did not stop cleanly",
+            process.name
+        );
+    }
+    engines.flush_cache().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_stay_correct_when_redis_is_flushed_mid_run() {
+    let engines = Engines::fresh();
+    let data = tempfile::tempdir().unwrap();
+    let server = Process::serve("all", data.path(), "all", &engines.args(), &[]);
+    wait_ready(&server.url).await;
+    let api = Api {
+        url: server.url.clone(),
+        client: reqwest::Client::new(),
+    };
+    let token = api.token("flushy", "customer").await;
+    let analyst = api.token("ann", "analyst").await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            api.place(&token, json!([{"sku": "TEA-001", "quantity": 1 + i % 2}]))
+                .await,
+        );
+    }
+    let before = settle(&api, &token, &ids, Duration::from_secs(60)).await;
+
+    let deleted = engines.flush_cache().await;
+    assert!(deleted > 0, "the test's keys were in Redis");
+    for i in 0..10 {
+        ids.push(
+            api.place(&token, json!([{"sku": "MUG-001", "quantity": 1 + i % 2}]))
+                .await,
+        );
+    }
+
+    let after = settle(&api, &token, &ids, Duration::from_secs(60)).await;
+    for (id, view) in &before {
+        assert_eq!(&after[id], view, "{id} changed across the flush");
+    }
+    for (id, view) in &after {
+        let version = view["version"].as_u64().unwrap();
+        let folded = api
+            .get(&analyst, &format!("/api/orders/{id}?at_version={version}"))
+            .await;
+        assert_eq!(&folded, view);
+    }
+    // The list comes back whole once the projector has rebuilt the cache.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mine = api.get(&token, "/api/orders?limit=100").await;
+        if mine["items"].as_array().unwrap().len() == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the order list was not rebuilt: {mine}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // So does the catalog, which no request reads by key: the projector notices the flushed
+    // cache and rebuilds it from the log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = api
+            .client
+            .get(format!("{}/api/catalog", api.url))
+            .send()
+            .await
+            .unwrap();
+        let catalog: Value = response.json().await.unwrap();
+        if catalog.as_array().unwrap().len() == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the catalog was not rebuilt: {catalog}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    engines.flush_cache().await;
+}
