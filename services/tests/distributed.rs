@@ -212,6 +212,8 @@ async fn five_hundred_orders_survive_a_killed_processor_across_separate_processe
         Process::serve("processor-2", data.path(), "processor", &args, &[]),
         Process::serve("projector", data.path(), "projector", &args, &[]),
         Process::serve("notifier", data.path(), "notifier", &push_args, &[]),
+        // A standby: it waits for the relay lease, so only one relay publishes at a time.
+        Process::serve("relay-2", data.path(), "relay", &args, &[]),
     ];
     let api = Arc::new(Api {
         url: web.url.clone(),
