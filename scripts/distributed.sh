@@ -25,6 +25,7 @@ $bin migrate
 
 pids=()
 stop() {
+  trap - INT TERM EXIT
   echo "stopping ${#pids[@]} processes"
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait
