@@ -4,12 +4,18 @@
 //!   commit (one transaction, one fsync, for every append waiting at that moment).
 //! - [`postgres`]: PostgreSQL, shared by many processes: group commit in each, an advisory
 //!   lock that keeps positions in commit order across them, and LISTEN/NOTIFY for the head.
+//! - `group_commit`: what both share: the writer task that commits every write waiting at
+//!   that moment in one transaction, each with its own answer, and a handle to submit writes;
+//!   each adapter brings the transaction itself.
+//! - `codec`: how both keep times, JSON and integers in their columns.
 //! - [`conformance`]: the port's one conformance suite. Every adapter runs it through
 //!   [`event_store_conformance!`](crate::event_store_conformance), so they all keep the same
 //!   promises: atomic appends with optimistic concurrency, idempotent retries by event id, and
 //!   a global log that a tailing reader can follow without ever missing a late commit.
 
+mod codec;
 pub mod conformance;
+mod group_commit;
 pub mod postgres;
 pub mod sqlite;
 

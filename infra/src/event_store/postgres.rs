@@ -3,16 +3,14 @@
 //!
 //! # Group commit
 //!
-//! As in the SQLite adapter, one writer task per process owns one connection and an mpsc
-//! channel of requests, each with a oneshot for its answer. It takes the first request, drains
-//! whatever else is already waiting (up to [`MAX_BATCH`]), and commits them all in ONE
-//! transaction, each request in its own `SAVEPOINT`: a conflict or a refused request rolls back
-//! alone and the others commit; a later request for the same stream sees an earlier one's rows.
-//! Callers hear back only after `COMMIT` succeeded, and the writer's connection runs with
-//! `synchronous_commit = on` (PostgreSQL's default, set explicitly), so an answered append is
-//! in the WAL on disk. If the batch fails (the `COMMIT` included), every caller in it is told
-//! `Unavailable`; when the connection was lost its outcome is unknown, and a retry with the
-//! same event ids is answered as a duplicate if it did commit.
+//! Appends and checkpoints go through group commit (the `group_commit` module explains it):
+//! one writer task per process owns one connection and commits every request waiting at that
+//! moment (up to [`MAX_BATCH`]) in ONE transaction, each request in its own `SAVEPOINT`. The
+//! writer's connection runs with `synchronous_commit = on` (PostgreSQL's default, set
+//! explicitly), so an answered append is in the WAL on disk. When a batch fails and the
+//! connection cannot even roll back, the writer drops it and the next batch connects anew; a
+//! lost connection leaves the batch's outcome unknown, and a retry with the same event ids is
+//! answered as a duplicate if it did commit.
 //!
 //! # The global log: an advisory lock, positions in commit order
 //!
@@ -47,20 +45,20 @@
 //! the listener; the writer finishes what is already queued, closes its connection and ends.
 
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
 use commands::{Appended, EventStore, Lease, StoreError};
 use domain::{NewEvent, RecordedEvent};
 use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgDatabaseError, PgListener, PgPool, PgPoolOptions, PgRow,
 };
 use sqlx::{ConnectOptions, Connection, Row};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
+
+use super::codec::{format_time, from_json, parse_time, to_i64, to_json, to_u64};
+use super::group_commit::{Answer, BatchCommit, GroupCommit, Write, Written, advance};
 
 /// The most requests one transaction takes; the rest wait for the next batch. Each request
 /// that writes is a subtransaction, and PostgreSQL caches only 64 subtransaction ids per
@@ -132,10 +130,9 @@ const HEAD: &str = "SELECT COALESCE(MAX(global_position), 0) FROM events";
 /// `read_all` never skips a late commit, across processes: positions are assigned under a
 /// transaction-scoped advisory lock that every writer takes, so they follow commit order.
 pub struct PostgresEventStore {
-    requests: mpsc::Sender<Request>,
+    writer: GroupCommit,
     reads: PgPool,
     head: watch::Receiver<u64>,
-    batches: Arc<AtomicU64>,
     target: Target,
     /// Dropped with the store, which stops the listener task.
     _stop_listening: oneshot::Sender<()>,
@@ -236,21 +233,15 @@ impl PostgresEventStore {
         let (stop_listening, stop) = oneshot::channel();
         tokio::spawn(doorbell.run(listener, stop));
 
-        let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
-        let batches = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             target: target.clone(),
             conn: Some(conn),
-            queue,
-            head: head_tx,
-            batches: batches.clone(),
         };
-        tokio::spawn(writer.run());
+        let writer = GroupCommit::start(writer, MAX_BATCH, QUEUE_CAPACITY, head_tx);
         Ok(Self {
-            requests,
+            writer,
             reads,
             head,
-            batches,
             target,
             _stop_listening: stop_listening,
         })
@@ -267,17 +258,7 @@ impl PostgresEventStore {
     /// How many transactions this process's writer has committed (for `/metrics`: appends
     /// divided by batches is the group-commit factor).
     pub fn batches_committed(&self) -> u64 {
-        self.batches.load(Ordering::Relaxed)
-    }
-
-    /// Hands a write to the writer task and waits for its answer, which comes after COMMIT.
-    async fn submit(&self, write: Write) -> Result<Written, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request { write, reply })
-            .await
-            .map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
+        self.writer.batches_committed()
     }
 
     /// What an empty append answers: the stream as it is.
@@ -315,16 +296,9 @@ impl EventStore for PostgresEventStore {
         if events.is_empty() {
             return self.stream_tip(stream_id).await;
         }
-        let write = Write::Append {
-            stream_id: stream_id.to_owned(),
-            stream_type: stream_type.to_owned(),
-            expected: expected_version,
-            events,
-        };
-        match self.submit(write).await? {
-            Written::Appended(appended) => Ok(appended),
-            Written::Checkpoint => Err(StoreError::Corrupt("writer mixed up answers".into())),
-        }
+        self.writer
+            .append(stream_id, stream_type, expected_version, events)
+            .await
     }
 
     #[tracing::instrument(skip(self))]
@@ -376,11 +350,7 @@ impl EventStore for PostgresEventStore {
     /// Goes through the writer, so a relay's checkpoints share the appends' commits.
     #[tracing::instrument(skip(self))]
     async fn save_checkpoint(&self, reader: &str, position: u64) -> Result<(), StoreError> {
-        let write = Write::Checkpoint {
-            reader: reader.to_owned(),
-            position,
-        };
-        self.submit(write).await.map(|_| ())
+        self.writer.save_checkpoint(reader, position).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -451,95 +421,25 @@ impl Drop for SessionLease {
     }
 }
 
-/// One write, as queued for the writer task.
-struct Request {
-    write: Write,
-    reply: oneshot::Sender<Result<Written, StoreError>>,
-}
-
-enum Write {
-    Append {
-        stream_id: String,
-        stream_type: String,
-        expected: u64,
-        events: Vec<NewEvent>,
-    },
-    Checkpoint {
-        reader: String,
-        position: u64,
-    },
-}
-
-enum Written {
-    Appended(Appended),
-    Checkpoint,
-}
-
-/// The task that owns the write connection; see the module docs.
+/// The group-commit writer's engine: this process's write connection, replaced when lost.
 struct Writer {
     target: Target,
     /// `None` after the connection was lost; the next batch opens a new one.
     conn: Option<PgConnection>,
-    queue: mpsc::Receiver<Request>,
-    head: watch::Sender<u64>,
-    batches: Arc<AtomicU64>,
 }
 
-impl Writer {
-    async fn run(mut self) {
-        while let Some(first) = self.queue.recv().await {
-            let (writes, replies): (Vec<_>, Vec<_>) = self
-                .drain(first)
-                .into_iter()
-                .map(|request| (request.write, request.reply))
-                .unzip();
-            let results = self.commit_batch(&writes).await;
-            for (reply, result) in replies.into_iter().zip(results) {
-                // A caller that gave up no longer listens; its events are committed anyway,
-                // and a retry with the same event ids is answered as a duplicate.
-                let _ = reply.send(result);
-            }
-        }
-        if let Some(conn) = self.conn.take()
-            && let Err(error) = conn.close().await
-        {
-            tracing::warn!(%error, "closing the event store's write connection failed");
-        }
-    }
-
-    /// The first request plus every request already waiting, up to [`MAX_BATCH`].
-    fn drain(&mut self, first: Request) -> Vec<Request> {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match self.queue.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        batch
-    }
-
-    /// Commits the batch in one transaction and returns each request's answer, in order.
-    async fn commit_batch(&mut self, writes: &[Write]) -> Vec<Result<Written, StoreError>> {
+impl BatchCommit for Writer {
+    async fn commit(&mut self, writes: &[Write]) -> Result<Vec<Answer>, StoreError> {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
-            None => match self.target.connect_writer().await {
-                Ok(conn) => conn,
-                Err(error) => {
-                    tracing::warn!(%error, requests = writes.len(), "event store unreachable");
-                    return writes.iter().map(|_| Err(error.clone())).collect();
-                }
-            },
+            None => self.target.connect_writer().await.inspect_err(|error| {
+                tracing::warn!(%error, requests = writes.len(), "event store unreachable");
+            })?,
         };
         match write_batch(&mut conn, &self.target, writes).await {
-            Ok((results, new_head)) => {
+            Ok(answers) => {
                 self.conn = Some(conn);
-                self.batches.fetch_add(1, Ordering::Relaxed);
-                if let Some(new_head) = new_head {
-                    advance(&self.head, new_head);
-                }
-                tracing::debug!(requests = writes.len(), "committed a batch");
-                results
+                Ok(answers)
             }
             Err(error) => {
                 tracing::warn!(%error, requests = writes.len(), "event store batch failed");
@@ -547,21 +447,30 @@ impl Writer {
                 if sqlx::query("ROLLBACK").execute(&mut conn).await.is_ok() {
                     self.conn = Some(conn);
                 }
-                let failure = StoreError::Unavailable(format!("batch rolled back: {error}"));
-                writes.iter().map(|_| Err(failure.clone())).collect()
+                Err(StoreError::Unavailable(format!(
+                    "batch rolled back: {error}"
+                )))
             }
+        }
+    }
+
+    async fn close(mut self) {
+        if let Some(conn) = self.conn.take()
+            && let Err(error) = conn.close().await
+        {
+            tracing::warn!(%error, "closing the event store's write connection failed");
         }
     }
 }
 
 /// One write transaction: take the log lock, number events from the head, one savepoint per
-/// request, ring the doorbell, commit. Answers each request's result and the new head if
-/// events were appended; `Err` only for what fails the whole batch.
+/// request, ring the doorbell, commit. Answers each request's result; `Err` only for what
+/// fails the whole batch.
 async fn write_batch(
     conn: &mut PgConnection,
     target: &Target,
     writes: &[Write],
-) -> Result<(Vec<Result<Written, StoreError>>, Option<u64>), sqlx::Error> {
+) -> Result<Vec<Answer>, sqlx::Error> {
     execute(conn, "BEGIN").await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(target.log_lock())
@@ -576,16 +485,15 @@ async fn write_batch(
     for write in writes {
         results.push(write_in_savepoint(conn, &mut head, write).await?);
     }
-    let new_head = (head > start).then_some(head);
-    if let Some(new_head) = new_head {
+    if head > start {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(&target.channel)
-            .bind(new_head.to_string())
+            .bind(head.to_string())
             .execute(&mut *conn)
             .await?;
     }
     execute(conn, "COMMIT").await?;
-    Ok((results, new_head))
+    Ok(results)
 }
 
 /// Runs one request in its own savepoint; on failure it is rolled back, its positions given
@@ -594,7 +502,7 @@ async fn write_in_savepoint(
     conn: &mut PgConnection,
     head: &mut u64,
     write: &Write,
-) -> Result<Result<Written, StoreError>, sqlx::Error> {
+) -> Result<Answer, sqlx::Error> {
     execute(conn, "SAVEPOINT request").await?;
     let before = *head;
     let result = write_one(conn, head, write).await;
@@ -875,15 +783,6 @@ impl Doorbell {
     }
 }
 
-/// Moves the doorbell's head forward (never back), waking watchers only when it moved.
-fn advance(head: &watch::Sender<u64>, to: u64) {
-    head.send_if_modified(|head| {
-        let moved = to > *head;
-        *head = (*head).max(to);
-        moved
-    });
-}
-
 async fn read_head(reads: &PgPool) -> Result<u64, sqlx::Error> {
     let head: i64 = sqlx::query_scalar(HEAD).fetch_one(reads).await?;
     Ok(u64::try_from(head).unwrap_or_default())
@@ -950,25 +849,6 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-/// RFC 3339 in UTC with microseconds: PostgreSQL's `timestamptz` precision.
-fn format_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(format!("occurred_at {text:?}: {e}")))
-}
-
-fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
 fn get_uuid(row: &PgRow, column: &str) -> Result<Uuid, StoreError> {
     let text: String = row.try_get(column).map_err(store_error)?;
     Uuid::parse_str(&text).map_err(|e| StoreError::Corrupt(format!("{column} {text:?}: {e}")))
@@ -979,21 +859,8 @@ fn get_u64(row: &PgRow, column: &str) -> Result<u64, StoreError> {
     to_u64(value, column)
 }
 
-fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what}: {value}")))
-}
-
-/// `BIGINT` is signed; no real version or position comes near `i64::MAX`.
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
 async fn execute(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
     sqlx::query(sql).execute(conn).await.map(|_| ())
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Unavailable("the event store's writer has stopped".into())
 }
 
 /// The one place where PostgreSQL's errors become the port's.

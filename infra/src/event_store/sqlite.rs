@@ -3,19 +3,10 @@
 //! # Group commit
 //!
 //! With `synchronous = FULL` every committed transaction costs an fsync, and a disk does a few
-//! hundred of those per second. Committing each append on its own would cap the whole system
-//! at that many commands per second, however small they are. So one writer task owns the only
-//! write connection and an mpsc channel of requests, each with a oneshot for its answer. It
-//! takes the first request, drains whatever else is already waiting (up to [`MAX_BATCH`]), and
-//! commits them all in ONE `BEGIN IMMEDIATE … COMMIT`: one fsync per batch instead of one per
-//! command. Under load batches grow by themselves (requests pile up during the fsync), and
-//! when idle a lone request is committed at once, so latency does not suffer.
-//!
-//! Each request still gets its own answer. Inside the transaction, requests run in channel
-//! order, each in its own `SAVEPOINT`: a conflict or a refused request rolls back alone and the
-//! others commit. A later request for the same stream sees the rows of an earlier one, because
-//! it reads the stream's version inside the same transaction. Callers hear back only after the
-//! `COMMIT` succeeded; if the `COMMIT` fails, every caller in the batch is told `Unavailable`.
+//! hundred of those per second, so appends and checkpoints go through group commit (the
+//! `group_commit` module explains it): one writer task owns the only write connection and
+//! commits every request waiting at that moment (up to [`MAX_BATCH`]) in ONE
+//! `BEGIN IMMEDIATE … COMMIT`, one fsync per batch, each request in its own `SAVEPOINT`.
 //!
 //! # Reads
 //!
@@ -24,16 +15,15 @@
 //!
 //! # Shutdown
 //!
-//! Dropping the store closes the channel; the writer finishes what is already queued, closes
-//! its connection and ends. [`EventStore::watch_head`] receivers then see the channel closed.
+//! Dropping the store stops the writer once it has committed what is already queued; the
+//! writer owns the head's only sender, so [`EventStore::watch_head`] receivers then see the
+//! channel closed.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
 use commands::{Appended, EventStore, Lease, StoreError};
 use domain::{NewEvent, RecordedEvent};
 use sqlx::sqlite::{
@@ -41,8 +31,11 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Row};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 use uuid::Uuid;
+
+use super::codec::{format_time, from_json, parse_time, to_i64, to_json, to_u64};
+use super::group_commit::{Answer, BatchCommit, GroupCommit, Write, Written};
 
 /// The most requests one transaction takes; the rest wait for the next batch.
 pub const MAX_BATCH: usize = 512;
@@ -94,10 +87,9 @@ const INSERT_EVENT: &str = "INSERT INTO events (event_id, stream_id, stream_type
 /// one transaction at a time anyway, so positions are handed out in commit order. A reader
 /// that has seen position `p` can never later find a newly committed event below `p`.
 pub struct SqliteEventStore {
-    requests: mpsc::Sender<Request>,
+    writer: GroupCommit,
     reads: SqlitePool,
     head: watch::Receiver<u64>,
-    batches: Arc<AtomicU64>,
     /// Names of the leases this process holds.
     leases: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
@@ -129,21 +121,12 @@ impl SqliteEventStore {
             .await
             .map_err(store_error)?;
 
-        let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let (head_tx, head) = watch::channel(head);
-        let batches = Arc::new(AtomicU64::new(0));
-        let writer = Writer {
-            conn,
-            queue,
-            head: head_tx,
-            batches: batches.clone(),
-        };
-        tokio::spawn(writer.run());
+        let writer = GroupCommit::start(Writer { conn }, MAX_BATCH, QUEUE_CAPACITY, head_tx);
         Ok(Self {
-            requests,
+            writer,
             reads,
             head,
-            batches,
             leases: Arc::default(),
         })
     }
@@ -151,17 +134,7 @@ impl SqliteEventStore {
     /// How many transactions the writer has committed (for `/metrics`: appends divided by
     /// batches is the group-commit factor).
     pub fn batches_committed(&self) -> u64 {
-        self.batches.load(Ordering::Relaxed)
-    }
-
-    /// Hands a write to the writer task and waits for its answer, which comes after COMMIT.
-    async fn submit(&self, write: Write) -> Result<Written, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request { write, reply })
-            .await
-            .map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
+        self.writer.batches_committed()
     }
 
     /// What an empty append answers: the stream as it is.
@@ -199,16 +172,9 @@ impl EventStore for SqliteEventStore {
         if events.is_empty() {
             return self.stream_tip(stream_id).await;
         }
-        let write = Write::Append {
-            stream_id: stream_id.to_owned(),
-            stream_type: stream_type.to_owned(),
-            expected: expected_version,
-            events,
-        };
-        match self.submit(write).await? {
-            Written::Appended(appended) => Ok(appended),
-            Written::Checkpoint => Err(StoreError::Corrupt("writer mixed up answers".into())),
-        }
+        self.writer
+            .append(stream_id, stream_type, expected_version, events)
+            .await
     }
 
     #[tracing::instrument(skip(self))]
@@ -264,11 +230,7 @@ impl EventStore for SqliteEventStore {
     /// Goes through the writer, so a relay's checkpoints share the appends' fsyncs.
     #[tracing::instrument(skip(self))]
     async fn save_checkpoint(&self, reader: &str, position: u64) -> Result<(), StoreError> {
-        let write = Write::Checkpoint {
-            reader: reader.to_owned(),
-            position,
-        };
-        self.submit(write).await.map(|_| ())
+        self.writer.save_checkpoint(reader, position).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -321,94 +283,36 @@ impl Drop for LocalLease {
     }
 }
 
-/// One write, as queued for the writer task.
-struct Request {
-    write: Write,
-    reply: oneshot::Sender<Result<Written, StoreError>>,
-}
-
-enum Write {
-    Append {
-        stream_id: String,
-        stream_type: String,
-        expected: u64,
-        events: Vec<NewEvent>,
-    },
-    Checkpoint {
-        reader: String,
-        position: u64,
-    },
-}
-
-enum Written {
-    Appended(Appended),
-    Checkpoint,
-}
-
-/// The task that owns the write connection; see the module docs.
+/// The group-commit writer's engine: owns the only write connection.
 struct Writer {
     conn: SqliteConnection,
-    queue: mpsc::Receiver<Request>,
-    head: watch::Sender<u64>,
-    batches: Arc<AtomicU64>,
 }
 
-impl Writer {
-    async fn run(mut self) {
-        while let Some(first) = self.queue.recv().await {
-            let (writes, replies): (Vec<_>, Vec<_>) = self
-                .drain(first)
-                .into_iter()
-                .map(|request| (request.write, request.reply))
-                .unzip();
-            let results = self.commit_batch(&writes).await;
-            for (reply, result) in replies.into_iter().zip(results) {
-                // A caller that gave up no longer listens; its events are committed anyway,
-                // and a retry with the same event ids is answered as a duplicate.
-                let _ = reply.send(result);
+impl BatchCommit for Writer {
+    async fn commit(&mut self, writes: &[Write]) -> Result<Vec<Answer>, StoreError> {
+        match self.write_batch(writes).await {
+            Ok(answers) => Ok(answers),
+            Err(error) => {
+                tracing::warn!(%error, requests = writes.len(), "event store batch failed");
+                // The transaction may already be gone (SQLite rolls back on some errors).
+                let _ = self.execute("ROLLBACK").await;
+                Err(StoreError::Unavailable(format!(
+                    "batch rolled back: {error}"
+                )))
             }
         }
+    }
+
+    async fn close(self) {
         if let Err(error) = self.conn.close().await {
             tracing::warn!(%error, "closing the event store's write connection failed");
         }
     }
+}
 
-    /// The first request plus every request already waiting, up to [`MAX_BATCH`].
-    fn drain(&mut self, first: Request) -> Vec<Request> {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match self.queue.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        batch
-    }
-
-    /// Commits the batch in one transaction and returns each request's answer, in order.
-    async fn commit_batch(&mut self, writes: &[Write]) -> Vec<Result<Written, StoreError>> {
-        match self.write_batch(writes).await {
-            Ok(results) => {
-                self.batches.fetch_add(1, Ordering::Relaxed);
-                self.publish_head(&results);
-                tracing::debug!(requests = writes.len(), "committed a batch");
-                results
-            }
-            Err(error) => {
-                tracing::warn!(%error, requests = writes.len(), "event store batch failed");
-                // The transaction may already be gone (SQLite rolls back on some errors).
-                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
-                let failure = StoreError::Unavailable(format!("batch rolled back: {error}"));
-                writes.iter().map(|_| Err(failure.clone())).collect()
-            }
-        }
-    }
-
+impl Writer {
     /// `Err` only for what fails the whole batch; a request's own failure is in its answer.
-    async fn write_batch(
-        &mut self,
-        writes: &[Write],
-    ) -> Result<Vec<Result<Written, StoreError>>, sqlx::Error> {
+    async fn write_batch(&mut self, writes: &[Write]) -> Result<Vec<Answer>, sqlx::Error> {
         self.execute("BEGIN IMMEDIATE").await?;
         let mut results = Vec::with_capacity(writes.len());
         for write in writes {
@@ -418,10 +322,7 @@ impl Writer {
         Ok(results)
     }
 
-    async fn write_in_savepoint(
-        &mut self,
-        write: &Write,
-    ) -> Result<Result<Written, StoreError>, sqlx::Error> {
+    async fn write_in_savepoint(&mut self, write: &Write) -> Result<Answer, sqlx::Error> {
         self.execute("SAVEPOINT request").await?;
         let result = self.write(write).await;
         if result.is_err() {
@@ -445,23 +346,6 @@ impl Writer {
                 save_checkpoint(&mut self.conn, reader, *position).await?;
                 Ok(Written::Checkpoint)
             }
-        }
-    }
-
-    fn publish_head(&self, results: &[Result<Written, StoreError>]) {
-        let newest = results
-            .iter()
-            .filter_map(|result| match result {
-                Ok(Written::Appended(a)) if !a.duplicate => Some(a.position),
-                _ => None,
-            })
-            .max();
-        if let Some(newest) = newest {
-            self.head.send_if_modified(|head| {
-                let moved = newest > *head;
-                *head = (*head).max(newest);
-                moved
-            });
         }
     }
 
@@ -662,41 +546,9 @@ fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-/// RFC 3339 in UTC with microseconds: sorts as text and is what the other engines keep.
-fn format_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(format!("occurred_at {text:?}: {e}")))
-}
-
-fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
 fn get_u64(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
     let value: i64 = row.try_get(column).map_err(store_error)?;
     to_u64(value, column)
-}
-
-fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what}: {value}")))
-}
-
-/// SQLite integers are signed; no real version or position comes near `i64::MAX`.
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Unavailable("the event store's writer has stopped".into())
 }
 
 /// The one place where SQLite's errors become the port's.

@@ -1,0 +1,239 @@
+//! Group commit: the writer task both SQL event stores put their writes through.
+//!
+//! A durable commit is expensive: an fsync for SQLite, a WAL flush and a round trip under the
+//! log lock for PostgreSQL. Committing each append on its own would cap the whole system at
+//! that many commands per second, however small they are. So one writer task owns the store's
+//! only write connection and an mpsc channel of requests, each with a oneshot for its answer.
+//! It takes the first request, drains whatever else is already waiting (up to the engine's
+//! batch limit), and commits them all in ONE transaction: one durable commit per batch instead
+//! of one per command. Under load batches grow by themselves (requests pile up during the
+//! commit), and when idle a lone request is committed at once, so latency does not suffer.
+//!
+//! Each request still gets its own answer. Inside the transaction the engine runs requests in
+//! channel order, each in its own `SAVEPOINT`: a conflict or a refused request rolls back
+//! alone and the others commit, and a later request for the same stream sees the rows of an
+//! earlier one, because it reads the stream's version inside the same transaction. Callers
+//! hear back only after the `COMMIT` succeeded; if the batch fails (the `COMMIT` included),
+//! every caller in it is told `Unavailable`. A caller that gave up no longer listens; its
+//! events are committed anyway, and a retry with the same event ids is answered as a
+//! duplicate. After each commit the writer moves [`EventStore::watch_head`]'s head to the
+//! newest position it appended.
+//!
+//! What is the engine's own — its SQL, how it takes and numbers the log, what it does with a
+//! failed connection, how big a batch may be — sits behind [`BatchCommit`], in its adapter.
+//!
+//! Dropping the [`GroupCommit`] handle (with the store) closes the channel; the writer
+//! finishes what is already queued, closes its connection and ends, dropping its sender of
+//! the head.
+//!
+//! [`EventStore::watch_head`]: commands::EventStore::watch_head
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use commands::{Appended, StoreError};
+use domain::NewEvent;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// One write, as queued for the writer task.
+pub(super) enum Write {
+    Append {
+        stream_id: String,
+        stream_type: String,
+        expected: u64,
+        events: Vec<NewEvent>,
+    },
+    Checkpoint {
+        reader: String,
+        position: u64,
+    },
+}
+
+/// What a committed write answers.
+pub(super) enum Written {
+    Appended(Appended),
+    Checkpoint,
+}
+
+/// One request's own answer, good or bad, inside a batch that committed.
+pub(super) type Answer = Result<Written, StoreError>;
+
+/// What an engine does for the writer task: commit one batch, and close at the end.
+pub(super) trait BatchCommit: Send + 'static {
+    /// Commits `writes` in ONE transaction, each in its own savepoint, and answers each
+    /// request's result in order. `Err` only for what fails the whole batch (nothing of it is
+    /// committed): every caller is then told that error. The engine rolls back and keeps or
+    /// drops its connection as it sees fit.
+    fn commit(
+        &mut self,
+        writes: &[Write],
+    ) -> impl Future<Output = Result<Vec<Answer>, StoreError>> + Send;
+
+    /// Closes the write connection once the queue is closed and empty.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// The stores' side of the writer task: hands writes over and hears their answers.
+pub(super) struct GroupCommit {
+    requests: mpsc::Sender<Request>,
+    batches: Arc<AtomicU64>,
+}
+
+impl GroupCommit {
+    /// Starts the writer task over `engine`: batches of at most `max_batch` requests, up to
+    /// `queue_capacity` waiting before submitting waits (back-pressure), each commit published
+    /// on `head`.
+    pub(super) fn start(
+        engine: impl BatchCommit,
+        max_batch: usize,
+        queue_capacity: usize,
+        head: watch::Sender<u64>,
+    ) -> Self {
+        let (requests, queue) = mpsc::channel(queue_capacity);
+        let batches = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            engine,
+            queue,
+            max_batch,
+            head,
+            batches: batches.clone(),
+        };
+        tokio::spawn(writer.run());
+        Self { requests, batches }
+    }
+
+    /// How many transactions the writer has committed (for `/metrics`: appends divided by
+    /// batches is the group-commit factor).
+    pub(super) fn batches_committed(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Appends through the writer; `events` must not be empty (an empty append writes
+    /// nothing and is the adapter's to answer).
+    pub(super) async fn append(
+        &self,
+        stream_id: &str,
+        stream_type: &str,
+        expected: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let write = Write::Append {
+            stream_id: stream_id.to_owned(),
+            stream_type: stream_type.to_owned(),
+            expected,
+            events,
+        };
+        match self.submit(write).await? {
+            Written::Appended(appended) => Ok(appended),
+            Written::Checkpoint => Err(StoreError::Corrupt("writer mixed up answers".into())),
+        }
+    }
+
+    /// Saves a checkpoint through the writer, so a relay's checkpoints share the appends'
+    /// commits.
+    pub(super) async fn save_checkpoint(
+        &self,
+        reader: &str,
+        position: u64,
+    ) -> Result<(), StoreError> {
+        let write = Write::Checkpoint {
+            reader: reader.to_owned(),
+            position,
+        };
+        self.submit(write).await.map(|_| ())
+    }
+
+    /// Hands a write to the writer task and waits for its answer, which comes after COMMIT.
+    async fn submit(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { write, reply })
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+/// Moves a head forward (never back), waking watchers only when it moved.
+pub(super) fn advance(head: &watch::Sender<u64>, to: u64) {
+    head.send_if_modified(|head| {
+        let moved = to > *head;
+        *head = (*head).max(to);
+        moved
+    });
+}
+
+struct Request {
+    write: Write,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The task that owns the engine's write connection; see the module docs.
+struct Writer<E> {
+    engine: E,
+    queue: mpsc::Receiver<Request>,
+    max_batch: usize,
+    head: watch::Sender<u64>,
+    batches: Arc<AtomicU64>,
+}
+
+impl<E: BatchCommit> Writer<E> {
+    async fn run(mut self) {
+        while let Some(first) = self.queue.recv().await {
+            let (writes, replies): (Vec<_>, Vec<_>) = self
+                .drain(first)
+                .into_iter()
+                .map(|request| (request.write, request.reply))
+                .unzip();
+            let answers = self.commit_batch(&writes).await;
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                // A caller that gave up no longer listens; see the module docs.
+                let _ = reply.send(answer);
+            }
+        }
+        self.engine.close().await;
+    }
+
+    /// The first request plus every request already waiting, up to `max_batch`.
+    fn drain(&mut self, first: Request) -> Vec<Request> {
+        let mut batch = vec![first];
+        while batch.len() < self.max_batch {
+            match self.queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Commits the batch and returns each request's answer, in order.
+    async fn commit_batch(&mut self, writes: &[Write]) -> Vec<Answer> {
+        match self.engine.commit(writes).await {
+            Ok(answers) => {
+                self.batches.fetch_add(1, Ordering::Relaxed);
+                if let Some(newest) = newest_position(&answers) {
+                    advance(&self.head, newest);
+                }
+                tracing::debug!(requests = writes.len(), "committed a batch");
+                answers
+            }
+            Err(failure) => writes.iter().map(|_| Err(failure.clone())).collect(),
+        }
+    }
+}
+
+/// The highest position the batch appended, if it appended anything new.
+fn newest_position(answers: &[Answer]) -> Option<u64> {
+    answers
+        .iter()
+        .filter_map(|answer| match answer {
+            Ok(Written::Appended(a)) if !a.duplicate => Some(a.position),
+            _ => None,
+        })
+        .max()
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the event store's writer has stopped".into())
+}
