@@ -4,10 +4,12 @@
 //! - [`spawn_app`] / [`spawn_app_in`]: a fresh or an existing data directory.
 //! - [`TestApp`]: an HTTP client bound to one app, with the calls tests repeat.
 //! - [`browser`]: a small Chrome DevTools Protocol driver for headless Chromium.
+//! - [`fakes`]: local HTTP fakes of Azure services that enforce their documented contracts.
 //!
 //! Tracing stays quiet unless `TEST_LOG` is set.
 
 pub mod browser;
+pub mod fakes;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};

@@ -2,14 +2,14 @@
 //!
 //! - [`event_store`]: `EventStore` adapters (SQLite, PostgreSQL) and the conformance suite they
 //!   all pass.
-//! - [`bus`]: the `EventBus` (topic) port, its adapters (in-process, RabbitMQ), their
-//!   conformance suite, and the consumer loop.
+//! - [`bus`]: the `EventBus` (topic) port, its adapters (in-process, RabbitMQ, and Azure Service
+//!   Bus behind the `azure` feature), their conformance suite, and the consumer loop.
 //! - [`relay`]: publishes the store's global log to the topic from a durable checkpoint, while
 //!   it holds the store's relay lease.
 //! - [`views`]: `ViewStore` adapters (in-memory, Redis) and their conformance suite.
 //! - [`payment`]: the sandbox `PaymentGateway`.
-//! - [`push`]: the embedded `PushSender` (log, optional JSONL file, installations in the view
-//!   store).
+//! - [`push`]: `PushSender` adapters: embedded (log, optional JSONL file, installations in the
+//!   view store) and Azure Notification Hubs (REST, SAS auth), and their conformance suite.
 
 pub mod bus;
 pub mod event_store;

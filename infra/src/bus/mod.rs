@@ -4,6 +4,8 @@
 //! - [`memory`]: the in-process topic (the embedded default).
 //! - [`rabbitmq`]: the RabbitMQ topic (durable queues per subscription, publisher confirms,
 //!   retry queues with growing delays, dead-letter queues, reconnects).
+//! - `service_bus` (feature `azure`): the Azure Service Bus topic (REST, peek-lock, abandon
+//!   with the retry delay, dead-lettering by the subscriptions' max delivery count).
 //! - [`consumer`]: the loop that runs a handler over a subscription with bounded concurrency,
 //!   acking after the handler's side effect and nacking (retry, then dead letter) on failure.
 //! - [`conformance`]: the port's one conformance suite. Every adapter runs it through
@@ -15,6 +17,8 @@ pub mod conformance;
 pub mod consumer;
 pub mod memory;
 pub mod rabbitmq;
+#[cfg(feature = "azure")]
+pub mod service_bus;
 
 use async_trait::async_trait;
 use domain::RecordedEvent;

@@ -1,0 +1,490 @@
+//! The Azure Notification Hubs push sender: a small REST client (reqwest, hmac, sha2, base64),
+//! because no maintained Rust crate for Notification Hubs exists.
+//!
+//! What it does:
+//! - [`PushSender::register`] reads the installation (`GET`), refuses an id whose
+//!   `customer:{id}` tag names another customer, then creates or overwrites it (`PUT`) with the
+//!   device's platform (`apns`, `fcmv1`, `wns`), push channel, tags and one *template* for its
+//!   platform (APNs JSON, FCM v1 JSON, WNS toast XML), so that one template send reaches every
+//!   device of a customer whatever its platform.
+//! - [`PushSender::delete`] reads the installation (404: `false`; another customer's:
+//!   [`PushError::NotOwner`]) and deletes it.
+//! - [`PushSender::send`] posts a template notification to the tag expression
+//!   `customer:{id}` with string properties `title`, `order_id`, `status`, `version`,
+//!   `event_id` and `reason` (when there is one); the event id lets a device drop a duplicate.
+//! - Every request carries a fresh SAS token (`sr`, `sig`, `se`, `skn`; valid for
+//!   [`NotificationHubsSettings::token_ttl`]) and the api-version [`API_VERSION`]. 429 and 5xx
+//!   (and transport errors) are retried with exponential backoff, honouring `Retry-After`, for
+//!   at most [`RetryPolicy::attempts`] attempts; any other 4xx fails at once. All failures map
+//!   to [`PushError::Unavailable`] with the status and a clipped body, in one function (`failure`).
+//!
+//! Microsoft documentation followed (learn.microsoft.com, REST API reference for Notification
+//! Hubs, `rest/api/notificationhubs/...`):
+//! - "Shared Access Signature authentication with Service Bus" and "Generate SAS token" (token
+//!   format, string to sign `<url-encoded resource URI>\n<expiry>`, HMAC-SHA256 keyed with the
+//!   key's UTF-8 bytes);
+//! - "Create or overwrite an installation" (`create-overwrite-installation`), "Read an
+//!   installation" (`get-installation`), "Delete an installation" (`delete-installation`, 204
+//!   even when missing);
+//! - "Send a template notification" (`send-template-notification`: `ServiceBusNotification-Format:
+//!   template`, `ServiceBusNotification-Tags`, a JSON body of string properties);
+//! - "Google Firebase Cloud Messaging migration using REST API" (`azure/notification-hubs/
+//!   firebase-migration-rest`: the `fcmv1` platform). The reference pages still show
+//!   `api-version=2015-01`; the FCM v1 platform needs a newer data-plane version, `2023-10-01`,
+//!   which is what [`API_VERSION`] is (not verified against a live hub).
+//!
+//! Not covered: native (non-template) sends, scheduled sends, registrations (the older API),
+//! installation PATCH, per-message telemetry, PNS feedback, Azure AD authentication, and
+//! `Retry-After` given as an HTTP date (only delay-seconds is read). Register is a read then a
+//! write, not atomic: Notification Hubs has no conditional PUT for installations, so two
+//! customers registering one new id at the same instant can race (the last write wins). A send
+//! retried after a 5xx may reach a device twice; devices de-duplicate by `event_id`.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use projections::notifier::{Installation, Notification, PushError, PushSender};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use uuid::Uuid;
+
+/// The data-plane api-version sent with every request (the first that knows `fcmv1`).
+pub const API_VERSION: &str = "2023-10-01";
+
+/// How much of an error body goes into an error message.
+const BODY_CLIP: usize = 300;
+
+/// The APNs template: the alert shows the title; the order and status travel as custom keys.
+pub const APNS_TEMPLATE: &str = r#"{"aps":{"alert":"$(title)"},"order_id":"$(order_id)","status":"$(status)","event_id":"$(event_id)"}"#;
+/// The FCM v1 template: a notification with the title, the order and status as data.
+pub const FCMV1_TEMPLATE: &str = r#"{"message":{"notification":{"title":"$(title)"},"data":{"order_id":"$(order_id)","status":"$(status)","event_id":"$(event_id)"}}}"#;
+/// The WNS toast template.
+pub const WNS_TEMPLATE: &str = r#"<toast launch="order=$(order_id)"><visual><binding template="ToastText02"><text id="1">$(title)</text><text id="2">$(status)</text></binding></visual></toast>"#;
+
+/// The name under which an installation carries its template.
+const TEMPLATE_NAME: &str = "order-status";
+
+/// A SAS key: never printed, never logged.
+#[derive(Clone)]
+pub struct SasKey(String);
+
+impl SasKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SasKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SasKey(<redacted>)")
+    }
+}
+
+/// How often and how patiently a throttled or failing request is tried again.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// The first backoff; it doubles per attempt.
+    pub base_delay: Duration,
+    /// No wait (backoff or `Retry-After`) is longer than this.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NotificationHubsSettings {
+    /// The Service Bus namespace (`{namespace}.servicebus.windows.net`).
+    pub namespace: String,
+    pub hub: String,
+    /// The shared access policy's name (`skn`), e.g. `DefaultFullSharedAccessSignature`.
+    pub key_name: String,
+    pub key: SasKey,
+    /// Replaces `https://{namespace}.servicebus.windows.net` (tests point it at a fake).
+    pub base_url: Option<String>,
+    /// How long each SAS token is valid.
+    pub token_ttl: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl NotificationHubsSettings {
+    pub fn new(
+        namespace: impl Into<String>,
+        hub: impl Into<String>,
+        key_name: impl Into<String>,
+        key: SasKey,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            hub: hub.into(),
+            key_name: key_name.into(),
+            key,
+            base_url: None,
+            token_ttl: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+pub struct NotificationHubsPush {
+    client: reqwest::Client,
+    /// `{base}/{hub}`, no trailing slash.
+    hub_url: String,
+    key_name: String,
+    key: SasKey,
+    token_ttl: Duration,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for NotificationHubsPush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotificationHubsPush")
+            .field("hub_url", &self.hub_url)
+            .field("key_name", &self.key_name)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// What one HTTP exchange came back with.
+struct Answer {
+    status: StatusCode,
+    body: String,
+}
+
+impl NotificationHubsPush {
+    pub fn new(settings: NotificationHubsSettings) -> Result<Self, PushError> {
+        let base = settings
+            .base_url
+            .unwrap_or_else(|| format!("https://{}.servicebus.windows.net", settings.namespace));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| PushError::Unavailable(format!("notification hubs client: {e}")))?;
+        Ok(Self {
+            client,
+            hub_url: format!("{}/{}", base.trim_end_matches('/'), settings.hub),
+            key_name: settings.key_name,
+            key: settings.key,
+            token_ttl: settings.token_ttl,
+            retry: settings.retry,
+        })
+    }
+
+    fn installation_url(&self, id: &str) -> String {
+        format!("{}/installations/{}", self.hub_url, encode(id))
+    }
+
+    /// The `Authorization` value for a request to `resource` (its URL without the query).
+    fn token(&self, resource: &str) -> String {
+        let expiry = SystemTime::now()
+            .checked_add(self.token_ttl)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        sas_token(resource, &self.key_name, self.key.expose(), expiry)
+    }
+
+    /// One request, retried on 429, 5xx and transport errors; any answer that is not retried
+    /// (2xx, 404 or another 4xx) is returned for the caller to judge.
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Result<Answer, PushError> {
+        let mut attempt = 1;
+        loop {
+            let mut request = self
+                .client
+                .request(method.clone(), url)
+                .query(&[("api-version", API_VERSION)])
+                .header("Authorization", self.token(url))
+                .header("x-ms-version", API_VERSION);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+            let (retry_after, last) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get("Retry-After")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let body = response.text().await.unwrap_or_default();
+                    let answer = Answer { status, body };
+                    if !retryable(status) {
+                        return Ok(answer);
+                    }
+                    (retry_after, failure(&method, url, Cause::Answer(&answer)))
+                }
+                Err(error) => (None, failure(&method, url, Cause::Transport(error))),
+            };
+            if attempt >= self.retry.attempts {
+                return Err(last);
+            }
+            let backoff = self
+                .retry
+                .base_delay
+                .saturating_mul(1 << (attempt - 1).min(16));
+            let wait = retry_after.unwrap_or(backoff).min(self.retry.max_delay);
+            tracing::debug!(%method, path = path_of(url), attempt, ?wait, "notification hubs: retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// The installation as the hub has it, `None` if it has none by that id.
+    async fn read(&self, id: &str) -> Result<Option<Value>, PushError> {
+        let url = self.installation_url(id);
+        let answer = self.call(Method::GET, &url, &[], None).await?;
+        match answer.status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => serde_json::from_str(&answer.body)
+                .map(Some)
+                .map_err(|e| failure(&Method::GET, &url, Cause::Unreadable(e))),
+            _ => Err(failure(&Method::GET, &url, Cause::Answer(&answer))),
+        }
+    }
+}
+
+/// The customer an installation read from the hub belongs to, by its `customer:{id}` tag.
+fn owner(installation: &Value) -> Option<Uuid> {
+    installation["tags"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|tag| tag.strip_prefix("customer:"))
+        .and_then(|id| Uuid::parse_str(id).ok())
+}
+
+fn check_owner(existing: Option<&Value>, customer: Uuid) -> Result<(), PushError> {
+    match existing.and_then(owner) {
+        Some(other) if other != customer => Err(PushError::NotOwner),
+        _ => Ok(()),
+    }
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// Why a request failed.
+enum Cause<'a> {
+    /// The hub answered with a status that is not success.
+    Answer(&'a Answer),
+    /// No answer: connection, TLS or timeout.
+    Transport(reqwest::Error),
+    /// A success whose body cannot be read.
+    Unreadable(serde_json::Error),
+}
+
+/// Every failure of this adapter, in one place: the port knows only "unavailable" (NotOwner is
+/// decided before any write, from a successful read). A 401 names the credentials, so an
+/// operator sees a wrong key at once; the body is clipped and the token is never part of it.
+fn failure(method: &Method, url: &str, cause: Cause<'_>) -> PushError {
+    let path = path_of(url);
+    let detail = match cause {
+        Cause::Answer(answer) => {
+            let what = match answer.status {
+                StatusCode::UNAUTHORIZED => "the SAS token was refused (wrong key or key name?)",
+                StatusCode::FORBIDDEN => "forbidden or quota exceeded",
+                StatusCode::TOO_MANY_REQUESTS => "throttled",
+                s if s.is_server_error() => "service error",
+                _ => "request refused",
+            };
+            let body: String = answer.body.chars().take(BODY_CLIP).collect();
+            format!("{} {what}: {body}", answer.status.as_u16())
+        }
+        // Without the URL: it is the path above, and the query is only the api-version.
+        Cause::Transport(error) => format!("no answer: {}", error.without_url()),
+        Cause::Unreadable(error) => format!("unreadable answer: {error}"),
+    };
+    PushError::Unavailable(format!("notification hubs {method} {path}: {detail}"))
+}
+
+/// The URL's path, for messages (the host is configuration, the query is the api-version).
+fn path_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.find('/').map_or("/", |i| &rest[i..])
+}
+
+/// A Service Bus SAS token for `resource`: `sr` is the lowercased, URL-encoded resource URI,
+/// `sig` the URL-encoded base64 HMAC-SHA256 of `"{sr}\n{expiry}"` keyed with the key's bytes.
+pub fn sas_token(resource: &str, key_name: &str, key: &str, expiry: u64) -> String {
+    let sr = encode(&resource.to_lowercase());
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(format!("{sr}\n{expiry}").as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!(
+        "SharedAccessSignature sr={sr}&sig={}&se={expiry}&skn={}",
+        encode(&sig),
+        encode(key_name)
+    )
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The installation body: platform, channel, tags, and the one template of its platform.
+fn installation_body(installation: &Installation) -> Result<Value, PushError> {
+    let template = match installation.platform.as_str() {
+        "apns" => json!({ "body": APNS_TEMPLATE, "tags": [TEMPLATE_NAME] }),
+        "fcmv1" => json!({ "body": FCMV1_TEMPLATE, "tags": [TEMPLATE_NAME] }),
+        "wns" => json!({
+            "body": WNS_TEMPLATE,
+            "headers": { "X-WNS-Type": "wns/toast" },
+            "tags": [TEMPLATE_NAME],
+        }),
+        other => {
+            return Err(PushError::Unavailable(format!(
+                "platform {other} is not apns, fcmv1 or wns"
+            )));
+        }
+    };
+    Ok(json!({
+        "installationId": installation.installation_id,
+        "platform": installation.platform,
+        "pushChannel": installation.push_channel,
+        "tags": installation.tags,
+        "templates": { TEMPLATE_NAME: template },
+    }))
+}
+
+/// The template properties of a notification: all strings, as the send API requires.
+fn properties(notification: &Notification) -> Value {
+    let order = notification.order_id.simple().to_string();
+    let mut properties = json!({
+        "title": format!("Order {} {}", &order[..8], notification.status),
+        "order_id": notification.order_id.to_string(),
+        "status": notification.status,
+        "version": notification.version.to_string(),
+        "event_id": notification.event_id.to_string(),
+    });
+    if let Some(reason) = &notification.reason {
+        properties["reason"] = Value::String(reason.clone());
+    }
+    properties
+}
+
+#[async_trait]
+impl PushSender for NotificationHubsPush {
+    #[tracing::instrument(skip(self, notification), fields(order_id = %notification.order_id, status = %notification.status))]
+    async fn send(&self, notification: &Notification) -> Result<(), PushError> {
+        let url = format!("{}/messages/", self.hub_url);
+        let tag = notification.tag();
+        let headers = [
+            ("Content-Type", "application/json;charset=utf-8"),
+            ("ServiceBusNotification-Format", "template"),
+            ("ServiceBusNotification-Tags", tag.as_str()),
+        ];
+        let body = properties(notification).to_string();
+        let answer = self.call(Method::POST, &url, &headers, Some(body)).await?;
+        if answer.status.is_success() {
+            Ok(())
+        } else {
+            Err(failure(&Method::POST, &url, Cause::Answer(&answer)))
+        }
+    }
+
+    #[tracing::instrument(skip(self, installation), fields(installation_id = %installation.installation_id))]
+    async fn register(&self, installation: Installation) -> Result<(), PushError> {
+        let existing = self.read(&installation.installation_id).await?;
+        check_owner(existing.as_ref(), installation.customer_id)?;
+        let url = self.installation_url(&installation.installation_id);
+        let body = installation_body(&installation)?.to_string();
+        let headers = [("Content-Type", "application/json")];
+        let answer = self.call(Method::PUT, &url, &headers, Some(body)).await?;
+        if answer.status.is_success() {
+            Ok(())
+        } else {
+            Err(failure(&Method::PUT, &url, Cause::Answer(&answer)))
+        }
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn delete(&self, customer_id: Uuid, installation_id: &str) -> Result<bool, PushError> {
+        let Some(existing) = self.read(installation_id).await? else {
+            return Ok(false);
+        };
+        check_owner(Some(&existing), customer_id)?;
+        let url = self.installation_url(installation_id);
+        let answer = self.call(Method::DELETE, &url, &[], None).await?;
+        if answer.status.is_success() {
+            Ok(true)
+        } else {
+            Err(failure(&Method::DELETE, &url, Cause::Answer(&answer)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_never_prints() {
+        let settings = NotificationHubsSettings::new("ns", "hub", "policy", SasKey::new("s3cr3t"));
+        let push = NotificationHubsPush::new(settings.clone()).unwrap();
+        assert!(!format!("{settings:?}").contains("s3cr3t"));
+        assert!(!format!("{push:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_token_has_the_documented_fields_in_order() {
+        let token = sas_token(
+            "https://NS.servicebus.windows.net/hub",
+            "policy",
+            "key",
+            1000,
+        );
+        assert!(
+            token.starts_with(
+                "SharedAccessSignature sr=https%3A%2F%2Fns.servicebus.windows.net%2Fhub&sig="
+            ),
+            "{token}"
+        );
+        assert!(token.ends_with("&se=1000&skn=policy"), "{token}");
+    }
+
+    #[test]
+    fn a_path_excludes_host_and_query() {
+        assert_eq!(
+            path_of("http://127.0.0.1:1/hub/messages/"),
+            "/hub/messages/"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Local HTTP fakes of cloud services that cannot be reached from here. Each enforces the
+//! documented contract of its service (and says in its doc comment which documentation it
+//! follows), so an adapter that passes against it speaks the real protocol.
+//!
+//! - [`notification_hubs`]: Azure Notification Hubs (SAS auth, installations, template sends).
+
+pub mod notification_hubs;
+pub mod service_bus;

@@ -1,0 +1,563 @@
+//! A local Azure Service Bus (one namespace, one topic and its subscriptions) speaking the REST
+//! protocol the `azure_messaging_servicebus` 0.21 crate uses, and enforcing its documented
+//! contract rather than saying yes. It follows these Microsoft pages:
+//!
+//! - *Service Bus access control with Shared Access Signatures* (token
+//!   `SharedAccessSignature sr=…&sig=…&se=…&skn=…`, signature = base64 HMAC-SHA256 with the key over
+//!   `"{url-encoded resource}\n{expiry}"`, the resource a prefix of the request URI): anything
+//!   else, an expired token or another key name is answered `401`.
+//! - *Send Message* (`POST /{topic}/messages`, `BrokerProperties` JSON header, `201 Created`) and
+//!   *Duplicate detection* (a `MessageId` seen within the window is accepted and dropped).
+//! - *Peek-Lock Message (Non-Destructive Read)*
+//!   (`POST /{topic}/subscriptions/{sub}/messages/head?timeout=N`): `201` with the body,
+//!   `BrokerProperties` (`DeliveryCount`, `LockToken`, `LockedUntilUtc`, `MessageId`,
+//!   `SequenceNumber`, …) and `Location` (the lock's URI), or `204` once `timeout` seconds pass
+//!   with nothing to give.
+//! - *Delete Message* (`DELETE {location}`, complete) and *Unlock Message* (`PUT {location}`,
+//!   abandon): `200`; `404` for a lock it does not know, `410` for one that expired. *Renew-Lock*
+//!   (`POST {location}`) extends it.
+//! - *Message transfers, locks and settlement* and *Dead-letter queues*: a lock lasts the
+//!   subscription's lock duration; `DeliveryCount` grows with each lock taken; a message
+//!   abandoned or whose lock expires is available again, unless its delivery count has reached
+//!   the max delivery count, in which case it moves to `{sub}/$DeadLetterQueue` with the
+//!   `DeadLetterReason` `MaxDeliveryCountExceeded`. The dead-letter queue is read the same way,
+//!   and never dead-letters again.
+//!
+//! Locks run on Tokio's clock; the configured lock duration and windows are short in tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+const DEAD_LETTER_QUEUE: &str = "$DeadLetterQueue";
+
+/// What the fake namespace holds and how its entities are configured.
+#[derive(Debug, Clone)]
+pub struct ServiceBusConfig {
+    pub namespace: String,
+    pub topic: String,
+    pub key_name: String,
+    pub key: String,
+    pub subscriptions: Vec<String>,
+    pub lock_duration: Duration,
+    pub max_delivery_count: u32,
+    pub duplicate_detection_window: Duration,
+}
+
+impl ServiceBusConfig {
+    /// A namespace with a fresh name, a 2 s lock and the given max delivery count.
+    pub fn new(subscriptions: &[&str], max_delivery_count: u32) -> Self {
+        Self {
+            namespace: format!(
+                "orderflow-test-{}",
+                &Uuid::new_v4().simple().to_string()[..8]
+            ),
+            topic: "events".into(),
+            key_name: "orderflow-role".into(),
+            key: STANDARD.encode(Uuid::new_v4().as_bytes()),
+            subscriptions: subscriptions.iter().map(|s| (*s).to_owned()).collect(),
+            lock_duration: Duration::from_secs(2),
+            max_delivery_count,
+            duplicate_detection_window: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The running fake; the server stops when this is dropped.
+pub struct ServiceBusFake {
+    pub base_url: String,
+    pub config: ServiceBusConfig,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for ServiceBusFake {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl ServiceBusFake {
+    pub async fn start(config: ServiceBusConfig) -> Self {
+        let subscriptions = config
+            .subscriptions
+            .iter()
+            .map(|name| (name.clone(), SubscriptionState::default()))
+            .collect();
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            state: Mutex::new(Namespace {
+                subscriptions,
+                seen_ids: HashMap::new(),
+                next_sequence: 1,
+                unauthorized: 0,
+            }),
+            arrived: Notify::new(),
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the Service Bus fake");
+        let address = listener.local_addr().expect("fake address");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base_url: format!("http://{address}"),
+            config,
+            shared,
+            server,
+        }
+    }
+
+    /// Message ids in a subscription's dead-letter queue, in order.
+    pub fn dead_lettered(&self, subscription: &str) -> Vec<String> {
+        self.ids(subscription, true)
+    }
+
+    /// Message ids still in a subscription (available or locked), in order.
+    pub fn active(&self, subscription: &str) -> Vec<String> {
+        self.ids(subscription, false)
+    }
+
+    /// Requests refused with 401 so far.
+    pub fn unauthorized(&self) -> usize {
+        self.shared.lock().unauthorized
+    }
+
+    fn ids(&self, subscription: &str, dead: bool) -> Vec<String> {
+        let mut state = self.shared.lock();
+        let config = &self.shared.config;
+        state
+            .subscriptions
+            .get_mut(subscription)
+            .map(|s| {
+                s.expire_locks(config.max_delivery_count);
+                let queue = if dead { &s.dead } else { &s.active };
+                queue.iter().map(|m| m.message_id.clone()).collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+struct Shared {
+    config: ServiceBusConfig,
+    state: Mutex<Namespace>,
+    /// Woken when something becomes available to receive.
+    arrived: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Namespace> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn host(&self) -> String {
+        format!("{}.servicebus.windows.net", self.config.namespace)
+    }
+}
+
+struct Namespace {
+    subscriptions: HashMap<String, SubscriptionState>,
+    /// Duplicate detection: message id → when first accepted.
+    seen_ids: HashMap<String, Instant>,
+    next_sequence: i64,
+    unauthorized: usize,
+}
+
+#[derive(Default)]
+struct SubscriptionState {
+    active: Vec<Message>,
+    dead: Vec<Message>,
+}
+
+#[derive(Clone)]
+struct Message {
+    sequence: i64,
+    message_id: String,
+    label: Option<String>,
+    content_type: Option<String>,
+    body: Bytes,
+    enqueued: DateTime<Utc>,
+    delivery_count: u32,
+    lock: Option<Lock>,
+    dead_letter_reason: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+struct Lock {
+    token: Uuid,
+    until: Instant,
+    until_utc: DateTime<Utc>,
+}
+
+impl SubscriptionState {
+    fn queue(&mut self, dead: bool) -> &mut Vec<Message> {
+        if dead {
+            &mut self.dead
+        } else {
+            &mut self.active
+        }
+    }
+
+    /// Locks that lapsed are released as if abandoned.
+    fn expire_locks(&mut self, max_delivery_count: u32) {
+        let now = Instant::now();
+        for dead in [false, true] {
+            let expired: Vec<i64> = self
+                .queue(dead)
+                .iter()
+                .filter(|m| m.lock.is_some_and(|l| l.until <= now))
+                .map(|m| m.sequence)
+                .collect();
+            for sequence in expired {
+                self.release(dead, sequence, max_delivery_count);
+            }
+        }
+    }
+
+    /// Unlocks a message: available again, or dead-lettered once its delivery count reached the
+    /// maximum (never from the dead-letter queue itself).
+    fn release(&mut self, dead: bool, sequence: i64, max_delivery_count: u32) {
+        let queue = self.queue(dead);
+        let Some(at) = queue.iter().position(|m| m.sequence == sequence) else {
+            return;
+        };
+        queue[at].lock = None;
+        if !dead && queue[at].delivery_count >= max_delivery_count {
+            let mut message = queue.remove(at);
+            message.dead_letter_reason = Some("MaxDeliveryCountExceeded".into());
+            let position = self.dead.partition_point(|m| m.sequence < message.sequence);
+            self.dead.insert(position, message);
+        }
+    }
+}
+
+type Answer = Response;
+
+fn status(code: StatusCode, why: &str) -> Answer {
+    (code, why.to_owned()).into_response()
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let path = uri.path().to_owned();
+    if let Err(why) = authorize(&shared, &headers, &path) {
+        shared.lock().unauthorized += 1;
+        return status(StatusCode::UNAUTHORIZED, why);
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let topic = shared.config.topic.as_str();
+    match (method.clone(), segments.as_slice()) {
+        (Method::POST, [t, "messages"]) if *t == topic => send(&shared, &headers, body),
+        (_, [t, "subscriptions", sub, rest @ ..]) if *t == topic => {
+            let (dead, rest) = match rest {
+                [DEAD_LETTER_QUEUE, rest @ ..] => (true, rest),
+                _ => (false, rest),
+            };
+            if !shared.lock().subscriptions.contains_key(*sub) {
+                return status(StatusCode::NOT_FOUND, "no such subscription");
+            }
+            match (method, rest) {
+                (Method::POST, ["messages", "head"]) => {
+                    let timeout = query_timeout(&uri);
+                    receive(&shared, sub, dead, timeout).await
+                }
+                (method, ["messages", id, token]) => settle(&shared, &method, sub, dead, id, token),
+                _ => status(StatusCode::METHOD_NOT_ALLOWED, "not part of the fake"),
+            }
+        }
+        _ => status(StatusCode::NOT_FOUND, "no such entity"),
+    }
+}
+
+/// Checks the SAS token the way Service Bus documents it.
+fn authorize(shared: &Shared, headers: &HeaderMap, path: &str) -> Result<(), &'static str> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("SharedAccessSignature "))
+        .ok_or("no SharedAccessSignature")?;
+    let fields: HashMap<&str, &str> = token.split('&').filter_map(|p| p.split_once('=')).collect();
+    let field = |name| fields.get(name).copied().ok_or("incomplete token");
+    let (sr, sig, se, skn) = (field("sr")?, field("sig")?, field("se")?, field("skn")?);
+    if skn != shared.config.key_name {
+        return Err("unknown key name");
+    }
+    let expiry: i64 = se.parse().map_err(|_| "bad expiry")?;
+    if expiry <= Utc::now().timestamp() {
+        return Err("token expired");
+    }
+    let signature = STANDARD
+        .decode(url_decode(sig))
+        .map_err(|_| "bad signature encoding")?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(shared.config.key.as_bytes()).map_err(|_| "bad key")?;
+    mac.update(format!("{sr}\n{se}").as_bytes());
+    mac.verify_slice(&signature)
+        .map_err(|_| "signature mismatch")?;
+    let resource = url_decode(sr).to_lowercase();
+    let resource = resource.split('?').next().unwrap_or_default();
+    let target = format!("https://{}{path}", shared.host()).to_lowercase();
+    if !resource.starts_with("https://") || !target.starts_with(resource) {
+        return Err("the token is for another resource");
+    }
+    Ok(())
+}
+
+/// `application/x-www-form-urlencoded` decoding (`+` is a space).
+fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(byte) => {
+                    out.push(byte);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_timeout(uri: &Uri) -> Duration {
+    let seconds = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == "timeout")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(60);
+    Duration::from_secs(seconds.min(60))
+}
+
+fn send(shared: &Shared, headers: &HeaderMap, body: Bytes) -> Answer {
+    let properties: Value = match headers.get("brokerproperties") {
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .and_then(|v| serde_json::from_str(v).ok())
+        {
+            Some(properties) => properties,
+            None => return status(StatusCode::BAD_REQUEST, "BrokerProperties is not JSON"),
+        },
+        None => json!({}),
+    };
+    let text = |name: &str| {
+        properties
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let message_id = text("MessageId").unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+    let mut state = shared.lock();
+    let now = Instant::now();
+    let window = shared.config.duplicate_detection_window;
+    state
+        .seen_ids
+        .retain(|_, at| now.duration_since(*at) < window);
+    if state.seen_ids.contains_key(&message_id) {
+        // Accepted and dropped, as duplicate detection does.
+        return status(StatusCode::CREATED, "");
+    }
+    state.seen_ids.insert(message_id.clone(), now);
+    let sequence = state.next_sequence;
+    state.next_sequence += 1;
+    let message = Message {
+        sequence,
+        message_id,
+        label: text("Label"),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body,
+        enqueued: Utc::now(),
+        delivery_count: 0,
+        lock: None,
+        dead_letter_reason: None,
+    };
+    for subscription in state.subscriptions.values_mut() {
+        subscription.active.push(message.clone());
+    }
+    drop(state);
+    shared.arrived.notify_waiters();
+    status(StatusCode::CREATED, "")
+}
+
+async fn receive(shared: &Shared, sub: &str, dead: bool, timeout: Duration) -> Answer {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let arrived = shared.arrived.notified();
+        if let Some(answer) = take(shared, sub, dead) {
+            return answer;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        // Also wake for locks that lapse, which nobody announces.
+        let nap = (deadline - now).min(Duration::from_millis(50));
+        tokio::select! {
+            _ = arrived => {}
+            _ = tokio::time::sleep(nap) => {}
+        }
+    }
+}
+
+/// Locks the first available message of the queue, if any.
+fn take(shared: &Shared, sub: &str, dead: bool) -> Option<Answer> {
+    let config = &shared.config;
+    let mut state = shared.lock();
+    let subscription = state.subscriptions.get_mut(sub)?;
+    subscription.expire_locks(config.max_delivery_count);
+    let message = subscription
+        .queue(dead)
+        .iter_mut()
+        .find(|m| m.lock.is_none())?;
+    let lock = Lock {
+        token: Uuid::new_v4(),
+        until: Instant::now() + config.lock_duration,
+        until_utc: Utc::now()
+            + chrono::Duration::from_std(config.lock_duration).unwrap_or_default(),
+    };
+    message.lock = Some(lock);
+    message.delivery_count += 1;
+    let message = message.clone();
+    drop(state);
+
+    let properties = json!({
+        "DeliveryCount": message.delivery_count,
+        "EnqueuedSequenceNumber": message.sequence,
+        "EnqueuedTimeUtc": http_date(message.enqueued),
+        "Label": message.label,
+        "LockToken": lock.token.to_string(),
+        "LockedUntilUtc": http_date(lock.until_utc),
+        "MessageId": message.message_id,
+        "SequenceNumber": message.sequence,
+        "State": if dead { "Deferred" } else { "Active" },
+        "TimeToLive": 1_209_600.0,
+    });
+    let queue = if dead {
+        format!("{sub}/{DEAD_LETTER_QUEUE}")
+    } else {
+        sub.to_owned()
+    };
+    let location = format!(
+        "https://{}/{}/subscriptions/{queue}/messages/{}/{}",
+        shared.host(),
+        config.topic,
+        message.sequence,
+        lock.token
+    );
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    put("brokerproperties", properties.to_string());
+    put("location", location);
+    if let Some(content_type) = &message.content_type {
+        put("content-type", content_type.clone());
+    }
+    if let Some(reason) = &message.dead_letter_reason {
+        // Custom properties travel as headers whose values are JSON.
+        put("deadletterreason", json!(reason).to_string());
+        let description = format!(
+            "Message could not be consumed after {} delivery attempts.",
+            config.max_delivery_count
+        );
+        put("deadlettererrordescription", json!(description).to_string());
+    }
+    Some((StatusCode::CREATED, headers, message.body).into_response())
+}
+
+fn settle(
+    shared: &Shared,
+    method: &Method,
+    sub: &str,
+    dead: bool,
+    id: &str,
+    token: &str,
+) -> Answer {
+    let config = &shared.config;
+    let mut state = shared.lock();
+    let Some(subscription) = state.subscriptions.get_mut(sub) else {
+        return status(StatusCode::NOT_FOUND, "no such subscription");
+    };
+    let now = Instant::now();
+    let found = subscription.queue(dead).iter_mut().find(|m| {
+        (m.sequence.to_string() == id || m.message_id == id)
+            && m.lock.is_some_and(|l| l.token.to_string() == token)
+    });
+    let Some(message) = found else {
+        return status(StatusCode::NOT_FOUND, "no message with that lock");
+    };
+    let Some(lock) = message.lock else {
+        return status(StatusCode::NOT_FOUND, "no message with that lock");
+    };
+    let sequence = message.sequence;
+    if lock.until <= now {
+        subscription.expire_locks(config.max_delivery_count);
+        drop(state);
+        shared.arrived.notify_waiters();
+        return status(StatusCode::GONE, "the lock expired");
+    }
+    match *method {
+        Method::DELETE => {
+            subscription.queue(dead).retain(|m| m.sequence != sequence);
+            status(StatusCode::OK, "")
+        }
+        Method::PUT => {
+            subscription.release(dead, sequence, config.max_delivery_count);
+            drop(state);
+            shared.arrived.notify_waiters();
+            status(StatusCode::OK, "")
+        }
+        Method::POST => {
+            message.lock = Some(Lock {
+                token: lock.token,
+                until: now + config.lock_duration,
+                until_utc: Utc::now()
+                    + chrono::Duration::from_std(config.lock_duration).unwrap_or_default(),
+            });
+            status(StatusCode::OK, "")
+        }
+        _ => status(StatusCode::METHOD_NOT_ALLOWED, "not part of the fake"),
+    }
+}
+
+/// RFC 1123 dates, as Service Bus writes them.
+fn http_date(at: DateTime<Utc>) -> String {
+    at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
