@@ -6,6 +6,7 @@
 //!   Bus behind the `azure` feature), their conformance suite, and the consumer loop.
 //! - [`relay`]: publishes the store's global log to the topic from a durable checkpoint, while
 //!   it holds the store's relay lease.
+//! - [`sas`]: the Azure shared access key type both Azure adapters sign with.
 //! - [`views`]: `ViewStore` adapters (in-memory, Redis) and their conformance suite.
 //! - [`payment`]: the sandbox `PaymentGateway`.
 //! - [`push`]: `PushSender` adapters: embedded (log, optional JSONL file, installations in the
@@ -16,6 +17,7 @@ pub mod event_store;
 pub mod payment;
 pub mod push;
 pub mod relay;
+pub mod sas;
 pub mod views;
 
 /// Resolves once `shutdown` turns true (or its sender is gone). Selecting on this instead of

@@ -51,7 +51,6 @@
 //! **Secrets.** The SAS key is a [`SasKey`], whose `Debug` and `Display` print `***`; nothing here
 //! logs it or the `Authorization` header.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,27 +77,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const DEAD_LETTER_QUEUE: &str = "$DeadLetterQueue";
 
-/// A SAS key: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SasKey(String);
-
-impl SasKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-}
-
-impl fmt::Debug for SasKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SasKey(***)")
-    }
-}
-
-impl fmt::Display for SasKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::sas::SasKey;
 
 /// Where the topic is and how to use it; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -191,7 +170,7 @@ impl ServiceBusTopic {
         if settings.namespace.is_empty() || settings.topic.is_empty() {
             return Err(invalid("namespace and topic are required"));
         }
-        if settings.key_name.is_empty() || settings.key.0.is_empty() {
+        if settings.key_name.is_empty() || settings.key.expose().is_empty() {
             return Err(invalid("the SAS key name and key are required"));
         }
         let http: Arc<dyn HttpClient> = Arc::new(RoutedClient::new(settings.base_url.as_deref())?);
@@ -200,7 +179,7 @@ impl ServiceBusTopic {
             settings.namespace.clone(),
             settings.topic.clone(),
             settings.key_name.clone(),
-            Secret::new(settings.key.0.clone()),
+            Secret::new(settings.key.expose().to_owned()),
         )
         .map_err(|e| service_bus_error("build the client", &e))?;
         let (closed, _) = watch::channel(false);

@@ -68,25 +68,7 @@ pub const WNS_TEMPLATE: &str = r#"<toast launch="order=$(order_id)"><visual><bin
 /// The name under which an installation carries its template.
 const TEMPLATE_NAME: &str = "order-status";
 
-/// A SAS key: never printed, never logged.
-#[derive(Clone)]
-pub struct SasKey(String);
-
-impl SasKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SasKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SasKey(<redacted>)")
-    }
-}
+pub use crate::sas::SasKey;
 
 /// How often and how patiently a throttled or failing request is tried again.
 #[derive(Debug, Clone)]
