@@ -45,12 +45,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app on an existing data directory (as a restart would).
 pub async fn spawn_app_in(data_dir: &Path) -> TestApp {
+    let settings = Settings::embedded("127.0.0.1:0".parse().unwrap(), data_dir.to_owned());
+    spawn_app_with(settings).await
+}
+
+/// Starts the app with these settings (fast retries are set here).
+pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
+    let data_dir = settings.data_dir.clone();
     TRACING.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
             services::telemetry::init("info");
         }
     });
-    let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap(), data_dir.to_owned());
     // Retries that fit in a test's patience.
     settings.retry.base_delay = Duration::from_millis(20);
     let app = Application::build(settings).await.expect("the app builds");
@@ -62,7 +68,7 @@ pub async fn spawn_app_in(data_dir: &Path) -> TestApp {
         address,
         client: reqwest::Client::new(),
         system,
-        data_dir: data_dir.to_owned(),
+        data_dir,
         _temp: None,
         stopper,
         server,

@@ -31,6 +31,12 @@ pub struct Settings {
     pub bus: String,
     /// `memory://` or `redis://...`.
     pub cache: String,
+    /// `log://` or `notificationhubs://NAMESPACE/HUB`.
+    pub push: String,
+    /// The Service Bus shared access key (`ORDERFLOW_SERVICEBUS_KEY`), for `servicebus://`.
+    pub servicebus_key: Option<Secret>,
+    /// The Notification Hubs shared access key (`ORDERFLOW_NOTIFICATIONHUBS_KEY`).
+    pub notificationhubs_key: Option<Secret>,
     pub roles: Roles,
     pub auth: AuthSettings,
     /// How subscriptions retry a failing event before dead-lettering it.
@@ -52,6 +58,9 @@ impl Settings {
             data_dir,
             bus: "memory://".into(),
             cache: "memory://".into(),
+            push: "log://".into(),
+            servicebus_key: None,
+            notificationhubs_key: None,
             roles: Roles::all(),
             auth: AuthSettings::Development,
             retry: RetryPolicy {
@@ -80,6 +89,10 @@ impl Settings {
         settings.store = pick(overrides.store, file.store, settings.store);
         settings.bus = pick(overrides.bus, file.bus, settings.bus);
         settings.cache = pick(overrides.cache, file.cache, settings.cache);
+        settings.push = pick(overrides.push, file.push, settings.push);
+        // Keys come from the environment only: never from a file that might be committed.
+        settings.servicebus_key = overrides.servicebus_key.map(Secret::new);
+        settings.notificationhubs_key = overrides.notificationhubs_key.map(Secret::new);
         if let Some(roles) = overrides.role.or(file.role) {
             settings.roles = Roles::parse(&roles)?;
         }
@@ -127,6 +140,9 @@ pub struct Overrides {
     pub store: Option<String>,
     pub bus: Option<String>,
     pub cache: Option<String>,
+    pub push: Option<String>,
+    pub servicebus_key: Option<String>,
+    pub notificationhubs_key: Option<String>,
     pub role: Option<String>,
     pub no_seed: bool,
     pub push_log: Option<PathBuf>,
@@ -145,6 +161,7 @@ struct FileSettings {
     store: Option<String>,
     bus: Option<String>,
     cache: Option<String>,
+    push: Option<String>,
     role: Option<String>,
     no_seed: Option<bool>,
     push_log: Option<PathBuf>,
@@ -287,6 +304,56 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// An Azure URL, `SCHEME://NAMESPACE/ENTITY?key-name=NAME&endpoint=URL`: the namespace, the
+/// entity (topic or hub), and the query parameters. Keys never travel in URLs: they come from
+/// the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureUrl {
+    pub namespace: String,
+    pub entity: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl AzureUrl {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let (_, rest) = url.split_once("://").context("not a URL")?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (namespace, entity) = path
+            .split_once('/')
+            .filter(|(n, e)| !n.is_empty() && !e.is_empty() && !e.contains('/'))
+            .with_context(|| format!("{url}: expected SCHEME://NAMESPACE/ENTITY"))?;
+        let params = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            entity: entity.to_owned(),
+            params,
+        })
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A required secret, with a message naming its environment variable when it is missing.
+pub fn required(secret: &Option<Secret>, variable: &str) -> anyhow::Result<String> {
+    secret
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("set {variable} (the shared access key; keys never go in URLs)"))
+}
+
 /// A URL with its password replaced, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -349,6 +416,20 @@ mod tests {
         assert_eq!(Roles::parse("all").unwrap(), Roles::all());
         assert!(Roles::parse("web,chef").is_err());
         assert!(Roles::parse(" , ").is_err());
+    }
+
+    #[test]
+    fn azure_urls_name_namespace_entity_and_options() {
+        let url =
+            AzureUrl::parse("servicebus://shop-ns/events?key-name=role&endpoint=http://x").unwrap();
+        assert_eq!(
+            (url.namespace.as_str(), url.entity.as_str()),
+            ("shop-ns", "events")
+        );
+        assert_eq!(url.param("key-name"), Some("role"));
+        assert_eq!(url.param("endpoint"), Some("http://x"));
+        assert!(AzureUrl::parse("servicebus://shop-ns").is_err());
+        assert!(AzureUrl::parse("servicebus:///events").is_err());
     }
 
     #[test]

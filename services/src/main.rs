@@ -60,12 +60,18 @@ struct Engines {
     /// [default: sqlite://DATA/orderflow.db].
     #[arg(long, env = "ORDERFLOW_STORE", value_name = "URL")]
     store: Option<String>,
-    /// Topic: memory:// or amqp://USER:PASS@HOST:PORT/VHOST[?prefix=NAME] [default: memory://].
+    /// Topic: memory://, amqp://USER:PASS@HOST:PORT/VHOST[?prefix=NAME] or, in builds with the
+    /// azure feature, servicebus://NAMESPACE/TOPIC (key in ORDERFLOW_SERVICEBUS_KEY)
+    /// [default: memory://].
     #[arg(long, env = "ORDERFLOW_BUS", value_name = "URL")]
     bus: Option<String>,
     /// Read-model cache: memory:// or redis://HOST:PORT[/DB][?prefix=NAME] [default: memory://].
     #[arg(long, env = "ORDERFLOW_CACHE", value_name = "URL")]
     cache: Option<String>,
+    /// Pushes: log:// (the log, and --push-log) or notificationhubs://NAMESPACE/HUB
+    /// (key in ORDERFLOW_NOTIFICATIONHUBS_KEY) [default: log://].
+    #[arg(long, env = "ORDERFLOW_PUSH", value_name = "URL")]
+    push: Option<String>,
 }
 
 impl Engines {
@@ -76,6 +82,9 @@ impl Engines {
             store: self.store,
             bus: self.bus,
             cache: self.cache,
+            push: self.push,
+            servicebus_key: std::env::var("ORDERFLOW_SERVICEBUS_KEY").ok(),
+            notificationhubs_key: std::env::var("ORDERFLOW_NOTIFICATIONHUBS_KEY").ok(),
             jwt_secret: std::env::var("ORDERFLOW_JWT_SECRET").ok(),
             jwt_issuer: std::env::var("ORDERFLOW_JWT_ISSUER").ok(),
             jwt_audience: std::env::var("ORDERFLOW_JWT_AUDIENCE").ok(),

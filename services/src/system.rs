@@ -9,6 +9,8 @@
 //! | store | `sqlite://PATH`, `postgres://USER@HOST:PORT/DB[?schema=NAME]` |
 //! | bus | `memory://`, `amqp://USER:PASS@HOST:PORT/VHOST[?prefix=NAME]` |
 //! | cache | `memory://`, `redis://HOST:PORT[/DB][?prefix=NAME]` |
+//! | bus (feature `azure`) | `servicebus://NAMESPACE/TOPIC[?key-name=NAME&endpoint=URL]`, key in `ORDERFLOW_SERVICEBUS_KEY` |
+//! | push | `log://`, `notificationhubs://NAMESPACE/HUB[?key-name=NAME&endpoint=URL]`, key in `ORDERFLOW_NOTIFICATIONHUBS_KEY` |
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use anyhow::{Context, bail};
 use commands::payment::PaymentGateway;
 use commands::processor::{self, OrderProcessor};
 use commands::{Commands, EventStore};
-use infra::bus::{EventBus, Handler, MemoryBus, RabbitBus, RetryPolicy, consume};
+use infra::bus::{EventBus, Handler, MemoryBus, RabbitBus, consume};
 use infra::event_store::{PostgresEventStore, SqliteEventStore};
 use infra::payment::SandboxPayments;
 use infra::push::LogPush;
@@ -52,7 +54,7 @@ pub struct System {
     pub notifier: Arc<Notifier>,
     pub live: Arc<LiveFeed>,
     pub push: Arc<dyn PushSender>,
-    /// The embedded push sender, to see what was pushed.
+    /// The embedded push sender (the one used with `log://`), to see what was pushed.
     pub log_push: Arc<LogPush>,
     pub payments: Arc<SandboxPayments>,
     pub metrics: Arc<Metrics>,
@@ -63,13 +65,13 @@ impl System {
     pub async fn build(settings: &Settings) -> anyhow::Result<Arc<Self>> {
         let store = open_store(&settings.store).await?;
         let views = open_cache(&settings.cache).await?;
-        let bus = open_bus(&settings.bus, settings.retry).await?;
+        let bus = open_bus(settings).await?;
         let payments = Arc::new(SandboxPayments::new(views.clone()));
         let log_push = Arc::new(
             LogPush::new(views.clone(), settings.push_log.clone())
                 .context("opening the push log")?,
         );
-        let push: Arc<dyn PushSender> = log_push.clone();
+        let push = open_push(settings, log_push.clone())?;
         let commands = Commands::new(store.clone());
         let gateway: Arc<dyn PaymentGateway> = payments.clone();
         Ok(Arc::new(Self {
@@ -244,7 +246,8 @@ async fn open_cache(url: &str) -> anyhow::Result<Arc<dyn ViewStore>> {
     }
 }
 
-async fn open_bus(url: &str, retry: RetryPolicy) -> anyhow::Result<Arc<dyn EventBus>> {
+async fn open_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
+    let (url, retry) = (settings.bus.as_str(), settings.retry);
     let shown = redact(url);
     match scheme(url) {
         "memory" => Ok(Arc::new(MemoryBus::new(&SUBSCRIPTIONS, retry))),
@@ -254,10 +257,75 @@ async fn open_bus(url: &str, retry: RetryPolicy) -> anyhow::Result<Arc<dyn Event
                 .with_context(|| format!("connecting to the topic {shown}"))?;
             Ok(Arc::new(bus))
         }
-        _ => bail!("unknown topic URL {shown}: use memory:// or amqp://..."),
+        "servicebus" => open_service_bus(settings),
+        _ => bail!("unknown topic URL {shown}: use memory://, amqp://... or servicebus://..."),
     }
 }
 
 fn scheme(url: &str) -> &str {
     url.split_once("://").map_or("", |(scheme, _)| scheme)
+}
+
+#[cfg(feature = "azure")]
+fn open_service_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
+    use infra::bus::service_bus::{ServiceBusSettings, ServiceBusTopic};
+    use infra::sas::SasKey;
+    let (url, retry) = (settings.bus.as_str(), settings.retry);
+    let azure = crate::config::AzureUrl::parse(url)?;
+    let key = crate::config::required(&settings.servicebus_key, "ORDERFLOW_SERVICEBUS_KEY")?;
+    let mut settings = ServiceBusSettings::new(
+        azure.namespace.clone(),
+        azure.entity.clone(),
+        azure
+            .param("key-name")
+            .unwrap_or("RootManageSharedAccessKey"),
+        SasKey::new(key),
+        &SUBSCRIPTIONS,
+        retry,
+    );
+    settings.base_url = azure.param("endpoint").map(str::to_owned);
+    let bus = ServiceBusTopic::connect(settings)
+        .with_context(|| format!("connecting to the topic {}", redact(url)))?;
+    Ok(Arc::new(bus))
+}
+
+#[cfg(not(feature = "azure"))]
+fn open_service_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
+    bail!(
+        "{}: this build has no Azure Service Bus support; build with `--features azure`",
+        redact(&settings.bus)
+    )
+}
+
+/// The push sender a URL names; `log://` is the embedded one.
+fn open_push(settings: &Settings, log: Arc<LogPush>) -> anyhow::Result<Arc<dyn PushSender>> {
+    use infra::push::notification_hubs::{NotificationHubsPush, NotificationHubsSettings};
+    use infra::sas::SasKey;
+    let url = settings.push.as_str();
+    match scheme(url) {
+        "log" => Ok(log),
+        "notificationhubs" => {
+            let azure = crate::config::AzureUrl::parse(url)?;
+            let key = crate::config::required(
+                &settings.notificationhubs_key,
+                "ORDERFLOW_NOTIFICATIONHUBS_KEY",
+            )?;
+            let mut settings = NotificationHubsSettings::new(
+                azure.namespace.clone(),
+                azure.entity.clone(),
+                azure
+                    .param("key-name")
+                    .unwrap_or("DefaultFullSharedAccessSignature"),
+                SasKey::new(key),
+            );
+            settings.base_url = azure.param("endpoint").map(str::to_owned);
+            let push = NotificationHubsPush::new(settings)
+                .with_context(|| format!("setting up pushes through {}", redact(url)))?;
+            Ok(Arc::new(push))
+        }
+        _ => bail!(
+            "unknown push URL {}: use log:// or notificationhubs://NAMESPACE/HUB",
+            redact(url)
+        ),
+    }
 }

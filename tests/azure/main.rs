@@ -4,3 +4,4 @@
 
 mod notification_hubs;
 mod service_bus;
+mod system;

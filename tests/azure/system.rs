@@ -1,0 +1,67 @@
+//! The whole system with its Azure adapters, each pointed at a local fake that enforces the
+//! service's documented contract (no Azure service can be reached from here): the topic is
+//! Service Bus, pushes go through Notification Hubs; the event store is SQLite until the
+//! Cosmos DB adapter exists.
+
+use orderflow_tests::fakes::notification_hubs::FakeNotificationHubs;
+use orderflow_tests::fakes::service_bus::{ServiceBusConfig, ServiceBusFake};
+use orderflow_tests::{eventually, spawn_app_with, unique_sku};
+use serde_json::json;
+use services::config::{Secret, Settings};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_flows_through_service_bus_and_is_pushed_through_notification_hubs() {
+    let subscriptions = services::system::SUBSCRIPTIONS;
+    let bus = ServiceBusFake::start(ServiceBusConfig::new(&subscriptions, 5)).await;
+    let hubs = FakeNotificationHubs::start("orders", "orderflow-send", "aHViLWtleQ==").await;
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap(), data.path().to_owned());
+    let config = &bus.config;
+    settings.bus = format!(
+        "servicebus://{}/{}?key-name={}&endpoint={}",
+        config.namespace, config.topic, config.key_name, bus.base_url
+    );
+    settings.servicebus_key = Some(Secret::new(config.key.clone()));
+    settings.push = format!(
+        "notificationhubs://orderflow-test/orders?key-name=orderflow-send&endpoint={}",
+        hubs.base_url()
+    );
+    settings.notificationhubs_key = Some(Secret::new("aHViLWtleQ=="));
+    let app = spawn_app_with(settings).await;
+    let sku = unique_sku("TEA");
+    app.list_product(&sku, 450, 5).await;
+    let token = app.token("azure-ada", "customer").await;
+    let installation = json!({"platform": "fcmv1", "push_channel": "fcm-device-token"});
+    let put = app
+        .client
+        .put(app.url("/api/installations/ada-phone"))
+        .bearer_auth(&token)
+        .json(&installation)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), reqwest::StatusCode::OK);
+    assert!(
+        hubs.installation("ada-phone").is_some(),
+        "the hub holds the installation"
+    );
+
+    let order_id = app.place_ok(&token, &[(&sku, 2)]).await;
+
+    let view = app.settled(&token, &order_id).await;
+    assert_eq!(view["status"], "confirmed");
+    let send = eventually("the confirmation reaching the hub", || async {
+        hubs.sends()
+            .into_iter()
+            .find(|s| s.properties.get("order_id") == Some(&order_id))
+            .ok_or_else(|| format!("{} sends so far", hubs.sends().len()))
+    })
+    .await;
+    assert_eq!(send.properties["status"], "confirmed");
+    assert_eq!(
+        send.tag.as_deref(),
+        Some(format!("customer:{}", view["customer_id"].as_str().unwrap()).as_str())
+    );
+    assert_eq!(send.deliveries.len(), 1, "the customer's one device got it");
+    app.stop().await;
+}
