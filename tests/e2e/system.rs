@@ -245,14 +245,17 @@ async fn the_served_contract_lists_every_endpoint_and_ops_endpoints_answer() {
             .status(),
         StatusCode::OK
     );
+    let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    let checks = &ready["checks"];
     assert_eq!(
-        app.client
-            .get(app.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
+        (
+            &checks["event_store"],
+            &checks["view_store"],
+            &checks["topic"]
+        ),
+        (&json!("ok"), &json!("ok"), &json!("ok"))
     );
     let metrics = app
         .client

@@ -83,6 +83,11 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Messages dead-lettered so far, for operators and tests.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// Whether the topic answers (for `/ready`). An in-process topic always does.
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -255,6 +255,13 @@ impl EventBus for RabbitBus {
         Ok(Box::new(handle))
     }
 
+    async fn ping(&self) -> Result<(), BusError> {
+        // Opening a channel proves the connection (or a reconnect) works.
+        let channel = self.shared.consumers.channel().await?;
+        let _ = channel.close(200, "OK".into()).await;
+        Ok(())
+    }
+
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
         let _one_reader = self.shared.reading_dead_letters.lock().await;
         let channel = self.shared.consumers.channel().await?;

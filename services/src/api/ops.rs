@@ -90,23 +90,23 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let system = &state.system;
     let store = system.store.ping().await.err().map(|e| e.to_string());
     let views = system.views.ping().await.err().map(|e| e.to_string());
-    let checks = json!({
-        "event_store": store.clone().unwrap_or_else(|| "ok".into()),
-        "view_store": views.clone().unwrap_or_else(|| "ok".into()),
+    let bus = system.bus.ping().await.err().map(|e| e.to_string());
+    let ready = store.is_none() && views.is_none() && bus.is_none();
+    let status = |problem: Option<String>| problem.unwrap_or_else(|| "ok".into());
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": {
+            "event_store": status(store),
+            "view_store": status(views),
+            "topic": status(bus),
+        },
     });
-    if store.is_none() && views.is_none() {
-        (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": checks })),
-        )
-            .into_response()
+    let code = if ready {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "checks": checks })),
-        )
-            .into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 /// Prometheus metrics.
