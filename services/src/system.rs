@@ -65,7 +65,12 @@ impl System {
     pub async fn build(settings: &Settings) -> anyhow::Result<Arc<Self>> {
         let store = open_store(&settings.store).await?;
         let views = open_cache(&settings.cache).await?;
-        let bus = open_bus(settings).await?;
+        let bus = if uses_topic(settings) {
+            open_bus(settings).await?
+        } else {
+            // The web role only appends and reads: it needs no connection to the topic.
+            Arc::new(MemoryBus::new(&[], settings.retry)) as Arc<dyn EventBus>
+        };
         let payments = Arc::new(SandboxPayments::new(views.clone()));
         let log_push = Arc::new(
             LogPush::new(views.clone(), settings.push_log.clone())
@@ -205,6 +210,18 @@ impl System {
             })
         })
     }
+}
+
+/// Whether any of this process's roles publishes to or consumes from the topic.
+pub fn uses_topic(settings: &Settings) -> bool {
+    [
+        Role::Relay,
+        Role::Processor,
+        Role::Projector,
+        Role::Notifier,
+    ]
+    .into_iter()
+    .any(|role| settings.roles.has(role))
 }
 
 /// The event store a URL names; its schema is applied (idempotently) on connect.

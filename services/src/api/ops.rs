@@ -90,6 +90,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let system = &state.system;
     let store = system.store.ping().await.err().map(|e| e.to_string());
     let views = system.views.ping().await.err().map(|e| e.to_string());
+    // A web-only process has no topic connection; its inert in-process topic always answers.
     let bus = system.bus.ping().await.err().map(|e| e.to_string());
     let ready = store.is_none() && views.is_none() && bus.is_none();
     let status = |problem: Option<String>| problem.unwrap_or_else(|| "ok".into());
