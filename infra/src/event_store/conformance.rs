@@ -68,6 +68,7 @@ macro_rules! event_store_conformance {
             checkpoints_default_to_zero_and_persist,
             head_is_the_last_position,
             a_lease_has_one_holder_at_a_time,
+            a_refused_append_leaves_concurrent_ones_alone,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -578,4 +579,27 @@ pub async fn a_lease_has_one_holder_at_a_time(store: Arc<dyn EventStore>) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(again.is_some(), "a dropped lease is granted again");
+}
+
+/// Appends that arrive together (a group-committing store puts them in one transaction) are
+/// answered each on its own: the one that conflicts writes nothing, the others commit.
+pub async fn a_refused_append_leaves_concurrent_ones_alone(store: Arc<dyn EventStore>) {
+    let (a, b, c) = (stream_id(), stream_id(), stream_id());
+
+    let (first, refused, last) = tokio::join!(
+        store.append(&a, "order", 0, new_events(1)),
+        store.append(&b, "order", 5, new_events(1)),
+        store.append(&c, "order", 0, new_events(1)),
+    );
+
+    assert!(first.is_ok() && last.is_ok(), "{first:?} {last:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    let written = store.read_stream(&b, 1).await.expect("read_stream");
+    assert!(
+        written.is_empty(),
+        "the refused append wrote none of its events"
+    );
 }

@@ -96,32 +96,6 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_refused_request_fails_alone_in_its_batch() {
-        let (store, _dir) = sqlite_store().await;
-        let taken = events(1);
-        store
-            .append("order-x", "order", 0, taken.clone())
-            .await
-            .expect("append");
-        let mut reused = events(1);
-        reused.extend(taken);
-
-        let (first, refused, last) = tokio::join!(
-            store.append("order-a", "order", 0, events(1)),
-            store.append("order-b", "order", 0, reused),
-            store.append("order-c", "order", 0, events(1)),
-        );
-
-        assert!(first.is_ok() && last.is_ok(), "{first:?} {last:?}");
-        assert!(
-            matches!(refused, Err(StoreError::Corrupt(_))),
-            "{refused:?}"
-        );
-        let b = store.read_stream("order-b", 1).await.expect("read_stream");
-        assert!(b.is_empty(), "the refused append wrote none of its events");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_event_id_from_another_stream_is_refused() {
         let (store, _dir) = sqlite_store().await;
         let sent = events(1);
@@ -394,35 +368,6 @@ mod postgres_tests {
         let batches = store.batches_committed();
         assert_eq!(store.read_all(0, 1_000).await.expect("read_all").len(), 200);
         assert!(batches < 200, "200 appends took {batches} transactions");
-    }
-
-    /// Real PostgreSQL: a request refused inside a batch (an event id reused from another
-    /// stream) rolls back alone; the requests beside it commit.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_refused_request_fails_alone_in_its_batch() {
-        let schema = Schema::fresh().await;
-        let store = schema.connect().await;
-        let taken = events(1);
-        store
-            .append("order-x", "order", 0, taken.clone())
-            .await
-            .expect("append");
-        let mut reused = events(1);
-        reused.extend(taken);
-
-        let (first, refused, last) = tokio::join!(
-            store.append("order-a", "order", 0, events(1)),
-            store.append("order-b", "order", 0, reused),
-            store.append("order-c", "order", 0, events(1)),
-        );
-
-        assert!(first.is_ok() && last.is_ok(), "{first:?} {last:?}");
-        assert!(
-            matches!(refused, Err(StoreError::Corrupt(_))),
-            "{refused:?}"
-        );
-        let b = store.read_stream("order-b", 1).await.expect("read_stream");
-        assert!(b.is_empty(), "the refused append wrote none of its events");
     }
 
     /// No server needed: a port where nothing listens answers `Unavailable`, promptly.
