@@ -395,6 +395,24 @@ mod tests {
     }
 
     #[test]
+    fn the_azure_profile_in_the_repository_reads() {
+        let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/azure.toml");
+        let settings = Settings::resolve(Overrides {
+            config: Some(profile),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(settings.bus.starts_with("servicebus://"));
+        assert!(settings.push.starts_with("notificationhubs://"));
+        assert!(settings.cache.starts_with("redis://"));
+        assert!(!settings.seed_catalog);
+        assert!(
+            settings.servicebus_key.is_none(),
+            "keys come from the environment only"
+        );
+    }
+
+    #[test]
     fn an_unknown_key_in_the_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("orderflow.toml");
