@@ -69,6 +69,7 @@ macro_rules! event_store_conformance {
             head_is_the_last_position,
             a_lease_has_one_holder_at_a_time,
             a_refused_append_leaves_concurrent_ones_alone,
+            appends_waiting_together_commit_together,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -602,4 +603,26 @@ pub async fn a_refused_append_leaves_concurrent_ones_alone(store: Arc<dyn EventS
         written.is_empty(),
         "the refused append wrote none of its events"
     );
+}
+
+/// 200 appends at once all land; where the engine group-commits (it reports
+/// `group_commits`), they take fewer transactions than appends.
+pub async fn appends_waiting_together_commit_together(store: Arc<dyn EventStore>) {
+    let before = store.group_commits();
+
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { append(&store, &stream_id(), 0, new_events(1)).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("append task");
+    }
+
+    assert_eq!(store.read_all(0, 1_000).await.expect("read_all").len(), 200);
+    if let (Some(before), Some(after)) = (before, store.group_commits()) {
+        let batches = after - before;
+        assert!(batches < 200, "200 appends took {batches} transactions");
+    }
 }

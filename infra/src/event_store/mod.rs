@@ -77,25 +77,6 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_share_transactions() {
-        let (store, _dir) = sqlite_store().await;
-
-        let tasks: Vec<_> = (0..200)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move { append(&store, &format!("order-{i}"), 0, 1).await })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("append task");
-        }
-
-        let batches = store.batches_committed();
-        assert_eq!(store.read_all(0, 1_000).await.expect("read_all").len(), 200);
-        assert!(batches < 200, "200 appends took {batches} transactions");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_event_id_from_another_stream_is_refused() {
         let (store, _dir) = sqlite_store().await;
         let sent = events(1);
@@ -347,27 +328,6 @@ mod postgres_tests {
             "B's doorbell rings after it reconnected"
         );
         assert_eq!(b.read_all(0, 10).await.expect("read_all").len(), 2);
-    }
-
-    /// Real PostgreSQL: appends waiting together commit together (group commit).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_share_transactions() {
-        let schema = Schema::fresh().await;
-        let store = Arc::new(schema.connect().await);
-
-        let tasks: Vec<_> = (0..200)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move { append(&store, &format!("order-{i}"), 0, 1).await })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("append task");
-        }
-
-        let batches = store.batches_committed();
-        assert_eq!(store.read_all(0, 1_000).await.expect("read_all").len(), 200);
-        assert!(batches < 200, "200 appends took {batches} transactions");
     }
 
     /// No server needed: a port where nothing listens answers `Unavailable`, promptly.
