@@ -4,8 +4,8 @@ mod common;
 
 use std::process::Command;
 
-use common::Process;
-use serde_json::{Value, json};
+use common::{Api, Process};
+use serde_json::json;
 
 fn serve(data: &std::path::Path) -> Process {
     Process::serve("serve", data, "all", &[], &[])
@@ -14,60 +14,21 @@ fn serve(data: &std::path::Path) -> Process {
 #[tokio::test]
 async fn serve_stops_cleanly_on_sigterm_and_keeps_its_orders() {
     let data = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
     let mut server = serve(data.path());
-    let url = server.url.clone();
-    let token: Value = client
-        .post(format!("{url}/api/dev/token"))
-        .json(&json!({"customer_id": "cli"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
-    let placed: Value = client
-        .post(format!("{url}/api/orders"))
-        .bearer_auth(&token)
-        .header("Idempotency-Key", "cli-1")
-        .json(&json!({"lines": [{"sku": "TEA-001", "quantity": 1}],
-            "shipping_address": {"name": "C", "line1": "1 Road", "city": "Town", "postal_code": "1", "country": "FR"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let order = format!(
-        "/api/orders/{}?min_version=2",
-        placed["order_id"].as_str().unwrap()
-    );
-    let view: Value = client
-        .get(format!("{url}{order}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = Api::new(&server.url);
+    let token = api.token("cli", "customer").await;
+    let order_id = api
+        .place(&token, json!([{"sku": "TEA-001", "quantity": 1}]))
+        .await;
+    let order = format!("/api/orders/{order_id}?min_version=2");
+    let view = api.get(&token, &order).await;
     assert_eq!(view["status"], "confirmed");
 
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
 
     let mut server = serve(data.path());
-    let url = server.url.clone();
-    let again: Value = client
-        .get(format!("{url}{order}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again = Api::new(&server.url).get(&token, &order).await;
     assert_eq!(again, view);
     assert!(server.terminate().success());
 }

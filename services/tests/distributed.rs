@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Process;
+use common::{Api, Process};
 use fred::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -91,58 +91,6 @@ fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-/// An HTTP client of the web role.
-struct Api {
-    url: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    async fn token(&self, name: &str, role: &str) -> String {
-        let body: Value = self
-            .client
-            .post(format!("{}/api/dev/token", self.url))
-            .json(&json!({"customer_id": name, "role": role}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["token"].as_str().unwrap().to_owned()
-    }
-
-    async fn get(&self, token: &str, path: &str) -> Value {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        response.json().await.unwrap()
-    }
-
-    async fn place(&self, token: &str, lines: Value) -> String {
-        let body = json!({"lines": lines, "shipping_address": {
-            "name": "Dee Stributed", "line1": "5 Queue Lane", "city": "Rabbitburg",
-            "postal_code": "5672", "country": "DE"}});
-        let response = self
-            .client
-            .post(format!("{}/api/orders", self.url))
-            .bearer_auth(token)
-            .header("Idempotency-Key", Uuid::new_v4().to_string())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
-        let placed: Value = response.json().await.unwrap();
-        placed["order_id"].as_str().unwrap().to_owned()
-    }
-}
-
 async fn wait_ready(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -215,10 +163,7 @@ async fn five_hundred_orders_survive_a_killed_processor_across_separate_processe
         // A standby: it waits for the relay lease, so only one relay publishes at a time.
         Process::serve("relay-2", data.path(), "relay", &args, &[]),
     ];
-    let api = Arc::new(Api {
-        url: web.url.clone(),
-        client: reqwest::Client::new(),
-    });
+    let api = Arc::new(Api::new(&web.url));
     let operator = api.token("olga", "operator").await;
     let analyst = api.token("ann", "analyst").await;
     // Plenty of tea; grinders enough that declined orders never run out while in flight.
@@ -358,10 +303,7 @@ async fn views_stay_correct_when_redis_is_flushed_mid_run() {
     let data = tempfile::tempdir().unwrap();
     let server = Process::serve("all", data.path(), "all", &engines.args(), &[]);
     wait_ready(&server.url).await;
-    let api = Api {
-        url: server.url.clone(),
-        client: reqwest::Client::new(),
-    };
+    let api = Api::new(&server.url);
     let token = api.token("flushy", "customer").await;
     let analyst = api.token("ann", "analyst").await;
     let mut ids = Vec::new();

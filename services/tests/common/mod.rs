@@ -7,6 +7,10 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
 /// A running `orderflow` process and the base URL it serves.
 pub struct Process {
     pub name: String,
@@ -123,5 +127,64 @@ fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An HTTP client of the web role.
+pub struct Api {
+    pub url: String,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn token(&self, name: &str, role: &str) -> String {
+        let body: Value = self
+            .client
+            .post(format!("{}/api/dev/token", self.url))
+            .json(&json!({"customer_id": name, "role": role}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn place(&self, token: &str, lines: Value) -> String {
+        let body = json!({"lines": lines, "shipping_address": {
+            "name": "Dee Stributed", "line1": "5 Queue Lane", "city": "Rabbitburg",
+            "postal_code": "5672", "country": "DE"}});
+        let response = self
+            .client
+            .post(format!("{}/api/orders", self.url))
+            .bearer_auth(token)
+            .header("Idempotency-Key", Uuid::new_v4().to_string())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let placed: Value = response.json().await.unwrap();
+        placed["order_id"].as_str().unwrap().to_owned()
     }
 }
