@@ -2,6 +2,7 @@
 //! (no Azure service can be reached from here): each runs its port's conformance suite and
 //! the tests specific to its service.
 
+mod cosmos;
 mod notification_hubs;
 mod service_bus;
 mod system;

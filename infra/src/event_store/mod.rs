@@ -4,6 +4,8 @@
 //!   commit (one transaction, one fsync, for every append waiting at that moment).
 //! - [`postgres`]: PostgreSQL, shared by many processes: group commit in each, an advisory
 //!   lock that keeps positions in commit order across them, and LISTEN/NOTIFY for the head.
+//! - [`cosmos`] (feature `azure`): Azure Cosmos DB for NoSQL, one document per event, an append
+//!   one transactional batch, the global log the change feed (no global order: ADR 05).
 //! - `group_commit`: what both share: the writer task that commits every write waiting at
 //!   that moment in one transaction, each with its own answer, and a handle to submit writes;
 //!   each adapter brings the transaction itself.
@@ -15,6 +17,8 @@
 
 mod codec;
 pub mod conformance;
+#[cfg(feature = "azure")]
+pub mod cosmos;
 mod group_commit;
 pub mod postgres;
 pub mod sqlite;

@@ -1,0 +1,322 @@
+//! The Cosmos DB event store against [`CosmosFake`], a local server that enforces the documented
+//! REST contract (master-key signatures, partition keys, atomic transactional batches answered
+//! `207` when refused, single-partition queries paged by continuation, the change feed by
+//! partition key range with etags and `304`, `If-Match` on writes, TTL): what is specific to
+//! Cosmos DB. Every test here runs against the local fake, never against Azure.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use chrono::{SubsecRound, Utc};
+use commands::StoreError;
+use domain::{EventMetadata, NewEvent};
+use infra::event_store::cosmos::{CosmosEventStore, CosmosKey, CosmosSettings, LogCursor};
+use orderflow_tests::fakes::cosmos::{CosmosConfig, CosmosFake};
+use serde_json::json;
+use uuid::Uuid;
+
+fn settings(fake: &CosmosFake, key: &str) -> CosmosSettings {
+    let config = &fake.config;
+    let mut settings = CosmosSettings::new(
+        fake.endpoint.clone(),
+        CosmosKey::new(key),
+        config.database.clone(),
+    );
+    settings.events_container = config.events_container.clone();
+    settings.lease_container = config.leases_container.clone();
+    settings.lease_duration = Duration::from_millis(600);
+    settings
+}
+
+async fn connect(fake: &CosmosFake) -> CosmosEventStore {
+    CosmosEventStore::connect(settings(fake, &fake.config.key))
+        .await
+        .expect("connect to the fake")
+}
+
+async fn start() -> (CosmosFake, CosmosEventStore) {
+    let fake = CosmosFake::start(CosmosConfig::new()).await;
+    let store = connect(&fake).await;
+    (fake, store)
+}
+
+fn events(n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "OrderPlaced".into(),
+            schema_version: 1,
+            occurred_at: Utc::now().trunc_subsecs(6),
+            payload: json!({"n": i}),
+            metadata: EventMetadata {
+                correlation_id: Uuid::new_v4(),
+                actor: "customer:c-1".into(),
+                ..EventMetadata::default()
+            },
+        })
+        .collect()
+}
+
+fn stream() -> String {
+    format!("order-{}", Uuid::new_v4())
+}
+
+/// Against the local fake: startup (account, container, partition key ranges until `304`) and
+/// a round trip of one append through a batch and a partition query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_is_one_batch_and_reads_back_in_order() {
+    let (fake, store) = start().await;
+    let stream = stream();
+    let sent = events(3);
+
+    let appended = store
+        .append(&stream, "order", 0, sent.clone())
+        .await
+        .expect("append");
+    let read = store.read_stream(&stream, 1).await.expect("read_stream");
+
+    assert_eq!(appended.version, 3);
+    assert!(!appended.duplicate);
+    assert_eq!(fake.count("batch", 200), 1, "one batch for the append");
+    let ids: Vec<Uuid> = read.iter().map(|e| e.event_id).collect();
+    let sent_ids: Vec<Uuid> = sent.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, sent_ids);
+    assert_eq!(read[2].version, 3);
+    assert_eq!(read[0].occurred_at, sent[0].occurred_at);
+    let stored = fake.documents(&fake.config.events_container, &stream);
+    assert_eq!(
+        stored[0]["id"], "00000000000000000001",
+        "ids are zero-padded versions"
+    );
+}
+
+/// Against the local fake: master-key authentication. A wrong key is refused with `401` at
+/// connect time, surfacing as `Unavailable` that names the credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_refused() {
+    let fake = CosmosFake::start(CosmosConfig::new()).await;
+
+    let result = CosmosEventStore::connect(settings(&fake, &CosmosConfig::new().key)).await;
+
+    match result {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("credentials"), "{why}"),
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("a wrong key connected"),
+    }
+    assert!(fake.unauthorized() > 0, "the fake saw the bad signature");
+}
+
+/// Against the local fake: an atomic batch that hits an existing id is answered `207` (the
+/// failing create `409`, the others `424`) and writes nothing; the adapter reports the
+/// stream's real version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_batch_arrives_as_207_and_writes_nothing() {
+    let (fake, store) = start().await;
+    let stream = stream();
+    store
+        .append(&stream, "order", 0, events(2))
+        .await
+        .expect("first append");
+
+    let result = store.append(&stream, "order", 1, events(3)).await;
+
+    assert_eq!(
+        result,
+        Err(StoreError::Conflict {
+            stream_id: stream.clone(),
+            expected: 1,
+            actual: 2
+        })
+    );
+    assert_eq!(fake.count("batch", 207), 1, "the refused batch was a 207");
+    assert_eq!(
+        fake.documents(&fake.config.events_container, &stream).len(),
+        2,
+        "nothing of the refused batch was written"
+    );
+}
+
+/// Against the local fake: a retried append (same event ids at the same version) answers like
+/// the original with `duplicate: true`, after its batch came back `207`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_append_is_a_duplicate() {
+    let (fake, store) = start().await;
+    let stream = stream();
+    let sent = events(2);
+    store
+        .append(&stream, "order", 0, sent.clone())
+        .await
+        .expect("append");
+
+    let retry = store
+        .append(&stream, "order", 0, sent)
+        .await
+        .expect("retry");
+
+    assert_eq!(retry.version, 2);
+    assert!(retry.duplicate);
+    assert_eq!(
+        fake.documents(&fake.config.events_container, &stream).len(),
+        2
+    );
+}
+
+/// Against the local fake: the stream query is paged by `x-ms-max-item-count` and
+/// `x-ms-continuation`; with a page size of 1 every page is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_stream_reads_every_page() {
+    let fake = CosmosFake::start(CosmosConfig::new()).await;
+    let mut settings = settings(&fake, &fake.config.key);
+    settings.stream_page_size = NonZeroU32::new(1);
+    let store = CosmosEventStore::connect(settings).await.expect("connect");
+    let stream = stream();
+    store
+        .append(&stream, "order", 0, events(5))
+        .await
+        .expect("append");
+    let queries_before = fake.count("query", 200);
+
+    let all = store.read_stream(&stream, 1).await.expect("read_stream");
+    let tail = store.read_stream(&stream, 4).await.expect("read_stream");
+
+    let versions: Vec<u64> = all.iter().map(|e| e.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), [4, 5]);
+    assert!(
+        fake.count("query", 200) - queries_before >= 7,
+        "one request per page of one"
+    );
+}
+
+/// Against the local fake: the change feed, resumed from a continuation saved as a
+/// checkpoint by another store instance (a restart), gives every event exactly once, each
+/// stream in version order, and nothing more once drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_resumes_from_a_saved_checkpoint_after_a_restart() {
+    let fake = CosmosFake::start(CosmosConfig::new()).await;
+    let store = connect(&fake).await;
+    let (a, b) = (stream(), stream());
+    let mut sent = HashSet::new();
+    for (s, n) in [(&a, 3), (&b, 2)] {
+        let batch = events(n);
+        sent.extend(batch.iter().map(|e| e.event_id));
+        store.append(s, "order", 0, batch).await.expect("append");
+    }
+    let mut more = events(2);
+    sent.extend(more.iter().map(|e| e.event_id));
+
+    let first = store
+        .read_all(&LogCursor::start(), 2)
+        .await
+        .expect("read_all");
+    store
+        .save_checkpoint("relay", &first.next)
+        .await
+        .expect("save");
+    drop(store);
+    let store = connect(&fake).await;
+    store
+        .append(&a, "order", 3, std::mem::take(&mut more))
+        .await
+        .expect("append after restart");
+    let cursor = store.checkpoint("relay").await.expect("checkpoint");
+    let rest = store.read_all(&cursor, 100).await.expect("read_all");
+    let drained = store.read_all(&rest.next, 100).await.expect("read_all");
+
+    assert_eq!(cursor, first.next, "the checkpoint holds the cursor");
+    assert!(!first.events.is_empty() && first.events.len() < 5);
+    let seen: Vec<_> = first.events.iter().chain(&rest.events).collect();
+    let ids: HashSet<Uuid> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(seen.len(), 7, "every event once");
+    assert_eq!(ids, sent, "no event lost");
+    for s in [&a, &b] {
+        let versions: Vec<u64> = seen
+            .iter()
+            .filter(|e| &e.stream_id == s)
+            .map(|e| e.version)
+            .collect();
+        let mut sorted = versions.clone();
+        sorted.sort_unstable();
+        assert_eq!(versions, sorted, "stream {s} in version order");
+    }
+    assert!(drained.events.is_empty(), "nothing after the end");
+    assert_eq!(
+        store.checkpoint("nobody").await.expect("checkpoint"),
+        LogCursor::start()
+    );
+}
+
+/// Against the local fake: a lease is a document written with `If-Match`; its holder renews
+/// it while working, and once it lapses another process takes it over and the first learns
+/// it lost it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_expires_and_is_taken_over() {
+    let fake = CosmosFake::start(CosmosConfig::new()).await;
+    let first = connect(&fake).await;
+    let second = connect(&fake).await;
+    let name = format!("relay-{}", Uuid::new_v4());
+
+    let mut held = first.lease(&name).await.expect("lease").expect("free");
+    assert!(second.lease(&name).await.expect("lease").is_none(), "held");
+    // Renewed while its holder works: still refused after more than one duration.
+    let until = Instant::now() + Duration::from_millis(900);
+    while Instant::now() < until {
+        assert!(held.held().await, "renewed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        second.lease(&name).await.expect("lease").is_none(),
+        "renewed"
+    );
+    // Its holder stops renewing: it lapses and the other takes it over.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let taken = second.lease(&name).await.expect("lease");
+
+    assert!(taken.is_some(), "an expired lease is taken over");
+    assert!(!held.held().await, "the first holder knows it lost it");
+}
+
+/// Against the local fake: a dropped lease is released, so another process takes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_lease_is_released() {
+    let fake = CosmosFake::start(CosmosConfig::new()).await;
+    let first = connect(&fake).await;
+    let second = connect(&fake).await;
+    let name = format!("relay-{}", Uuid::new_v4());
+    let held = first.lease(&name).await.expect("lease").expect("free");
+
+    drop(held);
+    let mut taken = None;
+    for _ in 0..50 {
+        taken = second.lease(&name).await.expect("lease");
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    assert!(taken.is_some(), "released before it expired");
+}
+
+/// Against the local fake switched to `503 Service Unavailable`: every operation fails with
+/// `StoreError::Unavailable`, and works again once the service is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_service_is_unavailable() {
+    let (fake, store) = start().await;
+    let stream = stream();
+
+    fake.set_unavailable(true);
+    let append = store.append(&stream, "order", 0, events(1)).await;
+    let read = store.read_stream(&stream, 1).await;
+    let ping = store.ping().await;
+    fake.set_unavailable(false);
+
+    assert!(
+        matches!(append, Err(StoreError::Unavailable(_))),
+        "{append:?}"
+    );
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    assert!(matches!(ping, Err(StoreError::Unavailable(_))), "{ping:?}");
+    store.ping().await.expect("back");
+}
