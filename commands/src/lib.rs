@@ -17,4 +17,4 @@ pub mod store;
 
 pub use aggregates::{Aggregates, CommandError, Handled};
 pub use service::{CommandFailure, Commands, PlaceOrder, Placed};
-pub use store::{Appended, EventStore, Lease, StoreError};
+pub use store::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};

@@ -42,8 +42,11 @@ pub struct RecordedEvent {
     pub stream_type: String,
     /// Position in its stream, from 1.
     pub version: u64,
-    /// Position in the store's global log, from 1, in commit order.
-    pub global_position: u64,
+    /// Position in the store's global log, from 1, in commit order, where the engine numbers
+    /// its log (SQLite, PostgreSQL); `None` on Cosmos DB, whose change feed is ordered only
+    /// within a stream. Nothing orders events across streams by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_position: Option<u64>,
     pub event_type: String,
     pub schema_version: u32,
     pub occurred_at: DateTime<Utc>,

@@ -648,7 +648,7 @@ mod tests {
                 stream_id: "order-7".into(),
                 stream_type: STREAM_TYPE.into(),
                 version: 1,
-                global_position: 1,
+                global_position: Some(1),
                 event_type: new.event_type,
                 schema_version: new.schema_version,
                 occurred_at: new.occurred_at,

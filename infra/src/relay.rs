@@ -95,32 +95,38 @@ impl Relay {
             .await
             .map_err(|e| e.to_string())?;
         let mut in_flight = FuturesOrdered::new();
-        let mut positions = VecDeque::new();
-        tracing::info!(from = read_up_to, "relay started");
+        let mut cursors = VecDeque::new();
+        tracing::info!(from = %read_up_to, "relay started");
         loop {
             if !lease.held().await {
                 return Err("lost the relay lease".into());
             }
             while in_flight.len() < self.config.max_in_flight {
-                let batch = self
+                let page = self
                     .store
-                    .read_all(read_up_to, self.config.batch_size)
+                    .read_all(&read_up_to, self.config.batch_size)
                     .await
                     .map_err(|e| e.to_string())?;
-                let Some(last) = batch.last() else { break };
-                read_up_to = last.global_position;
-                let receipt = self.bus.publish(batch).await.map_err(|e| e.to_string())?;
+                if page.events.is_empty() {
+                    break;
+                }
+                read_up_to = page.next;
+                let receipt = self
+                    .bus
+                    .publish(page.events)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 in_flight.push_back(receipt);
-                positions.push_back(read_up_to);
+                cursors.push_back(read_up_to.clone());
             }
             tokio::select! {
                 biased;
                 _ = crate::stopped(shutdown) => return Ok(()),
                 Some(result) = in_flight.next(), if !in_flight.is_empty() => {
                     result.map_err(|e| e.to_string())?;
-                    if let Some(published) = positions.pop_front() {
+                    if let Some(published) = cursors.pop_front() {
                         self.store
-                            .save_checkpoint(CHECKPOINT, published)
+                            .save_checkpoint(CHECKPOINT, &published)
                             .await
                             .map_err(|e| e.to_string())?;
                     }
@@ -144,6 +150,7 @@ mod tests {
     use super::*;
     use crate::bus::{Handler, MemoryBus, RetryPolicy, consume};
     use crate::event_store::SqliteEventStore;
+    use commands::LogCursor;
 
     async fn append(store: &dyn EventStore, stream: &str, n: usize) {
         let events = (0..n)
@@ -168,7 +175,9 @@ mod tests {
                 if fail_once.swap(false, Ordering::SeqCst) {
                     return Err("transient".to_owned());
                 }
-                seen.lock().unwrap().push(event.global_position);
+                seen.lock()
+                    .unwrap()
+                    .push(event.global_position.unwrap_or_default());
                 Ok(())
             })
         })
@@ -176,7 +185,14 @@ mod tests {
 
     async fn wait_for_checkpoint(store: &dyn EventStore, position: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while store.checkpoint(CHECKPOINT).await.unwrap() < position {
+        while store
+            .checkpoint(CHECKPOINT)
+            .await
+            .unwrap()
+            .position()
+            .unwrap()
+            < position
+        {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "checkpoint never reached {position}"
@@ -230,7 +246,8 @@ mod tests {
                 .unwrap(),
         );
         append(store.as_ref(), "a-1", 4).await;
-        store.save_checkpoint(CHECKPOINT, 2).await.unwrap();
+        let two = LogCursor::at_position(2);
+        store.save_checkpoint(CHECKPOINT, &two).await.unwrap();
         // No consumer: nothing settles, so the checkpoint must stay where it was.
         let bus = Arc::new(MemoryBus::new(&["only"], RetryPolicy::default()));
         let (stop, stopped) = watch::channel(false);
@@ -239,7 +256,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop.send(true).unwrap();
         relay.await.unwrap();
-        assert_eq!(store.checkpoint(CHECKPOINT).await.unwrap(), 2);
+        assert_eq!(store.checkpoint(CHECKPOINT).await.unwrap(), two);
 
         // The "restarted" process gets events 3 and 4 again.
         let bus = Arc::new(MemoryBus::new(&["only"], RetryPolicy::default()));

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use commands::store::{EventStore, StoreError};
+use commands::store::{EventStore, LogCursor, StoreError};
 use domain::RecordedEvent;
 use domain::envelope::{DecodeError, stream_id};
 use domain::{inventory, order};
@@ -19,7 +19,8 @@ use crate::views::{CatalogItem, OrderView, View};
 
 pub const SUBSCRIPTION: &str = "projector";
 
-/// Where the projector's catch-up resumes; a lagging value only costs skipped duplicates.
+/// Where the projector's catch-up resumes (`{"cursor": …}`); a lagging value only costs
+/// skipped duplicates.
 const CHECKPOINT_KEY: &str = "projector:position";
 const CATALOG_INDEX: &str = "catalog";
 /// Every order, newest first (operators and analysts list these).
@@ -102,29 +103,32 @@ impl Projector {
 
     /// Applies everything in the log after the projector's checkpoint, then moves the
     /// checkpoint. Run at start-up: with a cache that forgot everything (the in-memory one
-    /// after a restart) this rebuilds every view. Returns the position reached.
-    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
-        let (mut saved, mut position) = match self.views.get(CHECKPOINT_KEY).await? {
-            Some(doc) => (doc.version, doc.version),
-            None => (0, 0),
+    /// after a restart) this rebuilds every view. Returns the cursor reached.
+    pub async fn catch_up(&self) -> Result<LogCursor, ProjectionError> {
+        let (mut saved, mut cursor) = match self.views.get(CHECKPOINT_KEY).await? {
+            Some(doc) => (doc.version, saved_cursor(&doc)),
+            None => (0, LogCursor::start()),
         };
         loop {
-            let batch = self.store.read_all(position, CATCH_UP_BATCH).await?;
-            let Some(last) = batch.last() else { break };
-            let last_position = last.global_position;
-            for event in &batch {
+            let page = self.store.read_all(&cursor, CATCH_UP_BATCH).await?;
+            if page.events.is_empty() {
+                break;
+            }
+            for event in &page.events {
                 self.handle(event).await?;
             }
-            position = last_position;
+            cursor = page.next;
+            // The document's version only counts saves, so that two projectors catching up
+            // at once cannot move it back: the one that read an older count loses.
             let doc = Doc {
-                version: position,
-                body: "{}".into(),
+                version: saved + 1,
+                body: serde_json::json!({ "cursor": cursor }).to_string(),
             };
             if self.views.put(CHECKPOINT_KEY, saved, doc).await? {
-                saved = position;
+                saved += 1;
             }
         }
-        Ok(position)
+        Ok(cursor)
     }
 
     /// The order's view; when the cache has none, it is folded from the stream and written
@@ -327,6 +331,19 @@ impl Projector {
 
 fn stream_key(event: &RecordedEvent) -> &str {
     domain::envelope::stream_key(&event.stream_type, &event.stream_id).unwrap_or_default()
+}
+
+/// The cursor in the projector's checkpoint. Before log cursors (ADR 05) the document held
+/// the SQL stores' position as its version and no cursor: that position is the cursor.
+fn saved_cursor(doc: &Doc) -> LogCursor {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        cursor: LogCursor,
+    }
+    match serde_json::from_str::<Saved>(&doc.body) {
+        Ok(saved) => saved.cursor,
+        Err(_) => LogCursor::at_position(doc.version),
+    }
 }
 
 fn parse<V: View>(key: &str, doc: &Doc) -> Result<Option<V>, ProjectionError> {

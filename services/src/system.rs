@@ -182,7 +182,7 @@ impl System {
                 _ = tokio::time::sleep(CACHE_CHECK) => {}
             }
             match self.projector.catch_up().await {
-                Ok(position) => tracing::trace!(position, "views checked against the log"),
+                Ok(cursor) => tracing::trace!(%cursor, "views checked against the log"),
                 Err(error) => tracing::warn!(%error, "views could not catch up with the log"),
             }
         }

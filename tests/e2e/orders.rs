@@ -4,6 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use infra::event_store::conformance::whole_log;
 use orderflow_tests::{eventually, order_body, spawn_app, unique_sku};
 
 #[tokio::test]
@@ -343,7 +344,7 @@ async fn another_customers_order_is_not_found() {
 async fn bad_requests_get_problem_details_and_write_nothing() {
     let app = spawn_app().await;
     let token = app.new_customer().await;
-    let head_before = app.system.store.head().await.unwrap();
+    let log_before = whole_log(&app.system.store).await;
     let too_many: Vec<(String, i64)> = (0..101).map(|i| (format!("SKU-{i}"), 1)).collect();
     let too_many: Vec<(&str, i64)> = too_many.iter().map(|(s, q)| (s.as_str(), *q)).collect();
     let cases = [
@@ -445,8 +446,8 @@ async fn bad_requests_get_problem_details_and_write_nothing() {
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
 
     assert_eq!(
-        app.system.store.head().await.unwrap(),
-        head_before,
+        whole_log(&app.system.store).await,
+        log_before,
         "nothing was written"
     );
 }

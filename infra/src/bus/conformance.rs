@@ -477,7 +477,7 @@ pub fn events(n: u64) -> Vec<RecordedEvent> {
             stream_id: stream_id.clone(),
             stream_type: "order".into(),
             version,
-            global_position: POSITION.fetch_add(1, Ordering::Relaxed),
+            global_position: Some(POSITION.fetch_add(1, Ordering::Relaxed)),
             event_type: "OrderNoted".into(),
             schema_version: 2,
             occurred_at: Utc::now(),

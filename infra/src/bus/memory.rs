@@ -239,7 +239,7 @@ mod tests {
             stream_id: format!("test-{position}"),
             stream_type: "test".into(),
             version: 1,
-            global_position: position,
+            global_position: Some(position),
             event_type: "Tested".into(),
             schema_version: 1,
             occurred_at: Utc::now(),

@@ -1,8 +1,25 @@
 //! How both SQL stores put an event's values into columns and read them back: times as
-//! RFC 3339 text, JSON as text, versions and positions as signed 64-bit integers.
+//! RFC 3339 text, JSON as text, versions and positions as signed 64-bit integers; and how
+//! their numbered log meets the port's opaque cursors.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use commands::StoreError;
+use commands::{LogCursor, LogPage, StoreError};
+use domain::RecordedEvent;
+
+/// A page of a numbered log: it resumes after its last event, or where it was read from when
+/// nothing was new.
+pub(super) fn numbered_page(after: &LogCursor, events: Vec<RecordedEvent>) -> LogPage {
+    let next = match events.last().and_then(|e| e.global_position) {
+        Some(last) => LogCursor::at_position(last),
+        None => after.clone(),
+    };
+    LogPage { events, next }
+}
+
+/// Events after `after` in a log numbered 1..=head without holes.
+pub(super) fn numbered_lag(head: u64, after: &LogCursor) -> Result<Option<u64>, StoreError> {
+    Ok(Some(head.saturating_sub(after.position()?)))
+}
 
 /// RFC 3339 in UTC with microseconds: sorts as text in SQLite, and is PostgreSQL's
 /// `timestamptz` precision, so both engines keep the same instant.

@@ -228,7 +228,7 @@ fn newest_position(answers: &[Answer]) -> Option<u64> {
     answers
         .iter()
         .filter_map(|answer| match answer {
-            Ok(Written::Appended(a)) if !a.duplicate => Some(a.position),
+            Ok(Written::Appended(a)) if !a.duplicate => a.position,
             _ => None,
         })
         .max()

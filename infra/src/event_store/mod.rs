@@ -33,7 +33,7 @@ mod tests {
     use std::time::Duration;
 
     use chrono::Utc;
-    use commands::{EventStore, StoreError};
+    use commands::{EventStore, LogCursor, StoreError};
     use domain::{EventMetadata, NewEvent};
     use serde_json::json;
     use tempfile::TempDir;
@@ -59,20 +59,35 @@ mod tests {
         let store = open(&path).await;
         append(&store, "order-1", 0, 2).await;
         let last = append(&store, "order-2", 0, 3).await;
-        store.save_checkpoint("relay", 4).await.expect("save");
-        let before = store.read_all(0, 100).await.expect("read_all");
+        store
+            .save_checkpoint("relay", &LogCursor::at_position(4))
+            .await
+            .expect("save");
+        let before = store
+            .read_all(&LogCursor::start(), 100)
+            .await
+            .expect("read_all");
         drop(store);
 
         let store = open(&path).await;
 
-        assert_eq!(store.read_all(0, 100).await.expect("read_all"), before);
+        assert_eq!(
+            store
+                .read_all(&LogCursor::start(), 100)
+                .await
+                .expect("read_all"),
+            before
+        );
         assert_eq!(store.head().await.expect("head"), last);
         assert_eq!(
             *store.watch_head().borrow(),
             last,
             "watch_head starts at the head"
         );
-        assert_eq!(store.checkpoint("relay").await.expect("checkpoint"), 4);
+        assert_eq!(
+            store.checkpoint("relay").await.expect("checkpoint"),
+            LogCursor::at_position(4)
+        );
         assert_eq!(
             append(&store, "order-1", 2, 1).await,
             last + 1,
@@ -119,7 +134,7 @@ mod tests {
     /// Appends `n` events and answers the new global position.
     async fn append(store: &SqliteEventStore, stream: &str, expected: u64, n: usize) -> u64 {
         let appended = store.append(stream, "order", expected, events(n)).await;
-        appended.expect("append").position
+        appended.expect("append").position.expect("a position")
     }
 
     pub(super) fn events(n: usize) -> Vec<NewEvent> {
@@ -146,7 +161,7 @@ mod postgres_tests {
     use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
-    use commands::{EventStore, StoreError};
+    use commands::{EventStore, LogCursor, StoreError};
     use sqlx::{Connection, PgConnection};
     use uuid::Uuid;
 
@@ -212,8 +227,12 @@ mod postgres_tests {
         writers_done.store(true, Ordering::SeqCst);
         let seen = reader.await.expect("the tailing reader panicked");
 
-        let all = a.read_all(0, 2 * TOTAL).await.expect("read_all");
-        let positions: Vec<u64> = all.iter().map(|e| e.global_position).collect();
+        let all = a
+            .read_all(&LogCursor::start(), 2 * TOTAL)
+            .await
+            .expect("read_all")
+            .events;
+        let positions: Vec<u64> = all.iter().filter_map(|e| e.global_position).collect();
         let ids: Vec<Uuid> = all.iter().map(|e| e.event_id).collect();
         assert_eq!(all.len(), TOTAL, "every append is in the log");
         assert_eq!(
@@ -280,8 +299,14 @@ mod postgres_tests {
         let store = schema.connect().await;
         append(&store, "order-1", 0, 2).await;
         let (_, last) = append(&store, "order-2", 0, 3).await;
-        store.save_checkpoint("relay", 4).await.expect("save");
-        let before = store.read_all(0, 100).await.expect("read_all");
+        store
+            .save_checkpoint("relay", &LogCursor::at_position(4))
+            .await
+            .expect("save");
+        let before = store
+            .read_all(&LogCursor::start(), 100)
+            .await
+            .expect("read_all");
         drop(store);
 
         let store = schema.connect().await;
@@ -290,14 +315,23 @@ mod postgres_tests {
             .await
             .expect("migrating again changes nothing");
 
-        assert_eq!(store.read_all(0, 100).await.expect("read_all"), before);
+        assert_eq!(
+            store
+                .read_all(&LogCursor::start(), 100)
+                .await
+                .expect("read_all"),
+            before
+        );
         assert_eq!(store.head().await.expect("head"), last);
         assert_eq!(
             *store.watch_head().borrow(),
             last,
             "watch_head starts at the head"
         );
-        assert_eq!(store.checkpoint("relay").await.expect("checkpoint"), 4);
+        assert_eq!(
+            store.checkpoint("relay").await.expect("checkpoint"),
+            LogCursor::at_position(4)
+        );
         let (_, next) = append(&store, "order-1", 2, 1).await;
         assert_eq!(next, last + 1, "positions go on");
     }
@@ -324,6 +358,7 @@ mod postgres_tests {
         }
 
         let position = appended.expect("an append after reconnecting").position;
+        let position = position.expect("a position");
         let woke = tokio::time::timeout(WAIT, head.wait_for(|h| *h >= position)).await;
         let woke = woke.ok().and_then(|seen| seen.ok().map(|h| *h));
         assert_eq!(
@@ -331,7 +366,8 @@ mod postgres_tests {
             Some(position),
             "B's doorbell rings after it reconnected"
         );
-        assert_eq!(b.read_all(0, 10).await.expect("read_all").len(), 2);
+        let log = b.read_all(&LogCursor::start(), 10).await.expect("read_all");
+        assert_eq!(log.events.len(), 2);
     }
 
     /// No server needed: a port where nothing listens answers `Unavailable`, promptly.
@@ -477,22 +513,26 @@ mod postgres_tests {
         stores: [Arc<PostgresEventStore>; 2],
         writers_done: Arc<AtomicBool>,
     ) -> Vec<Uuid> {
-        let (mut after, mut seen) = (0, Vec::new());
+        let (mut after, mut seen) = (LogCursor::start(), Vec::new());
         for store in stores.iter().cycle() {
             // Read the flag first: an empty page read after it was set means nothing is left.
             let done = writers_done.load(Ordering::SeqCst);
-            let page = store.read_all(after, 50).await.expect("read_all");
-            if page.is_empty() && done {
+            let page = store.read_all(&after, 50).await.expect("read_all");
+            if page.events.is_empty() && done {
                 break;
             }
-            if page.is_empty() {
+            if page.events.is_empty() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            for event in page {
-                assert!(event.global_position > after, "positions only increase");
-                after = event.global_position;
+            for event in &page.events {
+                let position = event.global_position.expect("a position");
+                assert!(
+                    position > after.position().unwrap(),
+                    "positions only increase"
+                );
                 seen.push(event.event_id);
             }
+            after = page.next;
         }
         seen
     }
@@ -506,6 +546,6 @@ mod postgres_tests {
     ) -> (u64, u64) {
         let appended = store.append(stream, "order", expected, events(n)).await;
         let appended = appended.unwrap_or_else(|e| panic!("append to {stream}: {e}"));
-        (appended.version, appended.position)
+        (appended.version, appended.position.expect("a position"))
     }
 }

@@ -48,7 +48,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use commands::{Appended, EventStore, Lease, StoreError};
+use commands::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 use domain::{NewEvent, RecordedEvent};
 use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgDatabaseError, PgListener, PgPool, PgPoolOptions, PgRow,
@@ -57,7 +57,9 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use super::codec::{format_time, from_json, parse_time, to_i64, to_json, to_u64};
+use super::codec::{
+    format_time, from_json, numbered_lag, numbered_page, parse_time, to_i64, to_json, to_u64,
+};
 use super::group_commit::{Answer, BatchCommit, GroupCommit, Write, Written, advance};
 
 /// The most requests one transaction takes; the rest wait for the next batch. Each request
@@ -261,6 +263,12 @@ impl PostgresEventStore {
         self.writer.batches_committed()
     }
 
+    /// The global position of the newest event (0 when empty).
+    #[tracing::instrument(skip(self))]
+    pub async fn head(&self) -> Result<u64, StoreError> {
+        read_head(&self.reads).await.map_err(store_error)
+    }
+
     /// What an empty append answers: the stream as it is.
     async fn stream_tip(&self, stream_id: &str) -> Result<Appended, StoreError> {
         let row = sqlx::query(
@@ -277,7 +285,7 @@ impl PostgresEventStore {
         };
         Ok(Appended {
             version,
-            position,
+            position: (version > 0).then_some(position),
             duplicate: false,
         })
     }
@@ -317,19 +325,20 @@ impl EventStore for PostgresEventStore {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: &LogCursor, limit: usize) -> Result<LogPage, StoreError> {
         let rows = sqlx::query(READ_ALL)
-            .bind(to_i64(after))
+            .bind(to_i64(after.position()?))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.reads)
             .await
             .map_err(store_error)?;
-        rows.iter().map(decode_event).collect()
+        let events = rows.iter().map(decode_event).collect::<Result<_, _>>()?;
+        Ok(numbered_page(after, events))
     }
 
     #[tracing::instrument(skip(self))]
-    async fn head(&self) -> Result<u64, StoreError> {
-        read_head(&self.reads).await.map_err(store_error)
+    async fn lag(&self, after: &LogCursor) -> Result<Option<u64>, StoreError> {
+        numbered_lag(self.head().await?, after)
     }
 
     fn watch_head(&self) -> watch::Receiver<u64> {
@@ -337,20 +346,23 @@ impl EventStore for PostgresEventStore {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn checkpoint(&self, reader: &str) -> Result<u64, StoreError> {
+    async fn checkpoint(&self, reader: &str) -> Result<LogCursor, StoreError> {
         let position: Option<i64> =
             sqlx::query_scalar("SELECT position FROM checkpoints WHERE reader = $1")
                 .bind(reader)
                 .fetch_optional(&self.reads)
                 .await
                 .map_err(store_error)?;
-        position.map_or(Ok(0), |p| to_u64(p, "checkpoint"))
+        let position = position.map_or(Ok(0), |p| to_u64(p, "checkpoint"))?;
+        Ok(LogCursor::at_position(position))
     }
 
     /// Goes through the writer, so a relay's checkpoints share the appends' commits.
     #[tracing::instrument(skip(self))]
-    async fn save_checkpoint(&self, reader: &str, position: u64) -> Result<(), StoreError> {
-        self.writer.save_checkpoint(reader, position).await
+    async fn save_checkpoint(&self, reader: &str, cursor: &LogCursor) -> Result<(), StoreError> {
+        self.writer
+            .save_checkpoint(reader, cursor.position()?)
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -562,7 +574,7 @@ async fn append(
     }
     Ok(Appended {
         version: expected + events.len() as u64,
-        position: *head,
+        position: Some(*head),
         duplicate: false,
     })
 }
@@ -620,7 +632,7 @@ async fn earlier_append(
         .map_or(Ok(0), |row| get_u64(row, "global_position"))?;
     Ok(Some(Appended {
         version: to,
-        position,
+        position: Some(position),
         duplicate: true,
     }))
 }
@@ -839,7 +851,7 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         stream_id: row.try_get("stream_id").map_err(store_error)?,
         stream_type: row.try_get("stream_type").map_err(store_error)?,
         version: get_u64(row, "version")?,
-        global_position: get_u64(row, "global_position")?,
+        global_position: Some(get_u64(row, "global_position")?),
         event_type: row.try_get("event_type").map_err(store_error)?,
         schema_version: u32::try_from(schema_version)
             .map_err(|_| StoreError::Corrupt(format!("schema_version {schema_version}")))?,

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use commands::{Appended, EventStore, Lease, StoreError};
+use commands::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 use domain::{NewEvent, RecordedEvent};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -34,7 +34,9 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::codec::{format_time, from_json, parse_time, to_i64, to_json, to_u64};
+use super::codec::{
+    format_time, from_json, numbered_lag, numbered_page, parse_time, to_i64, to_json, to_u64,
+};
 use super::group_commit::{Answer, BatchCommit, GroupCommit, Write, Written};
 
 /// The most requests one transaction takes; the rest wait for the next batch.
@@ -137,6 +139,16 @@ impl SqliteEventStore {
         self.writer.batches_committed()
     }
 
+    /// The global position of the newest event (0 when empty).
+    #[tracing::instrument(skip(self))]
+    pub async fn head(&self) -> Result<u64, StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
+            .fetch_one(&self.reads)
+            .await
+            .map_err(store_error)?;
+        to_u64(head, "head")
+    }
+
     /// What an empty append answers: the stream as it is.
     async fn stream_tip(&self, stream_id: &str) -> Result<Appended, StoreError> {
         let row = sqlx::query(
@@ -153,7 +165,7 @@ impl SqliteEventStore {
         };
         Ok(Appended {
             version,
-            position,
+            position: (version > 0).then_some(position),
             duplicate: false,
         })
     }
@@ -193,23 +205,20 @@ impl EventStore for SqliteEventStore {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: &LogCursor, limit: usize) -> Result<LogPage, StoreError> {
         let rows = sqlx::query(READ_ALL)
-            .bind(to_i64(after))
+            .bind(to_i64(after.position()?))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.reads)
             .await
             .map_err(store_error)?;
-        rows.iter().map(decode_event).collect()
+        let events = rows.iter().map(decode_event).collect::<Result<_, _>>()?;
+        Ok(numbered_page(after, events))
     }
 
     #[tracing::instrument(skip(self))]
-    async fn head(&self) -> Result<u64, StoreError> {
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-            .fetch_one(&self.reads)
-            .await
-            .map_err(store_error)?;
-        to_u64(head, "head")
+    async fn lag(&self, after: &LogCursor) -> Result<Option<u64>, StoreError> {
+        numbered_lag(self.head().await?, after)
     }
 
     fn watch_head(&self) -> watch::Receiver<u64> {
@@ -217,20 +226,23 @@ impl EventStore for SqliteEventStore {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn checkpoint(&self, reader: &str) -> Result<u64, StoreError> {
+    async fn checkpoint(&self, reader: &str) -> Result<LogCursor, StoreError> {
         let position: Option<i64> =
             sqlx::query_scalar("SELECT position FROM checkpoints WHERE reader = ?")
                 .bind(reader)
                 .fetch_optional(&self.reads)
                 .await
                 .map_err(store_error)?;
-        position.map_or(Ok(0), |p| to_u64(p, "checkpoint"))
+        let position = position.map_or(Ok(0), |p| to_u64(p, "checkpoint"))?;
+        Ok(LogCursor::at_position(position))
     }
 
     /// Goes through the writer, so a relay's checkpoints share the appends' fsyncs.
     #[tracing::instrument(skip(self))]
-    async fn save_checkpoint(&self, reader: &str, position: u64) -> Result<(), StoreError> {
-        self.writer.save_checkpoint(reader, position).await
+    async fn save_checkpoint(&self, reader: &str, cursor: &LogCursor) -> Result<(), StoreError> {
+        self.writer
+            .save_checkpoint(reader, cursor.position()?)
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -379,7 +391,7 @@ async fn append(
     }
     Ok(Appended {
         version: expected + events.len() as u64,
-        position,
+        position: Some(position),
         duplicate: false,
     })
 }
@@ -438,7 +450,7 @@ async fn earlier_append(
         .map_or(Ok(0), |row| get_u64(row, "global_position"))?;
     Ok(Some(Appended {
         version: to,
-        position,
+        position: Some(position),
         duplicate: true,
     }))
 }
@@ -536,7 +548,7 @@ fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
         stream_id: row.try_get("stream_id").map_err(store_error)?,
         stream_type: row.try_get("stream_type").map_err(store_error)?,
         version: get_u64(row, "version")?,
-        global_position: get_u64(row, "global_position")?,
+        global_position: Some(get_u64(row, "global_position")?),
         event_type: row.try_get("event_type").map_err(store_error)?,
         schema_version: u32::try_from(schema_version)
             .map_err(|_| StoreError::Corrupt(format!("schema_version {schema_version}")))?,

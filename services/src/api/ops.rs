@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use commands::LogCursor;
 use domain::values::CustomerId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -116,30 +117,32 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let system = &state.system;
     let mut out = String::new();
-    let head = system.store.head().await.unwrap_or_default();
-    let relayed = system
-        .store
-        .checkpoint(infra::relay::CHECKPOINT)
-        .await
-        .unwrap_or_default();
-    gauge(
-        &mut out,
-        "orderflow_store_head_position",
-        "Global position of the newest event.",
-        head,
-    );
-    gauge(
-        &mut out,
-        "orderflow_relay_checkpoint_position",
-        "Last position the topic holds safely.",
-        relayed,
-    );
-    gauge(
-        &mut out,
-        "orderflow_relay_lag_events",
-        "Events committed but not yet safely published.",
-        head.saturating_sub(relayed),
-    );
+    // Only stores that number their log can count what the relay still has to publish;
+    // on Cosmos DB these three gauges are absent.
+    let relayed = system.store.checkpoint(infra::relay::CHECKPOINT).await;
+    let head = system.store.lag(&LogCursor::start()).await;
+    if let (Ok(relayed), Ok(Some(head))) = (relayed, head)
+        && let Ok(Some(lag)) = system.store.lag(&relayed).await
+    {
+        gauge(
+            &mut out,
+            "orderflow_store_head_position",
+            "Global position of the newest event.",
+            head,
+        );
+        gauge(
+            &mut out,
+            "orderflow_relay_checkpoint_position",
+            "Last position the topic holds safely.",
+            head.saturating_sub(lag),
+        );
+        gauge(
+            &mut out,
+            "orderflow_relay_lag_events",
+            "Events committed but not yet safely published.",
+            lag,
+        );
+    }
     let dead = system
         .bus
         .dead_letters()
