@@ -6,12 +6,13 @@
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
-use commands::StoreError;
+use commands::{EventStore, LogCursor, StoreError};
 use domain::{EventMetadata, NewEvent};
-use infra::event_store::cosmos::{CosmosEventStore, CosmosKey, CosmosSettings, LogCursor};
+use infra::event_store::cosmos::{CosmosEventStore, CosmosKey, CosmosSettings};
 use orderflow_tests::fakes::cosmos::{CosmosConfig, CosmosFake};
 use serde_json::json;
 use uuid::Uuid;
@@ -39,6 +40,19 @@ async fn start() -> (CosmosFake, CosmosEventStore) {
     let fake = CosmosFake::start(CosmosConfig::new()).await;
     let store = connect(&fake).await;
     (fake, store)
+}
+
+/// A fresh fake account and a store on it; the fake lives as long as the store is tested.
+async fn fixture() -> (Arc<dyn EventStore>, CosmosFake) {
+    let (fake, store) = start().await;
+    (Arc::new(store), fake)
+}
+
+/// The port's suite in its form for a log ordered within each stream only, against the local
+/// fake: atomic appends with optimistic concurrency, idempotent retries, every event of the
+/// change feed exactly once with each stream in version order, checkpoints and leases.
+mod conformance_suite {
+    infra::event_store_conformance!(stream_ordered: super::fixture());
 }
 
 fn events(n: usize) -> Vec<NewEvent> {

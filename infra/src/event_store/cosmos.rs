@@ -20,6 +20,7 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::models::ChangeFeedItem;
 use azure_data_cosmos::options::{
@@ -31,15 +32,13 @@ use azure_data_cosmos::{
     RoutingStrategy, TransactionalBatch,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
-use commands::{Appended, StoreError};
+use commands::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 use domain::{EventMetadata, NewEvent, RecordedEvent};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
-
-pub use port::{LogCursor, LogPage};
 
 /// The one query this adapter sends (the local fake understands exactly this text).
 const STREAM_QUERY: &str =
@@ -163,7 +162,7 @@ impl EventDocument {
             stream_type: self.stream_type,
             version: self.version,
             // Cosmos DB has no global order (ADR 05).
-            global_position: Default::default(),
+            global_position: None,
             event_type: self.event_type,
             schema_version: self.schema_version,
             occurred_at,
@@ -274,8 +273,77 @@ impl CosmosEventStore {
         })
     }
 
+    fn lease_document(&self, id: &str, owner: Uuid) -> LeaseDocument {
+        lease_document(id, owner, self.lease_duration)
+    }
+
+    /// The stream's document at `version`, if any.
+    async fn read_event(
+        &self,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<Option<EventDocument>, StoreError> {
+        match self
+            .events
+            .read_item(stream_id.to_owned(), &document_id(version), None)
+            .await
+        {
+            Ok(response) => {
+                let document: Value = response.into_model().map_err(store_error)?;
+                EventDocument::decode(document).map(Some)
+            }
+            Err(error) if error.status().is_not_found() => Ok(None),
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    /// The stream's version, knowing that version `present` exists (0 always does) and
+    /// `absent` (if given) does not: point reads doubling the step from `present` until one is
+    /// missing, then a binary search. A stream has no gaps, and after a lost race it is
+    /// usually a version or two ahead, so this costs a few reads where a query of the whole
+    /// stream would cost pages.
+    async fn current_version(
+        &self,
+        stream_id: &str,
+        present: u64,
+        absent: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let (mut low, mut high) = (present, absent);
+        let mut step = 1;
+        while high.is_none() {
+            let probe = low + step;
+            if self.read_event(stream_id, probe).await?.is_some() {
+                low = probe;
+                step *= 2;
+            } else {
+                high = Some(probe);
+            }
+        }
+        let mut high = high.unwrap_or(low + 1);
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if self.read_event(stream_id, middle).await?.is_some() {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        Ok(low)
+    }
+}
+
+fn conflict(stream_id: &str, expected: u64, actual: u64) -> StoreError {
+    StoreError::Conflict {
+        stream_id: stream_id.to_owned(),
+        expected,
+        actual,
+    }
+}
+
+#[async_trait]
+impl EventStore for CosmosEventStore {
     #[tracing::instrument(skip(self, events), fields(n = events.len()))]
-    pub async fn append(
+    async fn append(
         &self,
         stream_id: &str,
         stream_type: &str,
@@ -283,7 +351,10 @@ impl CosmosEventStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         let Some(first_id) = events.first().map(|e| e.event_id) else {
-            return Ok(appended(self.current_version(stream_id).await?, false));
+            return Ok(appended(
+                self.current_version(stream_id, 0, None).await?,
+                false,
+            ));
         };
         let n = events.len() as u64;
         if events.len() > MAX_EVENTS_PER_APPEND {
@@ -292,6 +363,11 @@ impl CosmosEventStore {
             )));
         }
         let mut batch = TransactionalBatch::new(stream_id.to_owned());
+        // The creates prove that `expected + 1..` are free; reading `expected` first proves the
+        // stream got that far (versions have no gaps), all in the batch's one transaction.
+        if expected_version > 0 {
+            batch = batch.read_item(document_id(expected_version), None);
+        }
         for (event, version) in events.into_iter().zip(expected_version + 1..) {
             let document = EventDocument::new(stream_id, stream_type, version, event);
             batch = batch.create_item(document).map_err(store_error)?;
@@ -316,27 +392,35 @@ impl CosmosEventStore {
             Err(error) if error.status().is_conflict() => 409,
             Err(error) => return Err(store_error(error)),
         };
-        if refused_with != 409 {
-            return Err(StoreError::Unavailable(format!(
-                "Cosmos DB refused the append's batch with {refused_with}"
-            )));
+        match refused_with {
+            // The id of version `expected + 1` exists: our own earlier attempt, or another
+            // writer's.
+            409 => {
+                if let Some(stored) = self.read_event(stream_id, expected_version + 1).await?
+                    && stored.event_id == first_id
+                {
+                    return Ok(appended(expected_version + n, true));
+                }
+                let actual = self
+                    .current_version(stream_id, expected_version + 1, None)
+                    .await?;
+                Err(conflict(stream_id, expected_version, actual))
+            }
+            // Version `expected` does not exist: the stream is behind.
+            404 => {
+                let actual = self
+                    .current_version(stream_id, 0, Some(expected_version))
+                    .await?;
+                Err(conflict(stream_id, expected_version, actual))
+            }
+            other => Err(StoreError::Unavailable(format!(
+                "Cosmos DB refused the append's batch with {other}"
+            ))),
         }
-        // The id of version `expected + 1` exists: either our own earlier attempt, or another
-        // writer's.
-        if let Some(stored) = self.read_event(stream_id, expected_version + 1).await?
-            && stored.event_id == first_id
-        {
-            return Ok(appended(expected_version + n, true));
-        }
-        Err(StoreError::Conflict {
-            stream_id: stream_id.to_owned(),
-            expected: expected_version,
-            actual: self.current_version(stream_id).await?,
-        })
     }
 
     #[tracing::instrument(skip(self))]
-    pub async fn read_stream(
+    async fn read_stream(
         &self,
         stream_id: &str,
         from_version: u64,
@@ -376,7 +460,7 @@ impl CosmosEventStore {
     /// never cut, since the cursor can only be taken between pages: a page may carry more
     /// than `limit` events (the service keeps a batch's documents together).
     #[tracing::instrument(skip(self))]
-    pub async fn read_all(&self, after: &LogCursor, limit: usize) -> Result<LogPage, StoreError> {
+    async fn read_all(&self, after: &LogCursor, limit: usize) -> Result<LogPage, StoreError> {
         let ranges = self
             .events
             .read_feed_ranges(None)
@@ -421,6 +505,14 @@ impl CosmosEventStore {
                 events.push(EventDocument::decode(document)?.into_recorded()?);
             }
         }
+        // Nothing new: stay where the reader was (the port's promise), rather than hand out a
+        // token that differs only by the ranges' refreshed etags.
+        if events.is_empty() {
+            return Ok(LogPage {
+                events,
+                next: after.clone(),
+            });
+        }
         let next = pages.to_continuation_token().map_err(store_error)?;
         Ok(LogPage {
             events,
@@ -428,17 +520,22 @@ impl CosmosEventStore {
         })
     }
 
+    /// The change feed keeps order within a stream only (ADR 05).
+    fn ordered_log(&self) -> bool {
+        false
+    }
+
     /// Cosmos DB cannot count the changes after a continuation cheaply.
-    pub async fn lag(&self, _after: &LogCursor) -> Result<Option<u64>, StoreError> {
+    async fn lag(&self, _after: &LogCursor) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
 
-    pub fn watch_head(&self) -> watch::Receiver<u64> {
+    fn watch_head(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
     }
 
     #[tracing::instrument(skip(self))]
-    pub async fn checkpoint(&self, reader: &str) -> Result<LogCursor, StoreError> {
+    async fn checkpoint(&self, reader: &str) -> Result<LogCursor, StoreError> {
         let id = format!("checkpoint:{reader}");
         match self.leases.read_item(id.clone(), &id, None).await {
             Ok(response) => {
@@ -453,11 +550,7 @@ impl CosmosEventStore {
     }
 
     #[tracing::instrument(skip(self, cursor))]
-    pub async fn save_checkpoint(
-        &self,
-        reader: &str,
-        cursor: &LogCursor,
-    ) -> Result<(), StoreError> {
+    async fn save_checkpoint(&self, reader: &str, cursor: &LogCursor) -> Result<(), StoreError> {
         let id = format!("checkpoint:{reader}");
         let document = CheckpointDocument {
             id: id.clone(),
@@ -471,7 +564,7 @@ impl CosmosEventStore {
     }
 
     /// Reads the events container's metadata: cheap, and needs the key to be right.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.events.read(None).await.map_err(store_error)?;
         Ok(())
     }
@@ -479,7 +572,7 @@ impl CosmosEventStore {
     /// Takes the named lease: creates its document, or takes over one whose holder let it
     /// expire (replace with `If-Match` on the etag read: `412` means another process won).
     #[tracing::instrument(skip(self))]
-    pub async fn lease(&self, name: &str) -> Result<Option<CosmosLease>, StoreError> {
+    async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
         let id = format!("lease:{name}");
         let owner = Uuid::new_v4();
         let document = self.lease_document(&id, owner);
@@ -528,7 +621,7 @@ impl CosmosEventStore {
             .etag()
             .map(|e| e.to_string())
             .ok_or_else(|| StoreError::Corrupt(format!("lease {name} has no etag")))?;
-        Ok(Some(CosmosLease {
+        Ok(Some(Box::new(CosmosLease {
             leases: self.leases.clone(),
             id,
             owner,
@@ -536,38 +629,7 @@ impl CosmosEventStore {
             etag: Some(etag),
             expires_at: document.expires_at,
             renewed_at: now_ms(),
-        }))
-    }
-
-    fn lease_document(&self, id: &str, owner: Uuid) -> LeaseDocument {
-        lease_document(id, owner, self.lease_duration)
-    }
-
-    /// The stream's document at `version`, if any.
-    async fn read_event(
-        &self,
-        stream_id: &str,
-        version: u64,
-    ) -> Result<Option<EventDocument>, StoreError> {
-        match self
-            .events
-            .read_item(stream_id.to_owned(), &document_id(version), None)
-            .await
-        {
-            Ok(response) => {
-                let document: Value = response.into_model().map_err(store_error)?;
-                EventDocument::decode(document).map(Some)
-            }
-            Err(error) if error.status().is_not_found() => Ok(None),
-            Err(error) => Err(store_error(error)),
-        }
-    }
-
-    /// The stream's version (0 for a stream with no event). Reads the stream: a conflict or an
-    /// empty append is rare enough for that.
-    async fn current_version(&self, stream_id: &str) -> Result<u64, StoreError> {
-        let events = self.read_stream(stream_id, 1).await?;
-        Ok(events.last().map_or(0, |e| e.version))
+        })))
     }
 }
 
@@ -575,7 +637,7 @@ fn appended(version: u64, duplicate: bool) -> Appended {
     Appended {
         version,
         // No global position on Cosmos DB (ADR 05).
-        position: Default::default(),
+        position: None,
         duplicate,
     }
 }
@@ -606,8 +668,9 @@ pub struct CosmosLease {
     renewed_at: i64,
 }
 
-impl CosmosLease {
-    pub async fn held(&mut self) -> bool {
+#[async_trait]
+impl Lease for CosmosLease {
+    async fn held(&mut self) -> bool {
         let Some(etag) = self.etag.clone() else {
             return false;
         };
@@ -663,36 +726,5 @@ impl Drop for CosmosLease {
                 tracing::debug!(%error, lease = %id, "could not release the lease");
             }
         });
-    }
-}
-
-/// The port's log types as they will be on main (ADR 05); deleted when the port lands.
-mod port {
-    use domain::RecordedEvent;
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct LogCursor(String);
-
-    impl LogCursor {
-        pub fn start() -> Self {
-            Self::default()
-        }
-        pub fn new(cursor: String) -> Self {
-            Self(cursor)
-        }
-        pub fn as_str(&self) -> &str {
-            &self.0
-        }
-        pub fn is_start(&self) -> bool {
-            self.0.is_empty()
-        }
-    }
-
-    #[derive(Debug)]
-    pub struct LogPage {
-        pub events: Vec<RecordedEvent>,
-        pub next: LogCursor,
     }
 }
