@@ -9,6 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::Method;
 use chrono::{SubsecRound, Utc};
 use commands::{EventStore, LogCursor, StoreError};
 use domain::{EventMetadata, NewEvent};
@@ -324,6 +325,7 @@ async fn an_unavailable_service_is_unavailable() {
     let append = store.append(&stream, "order", 0, events(1)).await;
     let read = store.read_stream(&stream, 1).await;
     let ping = store.ping().await;
+    let log = store.read_all(&LogCursor::start(), 10).await;
     fake.set_unavailable(false);
 
     assert!(
@@ -332,5 +334,163 @@ async fn an_unavailable_service_is_unavailable() {
     );
     assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
     assert!(matches!(ping, Err(StoreError::Unavailable(_))), "{ping:?}");
+    assert!(matches!(log, Err(StoreError::Unavailable(_))), "{log:?}");
     store.ping().await.expect("back");
+}
+
+/// Against the local fake: the startup sequence the SDK follows (*Get a database account*,
+/// *Get a Collection*, *Get Partition key ranges* until `304` on the etag), seen from the fake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_reads_the_account_containers_and_ranges_until_304() {
+    let (fake, _store) = start().await;
+
+    let seen = fake.requests();
+
+    assert_eq!(seen[0].path, "/", "the account first");
+    assert!(
+        seen.iter()
+            .all(|s| s.method == Method::GET && s.status != 401)
+    );
+    for container in [&fake.config.events_container, &fake.config.leases_container] {
+        let collection = format!("/dbs/{}/colls/{container}", fake.config.database);
+        assert!(seen.iter().any(|s| s.path == collection && s.status == 200));
+        let ranges: Vec<u16> = seen
+            .iter()
+            .filter(|s| s.path == format!("{collection}/pkranges"))
+            .map(|s| s.status)
+            .collect();
+        assert_eq!(ranges, [200, 304], "ranges, then 304 on their etag");
+    }
+}
+
+/// A request to the fake signed with the master key as *Access control in the Azure Cosmos DB
+/// SQL API* says, with the given date and body, for the contract tests of the fake itself.
+async fn signed(
+    fake: &CosmosFake,
+    method: reqwest::Method,
+    path: &str,
+    date: chrono::DateTime<Utc>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> reqwest::StatusCode {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use hmac::{Hmac, Mac};
+
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (kind, link) = match segments.len() {
+        n if n % 2 == 1 => (segments[n - 1], segments[..n - 1].join("/")),
+        n => (segments[n - 2], segments.join("/")),
+    };
+    let date = date.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let text = format!(
+        "{}\n{kind}\n{link}\n{}\n\n",
+        method.as_str().to_lowercase(),
+        date.to_lowercase()
+    );
+    let key = STANDARD.decode(&fake.config.key).expect("key");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("hmac");
+    mac.update(text.as_bytes());
+    let signature = STANDARD.encode(mac.finalize().into_bytes());
+    let token = format!(
+        "type%3Dmaster%26ver%3D1.0%26sig%3D{}",
+        signature
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    );
+    let mut request = reqwest::Client::new()
+        .request(
+            method,
+            format!("{}{}", fake.endpoint, path.trim_start_matches('/')),
+        )
+        .header("authorization", token)
+        .header("x-ms-date", date)
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("send").status()
+}
+
+/// Against the local fake: what it refuses by contract. A stale `x-ms-date` is `401`, a missing
+/// `x-ms-version` `400`, a Cosmos binary body (`0x80` first) `400`, a document whose
+/// `streamId` is not the partition key header `400`, a query it does not know `400`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_refuses_what_the_contract_refuses() {
+    let fake = CosmosFake::start(CosmosConfig::new()).await;
+    let docs = format!(
+        "/dbs/{}/colls/{}/docs",
+        fake.config.database, fake.config.events_container
+    );
+    let version = ("x-ms-version", "2020-07-15");
+    let pk = ("x-ms-documentdb-partitionkey", r#"["order-1"]"#);
+    let document = |stream: &str| {
+        serde_json::to_vec(&json!({"id": "1", "streamId": stream, "version": 1})).expect("json")
+    };
+    let post = reqwest::Method::POST;
+    let now = Utc::now();
+
+    let fine = signed(
+        &fake,
+        post.clone(),
+        &docs,
+        now,
+        &[version, pk],
+        document("order-1"),
+    )
+    .await;
+    let stale = now - chrono::Duration::minutes(20);
+    let old = signed(
+        &fake,
+        post.clone(),
+        &docs,
+        stale,
+        &[version, pk],
+        document("order-1"),
+    )
+    .await;
+    let unversioned = signed(&fake, post.clone(), &docs, now, &[pk], document("order-1")).await;
+    let binary = signed(
+        &fake,
+        post.clone(),
+        &docs,
+        now,
+        &[version, pk],
+        vec![0x80, 1, 2],
+    )
+    .await;
+    let elsewhere = signed(
+        &fake,
+        post.clone(),
+        &docs,
+        now,
+        &[version, pk],
+        document("order-2"),
+    )
+    .await;
+    let query = serde_json::to_vec(&json!({"query": "SELECT * FROM c", "parameters": []}));
+    let unknown_query = signed(
+        &fake,
+        post.clone(),
+        &docs,
+        now,
+        &[
+            version,
+            pk,
+            ("x-ms-documentdb-isquery", "True"),
+            ("content-type", "application/query+json"),
+        ],
+        query.expect("json"),
+    )
+    .await;
+    let again = signed(&fake, post, &docs, now, &[version, pk], document("order-1")).await;
+
+    assert_eq!(fine, 201, "a signed create");
+    assert_eq!(old, 401, "a stale x-ms-date");
+    assert_eq!(unversioned, 400, "no x-ms-version");
+    assert_eq!(binary, 400, "a binary body");
+    assert_eq!(elsewhere, 400, "another partition key in the body");
+    assert_eq!(unknown_query, 400, "an unknown query");
+    assert_eq!(again, 409, "the id exists in that partition");
 }
