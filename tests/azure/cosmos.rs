@@ -494,3 +494,82 @@ async fn the_fake_refuses_what_the_contract_refuses() {
     assert_eq!(unknown_query, 400, "an unknown query");
     assert_eq!(again, 409, "the id exists in that partition");
 }
+
+/// Against the local fake: *Time to Live*: a document's `ttl` counts in a container with
+/// `defaultTtl` (the leases), where it vanishes once expired, and not in one without (the
+/// events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_honours_ttl_only_where_the_container_has_a_default() {
+    let fake = CosmosFake::start(CosmosConfig::new()).await;
+    let version = ("x-ms-version", "2020-07-15");
+    let path = |container: &str| format!("/dbs/{}/colls/{container}/docs", fake.config.database);
+    let (leases, events) = (
+        path(&fake.config.leases_container),
+        path(&fake.config.events_container),
+    );
+    let lease = serde_json::to_vec(&json!({"id": "lease:x", "ttl": 1})).expect("json");
+    let event = serde_json::to_vec(&json!({"id": "1", "streamId": "s", "ttl": 1})).expect("json");
+    let lease_pk = ("x-ms-documentdb-partitionkey", r#"["lease:x"]"#);
+    let event_pk = ("x-ms-documentdb-partitionkey", r#"["s"]"#);
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+    let now = Utc::now;
+    assert_eq!(
+        signed(
+            &fake,
+            post.clone(),
+            &leases,
+            now(),
+            &[version, lease_pk],
+            lease
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        signed(&fake, post, &events, now(), &[version, event_pk], event).await,
+        201
+    );
+    let (lease_doc, event_doc) = (format!("{leases}/lease:x"), format!("{events}/1"));
+    assert_eq!(
+        signed(
+            &fake,
+            get.clone(),
+            &lease_doc,
+            now(),
+            &[version, lease_pk],
+            Vec::new()
+        )
+        .await,
+        200
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    assert_eq!(
+        signed(
+            &fake,
+            get.clone(),
+            &lease_doc,
+            now(),
+            &[version, lease_pk],
+            Vec::new()
+        )
+        .await,
+        404,
+        "expired in a container with defaultTtl"
+    );
+    assert_eq!(
+        signed(
+            &fake,
+            get,
+            &event_doc,
+            now(),
+            &[version, event_pk],
+            Vec::new()
+        )
+        .await,
+        200,
+        "ttl ignored without defaultTtl"
+    );
+}

@@ -503,7 +503,13 @@ fn route(
                             .and_then(|v| v.to_str().ok())
                             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
                     };
-                    if flag("x-ms-cosmos-is-batch-request") {
+                    if flag("x-ms-cosmos-is-query-plan-request") {
+                        // Only single-partition queries are served; they need no plan.
+                        Err(Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            "query plans are not modelled: query one partition",
+                        ))
+                    } else if flag("x-ms-cosmos-is-batch-request") {
                         batch(container, headers, body)
                     } else if flag("x-ms-documentdb-isquery") {
                         query(container, headers, body)
