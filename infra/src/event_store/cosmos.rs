@@ -728,3 +728,28 @@ impl Drop for CosmosLease {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_never_print_the_key() {
+        let settings = CosmosSettings::new(
+            "https://account.documents.azure.com:443/",
+            CosmosKey::new("c2VjcmV0LWtleQ=="),
+            "orderflow",
+        );
+
+        let printed = format!("{settings:?}");
+
+        assert!(!printed.contains("c2VjcmV0LWtleQ=="), "{printed}");
+        assert!(printed.contains("CosmosKey(***)"), "{printed}");
+    }
+
+    #[test]
+    fn document_ids_sort_as_versions() {
+        assert_eq!(document_id(7), "00000000000000000007");
+        assert!(document_id(10) > document_id(9));
+    }
+}
