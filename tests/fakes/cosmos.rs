@@ -828,14 +828,17 @@ fn batch(container: &mut Container, headers: &HeaderMap, body: &Bytes) -> Answer
         parsed.push((kind, id, resource, if_match));
     }
 
-    // Work on a copy of the partition: a failure leaves the container untouched.
+    // Each operation's previous document is kept, so that a failure puts everything back.
     let now = now_ms();
     let lsn = container.lsn + 1;
-    let saved = container.docs.clone();
+    let mut undo = Vec::new();
     let total = parsed.len();
     let mut results = Vec::with_capacity(parsed.len());
     let mut failed = None;
     for (index, (kind, id, resource, if_match)) in parsed.into_iter().enumerate() {
+        let key = (pk.clone(), id.clone());
+        let previous = container.docs.get(&key).cloned();
+        undo.push((key, previous));
         match apply(
             container,
             &pk,
@@ -862,7 +865,12 @@ fn batch(container: &mut Container, headers: &HeaderMap, body: &Bytes) -> Answer
         }
     }
     if let Some((index, status, message)) = failed {
-        container.docs = saved;
+        for (key, previous) in undo.into_iter().rev() {
+            match previous {
+                Some(doc) => container.docs.insert(key, doc),
+                None => container.docs.remove(&key),
+            };
+        }
         let results: Vec<Value> = (0..total)
             .map(|i| {
                 if i == index {
