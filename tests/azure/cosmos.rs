@@ -573,3 +573,23 @@ async fn the_fake_honours_ttl_only_where_the_container_has_a_default() {
         "ttl ignored without defaultTtl"
     );
 }
+
+/// Against the local fake: a container partitioned by another path than the layout needs is
+/// refused at connect (so by `orderflow migrate`), naming the container and both paths,
+/// instead of failing every write later. Here the two containers are given swapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_with_the_wrong_partition_key_is_refused_at_connect() {
+    let fake = CosmosFake::start(CosmosConfig::new()).await;
+    let mut swapped = settings(&fake, &fake.config.key);
+    std::mem::swap(&mut swapped.events_container, &mut swapped.lease_container);
+
+    let result = CosmosEventStore::connect(swapped).await;
+
+    let Err(StoreError::Unavailable(message)) = result else {
+        panic!("expected Unavailable, got {:?}", result.err());
+    };
+    assert!(
+        message.contains(&fake.config.leases_container) && message.contains("/streamId"),
+        "{message}"
+    );
+}

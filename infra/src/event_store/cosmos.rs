@@ -219,6 +219,29 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
+/// A container partitioned otherwise would refuse every write with a 400 that names no cause;
+/// say it at start instead (`orderflow migrate` runs this check too).
+async fn check_partition_key(
+    container: &ContainerClient,
+    name: &str,
+    expected: &str,
+) -> Result<(), StoreError> {
+    let properties = container
+        .read(None)
+        .await
+        .map_err(store_error)?
+        .into_model()
+        .map_err(store_error)?;
+    let paths = properties.partition_key.paths();
+    if paths.len() == 1 && paths[0] == expected {
+        return Ok(());
+    }
+    Err(StoreError::Unavailable(format!(
+        "Cosmos DB container {name} is partitioned by {paths:?}, not {expected:?}: create it \
+         as docs/deploy-azure.md says"
+    )))
+}
+
 impl CosmosEventStore {
     /// Connects to the account and resolves both containers (the SDK reads the account, the
     /// containers and their partition key ranges here), so a wrong key or endpoint fails now.
@@ -264,6 +287,8 @@ impl CosmosEventStore {
             .container_client(settings.lease_container.as_str(), None)
             .await
             .map_err(store_error)?;
+        check_partition_key(&events, &settings.events_container, "/streamId").await?;
+        check_partition_key(&leases, &settings.lease_container, "/id").await?;
         Ok(Self {
             events,
             leases,
