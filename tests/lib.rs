@@ -5,11 +5,15 @@
 //! - [`TestApp`]: an HTTP client bound to one app, with the calls tests repeat.
 //! - [`browser`]: a small Chrome DevTools Protocol driver for headless Chromium.
 //! - [`fakes`]: local HTTP fakes of Azure services that enforce their documented contracts.
+//! - [`process`]: `orderflow` as separate OS processes, one per role.
 //!
 //! Tracing stays quiet unless `TEST_LOG` is set.
 
 pub mod browser;
 pub mod fakes;
+/// Running `orderflow` as OS processes: the helpers the services crate's own tests use.
+#[path = "../services/tests/common/mod.rs"]
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};

@@ -25,7 +25,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Holds the SQLite event store (by default) and the development signing key.
     pub data_dir: PathBuf,
-    /// `sqlite://PATH` or `postgres://...`.
+    /// `sqlite://PATH`, `postgres://...` or `cosmos://ACCOUNT/DATABASE`.
     pub store: String,
     /// `memory://` or `amqp://...`.
     pub bus: String,
@@ -33,6 +33,8 @@ pub struct Settings {
     pub cache: String,
     /// `log://` or `notificationhubs://NAMESPACE/HUB`.
     pub push: String,
+    /// The Cosmos DB account key (`ORDERFLOW_COSMOS_KEY`), for `cosmos://`.
+    pub cosmos_key: Option<Secret>,
     /// The Service Bus shared access key (`ORDERFLOW_SERVICEBUS_KEY`), for `servicebus://`.
     pub servicebus_key: Option<Secret>,
     /// The Notification Hubs shared access key (`ORDERFLOW_NOTIFICATIONHUBS_KEY`).
@@ -59,6 +61,7 @@ impl Settings {
             bus: "memory://".into(),
             cache: "memory://".into(),
             push: "log://".into(),
+            cosmos_key: None,
             servicebus_key: None,
             notificationhubs_key: None,
             roles: Roles::all(),
@@ -91,6 +94,7 @@ impl Settings {
         settings.cache = pick(overrides.cache, file.cache, settings.cache);
         settings.push = pick(overrides.push, file.push, settings.push);
         // Keys come from the environment only: never from a file that might be committed.
+        settings.cosmos_key = overrides.cosmos_key.map(Secret::new);
         settings.servicebus_key = overrides.servicebus_key.map(Secret::new);
         settings.notificationhubs_key = overrides.notificationhubs_key.map(Secret::new);
         if let Some(roles) = overrides.role.or(file.role) {
@@ -141,6 +145,7 @@ pub struct Overrides {
     pub bus: Option<String>,
     pub cache: Option<String>,
     pub push: Option<String>,
+    pub cosmos_key: Option<String>,
     pub servicebus_key: Option<String>,
     pub notificationhubs_key: Option<String>,
     pub role: Option<String>,
@@ -304,8 +309,8 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// An Azure URL, `SCHEME://NAMESPACE/ENTITY?key-name=NAME&endpoint=URL`: the namespace, the
-/// entity (topic or hub), and the query parameters. Keys never travel in URLs: they come from
+/// An Azure URL, `SCHEME://NAMESPACE/ENTITY?key-name=NAME&endpoint=URL`: the namespace (or
+/// Cosmos DB account), the entity (topic, hub or database), and the query parameters. Keys never travel in URLs: they come from
 /// the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AzureUrl {
@@ -402,12 +407,13 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
+        assert!(settings.store.starts_with("cosmos://"));
         assert!(settings.bus.starts_with("servicebus://"));
         assert!(settings.push.starts_with("notificationhubs://"));
         assert!(settings.cache.starts_with("redis://"));
         assert!(!settings.seed_catalog);
         assert!(
-            settings.servicebus_key.is_none(),
+            settings.servicebus_key.is_none() && settings.cosmos_key.is_none(),
             "keys come from the environment only"
         );
     }

@@ -40,7 +40,8 @@ enum Command {
         #[arg(long, env = "ORDERFLOW_PROCESSOR_CONCURRENCY", value_name = "N")]
         processor_concurrency: Option<usize>,
     },
-    /// Applies the event store's schema (serve does too) and exits.
+    /// Applies the event store's schema (serve does too) and exits; on Cosmos DB, checks that
+    /// the containers exist with the right partition keys.
     Migrate {
         #[command(flatten)]
         engines: Engines,
@@ -56,7 +57,8 @@ struct Engines {
     /// Directory of the default SQLite store and the development signing key [default: ./data].
     #[arg(long, env = "ORDERFLOW_DATA", value_name = "DIR")]
     data: Option<String>,
-    /// Event store: sqlite://PATH or postgres://USER@HOST:PORT/DB[?schema=NAME]
+    /// Event store: sqlite://PATH, postgres://USER@HOST:PORT/DB[?schema=NAME] or, in builds
+    /// with the azure feature, cosmos://ACCOUNT/DATABASE (key in ORDERFLOW_COSMOS_KEY)
     /// [default: sqlite://DATA/orderflow.db].
     #[arg(long, env = "ORDERFLOW_STORE", value_name = "URL")]
     store: Option<String>,
@@ -83,6 +85,7 @@ impl Engines {
             bus: self.bus,
             cache: self.cache,
             push: self.push,
+            cosmos_key: std::env::var("ORDERFLOW_COSMOS_KEY").ok(),
             servicebus_key: std::env::var("ORDERFLOW_SERVICEBUS_KEY").ok(),
             notificationhubs_key: std::env::var("ORDERFLOW_NOTIFICATIONHUBS_KEY").ok(),
             jwt_secret: std::env::var("ORDERFLOW_JWT_SECRET").ok(),
@@ -131,7 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { engines } => {
             let settings = Settings::resolve(engines.overrides())?;
-            services::system::open_store(&settings.store).await?;
+            services::system::open_store(&settings).await?;
             println!("schema applied to {}", redact(&settings.store));
             Ok(())
         }

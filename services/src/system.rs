@@ -6,7 +6,7 @@
 //!
 //! | setting | URLs |
 //! |---|---|
-//! | store | `sqlite://PATH`, `postgres://USER@HOST:PORT/DB[?schema=NAME]` |
+//! | store | `sqlite://PATH`, `postgres://USER@HOST:PORT/DB[?schema=NAME]`, `cosmos://ACCOUNT/DATABASE` (feature `azure`) |
 //! | bus | `memory://`, `amqp://USER:PASS@HOST:PORT/VHOST[?prefix=NAME]` |
 //! | cache | `memory://`, `redis://HOST:PORT[/DB][?prefix=NAME]` |
 //! | bus (feature `azure`) | `servicebus://NAMESPACE/TOPIC[?key-name=NAME&endpoint=URL]`, key in `ORDERFLOW_SERVICEBUS_KEY` |
@@ -63,7 +63,7 @@ pub struct System {
 impl System {
     /// Connects to the engines the settings name and builds every service on them.
     pub async fn build(settings: &Settings) -> anyhow::Result<Arc<Self>> {
-        let store = open_store(&settings.store).await?;
+        let store = open_store(settings).await?;
         let views = open_cache(&settings.cache).await?;
         let bus = if uses_topic(settings) {
             open_bus(settings).await?
@@ -224,8 +224,9 @@ pub fn uses_topic(settings: &Settings) -> bool {
     .any(|role| settings.roles.has(role))
 }
 
-/// The event store a URL names; its schema is applied (idempotently) on connect.
-pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn EventStore>> {
+/// The event store the settings name; its schema is applied (idempotently) on connect.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn EventStore>> {
+    let url = settings.store.as_str();
     let shown = redact(url);
     match scheme(url) {
         "sqlite" => {
@@ -245,7 +246,10 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn EventStore>> {
                 .with_context(|| format!("connecting to the event store {shown}"))?;
             Ok(Arc::new(store))
         }
-        _ => bail!("unknown event store URL {shown}: use sqlite://PATH or postgres://..."),
+        "cosmos" => open_cosmos(settings).await,
+        _ => bail!(
+            "unknown event store URL {shown}: use sqlite://PATH, postgres://... or cosmos://ACCOUNT/DATABASE"
+        ),
     }
 }
 
@@ -281,6 +285,40 @@ async fn open_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
 
 fn scheme(url: &str) -> &str {
     url.split_once("://").map_or("", |(scheme, _)| scheme)
+}
+
+/// `cosmos://ACCOUNT/DATABASE[?container=events&leases=leases&endpoint=URL]`: the account's
+/// endpoint is `https://ACCOUNT.documents.azure.com/` unless `endpoint` says otherwise (the
+/// emulator, a test's fake); the key comes from `ORDERFLOW_COSMOS_KEY` only.
+#[cfg(feature = "azure")]
+async fn open_cosmos(settings: &Settings) -> anyhow::Result<Arc<dyn EventStore>> {
+    use infra::event_store::cosmos::{CosmosEventStore, CosmosKey, CosmosSettings};
+    let url = settings.store.as_str();
+    let azure = crate::config::AzureUrl::parse(url)?;
+    let key = crate::config::required(&settings.cosmos_key, "ORDERFLOW_COSMOS_KEY")?;
+    let endpoint = match azure.param("endpoint") {
+        Some(endpoint) => endpoint.to_owned(),
+        None => format!("https://{}.documents.azure.com/", azure.namespace),
+    };
+    let mut cosmos = CosmosSettings::new(endpoint, CosmosKey::new(key), azure.entity.clone());
+    if let Some(container) = azure.param("container") {
+        cosmos.events_container = container.to_owned();
+    }
+    if let Some(container) = azure.param("leases") {
+        cosmos.lease_container = container.to_owned();
+    }
+    let store = CosmosEventStore::connect(cosmos)
+        .await
+        .with_context(|| format!("connecting to the event store {}", redact(url)))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "azure"))]
+async fn open_cosmos(settings: &Settings) -> anyhow::Result<Arc<dyn EventStore>> {
+    bail!(
+        "{}: this build has no Azure Cosmos DB support; build with `--features azure`",
+        redact(&settings.store)
+    )
 }
 
 #[cfg(feature = "azure")]

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Api, Process};
+use common::{Api, Process, assert_decided_as_their_events_say, lines_for, settle, wait_ready};
 use fred::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -91,60 +91,12 @@ fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-async fn wait_ready(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = reqwest::get(format!("{url}/ready")).await;
-        if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{url}/ready never answered 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The order lines for order number `i`: mostly tea (confirmed), every 50th eight grinders
-/// (payment declined), every 25th a teapot (one in stock: the rest out of stock).
-fn lines_for(i: usize) -> Value {
-    if i.is_multiple_of(50) {
-        json!([{"sku": "GRINDER-001", "quantity": 8}])
-    } else if i % 25 == 1 {
-        json!([{"sku": "TEAPOT-001", "quantity": 1}])
-    } else {
-        json!([{"sku": "TEA-001", "quantity": 1 + i % 3}])
-    }
-}
-
-/// Waits until no order in `ids` is `placed` any more; returns the final views.
-async fn settle(api: &Api, token: &str, ids: &[String], limit: Duration) -> HashMap<String, Value> {
-    let deadline = Instant::now() + limit;
-    let mut settled = HashMap::new();
-    while settled.len() < ids.len() {
-        let pending: Vec<&String> = ids.iter().filter(|id| !settled.contains_key(*id)).collect();
-        for id in pending {
-            let view = api.get(token, &format!("/api/orders/{id}")).await;
-            if view["status"] != "placed" {
-                settled.insert(id.clone(), view);
-            }
-        }
-        let pending = ids.len() - settled.len();
-        assert!(
-            Instant::now() < deadline,
-            "{pending} orders never left 'placed'"
-        );
-        if pending > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    settled
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_orders_survive_a_killed_processor_across_separate_processes() {
     let engines = Engines::fresh();
     let data = tempfile::tempdir().unwrap();
     let pushes = data.path().join("pushes.jsonl");
-    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+    let migrate = std::process::Command::new(common::binary())
         .args(["migrate", "--store", &engines.store])
         .status()
         .unwrap();
@@ -199,63 +151,7 @@ async fn five_hundred_orders_survive_a_killed_processor_across_separate_processe
 
     let views = settle(&api, &analyst, &ids, Duration::from_secs(180)).await;
 
-    // Every order is decided, and as its events say.
-    let mut confirmed_tea = 0;
-    for (id, view) in &views {
-        let status = view["status"].as_str().unwrap();
-        assert!(
-            ["confirmed", "rejected"].contains(&status),
-            "{id} is {status}"
-        );
-        let version = view["version"].as_u64().unwrap();
-        let folded = api
-            .get(&analyst, &format!("/api/orders/{id}?at_version={version}"))
-            .await;
-        assert_eq!(
-            &folded, view,
-            "the read model of {id} is not the fold of its events"
-        );
-        if status == "confirmed" && view["lines"][0]["sku"] == "TEA-001" {
-            confirmed_tea += view["lines"][0]["quantity"].as_u64().unwrap();
-        }
-    }
-    let teapots = views
-        .values()
-        .filter(|v| v["lines"][0]["sku"] == "TEAPOT-001");
-    assert_eq!(teapots.filter(|v| v["status"] == "confirmed").count(), 1);
-    let declined = views
-        .values()
-        .filter(|v| v["reason"] == "payment_declined")
-        .count();
-    assert_eq!(declined, 10);
-
-    // No event acted twice: the stock reserved is exactly what the confirmed orders hold.
-    let catalog: Value = api
-        .client
-        .get(format!("{}/api/catalog", api.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let tea = catalog
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["sku"] == "TEA-001")
-        .unwrap();
-    assert_eq!(tea["reserved"].as_u64().unwrap(), confirmed_tea);
-    let grinder = catalog
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["sku"] == "GRINDER-001")
-        .unwrap();
-    assert_eq!(
-        grinder["reserved"], 0,
-        "declined orders released their stock"
-    );
+    assert_decided_as_their_events_say(&api, &analyst, &views).await;
 
     // No customer got two pushes for one event, and every decision was pushed.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -3,6 +3,7 @@
 //! the tests specific to its service.
 
 mod cosmos;
+mod distributed;
 mod notification_hubs;
 mod service_bus;
 mod system;

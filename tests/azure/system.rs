@@ -1,8 +1,8 @@
-//! The whole system with its Azure adapters, each pointed at a local fake that enforces the
-//! service's documented contract (no Azure service can be reached from here): the topic is
-//! Service Bus, pushes go through Notification Hubs; the event store is SQLite until the
-//! Cosmos DB adapter exists.
+//! The whole system in one process with its Azure adapters, each pointed at a local fake that
+//! enforces the service's documented contract (no Azure service can be reached from here):
+//! events in Cosmos DB, the topic on Service Bus, pushes through Notification Hubs.
 
+use orderflow_tests::fakes::cosmos::{CosmosConfig, CosmosFake};
 use orderflow_tests::fakes::notification_hubs::FakeNotificationHubs;
 use orderflow_tests::fakes::service_bus::{ServiceBusConfig, ServiceBusFake};
 use orderflow_tests::{eventually, spawn_app_with, unique_sku};
@@ -10,12 +10,19 @@ use serde_json::json;
 use services::config::{Secret, Settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_flows_through_service_bus_and_is_pushed_through_notification_hubs() {
+async fn an_order_flows_through_cosmos_db_and_service_bus_and_is_pushed_through_notification_hubs()
+{
+    let cosmos = CosmosFake::start(CosmosConfig::new()).await;
     let subscriptions = services::system::SUBSCRIPTIONS;
     let bus = ServiceBusFake::start(ServiceBusConfig::new(&subscriptions, 5)).await;
     let hubs = FakeNotificationHubs::start("orders", "orderflow-send", "aHViLWtleQ==").await;
     let data = tempfile::tempdir().unwrap();
     let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap(), data.path().to_owned());
+    settings.store = format!(
+        "cosmos://fake/{}?endpoint={}",
+        cosmos.config.database, cosmos.endpoint
+    );
+    settings.cosmos_key = Some(Secret::new(cosmos.config.key.clone()));
     let config = &bus.config;
     settings.bus = format!(
         "servicebus://{}/{}?key-name={}&endpoint={}",
@@ -63,5 +70,13 @@ async fn an_order_flows_through_service_bus_and_is_pushed_through_notification_h
         Some(format!("customer:{}", view["customer_id"].as_str().unwrap()).as_str())
     );
     assert_eq!(send.deliveries.len(), 1, "the customer's one device got it");
+    let stream = cosmos.documents(
+        &cosmos.config.events_container,
+        &format!("order-{order_id}"),
+    );
+    assert!(
+        stream.len() >= 2,
+        "the order's events are in Cosmos DB: {stream:?}"
+    );
     app.stop().await;
 }

@@ -1,15 +1,41 @@
 //! Running `orderflow` as a user does: as OS processes, found on the URL they log.
+//!
+//! Shared by the services crate's own tests and, as `orderflow_tests::process`, by the
+//! cross-crate ones (the system on the Azure fakes).
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+/// The `orderflow` binary. Cargo names it to the services crate's own tests; another crate's
+/// tests find it beside their own executable's folder (`target/debug`), where
+/// `cargo test --workspace` builds it.
+pub fn binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_orderflow") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/PROFILE/deps");
+    let binary = target.join("orderflow");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo test --workspace`, or build it first with \
+         `cargo build -p services --features azure`",
+        binary.display()
+    );
+    binary
+}
 
 /// A running `orderflow` process and the base URL it serves.
 pub struct Process {
@@ -21,7 +47,7 @@ pub struct Process {
 impl Process {
     /// Starts `orderflow ARGS` and waits for its "listening on" log line.
     pub fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_orderflow"));
+        let mut command = Command::new(binary());
         command
             .args(args)
             .env("RUST_LOG", "info")
@@ -187,4 +213,125 @@ impl Api {
         let placed: Value = response.json().await.unwrap();
         placed["order_id"].as_str().unwrap().to_owned()
     }
+}
+
+/// Waits (up to 30 s) until the process at `url` says it is ready.
+pub async fn wait_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = reqwest::get(format!("{url}/ready")).await;
+        if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url}/ready never answered 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The order lines for order number `i`: mostly tea (confirmed), every 50th eight grinders
+/// (payment declined), every 25th a teapot (one in stock: the rest out of stock).
+pub fn lines_for(i: usize) -> Value {
+    if i.is_multiple_of(50) {
+        json!([{"sku": "GRINDER-001", "quantity": 8}])
+    } else if i % 25 == 1 {
+        json!([{"sku": "TEAPOT-001", "quantity": 1}])
+    } else {
+        json!([{"sku": "TEA-001", "quantity": 1 + i % 3}])
+    }
+}
+
+/// Waits until no order in `ids` is `placed` any more; returns the final views.
+pub async fn settle(
+    api: &Api,
+    token: &str,
+    ids: &[String],
+    limit: Duration,
+) -> HashMap<String, Value> {
+    let deadline = Instant::now() + limit;
+    let mut settled = HashMap::new();
+    while settled.len() < ids.len() {
+        let pending: Vec<&String> = ids.iter().filter(|id| !settled.contains_key(*id)).collect();
+        for id in pending {
+            let view = api.get(token, &format!("/api/orders/{id}")).await;
+            if view["status"] != "placed" {
+                settled.insert(id.clone(), view);
+            }
+        }
+        let pending = ids.len() - settled.len();
+        assert!(
+            Instant::now() < deadline,
+            "{pending} orders never left 'placed'"
+        );
+        if pending > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    settled
+}
+
+/// The orders [`lines_for`] placed are all decided, and as their events say: each view is the
+/// fold of its stream, the one teapot went to one order, every 50th order was declined, and
+/// the stock reserved is exactly what the confirmed orders hold (no event acted twice).
+pub async fn assert_decided_as_their_events_say(
+    api: &Api,
+    analyst: &str,
+    views: &HashMap<String, Value>,
+) {
+    let mut confirmed_tea = 0;
+    for (id, view) in views {
+        let status = view["status"].as_str().unwrap();
+        assert!(
+            ["confirmed", "rejected"].contains(&status),
+            "{id} is {status}"
+        );
+        let version = view["version"].as_u64().unwrap();
+        let folded = api
+            .get(analyst, &format!("/api/orders/{id}?at_version={version}"))
+            .await;
+        assert_eq!(
+            &folded, view,
+            "the read model of {id} is not the fold of its events"
+        );
+        if status == "confirmed" && view["lines"][0]["sku"] == "TEA-001" {
+            confirmed_tea += view["lines"][0]["quantity"].as_u64().unwrap();
+        }
+    }
+    let teapots = views
+        .values()
+        .filter(|v| v["lines"][0]["sku"] == "TEAPOT-001");
+    assert_eq!(teapots.filter(|v| v["status"] == "confirmed").count(), 1);
+    let declined = views
+        .values()
+        .filter(|v| v["reason"] == "payment_declined")
+        .count();
+    let expected_declines = (0..views.len()).filter(|i| i.is_multiple_of(50)).count();
+    assert_eq!(declined, expected_declines, "every 50th order is declined");
+
+    // No event acted twice: the stock reserved is exactly what the confirmed orders hold.
+    let catalog: Value = api
+        .client
+        .get(format!("{}/api/catalog", api.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tea = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sku"] == "TEA-001")
+        .unwrap();
+    assert_eq!(tea["reserved"].as_u64().unwrap(), confirmed_tea);
+    let grinder = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sku"] == "GRINDER-001")
+        .unwrap();
+    assert_eq!(
+        grinder["reserved"], 0,
+        "declined orders released their stock"
+    );
 }
