@@ -3,12 +3,11 @@
 //! dead-letter queue after the max delivery count): the `EventBus` conformance suite, then what
 //! is specific to Service Bus.
 //!
-//! One case of the suite runs here in an adapted form:
-//! `after_max_attempts_the_event_is_dead_lettered_with_the_last_reason` expects the handler's
-//! last reason on the dead letter, and the REST API (so the crate) cannot dead-letter with a
-//! reason: Service Bus dead-letters by the max delivery count and records its own reason.
-//! [`after_the_max_delivery_count_the_event_is_in_the_dead_letter_queue`] asserts everything else
-//! that case does, with Service Bus's reason.
+//! The whole suite runs. Its dead-letter case accepts the broker's reason because the adapter
+//! declares that Service Bus chooses it (`keeps_handler_reasons`: the REST API, so the crate,
+//! cannot dead-letter with a reason); [`after_the_max_delivery_count_the_event_is_in_the_dead_letter_queue`]
+//! checks that the reason is Service Bus's `MaxDeliveryCountExceeded` and what the fake's
+//! queues hold.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,15 +59,7 @@ async fn fixture(subscriptions: &'static [&'static str], policy: RetryPolicy) ->
 }
 
 mod conformance_suite {
-    infra::event_bus_conformance!(@cases super::fixture;
-        every_subscription_gets_every_event,
-        a_failing_handler_is_retried_with_growing_delays,
-        competing_consumers_see_each_event_once,
-        an_unsettled_delivery_whose_consumer_goes_away_is_delivered_again,
-        one_consumer_sees_publish_order,
-        an_unknown_subscription_is_an_error,
-        an_empty_batch_is_safe_at_once,
-    );
+    infra::event_bus_conformance!(super::fixture);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,6 +132,8 @@ async fn a_delivery_whose_lock_expires_comes_again_as_attempt_two() {
     assert!(fake.active("a").is_empty(), "completed under the new lock");
 }
 
+/// Against the local fake: the dead letter's reason is Service Bus's own, and the event sits in
+/// the failing subscription's `$DeadLetterQueue` only (the suite checks the rest).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_max_delivery_count_the_event_is_in_the_dead_letter_queue() {
     let fixture = fixture(conformance::SUBSCRIPTIONS, conformance::policy()).await;
@@ -150,7 +143,6 @@ async fn after_the_max_delivery_count_the_event_is_in_the_dead_letter_queue() {
         Err(format!("failure {attempt}"))
     })
     .await;
-    let b = conformance::spawn_consumer(bus.clone(), "b", conformance::ack_all).await;
     let sent = conformance::events(1);
 
     conformance::settled(conformance::publish(&bus, &sent).await).await;
@@ -166,28 +158,15 @@ async fn after_the_max_delivery_count_the_event_is_in_the_dead_letter_queue() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    tokio::time::sleep(conformance::QUIET).await;
 
-    assert_eq!(dead.len(), 1, "one dead letter: {dead:?}");
-    assert_eq!(dead[0].subscription, "a");
-    assert_eq!(dead[0].event, sent[0], "the event, intact");
-    assert_eq!(dead[0].attempts, 3);
+    assert!(!bus.keeps_handler_reasons());
     assert!(
         dead[0].reason.starts_with("MaxDeliveryCountExceeded"),
         "Service Bus's reason, not the handler's: {:?}",
         dead[0].reason
     );
-    let attempts: Vec<u32> = a.seen().iter().map(|s| s.attempt).collect();
-    assert_eq!(attempts, [1, 2, 3], "a dead letter is not delivered again");
-    assert_eq!(
-        bus.dead_letters().await.expect("read again"),
-        dead,
-        "reading the dead letters does not take them away"
-    );
     assert_eq!(fake.dead_lettered("a"), [sent[0].event_id.to_string()]);
     assert!(fake.dead_lettered("b").is_empty());
-    assert_eq!(b.seen().len(), 1, "another subscription is not affected");
     a.stop().await;
-    b.stop().await;
     fixture.teardown().await;
 }

@@ -223,11 +223,18 @@ pub async fn after_max_attempts_the_event_is_dead_lettered_with_the_last_reason(
     };
     tokio::time::sleep(QUIET).await;
 
+    // A broker that chooses the reason itself says so; its reason must still say something.
+    let reason = match dead.first() {
+        Some(dead) if !bus.keeps_handler_reasons() && !dead.reason.is_empty() => {
+            dead.reason.clone()
+        }
+        _ => "failure 3".into(),
+    };
     let expected = DeadLetter {
         subscription: "a".into(),
         event: sent[0].clone(),
         attempts: 3,
-        reason: "failure 3".into(),
+        reason,
     };
     assert_eq!(
         dead,

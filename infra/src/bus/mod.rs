@@ -88,6 +88,13 @@ pub trait EventBus: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), BusError> {
         Ok(())
     }
+
+    /// Whether a dead letter carries the handler's last reason. Service Bus's REST API cannot
+    /// dead-letter with a reason: the broker dead-letters by the max delivery count and records
+    /// its own (`MaxDeliveryCountExceeded`), and the handler's reason goes to the log.
+    fn keeps_handler_reasons(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]

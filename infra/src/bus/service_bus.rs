@@ -218,6 +218,11 @@ impl ServiceBusTopic {
 
 #[async_trait]
 impl EventBus for ServiceBusTopic {
+    /// Service Bus records its own reason (see the module docs).
+    fn keeps_handler_reasons(&self) -> bool {
+        false
+    }
+
     async fn publish(&self, events: Vec<RecordedEvent>) -> Result<Receipt, BusError> {
         if events.is_empty() {
             return Ok(Box::pin(async { Ok(()) }));
