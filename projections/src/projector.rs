@@ -56,6 +56,29 @@ pub enum Cutoff {
     Time(chrono::DateTime<chrono::Utc>),
 }
 
+impl Cutoff {
+    /// Whether `event` happened at or before this point.
+    pub fn includes(&self, event: &RecordedEvent) -> bool {
+        match *self {
+            Cutoff::Version(v) => event.version <= v,
+            Cutoff::Time(t) => event.occurred_at <= t,
+        }
+    }
+}
+
+/// The order folded from the events of its stream (oldest first) up to and including
+/// `cutoff`; `None` if it did not exist yet.
+pub fn order_until(
+    events: &[RecordedEvent],
+    cutoff: Cutoff,
+) -> Result<Option<OrderView>, DecodeError> {
+    let upto = events.iter().take_while(|e| cutoff.includes(e)).count();
+    if upto == 0 {
+        return Ok(None);
+    }
+    crate::views::fold(&events[..upto]).map(Some)
+}
+
 /// A page of orders and the cursor of the next one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderPage {
@@ -242,17 +265,7 @@ impl Projector {
     ) -> Result<Option<OrderView>, ProjectionError> {
         let stream = stream_id(order::STREAM_TYPE, order_id);
         let events = self.store.read_stream(&stream, 1).await?;
-        let upto = events
-            .iter()
-            .take_while(|e| match cutoff {
-                Cutoff::Version(v) => e.version <= v,
-                Cutoff::Time(t) => e.occurred_at <= t,
-            })
-            .count();
-        if upto == 0 {
-            return Ok(None);
-        }
-        Ok(Some(crate::views::fold(&events[..upto])?))
+        Ok(order_until(&events, cutoff)?)
     }
 
     /// The catalog, by SKU.

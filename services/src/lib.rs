@@ -7,11 +7,13 @@
 //! - [`api`]: the HTTP API (orders, catalog, live updates, operations) and its errors.
 //! - [`web`]: the browser UI, compiled in.
 //! - [`seed`]: the demo catalog of a fresh embedded server.
+//! - [`history`]: `orderflow history`, an order's timeline and its state at a point.
 //! - [`metrics`], [`telemetry`]: `/metrics` counters and the tracing subscriber.
 
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod history;
 pub mod metrics;
 pub mod seed;
 pub mod system;

@@ -40,6 +40,23 @@ enum Command {
         #[arg(long, env = "ORDERFLOW_PROCESSOR_CONCURRENCY", value_name = "N")]
         processor_concurrency: Option<usize>,
     },
+    /// Prints an order's timeline from the event store and the order as it was at a moment or
+    /// version (folded from its events); exits 1 if there is no such order.
+    History {
+        #[command(flatten)]
+        engines: Engines,
+        /// The order's id (a UUID, as the API and the order page show it).
+        order_id: uuid::Uuid,
+        /// The order as it was at this moment, RFC 3339 (2026-12-01T10:00:00Z).
+        #[arg(long, value_name = "TIME", value_parser = rfc3339, conflicts_with = "at_version")]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        /// The order as it was at this version of its stream.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        at_version: Option<u64>,
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Applies the event store's schema (serve does too) and exits; on Cosmos DB, checks that
     /// the containers exist with the right partition keys.
     Migrate {
@@ -132,6 +149,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .run_until_stopped()
                 .await
         }
+        Command::History {
+            engines,
+            order_id,
+            as_of,
+            at_version,
+            json,
+        } => {
+            use projections::projector::Cutoff;
+            let settings = Settings::resolve(engines.overrides())?;
+            let store = services::system::open_store(&settings).await?;
+            let cutoff = as_of.map(Cutoff::Time).or(at_version.map(Cutoff::Version));
+            let history = services::history::history(store.as_ref(), order_id, cutoff).await?;
+            if json {
+                println!("{:#}", history.json());
+            } else {
+                print!("{}", history.table());
+            }
+            Ok(())
+        }
         Command::Migrate { engines } => {
             let settings = Settings::resolve(engines.overrides())?;
             services::system::open_store(&settings).await?;
@@ -139,4 +175,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn rfc3339(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e}: expected RFC 3339, like 2026-12-01T10:00:00Z"))
 }
