@@ -57,6 +57,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Writes the event log (JSON Lines or CSV) to a file or standard output, in the store's
+    /// order, with progress on standard error; a file appears under its name only once
+    /// complete. Exits 1 on any failure.
+    Export {
+        #[command(flatten)]
+        engines: Engines,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: services::export::Format,
+        /// Events that occurred at or after this moment (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Events that occurred before this moment (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events of this type (OrderPlaced, StockReserved, ...); repeat or separate with
+        /// commas for several.
+        #[arg(long = "type", value_name = "EVENT_TYPE", value_delimiter = ',')]
+        types: Vec<String>,
+        /// The file to write [default: standard output].
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Applies the event store's schema (serve does too) and exits; on Cosmos DB, checks that
     /// the containers exist with the right partition keys.
     Migrate {
@@ -115,8 +137,15 @@ impl Engines {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    telemetry::init("info");
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    // Commands whose output is data log to standard error, and only what needs attention.
+    match cli.command {
+        Command::History { .. } | Command::Export { .. } => {
+            telemetry::init_to("warn", telemetry::LogTo::Stderr)
+        }
+        _ => telemetry::init("info"),
+    }
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -166,6 +195,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", history.table());
             }
+            Ok(())
+        }
+        Command::Export {
+            engines,
+            format,
+            since,
+            until,
+            types,
+            output,
+        } => {
+            let settings = Settings::resolve(engines.overrides())?;
+            let store = services::system::open_store(&settings).await?;
+            let options = services::export::ExportOptions {
+                format,
+                since,
+                until,
+                types,
+                output,
+            };
+            let started = std::time::Instant::now();
+            let exported = services::export::export(store.as_ref(), &options).await?;
+            let to = options
+                .output
+                .as_ref()
+                .map_or("standard output".to_owned(), |p| p.display().to_string());
+            eprintln!(
+                "exported {} of {} events to {to} in {:.1} s",
+                exported.written,
+                exported.read,
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Migrate { engines } => {
