@@ -4,7 +4,7 @@
 //! Domain event enums serialize with serde's external tagging (`{"OrderPlaced": {...}}`); the
 //! envelope splits that into the type name and the payload so that the log is readable by tools
 //! that know nothing of Rust. Reading goes through [`decode`], the one place where an older
-//! `schema_version` would be upcast.
+//! `schema_version` is upcast (see [`crate::upcast`]).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
@@ -101,9 +101,10 @@ pub struct DecodeError {
     pub reason: String,
 }
 
-/// Turns a recorded event back into its domain type. Upcasting of old schema versions belongs
-/// here, before deserialization, so that aggregates and projections only know the current shape.
+/// Turns a recorded event back into its domain type, upcasting an older schema version first
+/// ([`crate::upcast`]), so that aggregates and projections only know the current shape.
 pub fn decode<E: DomainEvent + DeserializeOwned>(event: &RecordedEvent) -> Result<E, DecodeError> {
+    let event = &*crate::upcast::upcast(event)?;
     let fail = |reason: String| DecodeError {
         stream_id: event.stream_id.clone(),
         version: event.version,

@@ -80,7 +80,7 @@ impl DomainEvent for InventoryEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        crate::upcast::current_version(&self.event_type()).to_string()
     }
 }
 

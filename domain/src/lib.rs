@@ -5,11 +5,13 @@
 //! - [`values`]: validated value types (`Sku`, `Quantity`, `Currency`, `CustomerId`, addresses).
 //! - [`order`]: the `Order` aggregate, its commands, events (`OrderPlaced`, ...) and errors.
 //! - [`inventory`]: the `Inventory` aggregate, one per SKU: listing, restock, reservations.
-//! - [`envelope`]: the event envelope the store keeps, and decoding with upcasting in one place.
+//! - [`envelope`]: the event envelope the store keeps, and decoding.
+//! - [`upcast`]: schema evolution, the one place where older event versions become current.
 
 pub mod envelope;
 pub mod inventory;
 pub mod order;
+pub mod upcast;
 pub mod values;
 
 pub use envelope::{EventMetadata, NewEvent, RecordedEvent};

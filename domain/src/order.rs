@@ -113,9 +113,11 @@ pub enum OrderEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Schema version 2: `tracking` became `tracking_number` (version 1 is upcast on read,
+    /// see [`crate::upcast`]).
     OrderShipped {
         carrier: String,
-        tracking: String,
+        tracking_number: String,
     },
     OrderDelivered,
 }
@@ -134,7 +136,7 @@ impl DomainEvent for OrderEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        crate::upcast::current_version(&self.event_type()).to_string()
     }
 }
 
@@ -275,7 +277,10 @@ impl Order {
                     return Err(OrderError::InvalidTracking);
                 }
                 match self.status {
-                    S::Confirmed => Ok(Some(OrderEvent::OrderShipped { carrier, tracking })),
+                    S::Confirmed => Ok(Some(OrderEvent::OrderShipped {
+                        carrier,
+                        tracking_number: tracking,
+                    })),
                     S::Placed => Err(OrderError::ShipBeforeConfirmation),
                     S::Shipped | S::Delivered
                         if self
@@ -338,8 +343,11 @@ impl Aggregate for Order {
             OrderEvent::OrderConfirmed => self.status = OrderStatus::Confirmed,
             OrderEvent::OrderRejected { .. } => self.status = OrderStatus::Rejected,
             OrderEvent::OrderCancelled { .. } => self.status = OrderStatus::Cancelled,
-            OrderEvent::OrderShipped { carrier, tracking } => {
-                self.shipment = Some((carrier, tracking));
+            OrderEvent::OrderShipped {
+                carrier,
+                tracking_number,
+            } => {
+                self.shipment = Some((carrier, tracking_number));
                 self.status = OrderStatus::Shipped;
             }
             OrderEvent::OrderDelivered => self.status = OrderStatus::Delivered,
@@ -408,7 +416,7 @@ mod tests {
     fn shipped() -> OrderEvent {
         OrderEvent::OrderShipped {
             carrier: "DHL".into(),
-            tracking: "JD0001".into(),
+            tracking_number: "JD0001".into(),
         }
     }
 

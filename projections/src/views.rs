@@ -121,7 +121,10 @@ impl View for OrderView {
                 self.reason = reason;
                 OrderStatus::Cancelled
             }
-            OrderEvent::OrderShipped { carrier, tracking } => {
+            OrderEvent::OrderShipped {
+                carrier,
+                tracking_number: tracking,
+            } => {
                 self.carrier = Some(carrier);
                 self.tracking = Some(tracking);
                 OrderStatus::Shipped

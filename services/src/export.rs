@@ -2,7 +2,8 @@
 //! a spreadsheet), streamed page by page in constant memory.
 //!
 //! The log is read through the store port from its start, in its order: commit order on the
-//! SQL stores, each stream's order on Cosmos DB. Filters (`--since`, `--until`, `--type`) look
+//! SQL stores, each stream's order on Cosmos DB. Every event is written in the current shape
+//! of its type (`domain::upcast`), its `schema_version` saying so. Filters (`--since`, `--until`, `--type`) look
 //! at each event's envelope. A file is written under a temporary name beside it and renamed
 //! only once complete and synced, so a failed export never leaves a partial file under the
 //! name asked for.
@@ -145,7 +146,9 @@ async fn write_log<W: Write>(
             break;
         }
         for event in page.events.iter().filter(|e| options.wants(e)) {
-            sink.write(event)?;
+            // Analysts get one shape per event type: older schema versions are upcast.
+            let event = domain::upcast::upcast(event).context("upcasting an event")?;
+            sink.write(&event)?;
             exported.written += 1;
         }
         exported.read += page.events.len() as u64;

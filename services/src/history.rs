@@ -48,6 +48,7 @@ pub async fn history(
     if events.is_empty() {
         return Err(HistoryError::NotFound(order_id));
     }
+    let events = domain::upcast::upcast_all(&events)?;
     let state = order_until(&events, cutoff.unwrap_or(Cutoff::Version(u64::MAX)))?;
     Ok(History {
         order_id,

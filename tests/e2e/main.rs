@@ -3,4 +3,5 @@
 mod browser;
 mod commands;
 mod orders;
+mod schema_evolution;
 mod system;

@@ -389,6 +389,9 @@ pub async fn order_events(
     let order_id = parse_id(&id)?;
     let stream = stream_id(order::STREAM_TYPE, order_id);
     let events = state.system.store.read_stream(&stream, 1).await?;
+    // Clients see every event in its type's current shape (schema_version says which).
+    let events =
+        domain::upcast::upcast_all(&events).map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let owner = events
         .first()
         .and_then(|e| e.payload.get("customer_id"))
