@@ -4,12 +4,15 @@
 //!   like Redis.
 //! - [`views`]: the read models (`OrderView`, `CatalogItem`), each a fold of one stream.
 //! - [`projector`]: applies events to views compare-on-version, fills gaps from the store,
-//!   rebuilds missing views on read, pages through a customer's orders.
+//!   rebuilds missing views on read, pages through a customer's orders; generations of views.
+//! - [`replay`]: rebuilds every view from the whole log into a new generation and switches
+//!   readers to it at once.
 //! - [`notifier`]: status changes to the `PushSender` port and the browser's `LiveFeed`, once
 //!   per event.
 
 pub mod notifier;
 pub mod projector;
+pub mod replay;
 pub mod view_store;
 pub mod views;
 

@@ -6,6 +6,7 @@
 //! cannot undo each other. A view missing from the cache is rebuilt from its stream on read.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use commands::store::{EventStore, LogCursor, StoreError};
@@ -89,18 +90,74 @@ pub struct OrderPage {
 pub struct Projector {
     store: Arc<dyn EventStore>,
     views: Arc<dyn ViewStore>,
+    generation: Generation,
 }
 
+/// Which generation of the views a projector reads and writes (ADR 06): generation 0 is the
+/// names as they are, generation `g` puts `g{g}:` before every name. A replay builds the
+/// next generation beside the current one and then points [`GENERATION_KEY`] at it.
+enum Generation {
+    /// The one [`GENERATION_KEY`] names, as last read by [`Projector::refresh_generation`].
+    Current(AtomicU64),
+    /// A replay's, fixed.
+    Pinned(u64),
+}
+
+/// The view store document whose version is the generation readers use.
+pub const GENERATION_KEY: &str = "projections:generation";
+
+/// Where the names of generation 0 start; a generation above 0 is `g{n}:` before them.
+const GENERATION_ZERO_PREFIXES: [&str; 4] = ["order:", "orders:", "catalog", "projector:"];
+
 impl Projector {
+    /// A projector on the current generation; call [`Projector::refresh_generation`] before
+    /// the first read, and then every so often, to follow a replay's switch.
     pub fn new(store: Arc<dyn EventStore>, views: Arc<dyn ViewStore>) -> Self {
-        Self { store, views }
+        Self {
+            store,
+            views,
+            generation: Generation::Current(AtomicU64::new(0)),
+        }
+    }
+
+    /// A projector on one generation, whichever readers use (a replay builds with one).
+    pub fn pinned(store: Arc<dyn EventStore>, views: Arc<dyn ViewStore>, generation: u64) -> Self {
+        Self {
+            store,
+            views,
+            generation: Generation::Pinned(generation),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        match &self.generation {
+            Generation::Current(current) => current.load(Ordering::Acquire),
+            Generation::Pinned(generation) => *generation,
+        }
+    }
+
+    /// Reads which generation readers use now and follows it; answers it.
+    pub async fn refresh_generation(&self) -> Result<u64, ProjectionError> {
+        let current = current_generation(self.views.as_ref()).await?;
+        if let Generation::Current(cached) = &self.generation {
+            let previous = cached.swap(current, Ordering::AcqRel);
+            if previous != current {
+                tracing::info!(previous, current, "views switched to another generation");
+            }
+        }
+        Ok(current)
+    }
+
+    /// `name` in this projector's generation.
+    fn name(&self, name: &str) -> String {
+        generation_name(self.generation(), name)
     }
 
     /// Applies one event from the topic (or from catch-up).
     pub async fn handle(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         match event.stream_type.as_str() {
             order::STREAM_TYPE => {
-                let key = format!("order:{}", stream_key(event));
+                let key = self.name(&format!("order:{}", stream_key(event)));
                 if let Some((view, from)) = self
                     .project::<OrderView>(&key, &event.stream_id, Some(event))
                     .await?
@@ -111,12 +168,14 @@ impl Projector {
             }
             inventory::STREAM_TYPE => {
                 let sku = stream_key(event);
-                let key = format!("catalog:{sku}");
+                let key = self.name(&format!("catalog:{sku}"));
                 if let Some((_, 0)) = self
                     .project::<CatalogItem>(&key, &event.stream_id, Some(event))
                     .await?
                 {
-                    self.views.index_add(CATALOG_INDEX, 0, sku).await?;
+                    self.views
+                        .index_add(&self.name(CATALOG_INDEX), 0, sku)
+                        .await?;
                 }
             }
             _ => {}
@@ -128,10 +187,21 @@ impl Projector {
     /// checkpoint. Run at start-up: with a cache that forgot everything (the in-memory one
     /// after a restart) this rebuilds every view. Returns the cursor reached.
     pub async fn catch_up(&self) -> Result<LogCursor, ProjectionError> {
-        let (mut saved, mut cursor) = match self.views.get(CHECKPOINT_KEY).await? {
+        Ok(self.catch_up_with(&mut |_| {}).await?.0)
+    }
+
+    /// [`Projector::catch_up`], telling `progress` how many events each page folded; answers
+    /// the cursor reached and the events folded.
+    pub async fn catch_up_with(
+        &self,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(LogCursor, u64), ProjectionError> {
+        let checkpoint = self.name(CHECKPOINT_KEY);
+        let (mut saved, mut cursor) = match self.views.get(&checkpoint).await? {
             Some(doc) => (doc.version, saved_cursor(&doc)),
             None => (0, LogCursor::start()),
         };
+        let mut folded = 0;
         loop {
             let page = self.store.read_all(&cursor, CATCH_UP_BATCH).await?;
             if page.events.is_empty() {
@@ -140,6 +210,8 @@ impl Projector {
             for event in &page.events {
                 self.handle(event).await?;
             }
+            folded += page.events.len() as u64;
+            progress(page.events.len() as u64);
             cursor = page.next;
             // The document's version only counts saves, so that two projectors catching up
             // at once cannot move it back: the one that read an older count loses.
@@ -147,17 +219,17 @@ impl Projector {
                 version: saved + 1,
                 body: serde_json::json!({ "cursor": cursor }).to_string(),
             };
-            if self.views.put(CHECKPOINT_KEY, saved, doc).await? {
+            if self.views.put(&checkpoint, saved, doc).await? {
                 saved += 1;
             }
         }
-        Ok(cursor)
+        Ok((cursor, folded))
     }
 
     /// The order's view; when the cache has none, it is folded from the stream and written
     /// back. `None` when the order does not exist.
     pub async fn order(&self, order_id: Uuid) -> Result<Option<OrderView>, ProjectionError> {
-        let key = format!("order:{order_id}");
+        let key = self.name(&format!("order:{order_id}"));
         if let Some(doc) = self.views.get(&key).await? {
             return parse(&key, &doc);
         }
@@ -169,7 +241,7 @@ impl Projector {
         &self,
         order_id: Uuid,
     ) -> Result<Option<OrderView>, ProjectionError> {
-        let key = format!("order:{order_id}");
+        let key = self.name(&format!("order:{order_id}"));
         let stream = stream_id(order::STREAM_TYPE, order_id);
         match self.project::<OrderView>(&key, &stream, None).await? {
             Some((view, from)) => {
@@ -223,7 +295,7 @@ impl Projector {
         'scan: loop {
             let batch = self
                 .views
-                .index_page(index, before.clone(), batch_size)
+                .index_page(&self.name(index), before.clone(), batch_size)
                 .await?;
             let exhausted = batch.len() < batch_size;
             for (score, member) in batch {
@@ -273,12 +345,15 @@ impl Projector {
         let mut items = Vec::new();
         let mut before = None;
         loop {
-            let batch = self.views.index_page(CATALOG_INDEX, before, 500).await?;
+            let batch = self
+                .views
+                .index_page(&self.name(CATALOG_INDEX), before, 500)
+                .await?;
             let Some(last) = batch.last().cloned() else {
                 break;
             };
             for (_, sku) in &batch {
-                let key = format!("catalog:{sku}");
+                let key = self.name(&format!("catalog:{sku}"));
                 if let Some(doc) = self.views.get(&key).await? {
                     items.extend(parse::<CatalogItem>(&key, &doc)?);
                 }
@@ -333,13 +408,50 @@ impl Projector {
         let score = view.placed_at.timestamp_micros();
         let member = view.order_id.to_string();
         self.views
-            .index_add(&customer_index(view.customer_id), score, &member)
+            .index_add(
+                &self.name(&customer_index(view.customer_id)),
+                score,
+                &member,
+            )
             .await?;
         self.views
-            .index_add(ALL_ORDERS_INDEX, score, &member)
+            .index_add(&self.name(ALL_ORDERS_INDEX), score, &member)
             .await?;
         Ok(())
     }
+}
+
+/// The generation readers use now (0 before any replay).
+pub async fn current_generation(views: &dyn ViewStore) -> Result<u64, ProjectionError> {
+    Ok(views
+        .get(GENERATION_KEY)
+        .await?
+        .map_or(0, |doc| doc.version))
+}
+
+/// `name` in generation `generation`.
+pub fn generation_name(generation: u64, name: &str) -> String {
+    match generation {
+        0 => name.to_owned(),
+        g => format!("g{g}:{name}"),
+    }
+}
+
+/// Deletes every view of one generation; answers how many documents and indexes went.
+pub async fn delete_generation(
+    views: &dyn ViewStore,
+    generation: u64,
+) -> Result<u64, ProjectionError> {
+    if generation > 0 {
+        return Ok(views
+            .delete_prefix(&generation_name(generation, ""))
+            .await?);
+    }
+    let mut deleted = 0;
+    for prefix in GENERATION_ZERO_PREFIXES {
+        deleted += views.delete_prefix(prefix).await?;
+    }
+    Ok(deleted)
 }
 
 fn stream_key(event: &RecordedEvent) -> &str {

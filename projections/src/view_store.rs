@@ -48,6 +48,10 @@ pub trait ViewStore: Send + Sync + 'static {
 
     async fn ping(&self) -> Result<(), ViewError>;
 
+    /// Deletes every document and index whose name starts with `prefix` (a replay's old
+    /// generation of views) and answers how many went. Claims and channels are not touched.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, ViewError>;
+
     /// Many `put`s at once (a replay's bulk writes); one answer per write, in order. Adapters
     /// that can pipeline override this.
     async fn put_many(&self, writes: Vec<(String, u64, Doc)>) -> Result<Vec<bool>, ViewError> {

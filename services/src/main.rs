@@ -79,6 +79,17 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Rebuilds the read models from the whole event log into a new generation beside the
+    /// current one, switches every reader to it at once, and deletes the old one. Live events
+    /// keep flowing meanwhile; none is lost. Needs a shared cache (redis://).
+    Replay {
+        #[command(flatten)]
+        engines: Engines,
+        /// Which projection: `all` (the order views, the order lists and the catalog share
+        /// one generation, so they are rebuilt together).
+        #[arg(long, default_value = "all", value_parser = ["all"])]
+        projection: String,
+    },
     /// Applies the event store's schema (serve does too) and exits; on Cosmos DB, checks that
     /// the containers exist with the right partition keys.
     Migrate {
@@ -140,7 +151,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands whose output is data log to standard error, and only what needs attention.
     match cli.command {
-        Command::History { .. } | Command::Export { .. } => {
+        Command::History { .. } | Command::Export { .. } | Command::Replay { .. } => {
             telemetry::init_to("warn", telemetry::LogTo::Stderr)
         }
         _ => telemetry::init("info"),
@@ -227,6 +238,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
             Ok(())
+        }
+        Command::Replay {
+            engines,
+            projection: _,
+        } => {
+            let settings = Settings::resolve(engines.overrides())?;
+            services::replay::run(&settings).await
         }
         Command::Migrate { engines } => {
             let settings = Settings::resolve(engines.overrides())?;

@@ -43,6 +43,8 @@ pub const SUBSCRIPTIONS: [&str; 3] = [
 /// How often the projector checks that the cache still holds its views (a flushed or
 /// restarted Redis is rebuilt from the log).
 const CACHE_CHECK: Duration = Duration::from_secs(2);
+/// How often readers look for a replay's switch to a new generation of the views.
+const GENERATION_CHECK: Duration = Duration::from_secs(1);
 
 pub struct System {
     pub store: Arc<dyn EventStore>,
@@ -79,8 +81,13 @@ impl System {
         let push = open_push(settings, log_push.clone())?;
         let commands = Commands::new(store.clone());
         let gateway: Arc<dyn PaymentGateway> = payments.clone();
+        let projector = Arc::new(Projector::new(store.clone(), views.clone()));
+        projector
+            .refresh_generation()
+            .await
+            .context("reading which generation of the views to use")?;
         Ok(Arc::new(Self {
-            projector: Arc::new(Projector::new(store.clone(), views.clone())),
+            projector,
             processor: Arc::new(OrderProcessor::new(commands.clone(), gateway)),
             notifier: Arc::new(Notifier::new(store.clone(), views.clone(), push.clone())),
             live: Arc::new(LiveFeed::default()),
@@ -117,6 +124,11 @@ impl System {
         }
         if roles.has(Role::Projector) {
             workers.push(tokio::spawn(self.clone().watch_cache(shutdown.clone())));
+        }
+        if roles.has(Role::Web) || roles.has(Role::Projector) {
+            workers.push(tokio::spawn(
+                self.clone().follow_generation(shutdown.clone()),
+            ));
         }
         for (role, name, concurrency, handler) in self.consumers(settings) {
             if !roles.has(role) {
@@ -188,6 +200,20 @@ impl System {
         }
     }
 
+    /// Follows a replay's switch to a new generation of the views within a second (the replay
+    /// keeps the old one for longer than that, `projections::replay::DEFAULT_GRACE`).
+    async fn follow_generation(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = infra::stopped(&mut shutdown) => return,
+                _ = tokio::time::sleep(GENERATION_CHECK) => {}
+            }
+            if let Err(error) = self.projector.refresh_generation().await {
+                tracing::warn!(%error, "cannot read which generation of the views to use");
+            }
+        }
+    }
+
     /// Wraps a handler so that each outcome is counted for `/metrics`.
     fn handler<F, Fut>(&self, subscription: &'static str, handle: F) -> Handler
     where
@@ -253,7 +279,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn EventStor
     }
 }
 
-async fn open_cache(url: &str) -> anyhow::Result<Arc<dyn ViewStore>> {
+pub async fn open_cache(url: &str) -> anyhow::Result<Arc<dyn ViewStore>> {
     let shown = redact(url);
     match scheme(url) {
         "memory" => Ok(Arc::new(MemoryViewStore::new())),

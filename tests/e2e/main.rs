@@ -3,5 +3,6 @@
 mod browser;
 mod commands;
 mod orders;
+mod replay;
 mod schema_evolution;
 mod system;

@@ -64,6 +64,7 @@ macro_rules! view_store_conformance {
             re_adding_a_member_re_scores_it,
             a_claim_is_taken_once_until_unclaimed,
             publish_reaches_current_subscribers_only,
+            delete_prefix_deletes_only_the_names_under_it,
         );
         $crate::view_store_conformance!(@pairs $factory;
             two_stores_do_not_see_each_others_keys,
@@ -384,6 +385,59 @@ pub async fn publish_reaches_current_subscribers_only(store: Arc<dyn ViewStore>)
         next(&mut elsewhere).await,
         "marker",
         "another channel's messages do not arrive"
+    );
+}
+
+/// A replay's old generation goes: every document and index under the prefix, and nothing
+/// else (a name that merely contains it, claims, or a prefix with glob characters in it).
+pub async fn delete_prefix_deletes_only_the_names_under_it(store: Arc<dyn ViewStore>) {
+    let doc = |version| Doc {
+        version,
+        body: "{}".into(),
+    };
+    for key in [
+        "g7:order:1",
+        "g7:order:2",
+        "g8:order:1",
+        "order:g7:1",
+        "g*:order:1",
+    ] {
+        assert!(store.put(key, 0, doc(1)).await.expect("put"));
+    }
+    store
+        .index_add("g7:orders:all", 1, "a")
+        .await
+        .expect("index_add");
+    store
+        .index_add("orders:all", 1, "a")
+        .await
+        .expect("index_add");
+    assert!(store.claim("g7:claim").await.expect("claim"));
+
+    let deleted = store.delete_prefix("g7:").await.expect("delete_prefix");
+    let globbed = store.delete_prefix("g*:").await.expect("delete_prefix");
+
+    assert_eq!(deleted, 3, "two documents and one index");
+    assert_eq!(globbed, 1, "a glob character is literal");
+    for gone in ["g7:order:1", "g7:order:2", "g*:order:1"] {
+        assert_eq!(store.get(gone).await.expect("get"), None, "{gone} deleted");
+    }
+    for kept in ["g8:order:1", "order:g7:1"] {
+        assert!(store.get(kept).await.expect("get").is_some(), "{kept} kept");
+    }
+    let page = store
+        .index_page("g7:orders:all", None, 10)
+        .await
+        .expect("index_page");
+    assert!(page.is_empty(), "the index under the prefix is gone");
+    let page = store
+        .index_page("orders:all", None, 10)
+        .await
+        .expect("index_page");
+    assert_eq!(page.len(), 1, "another index stays");
+    assert!(
+        !store.claim("g7:claim").await.expect("claim"),
+        "claims stay"
     );
 }
 

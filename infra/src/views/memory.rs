@@ -63,6 +63,17 @@ impl ViewStore for MemoryViewStore {
         Ok(true)
     }
 
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, ViewError> {
+        let mut state = self.state()?;
+        let before = state.docs.len() + state.indexes.len();
+        state.docs.retain(|key, _| !key.starts_with(prefix));
+        state.indexes.retain(|index, _| !index.starts_with(prefix));
+        state
+            .scores
+            .retain(|(index, _), _| !index.starts_with(prefix));
+        Ok((before - state.docs.len() - state.indexes.len()) as u64)
+    }
+
     async fn index_add(&self, index: &str, score: i64, member: &str) -> Result<(), ViewError> {
         let mut state = self.state()?;
         let slot = (index.to_owned(), member.to_owned());

@@ -199,8 +199,12 @@ impl RedisViewStore {
     /// answers how many. Never `FLUSHDB`: other prefixes on the same Redis stay.
     #[tracing::instrument(skip(self), fields(prefix = %self.prefix))]
     pub async fn clear(&self) -> Result<u64, ViewError> {
+        self.unlink_matching(format!("{}:*", self.prefix)).await
+    }
+
+    /// `SCAN MATCH pattern` and `UNLINK` what it finds, a page at a time.
+    async fn unlink_matching(&self, pattern: String) -> Result<u64, ViewError> {
         let client = self.pool.next();
-        let pattern = format!("{}:*", self.prefix);
         let mut cursor = "0".to_owned();
         let mut deleted = 0;
         loop {
@@ -409,6 +413,19 @@ impl ViewStore for RedisViewStore {
     }
 
     #[tracing::instrument(skip(self))]
+    /// Documents and indexes whose names start with `prefix`: glob characters in it are
+    /// escaped, so a name is only ever a literal prefix.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, ViewError> {
+        let literal = glob_escape(prefix);
+        let docs = self
+            .unlink_matching(format!("{}*", self.key("doc", &literal)))
+            .await?;
+        let indexes = self
+            .unlink_matching(format!("{}*", self.key("idx", &literal)))
+            .await?;
+        Ok(docs + indexes)
+    }
+
     async fn ping(&self) -> Result<(), ViewError> {
         let _: String = self.pool.ping(None).await.map_err(view_error)?;
         Ok(())
@@ -583,6 +600,18 @@ fn split_prefix(url: &str) -> Result<(String, String), ViewError> {
         format!("{base}?{}", rest.join("&"))
     };
     Ok((fred_url, prefix.to_owned()))
+}
+
+/// `text` with Redis glob's special characters escaped, for `SCAN MATCH`.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 #[cfg(test)]
