@@ -266,3 +266,88 @@ async fn views_stay_correct_when_redis_is_flushed_mid_run() {
     }
     engines.flush_cache().await;
 }
+
+/// `orderflow replay` as an operator runs it, against PostgreSQL and Redis while the system
+/// (separate processes) keeps taking orders: every order ends decided as its events say, the
+/// lists are whole, and Redis holds only the new generation of the views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_while_orders_flow_switches_every_reader_and_loses_nothing() {
+    let engines = Engines::fresh();
+    let data = tempfile::tempdir().unwrap();
+    let args = engines.args();
+    let web = Process::serve("web", data.path(), "web", &args, &[]);
+    wait_ready(&web.url).await;
+    let _others = [
+        Process::serve("relay", data.path(), "relay", &args, &[]),
+        Process::serve("processor", data.path(), "processor", &args, &[]),
+        Process::serve("projector", data.path(), "projector,notifier", &args, &[]),
+    ];
+    let api = Arc::new(Api::new(&web.url));
+    let token = api.token("replayed", "customer").await;
+    let analyst = api.token("ann", "analyst").await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(api.place(&token, lines_for(i + 2)).await);
+    }
+    settle(&api, &token, &ids, Duration::from_secs(60)).await;
+
+    let replay = {
+        let (store, cache) = (engines.store.clone(), engines.cache.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(common::binary())
+                .args(["replay", "--store", &store, "--cache", &cache])
+                .output()
+        })
+    };
+    let placing = async {
+        let mut placed = Vec::new();
+        for i in 0..20 {
+            placed.push(api.place(&token, lines_for(i + 30)).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        placed
+    };
+    let (replayed, placed) = tokio::join!(replay, placing);
+    let replayed = replayed.unwrap().expect("orderflow replay runs");
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&replayed.stderr).contains("into generation 1"));
+    ids.extend(placed);
+
+    let views = settle(&api, &analyst, &ids, Duration::from_secs(60)).await;
+    for (id, view) in &views {
+        let version = view["version"].as_u64().unwrap();
+        let folded = api
+            .get(&analyst, &format!("/api/orders/{id}?at_version={version}"))
+            .await;
+        assert_eq!(&folded, view, "{id} is the fold of its events");
+    }
+    let mine = api.get(&token, "/api/orders?limit=100").await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), ids.len());
+    let client = Client::new(Config::from_url(&engines.redis).unwrap(), None, None, None);
+    client.init().await.expect("Redis answers");
+    let (_, old): (String, Vec<String>) = client
+        .scan_page(
+            "0",
+            format!("{}:doc:order:*", engines.prefix),
+            Some(10_000),
+            None,
+        )
+        .await
+        .unwrap();
+    let (_, new): (String, Vec<String>) = client
+        .scan_page(
+            "0",
+            format!("{}:doc:g1:order:*", engines.prefix),
+            Some(10_000),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(old.is_empty(), "generation 0 is deleted: {old:?}");
+    assert!(!new.is_empty(), "generation 1 holds the views");
+    engines.flush_cache().await;
+}
