@@ -1,5 +1,6 @@
 //! End-to-end tests: the real application on a random port, through HTTP and a browser.
 
+mod analysts;
 mod browser;
 mod commands;
 mod orders;

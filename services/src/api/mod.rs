@@ -7,12 +7,14 @@
 //! - [`error`]: `ApiError`, answered as problem+json.
 //! - [`orders`]: place, read, list, cancel, ship, deliver, an order's events.
 //! - [`catalog`]: the catalog and restocking.
+//! - [`events`]: the event log for analysts, filtered and paged.
 //! - [`live`]: the SSE stream of order updates and push installations.
 //! - [`ops`]: the development login, health, readiness, metrics, OpenAPI.
 
 pub mod auth;
 pub mod catalog;
 pub mod error;
+pub mod events;
 pub mod live;
 pub mod ops;
 pub mod orders;
@@ -57,6 +59,7 @@ pub fn router(state: AppState, web: bool) -> Router {
             .merge(ops::identity_router())
             .merge(orders::router())
             .merge(catalog::router())
+            .merge(events::router())
             .merge(live::router())
             .merge(crate::web::router());
     }

@@ -174,6 +174,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         super::orders::place_order, super::orders::get_order, super::orders::list_orders,
         super::orders::cancel_order, super::orders::ship_order, super::orders::deliver_order,
         super::orders::order_events, super::catalog::catalog, super::catalog::restock,
+        super::events::list_events,
         super::live::stream, super::live::put_installation, super::live::delete_installation,
         dev_token, health, ready, metrics,
     ),
