@@ -4,7 +4,8 @@
 //! 1. Claim a new generation number (compare-on-version on [`REPLAYS_KEY`], so two replays
 //!    never build the same one).
 //! 2. Fold the log from its start into that generation, beside the current one, which readers
-//!    and the live projector go on using.
+//!    and the live projector go on using: in memory, a page's changed views written in one
+//!    pipelined batch ([`Projector::rebuild`]).
 //! 3. Point [`GENERATION_KEY`] at the new generation, compare-on-version from the one read in
 //!    step 1 (a replay that finished meanwhile wins; this one then deletes its own).
 //! 4. For a grace period longer than the processes' refresh interval, keep catching the new
@@ -62,9 +63,9 @@ pub async fn replay(
     let builder = Projector::pinned(store, views.clone(), generation);
     let started = Instant::now();
 
-    let built = builder.catch_up_with(progress).await;
+    let built = builder.rebuild(progress).await;
     let events = match built {
-        Ok((_, events)) => events,
+        Ok(events) => events,
         Err(error) => {
             let _ = delete_generation(views.as_ref(), generation).await;
             return Err(error);

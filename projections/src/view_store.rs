@@ -62,6 +62,15 @@ pub trait ViewStore: Send + Sync + 'static {
         Ok(written)
     }
 
+    /// Many `index_add`s at once (a replay's new orders): `(index, score, member)`. Adapters
+    /// that can pipeline override this.
+    async fn index_add_many(&self, entries: Vec<(String, i64, String)>) -> Result<(), ViewError> {
+        for (index, score, member) in entries {
+            self.index_add(&index, score, &member).await?;
+        }
+        Ok(())
+    }
+
     /// Sends `message` to everyone subscribed to `channel` right now (no history, no
     /// guarantee): how the notifier reaches the browsers connected to any web process.
     async fn publish(&self, channel: &str, message: &str) -> Result<(), ViewError>;

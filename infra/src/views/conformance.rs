@@ -65,6 +65,7 @@ macro_rules! view_store_conformance {
             a_claim_is_taken_once_until_unclaimed,
             publish_reaches_current_subscribers_only,
             delete_prefix_deletes_only_the_names_under_it,
+            index_add_many_is_index_add_for_each,
         );
         $crate::view_store_conformance!(@pairs $factory;
             two_stores_do_not_see_each_others_keys,
@@ -386,6 +387,23 @@ pub async fn publish_reaches_current_subscribers_only(store: Arc<dyn ViewStore>)
         "marker",
         "another channel's messages do not arrive"
     );
+}
+
+/// Many entries at once land as if added one by one, in order: a later one re-scores.
+pub async fn index_add_many_is_index_add_for_each(store: Arc<dyn ViewStore>) {
+    let entries = vec![
+        ("a".to_owned(), 1, "x".to_owned()),
+        ("a".to_owned(), 3, "y".to_owned()),
+        ("b".to_owned(), 2, "x".to_owned()),
+        ("a".to_owned(), 5, "x".to_owned()),
+    ];
+
+    store.index_add_many(entries).await.expect("index_add_many");
+
+    let a = store.index_page("a", None, 10).await.expect("index_page");
+    let b = store.index_page("b", None, 10).await.expect("index_page");
+    assert_eq!(a, vec![(5, "x".to_owned()), (3, "y".to_owned())]);
+    assert_eq!(b, vec![(2, "x".to_owned())]);
 }
 
 /// A replay's old generation goes: every document and index under the prefix, and nothing

@@ -340,13 +340,7 @@ impl ViewStore for RedisViewStore {
 
     #[tracing::instrument(skip(self))]
     async fn index_add(&self, index: &str, score: i64, member: &str) -> Result<(), ViewError> {
-        if !(-MAX_EXACT_SCORE..=MAX_EXACT_SCORE).contains(&score) {
-            return Err(ViewError::Unavailable(format!(
-                "score {score} in index {index} is beyond ±2^53, which Redis cannot keep exactly"
-            )));
-        }
-        // Exact: within ±2^53, checked above.
-        let score = score as f64;
+        let score = exact_score(index, score)?;
         let () = self
             .pool
             .zadd(
@@ -359,6 +353,32 @@ impl ViewStore for RedisViewStore {
             )
             .await
             .map_err(view_error)?;
+        Ok(())
+    }
+
+    /// One pipeline of `ZADD`s per chunk.
+    async fn index_add_many(&self, entries: Vec<(String, i64, String)>) -> Result<(), ViewError> {
+        for chunk in entries.chunks(PIPELINE_CHUNK) {
+            let pipeline = self.pool.next().pipeline();
+            for (index, score, member) in chunk {
+                let score = exact_score(index, *score)?;
+                let () = pipeline
+                    .zadd(
+                        self.key("idx", index),
+                        None,
+                        None,
+                        false,
+                        false,
+                        (score, member.as_str()),
+                    )
+                    .await
+                    .map_err(view_error)?;
+            }
+            let answers: Vec<Result<i64, FredError>> = pipeline.try_all().await;
+            for answer in answers {
+                answer.map_err(view_error)?;
+            }
+        }
         Ok(())
     }
 
@@ -600,6 +620,17 @@ fn split_prefix(url: &str) -> Result<(String, String), ViewError> {
         format!("{base}?{}", rest.join("&"))
     };
     Ok((fred_url, prefix.to_owned()))
+}
+
+/// A score Redis keeps exactly (its scores are doubles: within ±2^53).
+fn exact_score(index: &str, score: i64) -> Result<f64, ViewError> {
+    if !(-MAX_EXACT_SCORE..=MAX_EXACT_SCORE).contains(&score) {
+        return Err(ViewError::Unavailable(format!(
+            "score {score} in index {index} is beyond ±2^53, which Redis cannot keep exactly"
+        )));
+    }
+    // Exact: within ±2^53, checked above.
+    Ok(score as f64)
 }
 
 /// `text` with Redis glob's special characters escaped, for `SCAN MATCH`.
