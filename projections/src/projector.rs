@@ -272,7 +272,9 @@ impl Projector {
                 }
             }
             let mut writes = Vec::new();
-            collect_writes(&mut writes, &mut orders, |k| self.name(&format!("order:{k}")))?;
+            collect_writes(&mut writes, &mut orders, |k| {
+                self.name(&format!("order:{k}"))
+            })?;
             collect_writes(&mut writes, &mut catalog, |k| {
                 self.name(&format!("catalog:{k}"))
             })?;

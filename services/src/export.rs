@@ -1,5 +1,6 @@
-//! `orderflow export`: the event log as JSON Lines or CSV, for analysts' tools (pandas, DuckDB,
-//! a spreadsheet), streamed page by page in constant memory.
+//! `orderflow export`: the event log as JSON Lines, CSV or (in builds with the `parquet`
+//! feature, `parquet_sink`) Parquet, for analysts' tools (pandas, DuckDB, a spreadsheet), streamed
+//! page by page in constant memory.
 //!
 //! The log is read through the store port from its start, in its order: commit order on the
 //! SQL stores, each stream's order on Cosmos DB. Every event is written in the current shape
@@ -18,6 +19,9 @@ use commands::{EventStore, LogCursor};
 use domain::RecordedEvent;
 
 use crate::progress::Progress;
+
+#[cfg(feature = "parquet")]
+mod parquet_sink;
 
 const PAGE: usize = 1000;
 
@@ -46,7 +50,14 @@ pub enum Format {
     Jsonl,
     /// A header and one row per event (see `CSV_COLUMNS`).
     Csv,
+    /// The CSV's columns, typed, for pandas and DuckDB; needs --output FILE and a build with
+    /// the parquet feature.
+    Parquet,
 }
+
+/// Why `--format parquet` fails in a build without it.
+const NO_PARQUET: &str =
+    "this build has no Parquet support; build it with `cargo build --release --features parquet`";
 
 /// Which events, and where to.
 #[derive(Debug, Clone)]
@@ -63,6 +74,27 @@ pub struct ExportOptions {
 }
 
 impl ExportOptions {
+    /// Refuses what cannot work, before any store is opened or file created.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since >= until
+        {
+            bail!("--since {since} is not before --until {until}: nothing could match");
+        }
+        if self.format == Format::Parquet {
+            if !cfg!(feature = "parquet") {
+                bail!(NO_PARQUET);
+            }
+            if self.output.is_none() {
+                // Its footer, written last, says where everything is: a reader needs the file.
+                bail!(
+                    "Parquet cannot be streamed to standard output; name a file with --output FILE"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn wants(&self, event: &RecordedEvent) -> bool {
         self.since.is_none_or(|since| event.occurred_at >= since)
             && self.until.is_none_or(|until| event.occurred_at < until)
@@ -81,14 +113,12 @@ pub struct Exported {
 
 /// Streams the log into the output the options name.
 pub async fn export(store: &dyn EventStore, options: &ExportOptions) -> anyhow::Result<Exported> {
-    if let (Some(since), Some(until)) = (options.since, options.until)
-        && since >= until
-    {
-        bail!("--since {since} is not before --until {until}: nothing could match");
-    }
+    options.check()?;
     match &options.output {
         None => {
-            let stdout = std::io::stdout().lock();
+            // `Stdout` rather than its lock, which is not `Send` as the Parquet writer needs;
+            // `BufWriter` takes the lock once per 8 KiB anyway.
+            let stdout = std::io::stdout();
             let (exported, _) = write_log(store, options, BufWriter::new(stdout)).await?;
             Ok(exported)
         }
@@ -124,7 +154,7 @@ fn partial_name(path: &Path) -> PathBuf {
 }
 
 /// Writes every wanted event to `out` and hands `out` back, flushed.
-async fn write_log<W: Write>(
+async fn write_log<W: Write + Send>(
     store: &dyn EventStore,
     options: &ExportOptions,
     out: W,
@@ -164,9 +194,11 @@ async fn write_log<W: Write>(
 enum Sink<W: Write> {
     Jsonl(W),
     Csv(Box<csv::Writer<W>>),
+    #[cfg(feature = "parquet")]
+    Parquet(Box<parquet_sink::ParquetSink<W>>),
 }
 
-impl<W: Write> Sink<W> {
+impl<W: Write + Send> Sink<W> {
     fn new(format: Format, out: W) -> anyhow::Result<Self> {
         Ok(match format {
             Format::Jsonl => Sink::Jsonl(out),
@@ -177,6 +209,10 @@ impl<W: Write> Sink<W> {
                     .context("writing the CSV header")?;
                 Sink::Csv(Box::new(writer))
             }
+            #[cfg(feature = "parquet")]
+            Format::Parquet => Sink::Parquet(Box::new(parquet_sink::ParquetSink::new(out)?)),
+            #[cfg(not(feature = "parquet"))]
+            Format::Parquet => bail!(NO_PARQUET),
         })
     }
 
@@ -189,6 +225,8 @@ impl<W: Write> Sink<W> {
             Sink::Csv(writer) => writer
                 .write_record(csv_row(event))
                 .context("writing an event")?,
+            #[cfg(feature = "parquet")]
+            Sink::Parquet(sink) => sink.write(event)?,
         }
         Ok(())
     }
@@ -200,6 +238,8 @@ impl<W: Write> Sink<W> {
             Sink::Csv(writer) => writer
                 .into_inner()
                 .map_err(|e| anyhow::anyhow!("flushing the CSV: {}", e.error()))?,
+            #[cfg(feature = "parquet")]
+            Sink::Parquet(sink) => sink.finish()?,
         };
         out.flush().context("flushing the output")?;
         Ok(out)
@@ -241,6 +281,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use async_trait::async_trait;
+    use clap::ValueEnum;
     use commands::{Appended, Lease, LogPage, StoreError};
     use domain::{EventMetadata, NewEvent};
     use infra::event_store::SqliteEventStore;
@@ -310,35 +351,128 @@ mod tests {
             .collect()
     }
 
-    /// The store fails after two events were written: the export fails, and neither the file
-    /// nor its temporary sibling is left behind.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_export_leaves_no_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let inner = SqliteEventStore::open(&dir.path().join("s.db"))
-            .await
-            .unwrap();
-        inner.append("order-1", "order", 0, noted(5)).await.unwrap();
-        let store = Arc::new(FailsAfter {
-            inner,
-            pages: AtomicUsize::new(2),
-        });
-        let output = dir.path().join("out").join("events.jsonl");
-        std::fs::create_dir(output.parent().unwrap()).unwrap();
-        let options = ExportOptions {
-            format: Format::Jsonl,
+    fn to_file(format: Format, output: PathBuf) -> ExportOptions {
+        ExportOptions {
+            format,
             since: None,
             until: None,
             types: Vec::new(),
-            output: Some(output.clone()),
+            output: Some(output),
+        }
+    }
+
+    /// The store fails after two events were written: in every format, the export fails, and
+    /// neither the file nor its temporary sibling is left behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_export_leaves_no_file() {
+        for &format in Format::value_variants() {
+            let dir = tempfile::tempdir().unwrap();
+            let inner = SqliteEventStore::open(&dir.path().join("s.db"))
+                .await
+                .unwrap();
+            inner.append("order-1", "order", 0, noted(5)).await.unwrap();
+            let store = Arc::new(FailsAfter {
+                inner,
+                pages: AtomicUsize::new(2),
+            });
+            let output = dir.path().join("out").join("events");
+            std::fs::create_dir(output.parent().unwrap()).unwrap();
+
+            let result = export(store.as_ref(), &to_file(format, output.clone())).await;
+
+            // The outage, or (Parquet in a build without it) the refusal before any file.
+            let error = format!("{:#}", result.unwrap_err());
+            assert!(
+                error.contains("the store went away") || error == NO_PARQUET,
+                "{format:?}: {error}"
+            );
+            let left: Vec<_> = std::fs::read_dir(output.parent().unwrap())
+                .unwrap()
+                .collect();
+            assert!(left.is_empty(), "{format:?}: nothing left: {left:?}");
+        }
+    }
+
+    /// More events than one record batch holds, one of them an `OrderShipped` at version 1: the
+    /// file has every row, and the old event in the current shape.
+    #[cfg(feature = "parquet")]
+    #[tokio::test]
+    async fn parquet_holds_every_event_in_its_current_shape() {
+        use arrow_array::RecordBatch;
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::UInt32Type;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteEventStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap();
+        let mut shipped = noted(1);
+        shipped[0].event_type = "OrderShipped".into();
+        shipped[0].payload = serde_json::json!({ "carrier": "DHL", "tracking": "JD0001" });
+        store.append("order-1", "order", 0, shipped).await.unwrap();
+        let many = parquet_sink::BATCH + 5;
+        store
+            .append("order-2", "order", 0, noted(many))
+            .await
+            .unwrap();
+        let output = dir.path().join("events.parquet");
+
+        let exported = export(&store, &to_file(Format::Parquet, output.clone()))
+            .await
+            .unwrap();
+
+        let expected = 1 + many as u64;
+        assert_eq!(
+            exported,
+            Exported {
+                read: expected,
+                written: expected
+            }
+        );
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&output).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows as u64, expected);
+        let first = &batches[0];
+        let column = |name: &str| first.column_by_name(name).unwrap();
+        assert_eq!(
+            column("event_type").as_string::<i32>().value(0),
+            "OrderShipped"
+        );
+        assert_eq!(
+            column("schema_version")
+                .as_primitive::<UInt32Type>()
+                .value(0),
+            2
+        );
+        let payload: serde_json::Value =
+            serde_json::from_str(column("payload").as_string::<i32>().value(0)).unwrap();
+        assert_eq!(payload["tracking_number"], "JD0001");
+    }
+
+    /// Parquet's footer comes last, so it needs a file: standard output is refused up front.
+    #[tokio::test]
+    async fn parquet_to_standard_output_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteEventStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap();
+        let options = ExportOptions {
+            output: None,
+            ..to_file(Format::Parquet, PathBuf::new())
         };
 
-        let result = export(store.as_ref(), &options).await;
+        let error = export(&store, &options).await.unwrap_err().to_string();
 
-        assert!(result.is_err(), "{result:?}");
-        let left: Vec<_> = std::fs::read_dir(output.parent().unwrap())
-            .unwrap()
-            .collect();
-        assert!(left.is_empty(), "nothing left: {left:?}");
+        let expected = if cfg!(feature = "parquet") {
+            "--output FILE"
+        } else {
+            "--features parquet"
+        };
+        assert!(error.contains(expected), "{error}");
     }
 }

@@ -8,8 +8,8 @@
 //! - [`web`]: the browser UI, compiled in.
 //! - [`seed`]: the demo catalog of a fresh embedded server.
 //! - [`history`]: `orderflow history`, an order's timeline and its state at a point.
-//! - [`export`]: `orderflow export`, the log as JSON Lines or CSV; [`replay`]: `orderflow
-//!   replay`, the read models rebuilt from the log; [`progress`] for long work.
+//! - [`export`]: `orderflow export`, the log as JSON Lines, CSV or Parquet; [`replay`]:
+//!   `orderflow replay`, the read models rebuilt from the log; [`progress`] for long work.
 //! - [`metrics`], [`telemetry`]: `/metrics` counters and the tracing subscriber.
 
 pub mod api;

@@ -57,9 +57,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Writes the event log (JSON Lines or CSV) to a file or standard output, in the store's
-    /// order, with progress on standard error; a file appears under its name only once
-    /// complete. Exits 1 on any failure.
+    /// Writes the event log (JSON Lines, CSV or, in builds with the parquet feature, Parquet)
+    /// to a file or standard output, in the store's order, with progress on standard error; a
+    /// file appears under its name only once complete. Exits 1 on any failure.
     Export {
         #[command(flatten)]
         engines: Engines,
@@ -216,8 +216,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             types,
             output,
         } => {
-            let settings = Settings::resolve(engines.overrides())?;
-            let store = services::system::open_store(&settings).await?;
             let options = services::export::ExportOptions {
                 format,
                 since,
@@ -225,6 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 types,
                 output,
             };
+            options.check()?;
+            let settings = Settings::resolve(engines.overrides())?;
+            let store = services::system::open_store(&settings).await?;
             let started = std::time::Instant::now();
             let exported = services::export::export(store.as_ref(), &options).await?;
             let to = options

@@ -223,3 +223,158 @@ async fn export_writes_the_log_as_json_lines_and_csv() {
         .collect();
     assert_eq!(left.len(), 2, "only the two finished files: {left:?}");
 }
+
+/// `orderflow export --format parquet` on the same kind of store: one row per event of the
+/// log, in its order, typed (timestamps to the microsecond, absent metadata as nulls); standard
+/// output is refused.
+#[cfg(feature = "parquet")]
+#[tokio::test]
+async fn export_writes_the_log_as_parquet() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{TimestampMicrosecondType, UInt32Type, UInt64Type};
+    use arrow_array::{Array, RecordBatch};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let data = tempfile::tempdir().unwrap();
+    let mut server = serve(data.path());
+    let api = Api::new(&server.url);
+    let token = api.token("parquet", "customer").await;
+    for quantity in 1..=2 {
+        let id = api
+            .place(&token, json!([{"sku": "TEA-001", "quantity": quantity}]))
+            .await;
+        api.get(&token, &format!("/api/orders/{id}?min_version=2"))
+            .await;
+    }
+    assert!(server.terminate().success());
+    let store = infra::event_store::SqliteEventStore::open(&data.path().join("orderflow.db"))
+        .await
+        .unwrap();
+    let store: std::sync::Arc<dyn commands::EventStore> = std::sync::Arc::new(store);
+    let log = infra::event_store::conformance::whole_log(&store).await;
+    drop(store);
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("events.parquet");
+    let export = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .args(["export", "--format", "parquet"])
+            .args(args)
+            .arg("--data")
+            .arg(data.path())
+            .output()
+            .unwrap()
+    };
+
+    let as_parquet = export(&["-o", file.to_str().unwrap()]);
+    let to_stdout = export(&[]);
+
+    assert!(
+        as_parquet.status.success(),
+        "{}",
+        String::from_utf8_lossy(&as_parquet.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&as_parquet.stderr).contains(&format!(
+            "exported {} of {} events",
+            log.len(),
+            log.len()
+        ))
+    );
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    let names: Vec<String> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, services::export::CSV_COLUMNS, "the CSV's columns");
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, log.len(), "one row per event in the log");
+    let mut events = log.iter();
+    for batch in &batches {
+        let column = |name: &str| batch.column_by_name(name).unwrap();
+        let global_position = column("global_position");
+        let global_position = global_position.as_primitive::<UInt64Type>();
+        let event_id = column("event_id");
+        let event_id = event_id.as_string::<i32>();
+        let stream_id = column("stream_id");
+        let stream_id = stream_id.as_string::<i32>();
+        let version = column("version");
+        let version = version.as_primitive::<UInt64Type>();
+        let schema_version = column("schema_version");
+        let schema_version = schema_version.as_primitive::<UInt32Type>();
+        let occurred_at = column("occurred_at");
+        let occurred_at = occurred_at.as_primitive::<TimestampMicrosecondType>();
+        let causation_id = column("causation_id");
+        let causation_id = causation_id.as_string::<i32>();
+        let actor = column("actor");
+        let actor = actor.as_string::<i32>();
+        let payload = column("payload");
+        let payload = payload.as_string::<i32>();
+        assert_eq!(occurred_at.timezone(), Some("UTC"));
+        for row in 0..batch.num_rows() {
+            let event = events.next().unwrap();
+            assert_eq!(Some(global_position.value(row)), event.global_position);
+            assert_eq!(event_id.value(row), event.event_id.to_string());
+            assert_eq!(stream_id.value(row), event.stream_id);
+            assert_eq!(version.value(row), event.version);
+            assert_eq!(schema_version.value(row), event.schema_version);
+            assert_eq!(
+                occurred_at.value_as_datetime(row).map(|t| t.and_utc()),
+                Some(event.occurred_at),
+                "occurred_at to the microsecond"
+            );
+            let causation = causation_id
+                .is_valid(row)
+                .then(|| causation_id.value(row).to_owned());
+            assert_eq!(
+                causation,
+                event.metadata.causation_id.map(|id| id.to_string()),
+                "null where the event has no cause"
+            );
+            assert_eq!(actor.value(row), event.metadata.actor);
+            let json: serde_json::Value = serde_json::from_str(payload.value(row)).unwrap();
+            assert_eq!(json, event.payload);
+        }
+    }
+    assert!(
+        log.iter().any(|e| e.metadata.causation_id.is_none())
+            && log.iter().any(|e| e.metadata.causation_id.is_some()),
+        "the log has events with and without a cause"
+    );
+
+    assert_eq!(to_stdout.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&to_stdout.stderr).contains("--output FILE"));
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["events.parquet"], "only the finished file");
+}
+
+/// A build without the parquet feature says which feature it lacks, and exits 1 before
+/// touching the store.
+#[cfg(not(feature = "parquet"))]
+#[test]
+fn export_as_parquet_names_the_missing_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["export", "--format", "parquet", "-o"])
+        .arg(dir.path().join("events.parquet"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--features parquet"));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "refused before any store or file: {left:?}"
+    );
+}
