@@ -248,12 +248,16 @@ impl Projector {
                 return Ok(folded);
             }
             let mut indexes = Vec::new();
+            let (mut changed_orders, mut changed_catalog) = (Vec::new(), Vec::new());
             for event in &page.events {
                 let key = stream_key(event).to_owned();
                 match event.stream_type.as_str() {
                     order::STREAM_TYPE => {
                         let built = orders.entry(key.clone()).or_default();
                         built.apply(event)?;
+                        if built.version == built.written + 1 {
+                            changed_orders.push(key.clone());
+                        }
                         if event.version == 1 {
                             let (view, member) = (&built.view, key);
                             let score = view.placed_at.timestamp_micros();
@@ -263,7 +267,11 @@ impl Projector {
                         }
                     }
                     inventory::STREAM_TYPE => {
-                        catalog.entry(key.clone()).or_default().apply(event)?;
+                        let built = catalog.entry(key.clone()).or_default();
+                        built.apply(event)?;
+                        if built.version == built.written + 1 {
+                            changed_catalog.push(key.clone());
+                        }
                         if event.version == 1 {
                             indexes.push((self.name(CATALOG_INDEX), 0, key));
                         }
@@ -271,11 +279,11 @@ impl Projector {
                     _ => {}
                 }
             }
-            let mut writes = Vec::new();
-            collect_writes(&mut writes, &mut orders, |k| {
+            let mut writes = Vec::with_capacity(changed_orders.len() + changed_catalog.len());
+            collect_writes(&mut writes, &mut orders, changed_orders, |k| {
                 self.name(&format!("order:{k}"))
             })?;
-            collect_writes(&mut writes, &mut catalog, |k| {
+            collect_writes(&mut writes, &mut catalog, changed_catalog, |k| {
                 self.name(&format!("catalog:{k}"))
             })?;
             let written = self.views.put_many(writes).await?;
@@ -521,14 +529,19 @@ impl<V: View> Built<V> {
     }
 }
 
-/// The changed views of `built` as compare-on-version writes, marked written.
+/// The views of `built` that `changed` names (each once: the page's first change to it) as
+/// compare-on-version writes, marked written.
 fn collect_writes<V: View>(
     writes: &mut Vec<(String, u64, Doc)>,
     built: &mut HashMap<String, Built<V>>,
+    changed: Vec<String>,
     name: impl Fn(&str) -> String,
 ) -> Result<(), ProjectionError> {
-    for (key, built) in built.iter_mut().filter(|(_, b)| b.version > b.written) {
-        let name = name(key);
+    for key in changed {
+        let Some(built) = built.get_mut(&key) else {
+            continue;
+        };
+        let name = name(&key);
         let body = serde_json::to_string(&built.view).map_err(|e| ProjectionError::Corrupt {
             key: name.clone(),
             reason: e.to_string(),

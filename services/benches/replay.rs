@@ -1,0 +1,200 @@
+//! Replay throughput: the whole log folded into a fresh generation of the views in Redis, the
+//! fast way (`Projector::rebuild`: views in memory, one pipelined write per page) against the
+//! baseline in the same run (`Projector::catch_up`, the live projector's path: a read and a
+//! compare-on-version write per event).
+//!
+//! `cargo bench -p services --bench replay` (needs Redis: `ORDERFLOW_TEST_REDIS`, default
+//! `redis://127.0.0.1:6379`). `REPLAY_EVENTS` sets the size of the log (default 1,000,000:
+//! orders of four events each plus a stock reservation, on ten SKUs), `REPLAY_BASELINE_EVENTS`
+//! how much of it the baseline folds (default 200,000: it is the slow one). The log is written
+//! to a SQLite store in a temporary directory first; the Redis keys go afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use commands::EventStore;
+use domain::{EventMetadata, NewEvent};
+use infra::event_store::SqliteEventStore;
+use infra::views::RedisViewStore;
+use projections::ViewStore;
+use projections::projector::{Projector, delete_generation};
+use serde_json::json;
+use uuid::Uuid;
+
+const SKUS: usize = 10;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let events: usize = env("REPLAY_EVENTS", 1_000_000);
+    let baseline_events: usize = env("REPLAY_BASELINE_EVENTS", 200_000).min(events);
+    let redis = std::env::var("ORDERFLOW_TEST_REDIS").unwrap_or("redis://127.0.0.1:6379".into());
+    let prefix = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+
+    let started = Instant::now();
+    let full = write_log(&dir.path().join("full.db"), events).await;
+    println!(
+        "log: {} events written to SQLite in {:.1} s",
+        events,
+        started.elapsed().as_secs_f64()
+    );
+    let part = write_log(&dir.path().join("part.db"), baseline_events).await;
+    let views: Arc<dyn ViewStore> = Arc::new(
+        RedisViewStore::connect(&format!("{redis}?prefix={prefix}"))
+            .await
+            .expect("Redis answers (set ORDERFLOW_TEST_REDIS)"),
+    );
+
+    let baseline = Projector::pinned(part.clone(), views.clone(), 1);
+    let (pages, started) = (&mut Pages::default(), Instant::now());
+    baseline
+        .catch_up_with(&mut |n| pages.done(n))
+        .await
+        .expect("baseline catch-up");
+    report(
+        "baseline (catch-up, per event)",
+        baseline_events,
+        started.elapsed(),
+        pages,
+    );
+
+    let fast = Projector::pinned(full.clone(), views.clone(), 2);
+    let (pages, started) = (&mut Pages::default(), Instant::now());
+    let folded = fast.rebuild(&mut |n| pages.done(n)).await.expect("rebuild");
+    assert_eq!(folded as usize, events);
+    report(
+        "rebuild (in memory, pipelined)",
+        events,
+        started.elapsed(),
+        pages,
+    );
+
+    for generation in [1, 2] {
+        delete_generation(views.as_ref(), generation)
+            .await
+            .expect("delete the bench's keys");
+    }
+}
+
+/// `n` events as the system writes them: orders of four events (placed, confirmed, shipped,
+/// delivered) each followed by a reservation on one of the SKUs, appended by eight writers.
+async fn write_log(path: &std::path::Path, n: usize) -> Arc<dyn EventStore> {
+    let store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(path).await.unwrap());
+    for s in 0..SKUS {
+        let stream = format!("inventory-SKU-{s:03}");
+        let listed = new(
+            "ProductListed",
+            json!({"currency": "EUR", "name": format!("Product {s}"), "sku": format!("SKU-{s:03}"), "unit_price": 450}),
+        );
+        let restocked = new("StockRestocked", json!({"quantity": 1_000_000}));
+        store
+            .append(&stream, "inventory", 0, vec![listed, restocked])
+            .await
+            .unwrap();
+    }
+    let orders = n.saturating_sub(2 * SKUS) / 5;
+    // One writer per SKU, so each knows its inventory stream's version: no conflicts, and the
+    // writers together keep the group commit busy.
+    let writers: Vec<_> = (0..SKUS)
+        .map(|s| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let inventory = format!("inventory-SKU-{s:03}");
+                for (version, _) in (2..).zip((s..orders).step_by(SKUS)) {
+                    append_order(store.as_ref(), &inventory, version).await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    store
+}
+
+async fn append_order(store: &dyn EventStore, inventory: &str, inventory_version: u64) {
+    let (order_id, customer_id) = (Uuid::now_v7(), Uuid::new_v4());
+    let sku = inventory.trim_start_matches("inventory-");
+    let placed = new(
+        "OrderPlaced",
+        json!({
+        "currency": "EUR", "customer_id": customer_id, "order_id": order_id, "total": 900,
+        "lines": [{"quantity": 2, "sku": sku, "unit_price": 450}],
+        "shipping_address": {"city": "Berlin", "country": "DE", "line1": "1 Bench Street",
+            "name": "Bea Bench", "postal_code": "10115"}}),
+    );
+    let stream = format!("order-{order_id}");
+    store
+        .append(&stream, "order", 0, vec![placed])
+        .await
+        .unwrap();
+    let reserved = new(
+        "StockReserved",
+        json!({"order_id": order_id, "quantity": 2}),
+    );
+    store
+        .append(inventory, "inventory", inventory_version, vec![reserved])
+        .await
+        .unwrap();
+    let rest = vec![
+        new("OrderConfirmed", json!({})),
+        new(
+            "OrderShipped",
+            json!({"carrier": "DHL", "tracking_number": "JD0001"}),
+        ),
+        new("OrderDelivered", json!({})),
+    ];
+    store.append(&stream, "order", 1, rest).await.unwrap();
+}
+
+fn new(event_type: &str, payload: serde_json::Value) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: event_type.into(),
+        schema_version: domain::upcast::current_version(event_type),
+        occurred_at: Utc::now(),
+        payload,
+        metadata: EventMetadata::default(),
+    }
+}
+
+/// How long each page took to fold and write.
+#[derive(Default)]
+struct Pages {
+    last: Option<Instant>,
+    took: Vec<Duration>,
+}
+
+impl Pages {
+    fn done(&mut self, _events: u64) {
+        let now = Instant::now();
+        if let Some(last) = self.last {
+            self.took.push(now - last);
+        }
+        self.last = Some(now);
+    }
+}
+
+fn report(what: &str, events: usize, took: Duration, pages: &mut Pages) {
+    pages.took.sort();
+    let at = |q: f64| {
+        let i = ((pages.took.len() as f64 - 1.0) * q).round() as usize;
+        pages.took.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "{what}: {events} events in {:.2} s = {:.0} events/s; per page p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64(),
+        at(0.5),
+        at(0.99),
+        at(1.0),
+    );
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
