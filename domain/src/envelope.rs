@@ -101,17 +101,24 @@ pub struct DecodeError {
     pub reason: String,
 }
 
+impl DecodeError {
+    /// Why `event` cannot be read.
+    pub fn of(event: &RecordedEvent, reason: String) -> Self {
+        Self {
+            stream_id: event.stream_id.clone(),
+            version: event.version,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            reason,
+        }
+    }
+}
+
 /// Turns a recorded event back into its domain type, upcasting an older schema version first
 /// ([`crate::upcast`]), so that aggregates and projections only know the current shape.
 pub fn decode<E: DomainEvent + DeserializeOwned>(event: &RecordedEvent) -> Result<E, DecodeError> {
     let event = &*crate::upcast::upcast(event)?;
-    let fail = |reason: String| DecodeError {
-        stream_id: event.stream_id.clone(),
-        version: event.version,
-        event_type: event.event_type.clone(),
-        schema_version: event.schema_version,
-        reason,
-    };
+    let fail = |reason: String| DecodeError::of(event, reason);
     let payload_is_empty = event.payload.as_object().is_some_and(|o| o.is_empty());
     let tagged = if payload_is_empty {
         // A unit variant round-trips through a bare string, but also accept `{}`.

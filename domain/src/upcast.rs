@@ -53,13 +53,7 @@ pub fn upcast(event: &RecordedEvent) -> Result<Cow<'_, RecordedEvent>, DecodeErr
     if event.schema_version == current {
         return Ok(Cow::Borrowed(event));
     }
-    let fail = |reason: String| DecodeError {
-        stream_id: event.stream_id.clone(),
-        version: event.version,
-        event_type: event.event_type.clone(),
-        schema_version: event.schema_version,
-        reason,
-    };
+    let fail = |reason: String| DecodeError::of(event, reason);
     if event.schema_version > current || event.schema_version == 0 {
         return Err(fail(format!(
             "this build reads {} up to version {current}",
