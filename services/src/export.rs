@@ -96,10 +96,21 @@ impl ExportOptions {
     }
 
     fn wants(&self, event: &RecordedEvent) -> bool {
-        self.since.is_none_or(|since| event.occurred_at >= since)
-            && self.until.is_none_or(|until| event.occurred_at < until)
-            && (self.types.is_empty() || self.types.contains(&event.event_type))
+        passes(event, self.since, self.until, &self.types)
     }
+}
+
+/// The filter analysts use everywhere (`export`, `GET /api/events`): occurred at or after
+/// `since`, before `until`, and of one of `types` (any type when empty).
+pub fn passes(
+    event: &RecordedEvent,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    types: &[String],
+) -> bool {
+    since.is_none_or(|since| event.occurred_at >= since)
+        && until.is_none_or(|until| event.occurred_at < until)
+        && (types.is_empty() || types.contains(&event.event_type))
 }
 
 /// What an export did.

@@ -11,6 +11,46 @@ fn serve(data: &std::path::Path) -> Process {
     Process::serve("serve", data, "all", &[], &[])
 }
 
+/// A data directory whose server took `quantities.len()` orders of tea (one per quantity),
+/// saw each confirmed and stopped; with the orders' ids and the whole log as it was left.
+async fn stopped_with_orders(
+    customer: &str,
+    quantities: &[u32],
+) -> (tempfile::TempDir, Vec<String>, Vec<domain::RecordedEvent>) {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = serve(data.path());
+    let api = Api::new(&server.url);
+    let token = api.token(customer, "customer").await;
+    let mut ids = Vec::new();
+    for quantity in quantities {
+        let id = api
+            .place(&token, json!([{"sku": "TEA-001", "quantity": quantity}]))
+            .await;
+        let view = api
+            .get(&token, &format!("/api/orders/{id}?min_version=2"))
+            .await;
+        assert_eq!(view["status"], "confirmed");
+        ids.push(id);
+    }
+    assert!(server.terminate().success());
+    let store = infra::event_store::SqliteEventStore::open(&data.path().join("orderflow.db"))
+        .await
+        .unwrap();
+    let store: std::sync::Arc<dyn commands::EventStore> = std::sync::Arc::new(store);
+    let log = infra::event_store::conformance::whole_log(&store).await;
+    (data, ids, log)
+}
+
+/// `orderflow ARGS --data DATA`, run to the end.
+fn orderflow(args: &[&str], data: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn serve_stops_cleanly_on_sigterm_and_keeps_its_orders() {
     let data = tempfile::tempdir().unwrap();
@@ -59,34 +99,16 @@ fn an_unusable_data_directory_fails_with_exit_code_1() {
 /// version and before the order existed; an unknown order exits 1, contradictory flags 2.
 #[tokio::test]
 async fn history_prints_an_orders_timeline_and_its_state_at_a_point() {
-    let data = tempfile::tempdir().unwrap();
-    let mut server = serve(data.path());
-    let api = Api::new(&server.url);
-    let token = api.token("histo", "customer").await;
-    let order_id = api
-        .place(&token, json!([{"sku": "TEA-001", "quantity": 2}]))
-        .await;
-    let view = api
-        .get(&token, &format!("/api/orders/{order_id}?min_version=2"))
-        .await;
-    assert_eq!(view["status"], "confirmed");
-    assert!(server.terminate().success());
-    let history = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_orderflow"))
-            .arg("history")
-            .args(args)
-            .arg("--data")
-            .arg(data.path())
-            .output()
-            .unwrap()
-    };
+    let (data, ids, _) = stopped_with_orders("histo", &[2]).await;
+    let order_id = &ids[0];
+    let history = |args: &[&str]| orderflow(&[&["history"], args].concat(), data.path());
 
-    let table = history(&[&order_id]);
-    let at_one = history(&[&order_id, "--at-version", "1", "--json"]);
-    let before = history(&[&order_id, "--as-of", "2000-01-01T00:00:00Z"]);
+    let table = history(&[order_id]);
+    let at_one = history(&[order_id, "--at-version", "1", "--json"]);
+    let before = history(&[order_id, "--as-of", "2000-01-01T00:00:00Z"]);
     let unknown = history(&["00000000-0000-7000-8000-000000000000"]);
     let both = history(&[
-        &order_id,
+        order_id,
         "--at-version",
         "1",
         "--as-of",
@@ -125,34 +147,9 @@ async fn history_prints_an_orders_timeline_and_its_state_at_a_point() {
 /// that exit 1 and leave no file.
 #[tokio::test]
 async fn export_writes_the_log_as_json_lines_and_csv() {
-    let data = tempfile::tempdir().unwrap();
-    let mut server = serve(data.path());
-    let api = Api::new(&server.url);
-    let token = api.token("exporter", "customer").await;
-    for quantity in 1..=3 {
-        let id = api
-            .place(&token, json!([{"sku": "TEA-001", "quantity": quantity}]))
-            .await;
-        api.get(&token, &format!("/api/orders/{id}?min_version=2"))
-            .await;
-    }
-    assert!(server.terminate().success());
-    let store = infra::event_store::SqliteEventStore::open(&data.path().join("orderflow.db"))
-        .await
-        .unwrap();
-    let store: std::sync::Arc<dyn commands::EventStore> = std::sync::Arc::new(store);
-    let log = infra::event_store::conformance::whole_log(&store).await;
-    drop(store);
+    let (data, _, log) = stopped_with_orders("exporter", &[1, 2, 3]).await;
     let out = tempfile::tempdir().unwrap();
-    let export = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_orderflow"))
-            .arg("export")
-            .args(args)
-            .arg("--data")
-            .arg(data.path())
-            .output()
-            .unwrap()
-    };
+    let export = |args: &[&str]| orderflow(&[&["export"], args].concat(), data.path());
     let jsonl = out.path().join("events.jsonl");
     let csv = out.path().join("events.csv");
 
@@ -235,34 +232,14 @@ async fn export_writes_the_log_as_parquet() {
     use arrow_array::{Array, RecordBatch};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-    let data = tempfile::tempdir().unwrap();
-    let mut server = serve(data.path());
-    let api = Api::new(&server.url);
-    let token = api.token("parquet", "customer").await;
-    for quantity in 1..=2 {
-        let id = api
-            .place(&token, json!([{"sku": "TEA-001", "quantity": quantity}]))
-            .await;
-        api.get(&token, &format!("/api/orders/{id}?min_version=2"))
-            .await;
-    }
-    assert!(server.terminate().success());
-    let store = infra::event_store::SqliteEventStore::open(&data.path().join("orderflow.db"))
-        .await
-        .unwrap();
-    let store: std::sync::Arc<dyn commands::EventStore> = std::sync::Arc::new(store);
-    let log = infra::event_store::conformance::whole_log(&store).await;
-    drop(store);
+    let (data, _, log) = stopped_with_orders("parquet", &[1, 2]).await;
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("events.parquet");
     let export = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_orderflow"))
-            .args(["export", "--format", "parquet"])
-            .args(args)
-            .arg("--data")
-            .arg(data.path())
-            .output()
-            .unwrap()
+        orderflow(
+            &[&["export", "--format", "parquet"], args].concat(),
+            data.path(),
+        )
     };
 
     let as_parquet = export(&["-o", file.to_str().unwrap()]);
@@ -363,13 +340,17 @@ async fn export_writes_the_log_as_parquet() {
 fn export_as_parquet_names_the_missing_feature() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let output = Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args(["export", "--format", "parquet", "-o"])
-        .arg(dir.path().join("events.parquet"))
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let file = dir.path().join("events.parquet");
+    let output = orderflow(
+        &[
+            "export",
+            "--format",
+            "parquet",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+        &data,
+    );
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--features parquet"));
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

@@ -181,9 +181,7 @@ impl Filter {
     fn keep(&self, events: &[RecordedEvent]) -> Result<Vec<LogEvent>, ApiError> {
         let kept: Vec<RecordedEvent> = events
             .iter()
-            .filter(|e| self.since.is_none_or(|since| e.occurred_at >= since))
-            .filter(|e| self.until.is_none_or(|until| e.occurred_at < until))
-            .filter(|e| self.types.is_empty() || self.types.contains(&e.event_type))
+            .filter(|e| crate::export::passes(e, self.since, self.until, &self.types))
             .cloned()
             .collect();
         let current =
