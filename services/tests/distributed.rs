@@ -58,32 +58,41 @@ impl Engines {
         ]
     }
 
-    /// Deletes every Redis key of this test (never the whole database: it is shared).
-    async fn flush_cache(&self) -> usize {
+    /// Every Redis key of this test matching `pattern` (under its prefix): SCAN to the end, since
+    /// one page of a big shared database may hold none of them.
+    async fn keys(&self, pattern: &str) -> Vec<String> {
         let client = Client::new(Config::from_url(&self.redis).unwrap(), None, None, None);
         client.init().await.expect("Redis answers");
-        let mut cursor = "0".to_owned();
-        let mut deleted = 0;
+        let (mut cursor, mut found) = ("0".to_owned(), Vec::new());
         loop {
             let (next, keys): (String, Vec<String>) = client
                 .scan_page(
-                    cursor.clone(),
-                    format!("{}:*", self.prefix),
-                    Some(500),
+                    cursor,
+                    format!("{}:{pattern}", self.prefix),
+                    Some(1_000),
                     None,
                 )
                 .await
                 .unwrap();
-            if !keys.is_empty() {
-                deleted += keys.len();
-                let _: i64 = client.del(keys).await.unwrap();
-            }
+            found.extend(keys);
             if next == "0" {
-                break;
+                return found;
             }
             cursor = next;
         }
-        deleted
+    }
+
+    /// Deletes every Redis key of this test (never the whole database: it is shared).
+    async fn flush_cache(&self) -> usize {
+        let keys = self.keys("*").await;
+        if !keys.is_empty() {
+            let client = Client::new(Config::from_url(&self.redis).unwrap(), None, None, None);
+            client.init().await.expect("Redis answers");
+            for chunk in keys.chunks(500) {
+                let _: i64 = client.del(chunk.to_vec()).await.unwrap();
+            }
+        }
+        keys.len()
     }
 }
 
@@ -327,26 +336,8 @@ async fn a_replay_while_orders_flow_switches_every_reader_and_loses_nothing() {
     }
     let mine = api.get(&token, "/api/orders?limit=100").await;
     assert_eq!(mine["items"].as_array().unwrap().len(), ids.len());
-    let client = Client::new(Config::from_url(&engines.redis).unwrap(), None, None, None);
-    client.init().await.expect("Redis answers");
-    let (_, old): (String, Vec<String>) = client
-        .scan_page(
-            "0",
-            format!("{}:doc:order:*", engines.prefix),
-            Some(10_000),
-            None,
-        )
-        .await
-        .unwrap();
-    let (_, new): (String, Vec<String>) = client
-        .scan_page(
-            "0",
-            format!("{}:doc:g1:order:*", engines.prefix),
-            Some(10_000),
-            None,
-        )
-        .await
-        .unwrap();
+    let old = engines.keys("doc:order:*").await;
+    let new = engines.keys("doc:g1:order:*").await;
     assert!(old.is_empty(), "generation 0 is deleted: {old:?}");
     assert!(!new.is_empty(), "generation 1 holds the views");
     engines.flush_cache().await;
