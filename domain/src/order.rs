@@ -58,17 +58,18 @@ impl OrderStatus {
         }
     }
 
+    /// Every status an order can be in once placed.
+    pub const ALL: [Self; 6] = [
+        Self::Placed,
+        Self::Confirmed,
+        Self::Rejected,
+        Self::Cancelled,
+        Self::Shipped,
+        Self::Delivered,
+    ];
+
     pub fn parse(raw: &str) -> Option<Self> {
-        [
-            Self::Placed,
-            Self::Confirmed,
-            Self::Rejected,
-            Self::Cancelled,
-            Self::Shipped,
-            Self::Delivered,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == raw)
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 }
 

@@ -16,15 +16,21 @@ use domain::envelope::{DecodeError, stream_id};
 use domain::{inventory, order};
 use uuid::Uuid;
 
+use crate::analytics::{self, OrderFacts, Totals};
+use crate::projection::{Projection, current_generation, generation_name};
 use crate::view_store::{Doc, ViewError, ViewStore};
 use crate::views::{CatalogItem, OrderView, View};
 
 pub const SUBSCRIPTION: &str = "projector";
 
-/// Where the projector's catch-up resumes (`{"cursor": …}`); a lagging value only costs
-/// skipped duplicates.
-const CHECKPOINT_KEY: &str = "projector:position";
+/// Where the projector's catch-up of the orders resumes (`{"cursor": …}`); a lagging value
+/// only costs skipped duplicates.
+const ORDERS_CHECKPOINT: &str = "projector:position";
+/// The same for the catalog.
+const CATALOG_CHECKPOINT: &str = "catalog:checkpoint";
 const CATALOG_INDEX: &str = "catalog";
+/// The analytics totals and the log cursor they reflect, in one document.
+pub const ANALYTICS_KEY: &str = "analytics:summary";
 /// Every order, newest first (operators and analysts list these).
 pub const ALL_ORDERS_INDEX: &str = "orders:all";
 const MAX_ATTEMPTS: usize = 16;
@@ -93,74 +99,97 @@ pub struct OrderPage {
 pub struct Projector {
     store: Arc<dyn EventStore>,
     views: Arc<dyn ViewStore>,
-    generation: Generation,
+    /// Each projection's generation, by [`Projection::index`].
+    generations: [AtomicU64; 3],
+    /// The projections this projector keeps: all of them, or those a replay rebuilds.
+    keeps: Vec<Projection>,
+    /// Whether [`Projector::refresh_generation`] follows the generations readers use; a
+    /// replay's projector stays on the one it builds.
+    follows: bool,
 }
-
-/// Which generation of the views a projector reads and writes (ADR 06): generation 0 is the
-/// names as they are, generation `g` puts `g{g}:` before every name. A replay builds the
-/// next generation beside the current one and then points [`GENERATION_KEY`] at it.
-enum Generation {
-    /// The one [`GENERATION_KEY`] names, as last read by [`Projector::refresh_generation`].
-    Current(AtomicU64),
-    /// A replay's, fixed.
-    Pinned(u64),
-}
-
-/// The view store document whose version is the generation readers use.
-pub const GENERATION_KEY: &str = "projections:generation";
-
-/// Where the names of generation 0 start; a generation above 0 is `g{n}:` before them.
-const GENERATION_ZERO_PREFIXES: [&str; 4] = ["order:", "orders:", "catalog", "projector:"];
 
 impl Projector {
-    /// A projector on the current generation; call [`Projector::refresh_generation`] before
-    /// the first read, and then every so often, to follow a replay's switch.
+    /// A projector of every projection on the generations readers use; call
+    /// [`Projector::refresh_generation`] before the first read, and then every so often, to
+    /// follow a replay's switch.
     pub fn new(store: Arc<dyn EventStore>, views: Arc<dyn ViewStore>) -> Self {
         Self {
             store,
             views,
-            generation: Generation::Current(AtomicU64::new(0)),
+            generations: Default::default(),
+            keeps: Projection::ALL.to_vec(),
+            follows: true,
         }
     }
 
-    /// A projector on one generation, whichever readers use (a replay builds with one).
-    pub fn pinned(store: Arc<dyn EventStore>, views: Arc<dyn ViewStore>, generation: u64) -> Self {
+    /// A projector of `projections` on one generation (a replay builds with one).
+    pub fn pinned(
+        store: Arc<dyn EventStore>,
+        views: Arc<dyn ViewStore>,
+        generation: u64,
+        projections: &[Projection],
+    ) -> Self {
         Self {
             store,
             views,
-            generation: Generation::Pinned(generation),
+            generations: std::array::from_fn(|_| AtomicU64::new(generation)),
+            keeps: projections.to_vec(),
+            follows: false,
         }
     }
 
-    pub fn generation(&self) -> u64 {
-        match &self.generation {
-            Generation::Current(current) => current.load(Ordering::Acquire),
-            Generation::Pinned(generation) => *generation,
-        }
+    pub fn generation(&self, projection: Projection) -> u64 {
+        self.generations[projection.index()].load(Ordering::Acquire)
     }
 
-    /// Reads which generation readers use now and follows it; answers it.
-    pub async fn refresh_generation(&self) -> Result<u64, ProjectionError> {
-        let current = current_generation(self.views.as_ref()).await?;
-        if let Generation::Current(cached) = &self.generation {
-            let previous = cached.swap(current, Ordering::AcqRel);
+    fn keeps(&self, projection: Projection) -> bool {
+        self.keeps.contains(&projection)
+    }
+
+    /// Reads which generation of each projection readers use now and follows it.
+    pub async fn refresh_generation(&self) -> Result<(), ProjectionError> {
+        if !self.follows {
+            return Ok(());
+        }
+        for projection in Projection::ALL {
+            let current = current_generation(self.views.as_ref(), projection).await?;
+            let previous = self.generations[projection.index()].swap(current, Ordering::AcqRel);
             if previous != current {
-                tracing::info!(previous, current, "views switched to another generation");
+                tracing::info!(%projection, previous, current, "views switched to another generation");
             }
         }
-        Ok(current)
+        Ok(())
     }
 
-    /// `name` in this projector's generation.
-    fn name(&self, name: &str) -> String {
-        generation_name(self.generation(), name)
+    /// `name` in this projector's generation of `projection`.
+    fn name(&self, projection: Projection, name: &str) -> String {
+        generation_name(self.generation(projection), name)
     }
 
-    /// Applies one event from the topic (or from catch-up).
+    /// Applies one event from the topic (or from catch-up) to the per-stream views it
+    /// concerns. The analytics are not kept per event: [`Projector::catch_up`] folds the log
+    /// into them.
     pub async fn handle(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         match event.stream_type.as_str() {
-            order::STREAM_TYPE => {
-                let key = self.name(&format!("order:{}", stream_key(event)));
+            order::STREAM_TYPE => self.apply(Projection::Orders, event).await,
+            inventory::STREAM_TYPE => self.apply(Projection::Catalog, event).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies `event` to `projection`'s view of its stream, if this projector keeps it.
+    async fn apply(
+        &self,
+        projection: Projection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        if !self.keeps(projection) {
+            return Ok(());
+        }
+        let member = stream_key(event);
+        match projection {
+            Projection::Orders => {
+                let key = self.name(projection, &format!("order:{member}"));
                 if let Some((view, from)) = self
                     .project::<OrderView>(&key, &event.stream_id, Some(event))
                     .await?
@@ -169,37 +198,71 @@ impl Projector {
                     self.index_order(&view).await?;
                 }
             }
-            inventory::STREAM_TYPE => {
-                let sku = stream_key(event);
-                let key = self.name(&format!("catalog:{sku}"));
+            Projection::Catalog => {
+                let key = self.name(projection, &format!("catalog:{member}"));
                 if let Some((_, 0)) = self
                     .project::<CatalogItem>(&key, &event.stream_id, Some(event))
                     .await?
                 {
                     self.views
-                        .index_add(&self.name(CATALOG_INDEX), 0, sku)
+                        .index_add(&self.name(projection, CATALOG_INDEX), 0, member)
                         .await?;
                 }
             }
-            _ => {}
+            Projection::Analytics => {}
         }
         Ok(())
     }
 
-    /// Applies everything in the log after the projector's checkpoint, then moves the
-    /// checkpoint. Run at start-up: with a cache that forgot everything (the in-memory one
-    /// after a restart) this rebuilds every view. Returns the cursor reached.
-    pub async fn catch_up(&self) -> Result<LogCursor, ProjectionError> {
-        Ok(self.catch_up_with(&mut |_| {}).await?.0)
+    /// Applies everything in the log after each projection's checkpoint, then moves the
+    /// checkpoints. Run at start-up: with a cache that forgot everything (the in-memory one
+    /// after a restart) this rebuilds every view. Answers the events folded.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        self.catch_up_with(&mut |_| {}).await
     }
 
-    /// [`Projector::catch_up`], telling `progress` how many events each page folded; answers
-    /// the cursor reached and the events folded.
+    /// [`Projector::catch_up`], telling `progress` how many events each page folded.
     pub async fn catch_up_with(
         &self,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(LogCursor, u64), ProjectionError> {
-        let checkpoint = self.name(CHECKPOINT_KEY);
+    ) -> Result<u64, ProjectionError> {
+        self.catch_up_these(&self.keeps, progress).await
+    }
+
+    /// [`Projector::catch_up`] of some of the projections this projector keeps.
+    pub async fn catch_up_only(&self, projections: &[Projection]) -> Result<u64, ProjectionError> {
+        let chosen: Vec<Projection> = projections
+            .iter()
+            .copied()
+            .filter(|p| self.keeps(*p))
+            .collect();
+        self.catch_up_these(&chosen, &mut |_| {}).await
+    }
+
+    async fn catch_up_these(
+        &self,
+        projections: &[Projection],
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, ProjectionError> {
+        let mut folded = 0;
+        for &projection in projections {
+            folded += match projection {
+                Projection::Orders | Projection::Catalog => {
+                    self.catch_up_views(projection, progress).await?
+                }
+                Projection::Analytics => self.catch_up_analytics(progress).await?,
+            };
+        }
+        Ok(folded)
+    }
+
+    /// The orders' or the catalog's catch-up, from its checkpoint.
+    async fn catch_up_views(
+        &self,
+        projection: Projection,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, ProjectionError> {
+        let checkpoint = self.name(projection, checkpoint_of(projection));
         let (mut saved, mut cursor) = match self.views.get(&checkpoint).await? {
             Some(doc) => (doc.version, saved_cursor(&doc)),
             None => (0, LogCursor::start()),
@@ -208,10 +271,12 @@ impl Projector {
         loop {
             let page = self.store.read_all(&cursor, CATCH_UP_BATCH).await?;
             if page.events.is_empty() {
-                break;
+                return Ok(folded);
             }
             for event in &page.events {
-                self.handle(event).await?;
+                if projection_of(event) == Some(projection) {
+                    self.apply(projection, event).await?;
+                }
             }
             folded += page.events.len() as u64;
             progress(page.events.len() as u64);
@@ -226,92 +291,172 @@ impl Projector {
                 saved += 1;
             }
         }
-        Ok((cursor, folded))
     }
 
-    /// Folds the whole log into this projector's (pinned, fresh) generation the fast way: the
-    /// views live in memory while the log streams by, and each page's changed views go out in
-    /// one pipelined `put_many` with its new index entries in one `index_add_many`, instead of
-    /// a read and a write per event. Only for a generation nobody else writes yet (a replay
-    /// before its switch); answers the events folded. Memory grows with the number of streams.
+    /// Folds the log after the analytics' cursor into their totals, a page at a time, each
+    /// page written with its cursor compare-on-version: a page two projectors both fold is
+    /// counted by the one that writes first, and the other folds on from there.
+    async fn catch_up_analytics(
+        &self,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, ProjectionError> {
+        let key = self.name(Projection::Analytics, ANALYTICS_KEY);
+        let mut folded = 0;
+        for _ in 0..MAX_ATTEMPTS * 1000 {
+            let (saved, mut state) = self.analytics_state(&key).await?;
+            let page = self.store.read_all(&state.cursor, CATCH_UP_BATCH).await?;
+            if page.events.is_empty() {
+                return Ok(folded);
+            }
+            for event in &page.events {
+                let facts = match analytics::needs_facts(event) {
+                    true => self.facts_before(event).await?,
+                    false => None,
+                };
+                state.totals.apply(event, facts.as_ref())?;
+            }
+            state.cursor = page.next;
+            if self
+                .views
+                .put(&key, saved, state.doc(saved + 1, &key)?)
+                .await?
+            {
+                folded += page.events.len() as u64;
+                progress(page.events.len() as u64);
+            }
+        }
+        Err(ProjectionError::Contention(key))
+    }
+
+    /// The analytics totals as stored, with their document's version (0: none yet).
+    async fn analytics_state(&self, key: &str) -> Result<(u64, AnalyticsState), ProjectionError> {
+        match self.views.get(key).await? {
+            Some(doc) => Ok((
+                doc.version,
+                parse::<AnalyticsState>(key, &doc)?.unwrap_or_default(),
+            )),
+            None => Ok((0, AnalyticsState::default())),
+        }
+    }
+
+    /// The analytics totals of the generation readers use; `lag` is how many events of the
+    /// log they have not folded yet, when the store can tell.
+    pub async fn analytics(&self) -> Result<(Totals, Option<u64>), ProjectionError> {
+        let key = self.name(Projection::Analytics, ANALYTICS_KEY);
+        let (_, state) = self.analytics_state(&key).await?;
+        let lag = self.store.lag(&state.cursor).await?;
+        Ok((state.totals, lag))
+    }
+
+    /// The order of `event`'s stream just before it: from its view when that has got that
+    /// far (it usually has: the orders catch up first), else folded from its stream.
+    async fn facts_before(
+        &self,
+        event: &RecordedEvent,
+    ) -> Result<Option<OrderFacts>, ProjectionError> {
+        let before = event.version - 1;
+        if self.keeps(Projection::Orders) {
+            let key = self.name(Projection::Orders, &format!("order:{}", stream_key(event)));
+            if let Some(doc) = self.views.get(&key).await?
+                && let Some(view) = parse::<OrderView>(&key, &doc)?
+                && let Some(facts) = OrderFacts::from_view(&view, before)
+            {
+                return Ok(Some(facts));
+            }
+        }
+        let events = self.store.read_stream(&event.stream_id, 1).await?;
+        let view = order_until(&events, Cutoff::Version(before))?;
+        Ok(view.and_then(|view| OrderFacts::from_view(&view, before)))
+    }
+
+    /// Folds the whole log into this projector's (pinned, fresh) generation of the
+    /// projections it keeps, the fast way: the views live in memory while the log streams
+    /// by, and each page's changed views go out in one pipelined `put_many` with its new
+    /// index entries in one `index_add_many`, instead of a read and a write per event. Only
+    /// for a generation nobody else writes yet (a replay before its switch); answers the
+    /// events folded. Memory grows with the number of streams.
     pub async fn rebuild(
         &self,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, ProjectionError> {
-        let mut orders: HashMap<String, Built<OrderView>> = HashMap::new();
-        let mut catalog: HashMap<String, Built<CatalogItem>> = HashMap::new();
-        let checkpoint = self.name(CHECKPOINT_KEY);
-        let (mut cursor, mut folded, mut saves) = (LogCursor::start(), 0, 0);
+        let mut built = Rebuild::default();
+        let mut saves = 0;
+        let mut cursor = LogCursor::start();
+        let mut folded = 0;
         loop {
             let page = self.store.read_all(&cursor, REBUILD_PAGE).await?;
             if page.events.is_empty() {
                 return Ok(folded);
             }
-            let mut indexes = Vec::new();
-            let (mut changed_orders, mut changed_catalog) = (Vec::new(), Vec::new());
             for event in &page.events {
-                let key = stream_key(event).to_owned();
-                match event.stream_type.as_str() {
-                    order::STREAM_TYPE => {
-                        let built = orders.entry(key.clone()).or_default();
-                        built.apply(event)?;
-                        if built.version == built.written + 1 {
-                            changed_orders.push(key.clone());
-                        }
-                        if event.version == 1 {
-                            let (view, member) = (&built.view, key);
-                            let score = view.placed_at.timestamp_micros();
-                            let customer = self.name(&customer_index(view.customer_id));
-                            indexes.push((customer, score, member.clone()));
-                            indexes.push((self.name(ALL_ORDERS_INDEX), score, member));
-                        }
-                    }
-                    inventory::STREAM_TYPE => {
-                        let built = catalog.entry(key.clone()).or_default();
-                        built.apply(event)?;
-                        if built.version == built.written + 1 {
-                            changed_catalog.push(key.clone());
-                        }
-                        if event.version == 1 {
-                            indexes.push((self.name(CATALOG_INDEX), 0, key));
-                        }
-                    }
-                    _ => {}
-                }
+                built.fold(event, &self.keeps)?;
             }
-            let mut writes = Vec::with_capacity(changed_orders.len() + changed_catalog.len());
-            collect_writes(&mut writes, &mut orders, changed_orders, |k| {
-                self.name(&format!("order:{k}"))
-            })?;
-            collect_writes(&mut writes, &mut catalog, changed_catalog, |k| {
-                self.name(&format!("catalog:{k}"))
-            })?;
-            let written = self.views.put_many(writes).await?;
-            if written.iter().any(|w| !w) {
-                return Err(ProjectionError::Contention(format!(
-                    "generation {} changed under its rebuild",
-                    self.generation()
-                )));
-            }
-            self.views.index_add_many(indexes).await?;
             cursor = page.next;
-            let doc = Doc {
-                version: saves + 1,
-                body: serde_json::json!({ "cursor": cursor }).to_string(),
-            };
-            if !self.views.put(&checkpoint, saves, doc).await? {
-                return Err(ProjectionError::Contention(checkpoint));
-            }
+            self.write_page(&mut built, &cursor, saves).await?;
             saves += 1;
             folded += page.events.len() as u64;
             progress(page.events.len() as u64);
         }
     }
 
+    /// A rebuild's page: the views it changed, its new index entries and, for each
+    /// projection, where it got to in the log.
+    async fn write_page(
+        &self,
+        built: &mut Rebuild,
+        cursor: &LogCursor,
+        saves: u64,
+    ) -> Result<(), ProjectionError> {
+        let mut writes =
+            Vec::with_capacity(built.changed_orders.len() + built.changed_catalog.len());
+        collect_writes(
+            &mut writes,
+            &mut built.orders,
+            &mut built.changed_orders,
+            |k| self.name(Projection::Orders, &format!("order:{k}")),
+        )?;
+        collect_writes(
+            &mut writes,
+            &mut built.catalog,
+            &mut built.changed_catalog,
+            |k| self.name(Projection::Catalog, &format!("catalog:{k}")),
+        )?;
+        for &projection in &self.keeps {
+            let key = self.name(projection, checkpoint_of(projection));
+            let doc = match projection {
+                Projection::Analytics => AnalyticsState {
+                    cursor: cursor.clone(),
+                    totals: built.totals.clone(),
+                }
+                .doc(saves + 1, &key)?,
+                _ => Doc {
+                    version: saves + 1,
+                    body: serde_json::json!({ "cursor": cursor }).to_string(),
+                },
+            };
+            writes.push((key, saves, doc));
+        }
+        let written = self.views.put_many(writes).await?;
+        if written.iter().any(|w| !w) {
+            return Err(ProjectionError::Contention(format!(
+                "generation {} changed under its rebuild",
+                self.generation(self.keeps[0])
+            )));
+        }
+        let indexes = std::mem::take(&mut built.indexes)
+            .into_iter()
+            .map(|(projection, index, score, member)| {
+                (self.name(projection, &index), score, member)
+            })
+            .collect();
+        self.views.index_add_many(indexes).await?;
+        Ok(())
+    }
+
     /// The order's view; when the cache has none, it is folded from the stream and written
     /// back. `None` when the order does not exist.
     pub async fn order(&self, order_id: Uuid) -> Result<Option<OrderView>, ProjectionError> {
-        let key = self.name(&format!("order:{order_id}"));
+        let key = self.name(Projection::Orders, &format!("order:{order_id}"));
         if let Some(doc) = self.views.get(&key).await? {
             return parse(&key, &doc);
         }
@@ -323,7 +468,7 @@ impl Projector {
         &self,
         order_id: Uuid,
     ) -> Result<Option<OrderView>, ProjectionError> {
-        let key = self.name(&format!("order:{order_id}"));
+        let key = self.name(Projection::Orders, &format!("order:{order_id}"));
         let stream = stream_id(order::STREAM_TYPE, order_id);
         match self.project::<OrderView>(&key, &stream, None).await? {
             Some((view, from)) => {
@@ -377,7 +522,11 @@ impl Projector {
         'scan: loop {
             let batch = self
                 .views
-                .index_page(&self.name(index), before.clone(), batch_size)
+                .index_page(
+                    &self.name(Projection::Orders, index),
+                    before.clone(),
+                    batch_size,
+                )
                 .await?;
             let exhausted = batch.len() < batch_size;
             for (score, member) in batch {
@@ -429,13 +578,13 @@ impl Projector {
         loop {
             let batch = self
                 .views
-                .index_page(&self.name(CATALOG_INDEX), before, 500)
+                .index_page(&self.name(Projection::Catalog, CATALOG_INDEX), before, 500)
                 .await?;
             let Some(last) = batch.last().cloned() else {
                 break;
             };
             for (_, sku) in &batch {
-                let key = self.name(&format!("catalog:{sku}"));
+                let key = self.name(Projection::Catalog, &format!("catalog:{sku}"));
                 if let Some(doc) = self.views.get(&key).await? {
                     items.extend(parse::<CatalogItem>(&key, &doc)?);
                 }
@@ -491,13 +640,17 @@ impl Projector {
         let member = view.order_id.to_string();
         self.views
             .index_add(
-                &self.name(&customer_index(view.customer_id)),
+                &self.name(Projection::Orders, &customer_index(view.customer_id)),
                 score,
                 &member,
             )
             .await?;
         self.views
-            .index_add(&self.name(ALL_ORDERS_INDEX), score, &member)
+            .index_add(
+                &self.name(Projection::Orders, ALL_ORDERS_INDEX),
+                score,
+                &member,
+            )
             .await?;
         Ok(())
     }
@@ -534,10 +687,10 @@ impl<V: View> Built<V> {
 fn collect_writes<V: View>(
     writes: &mut Vec<(String, u64, Doc)>,
     built: &mut HashMap<String, Built<V>>,
-    changed: Vec<String>,
+    changed: &mut Vec<String>,
     name: impl Fn(&str) -> String,
 ) -> Result<(), ProjectionError> {
-    for key in changed {
+    for key in changed.drain(..) {
         let Some(built) = built.get_mut(&key) else {
             continue;
         };
@@ -556,37 +709,114 @@ fn collect_writes<V: View>(
     Ok(())
 }
 
-/// The generation readers use now (0 before any replay).
-pub async fn current_generation(views: &dyn ViewStore) -> Result<u64, ProjectionError> {
-    Ok(views
-        .get(GENERATION_KEY)
-        .await?
-        .map_or(0, |doc| doc.version))
-}
-
-/// `name` in generation `generation`.
-pub fn generation_name(generation: u64, name: &str) -> String {
-    match generation {
-        0 => name.to_owned(),
-        g => format!("g{g}:{name}"),
+/// Where `projection`'s catch-up resumes, in each generation.
+fn checkpoint_of(projection: Projection) -> &'static str {
+    match projection {
+        Projection::Orders => ORDERS_CHECKPOINT,
+        Projection::Catalog => CATALOG_CHECKPOINT,
+        Projection::Analytics => ANALYTICS_KEY,
     }
 }
 
-/// Deletes every view of one generation; answers how many documents and indexes went.
-pub async fn delete_generation(
-    views: &dyn ViewStore,
-    generation: u64,
-) -> Result<u64, ProjectionError> {
-    if generation > 0 {
-        return Ok(views
-            .delete_prefix(&generation_name(generation, ""))
-            .await?);
+/// The per-stream projection `event` belongs to.
+fn projection_of(event: &RecordedEvent) -> Option<Projection> {
+    match event.stream_type.as_str() {
+        order::STREAM_TYPE => Some(Projection::Orders),
+        inventory::STREAM_TYPE => Some(Projection::Catalog),
+        _ => None,
     }
-    let mut deleted = 0;
-    for prefix in GENERATION_ZERO_PREFIXES {
-        deleted += views.delete_prefix(prefix).await?;
+}
+
+/// The analytics document: the totals and the log cursor they reflect, saved together.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AnalyticsState {
+    cursor: LogCursor,
+    totals: Totals,
+}
+
+impl Default for AnalyticsState {
+    fn default() -> Self {
+        Self {
+            cursor: LogCursor::start(),
+            totals: Totals::default(),
+        }
     }
-    Ok(deleted)
+}
+
+impl AnalyticsState {
+    fn doc(&self, version: u64, key: &str) -> Result<Doc, ProjectionError> {
+        let body = serde_json::to_string(self).map_err(|e| ProjectionError::Corrupt {
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Doc { version, body })
+    }
+}
+
+/// What a rebuild keeps in memory while the log streams by.
+#[derive(Default)]
+struct Rebuild {
+    orders: HashMap<String, Built<OrderView>>,
+    catalog: HashMap<String, Built<CatalogItem>>,
+    totals: Totals,
+    /// Views changed since the last page was written, each once.
+    changed_orders: Vec<String>,
+    changed_catalog: Vec<String>,
+    /// New index entries since then: `(projection, index, score, member)`.
+    indexes: Vec<(Projection, String, i64, String)>,
+}
+
+impl Rebuild {
+    /// Folds the log's next event into the projections in `keeps`. The orders are kept in
+    /// memory for the analytics too, which need each order as it was before an event.
+    fn fold(&mut self, event: &RecordedEvent, keeps: &[Projection]) -> Result<(), ProjectionError> {
+        let keeps_orders = keeps.contains(&Projection::Orders);
+        let keeps_analytics = keeps.contains(&Projection::Analytics);
+        let key = stream_key(event).to_owned();
+        match projection_of(event) {
+            Some(Projection::Orders) if keeps_orders || keeps_analytics => {
+                let built = self.orders.entry(key.clone()).or_default();
+                if keeps_analytics {
+                    let facts = analytics::needs_facts(event)
+                        .then(|| OrderFacts::from_view(&built.view, event.version - 1))
+                        .flatten();
+                    self.totals.apply(event, facts.as_ref())?;
+                }
+                built.apply(event)?;
+                if !keeps_orders {
+                    return Ok(());
+                }
+                if built.version == built.written + 1 {
+                    self.changed_orders.push(key.clone());
+                }
+                if event.version == 1 {
+                    let score = built.view.placed_at.timestamp_micros();
+                    let customer = customer_index(built.view.customer_id);
+                    self.indexes
+                        .push((Projection::Orders, customer, score, key.clone()));
+                    let all = ALL_ORDERS_INDEX.to_owned();
+                    self.indexes.push((Projection::Orders, all, score, key));
+                }
+            }
+            Some(Projection::Catalog) if keeps.contains(&Projection::Catalog) => {
+                if keeps_analytics {
+                    self.totals.apply(event, None)?;
+                }
+                let built = self.catalog.entry(key.clone()).or_default();
+                built.apply(event)?;
+                if built.version == built.written + 1 {
+                    self.changed_catalog.push(key.clone());
+                }
+                if event.version == 1 {
+                    let index = CATALOG_INDEX.to_owned();
+                    self.indexes.push((Projection::Catalog, index, 0, key));
+                }
+            }
+            _ if keeps_analytics => self.totals.apply(event, None)?,
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 fn stream_key(event: &RecordedEvent) -> &str {
@@ -606,7 +836,10 @@ fn saved_cursor(doc: &Doc) -> LogCursor {
     }
 }
 
-fn parse<V: View>(key: &str, doc: &Doc) -> Result<Option<V>, ProjectionError> {
+fn parse<V: serde::de::DeserializeOwned>(
+    key: &str,
+    doc: &Doc,
+) -> Result<Option<V>, ProjectionError> {
     serde_json::from_str(&doc.body)
         .map(Some)
         .map_err(|e| ProjectionError::Corrupt {

@@ -17,8 +17,10 @@ use commands::EventStore;
 use domain::{EventMetadata, NewEvent};
 use infra::event_store::SqliteEventStore;
 use infra::views::RedisViewStore;
+use projections::Projection;
 use projections::ViewStore;
-use projections::projector::{Projector, delete_generation};
+use projections::projection::delete_generation;
+use projections::projector::Projector;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -46,7 +48,7 @@ async fn main() {
             .expect("Redis answers (set ORDERFLOW_TEST_REDIS)"),
     );
 
-    let baseline = Projector::pinned(part.clone(), views.clone(), 1);
+    let baseline = Projector::pinned(part.clone(), views.clone(), 1, &Projection::ALL);
     let (pages, started) = (&mut Pages::default(), Instant::now());
     baseline
         .catch_up_with(&mut |n| pages.done(n))
@@ -59,7 +61,7 @@ async fn main() {
         pages,
     );
 
-    let fast = Projector::pinned(full.clone(), views.clone(), 2);
+    let fast = Projector::pinned(full.clone(), views.clone(), 2, &Projection::ALL);
     let (pages, started) = (&mut Pages::default(), Instant::now());
     let folded = fast.rebuild(&mut |n| pages.done(n)).await.expect("rebuild");
     assert_eq!(folded as usize, events);
@@ -71,9 +73,11 @@ async fn main() {
     );
 
     for generation in [1, 2] {
-        delete_generation(views.as_ref(), generation)
-            .await
-            .expect("delete the bench's keys");
+        for projection in Projection::ALL {
+            delete_generation(views.as_ref(), projection, generation)
+                .await
+                .expect("delete the bench's keys");
+        }
     }
 }
 

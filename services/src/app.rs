@@ -63,12 +63,12 @@ impl Application {
         if roles.has(Role::Projector) {
             // Views live in a cache that may have forgotten everything: catch it up from the
             // log before answering the first read.
-            let cursor = system
+            let folded = system
                 .projector
                 .catch_up()
                 .await
                 .context("rebuilding views from the event log")?;
-            tracing::info!(%cursor, "views caught up with the event log");
+            tracing::info!(folded, "views caught up with the event log");
         }
         let (stop, stopped) = watch::channel(false);
         let workers = system.spawn_workers(&settings, stopped.clone()).await?;

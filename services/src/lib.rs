@@ -9,7 +9,8 @@
 //! - [`seed`]: the demo catalog of a fresh embedded server.
 //! - [`history`]: `orderflow history`, an order's timeline and its state at a point.
 //! - [`export`]: `orderflow export`, the log as JSON Lines, CSV or Parquet; [`replay`]:
-//!   `orderflow replay`, the read models rebuilt from the log; [`progress`] for long work.
+//!   `orderflow replay`, the read models rebuilt from the log; [`replays`]: replays started
+//!   over HTTP, with their progress; [`progress`] for long work.
 //! - [`metrics`], [`telemetry`]: `/metrics` counters and the tracing subscriber.
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod history;
 pub mod metrics;
 pub mod progress;
 pub mod replay;
+pub mod replays;
 pub mod seed;
 pub mod system;
 pub mod telemetry;

@@ -79,16 +79,16 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Rebuilds the read models from the whole event log into a new generation beside the
+    /// Rebuilds read models from the whole event log into a new generation beside the
     /// current one, switches every reader to it at once, and deletes the old one. Live events
     /// keep flowing meanwhile; none is lost. Needs a shared cache (redis://).
     Replay {
         #[command(flatten)]
         engines: Engines,
-        /// Which projection: `all` (the order views, the order lists and the catalog share
-        /// one generation, so they are rebuilt together).
-        #[arg(long, default_value = "all", value_parser = ["all"])]
-        projection: String,
+        /// Which projections: `all`, or any of `orders` (order views and order lists),
+        /// `catalog` and `analytics`, separated by commas.
+        #[arg(long, default_value = "all", value_parser = parse_projections)]
+        projection: Projections,
     },
     /// Applies the event store's schema (serve does too) and exits; on Cosmos DB, checks that
     /// the containers exist with the right partition keys.
@@ -242,10 +242,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Replay {
             engines,
-            projection: _,
+            projection,
         } => {
             let settings = Settings::resolve(engines.overrides())?;
-            services::replay::run(&settings).await
+            services::replay::run(&settings, &projection.0).await
         }
         Command::Migrate { engines } => {
             let settings = Settings::resolve(engines.overrides())?;
@@ -254,6 +254,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The projections `replay --projection` names.
+#[derive(Debug, Clone)]
+struct Projections(Vec<projections::Projection>);
+
+fn parse_projections(raw: &str) -> Result<Projections, String> {
+    projections::Projection::parse_list(raw).map(Projections)
 }
 
 fn rfc3339(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

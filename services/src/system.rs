@@ -26,7 +26,9 @@ use infra::payment::SandboxPayments;
 use infra::push::LogPush;
 use infra::relay::{Relay, RelayConfig};
 use infra::views::{MemoryViewStore, RedisViewStore};
-use projections::{LiveFeed, Notifier, Projector, PushSender, ViewStore, notifier, projector};
+use projections::{
+    LiveFeed, Notifier, Projection, Projector, PushSender, ViewStore, notifier, projector,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -45,6 +47,8 @@ pub const SUBSCRIPTIONS: [&str; 3] = [
 const CACHE_CHECK: Duration = Duration::from_secs(2);
 /// How often readers look for a replay's switch to a new generation of the views.
 const GENERATION_CHECK: Duration = Duration::from_secs(1);
+/// How long the analytics fold waits after being woken, so a burst of events is one fold.
+const ANALYTICS_DEBOUNCE: Duration = Duration::from_millis(100);
 
 pub struct System {
     pub store: Arc<dyn EventStore>,
@@ -60,6 +64,10 @@ pub struct System {
     pub log_push: Arc<LogPush>,
     pub payments: Arc<SandboxPayments>,
     pub metrics: Arc<Metrics>,
+    /// Replays started over HTTP.
+    pub replays: Arc<crate::replays::Replays>,
+    /// Wakes the analytics fold when the projector has handled events.
+    analytics_due: Arc<tokio::sync::Notify>,
 }
 
 impl System {
@@ -91,6 +99,8 @@ impl System {
             processor: Arc::new(OrderProcessor::new(commands.clone(), gateway)),
             notifier: Arc::new(Notifier::new(store.clone(), views.clone(), push.clone())),
             live: Arc::new(LiveFeed::default()),
+            analytics_due: Arc::default(),
+            replays: Arc::new(crate::replays::Replays::new(store.clone(), views.clone())),
             store,
             bus,
             views,
@@ -124,6 +134,7 @@ impl System {
         }
         if roles.has(Role::Projector) {
             workers.push(tokio::spawn(self.clone().watch_cache(shutdown.clone())));
+            workers.push(tokio::spawn(self.clone().fold_analytics(shutdown.clone())));
         }
         if roles.has(Role::Web) || roles.has(Role::Projector) {
             workers.push(tokio::spawn(
@@ -153,6 +164,7 @@ impl System {
     fn consumers(&self, settings: &Settings) -> [(Role, &'static str, usize, Handler); 3] {
         let processor = self.processor.clone();
         let projector = self.projector.clone();
+        let analytics_due = self.analytics_due.clone();
         let notifier = self.notifier.clone();
         [
             (
@@ -169,8 +181,12 @@ impl System {
                 projector::SUBSCRIPTION,
                 1,
                 self.handler(projector::SUBSCRIPTION, move |e| {
-                    let p = projector.clone();
-                    async move { p.handle(&e).await.map_err(|e| e.to_string()) }
+                    let (p, due) = (projector.clone(), analytics_due.clone());
+                    async move {
+                        p.handle(&e).await.map_err(|e| e.to_string())?;
+                        due.notify_one();
+                        Ok(())
+                    }
                 }),
             ),
             (
@@ -186,16 +202,36 @@ impl System {
     }
 
     /// Rebuilds the views from the log whenever the cache has lost them (Redis flushed or
-    /// restarted), and keeps the projector's checkpoint moving.
+    /// restarted), and keeps the projector's checkpoints moving.
     async fn watch_cache(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = infra::stopped(&mut shutdown) => return,
                 _ = tokio::time::sleep(CACHE_CHECK) => {}
             }
-            match self.projector.catch_up().await {
-                Ok(cursor) => tracing::trace!(%cursor, "views checked against the log"),
+            let per_stream = [Projection::Orders, Projection::Catalog];
+            match self.projector.catch_up_only(&per_stream).await {
+                Ok(folded) => tracing::trace!(folded, "views checked against the log"),
                 Err(error) => tracing::warn!(%error, "views could not catch up with the log"),
+            }
+        }
+    }
+
+    /// Folds the log into the analytics soon after the projector has handled events (they
+    /// are a fold of the whole log, not kept per event), and at least every `CACHE_CHECK`.
+    async fn fold_analytics(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = infra::stopped(&mut shutdown) => return,
+                _ = self.analytics_due.notified() => {
+                    // Let a burst of events land first: one fold for all of them.
+                    tokio::time::sleep(ANALYTICS_DEBOUNCE).await;
+                }
+                _ = tokio::time::sleep(CACHE_CHECK) => {}
+            }
+            match self.projector.catch_up_only(&[Projection::Analytics]).await {
+                Ok(folded) => tracing::trace!(folded, "analytics folded the log"),
+                Err(error) => tracing::warn!(%error, "analytics could not fold the log"),
             }
         }
     }

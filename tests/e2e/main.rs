@@ -1,6 +1,7 @@
 //! End-to-end tests: the real application on a random port, through HTTP and a browser.
 
 mod analysts;
+mod analytics;
 mod browser;
 mod commands;
 mod orders;

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use projections::projector::{GENERATION_KEY, current_generation};
+use projections::Projection;
+use projections::projection::current_generation;
 use projections::replay::replay;
 use serde_json::Value;
 
@@ -65,6 +66,7 @@ async fn a_replay_rebuilds_views_equal_to_the_live_ones_and_loses_no_live_order(
     let replayed = replay(
         system.store.clone(),
         system.views.clone(),
+        &Projection::ALL,
         Duration::from_secs(2),
         &mut |n| folded += n,
     )
@@ -72,12 +74,15 @@ async fn a_replay_rebuilds_views_equal_to_the_live_ones_and_loses_no_live_order(
     .expect("replay");
     let live_ids = live.await.unwrap();
 
-    assert_eq!(replayed.previous, 0);
+    let every_projection_from_0: Vec<_> = Projection::ALL.iter().map(|p| (*p, 0)).collect();
+    assert_eq!(replayed.previous, every_projection_from_0);
     assert_eq!(replayed.generation, 1);
     assert_eq!(folded, replayed.events);
     assert!(replayed.events > 0 && replayed.deleted > 0, "{replayed:?}");
-    assert_eq!(current_generation(system.views.as_ref()).await.unwrap(), 1);
-    assert!(system.views.get(GENERATION_KEY).await.unwrap().is_some());
+    for projection in Projection::ALL {
+        let generation = current_generation(system.views.as_ref(), projection).await;
+        assert_eq!(generation.unwrap(), 1, "{projection} switched");
+    }
     let first = &orders.ids()[0];
     assert_eq!(
         system.views.get(&format!("order:{first}")).await.unwrap(),
@@ -85,7 +90,7 @@ async fn a_replay_rebuilds_views_equal_to_the_live_ones_and_loses_no_live_order(
         "the old generation is gone"
     );
     eventually("the web role following the switch", || async {
-        match system.projector.generation() {
+        match system.projector.generation(Projection::Orders) {
             1 => Ok(()),
             g => Err(format!("still on generation {g}")),
         }
@@ -198,19 +203,23 @@ async fn an_event_the_live_projector_wrote_into_the_old_generation_reaches_the_n
     let replaying = replay(
         store.clone(),
         views.clone(),
+        &[Projection::Orders],
         Duration::from_millis(1500),
         &mut ignore,
     );
     let meanwhile = async {
         eventually("the replay switching readers", || async {
-            match current_generation(views.as_ref()).await.unwrap() {
+            match current_generation(views.as_ref(), Projection::Orders)
+                .await
+                .unwrap()
+            {
                 1 => Ok(()),
                 g => Err(format!("generation {g}")),
             }
         })
         .await;
         assert_eq!(
-            live.generation(),
+            live.generation(Projection::Orders),
             0,
             "the live projector has not noticed yet"
         );
@@ -221,7 +230,8 @@ async fn an_event_the_live_projector_wrote_into_the_old_generation_reaches_the_n
     replayed.expect("replay");
 
     let reader = Projector::new(store, views);
-    assert_eq!(reader.refresh_generation().await.unwrap(), 1);
+    reader.refresh_generation().await.unwrap();
+    assert_eq!(reader.generation(Projection::Orders), 1);
     let order_id = events[0]
         .stream_id
         .trim_start_matches("order-")
@@ -233,4 +243,91 @@ async fn an_event_the_live_projector_wrote_into_the_old_generation_reaches_the_n
         "the event written into the old generation is in the new"
     );
     assert_eq!(view.version, 3);
+}
+
+/// `POST /api/replays` as the analyst page starts one: 202 with where to follow it, one at a
+/// time, progress until it succeeds, and the analytics switched to the new generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_started_over_http_reports_its_progress_until_it_succeeds() {
+    let app = spawn_app().await;
+    let orders = app.settled_orders("replayer").await;
+    let analyst = app.token("ann", "analyst").await;
+    let body = serde_json::json!({"projections": ["analytics"]});
+
+    let started = app.post(&analyst, "/api/replays", &body).await;
+    assert_eq!(started.status(), reqwest::StatusCode::ACCEPTED);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let first: Value = started.json().await.unwrap();
+    let again = app.post(&analyst, "/api/replays", &body).await;
+
+    assert_eq!(first["state"], "running");
+    assert_eq!(first["projections"], serde_json::json!(["analytics"]));
+    assert_eq!(
+        location,
+        format!("/api/replays/{}", first["replay_id"].as_str().unwrap())
+    );
+    assert_eq!(
+        again.status(),
+        reqwest::StatusCode::CONFLICT,
+        "one at a time"
+    );
+    let problem: Value = again.json().await.unwrap();
+    assert_eq!(problem["code"], "replay_running");
+    let done = eventually("the replay finishing", || async {
+        let status: Value = app.get(&analyst, &location).await.json().await.unwrap();
+        match status["state"].as_str() {
+            Some("succeeded") => Ok(status),
+            Some("failed") => panic!("the replay failed: {status}"),
+            _ => Err(status.to_string()),
+        }
+    })
+    .await;
+    let total = first["total"].as_u64().expect("SQLite counts its log");
+    assert!(done["folded"].as_u64().unwrap() >= total, "{done}");
+    assert_eq!(done["generation"], 1);
+    assert!(done["finished_at"].is_string());
+    let views = app.system.views.as_ref();
+    assert_eq!(
+        current_generation(views, Projection::Analytics)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        current_generation(views, Projection::Orders).await.unwrap(),
+        0
+    );
+    let confirmed = app.view(&orders.token, &orders.confirmed).await;
+    assert_eq!(
+        confirmed["status"], "confirmed",
+        "order views are untouched"
+    );
+}
+
+#[tokio::test]
+async fn replays_are_for_analysts_and_operators_and_name_known_projections() {
+    let app = spawn_app().await;
+    let customer = app.token("cora", "customer").await;
+    let operator = app.token("olga", "operator").await;
+    let empty = serde_json::json!({});
+
+    let refused = app.post(&customer, "/api/replays", &empty).await;
+    let unknown = app
+        .post(
+            &operator,
+            "/api/replays",
+            &serde_json::json!({"projections": ["revenue"]}),
+        )
+        .await;
+    let missing = app
+        .get(&operator, &format!("/api/replays/{}", uuid::Uuid::now_v7()))
+        .await;
+
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(unknown.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = unknown.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "projections", "{problem}");
+    assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+    let nothing_started = app.system.views.get("projections:replays").await.unwrap();
+    assert_eq!(nothing_started, None, "a refused request starts nothing");
 }

@@ -8,9 +8,12 @@
 //! - [`orders`]: place, read, list, cancel, ship, deliver, an order's events.
 //! - [`catalog`]: the catalog and restocking.
 //! - [`events`]: the event log for analysts, filtered and paged.
+//! - [`analytics`]: the analytics summary for analysts.
+//! - [`replays`]: start a replay of the read models, follow its progress.
 //! - [`live`]: the SSE stream of order updates and push installations.
 //! - [`ops`]: the development login, health, readiness, metrics, OpenAPI.
 
+pub mod analytics;
 pub mod auth;
 pub mod catalog;
 pub mod error;
@@ -18,6 +21,7 @@ pub mod events;
 pub mod live;
 pub mod ops;
 pub mod orders;
+pub mod replays;
 
 use std::sync::Arc;
 
@@ -60,6 +64,8 @@ pub fn router(state: AppState, web: bool) -> Router {
             .merge(orders::router())
             .merge(catalog::router())
             .merge(events::router())
+            .merge(analytics::router())
+            .merge(replays::router())
             .merge(live::router())
             .merge(crate::web::router());
     }
