@@ -20,8 +20,10 @@
  *                                    while the shop or operator page is shown, and after live events);
  *                                    table rows shared by "My orders" and the operator page,
  *                                    updated in place by live events, paginated by next_cursor.
- *   8. Views                       — login, shop, orders, order detail, operator. Each view clones
- *                                    its <template> from index.html into <main> and wires it up.
+ *   8. Views                       — login, shop, orders, order detail, operator, analyst. Each view
+ *                                    clones its <template> from index.html into <main> and wires it up.
+ *                                    The analyst page reads /api/analytics/summary and /api/events,
+ *                                    folds an order to a moment (?as_of=) and starts/follows replays.
  *   9. Chrome, router and boot     — header (nav by role, #whoami, #live, dev banner), hash routes
  *                                    with role guards, a per-route context whose cleanups run on leave.
  */
@@ -101,6 +103,7 @@ const session = {
 };
 
 function homeFor(role) {
+  if (role === 'analyst') return '#/analyst';
   return STAFF_ROLES.has(role) ? '#/operator' : '#/shop';
 }
 
@@ -1699,6 +1702,238 @@ async function operatorView({ main, ctx }) {
   await Promise.all([pager.load(true), loadStock()]);
 }
 
+// ---------- 8b. Analyst page: analytics summary, event log, an order at a moment, replays ----------
+
+const SUMMARY_REFRESH_MS = 5000;
+const REPLAY_POLL_MS = 500;
+
+/** A datetime-local value (local time, no zone) as RFC 3339 UTC, or '' when empty. */
+function localToIso(value) {
+  if (!value) return '';
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? '' : date.toISOString();
+}
+
+function query(params) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) if (value) search.set(key, value);
+  const text = search.toString();
+  return text ? `?${text}` : '';
+}
+
+function numCell(text) {
+  return el('td', { class: 'num', text });
+}
+
+function renderSummary(main, summary) {
+  const status = $('#summary-status', main);
+  const lifecycle = ['placed', 'confirmed', 'shipped', 'delivered', 'rejected', 'cancelled'];
+  const rank = (name) => (lifecycle.includes(name) ? lifecycle.indexOf(name) : lifecycle.length);
+  const counts = Object.entries(summary.orders_per_status || {}).sort(([a], [b]) => rank(a) - rank(b));
+  status.replaceChildren(...counts.map(([name, count]) => el('div', {},
+    el('dt', { text: name }),
+    el('dd', { 'data-status': name, text: String(count) }))));
+  const revenue = $('#summary-revenue tbody', main);
+  const days = summary.revenue_per_day || [];
+  revenue.replaceChildren(...(days.length ? days.map((day) => el('tr', { 'data-day': day.day },
+    el('td', { text: day.day }),
+    numCell(String(day.orders)),
+    numCell(formatMoney(day.gross, day.currency)),
+    numCell(formatMoney(day.refunded, day.currency)),
+    numCell(formatMoney(day.net, day.currency)))) : [el('tr', {}, el('td', { colspan: 5, class: 'muted', text: 'No confirmed orders yet.' }))]));
+  const skus = $('#summary-skus tbody', main);
+  const top = summary.top_skus || [];
+  skus.replaceChildren(...(top.length ? top.map((sku) => el('tr', { 'data-sku': sku.sku },
+    el('td', { text: sku.sku }),
+    numCell(String(sku.units)),
+    numCell(String(sku.orders)),
+    numCell(formatMoney(sku.revenue, sku.currency)))) : [el('tr', {}, el('td', { colspan: 4, class: 'muted', text: 'Nothing sold yet.' }))]));
+  const lag = summary.lag === null || summary.lag === undefined ? '' : ` · ${summary.lag} behind the log`;
+  $('#summary-note', main).textContent = `${summary.orders} orders · ${summary.events} events folded${lag}`;
+}
+
+function logRow(event) {
+  return el('tr', { 'data-event-id': event.event_id },
+    el('td', {}, timeEl(event.occurred_at)),
+    el('td', {}, el('strong', { class: 'event-type', text: event.event_type }),
+      ' ', el('span', { class: 'muted', text: `v${event.schema_version}` })),
+    el('td', {}, event.stream_type === 'order'
+      ? orderLink(event.stream_id.replace(/^order-/, ''))
+      : el('span', { text: event.stream_id })),
+    numCell(String(event.version)),
+    el('td', {}, el('details', {},
+      el('summary', { text: 'Payload' }),
+      el('pre', {}, el('code', { text: prettyJson(event.payload) })))));
+}
+
+async function analystView({ main, ctx }) {
+  mount(main, 'tpl-analyst');
+
+  // Summary: re-read every few seconds while shown (the projection follows the log).
+  const summaryErrors = $('#summary-errors', main);
+  async function loadSummary() {
+    try {
+      const { data } = await api('/api/analytics/summary');
+      if (!ctx.alive) return;
+      showProblem(summaryErrors, null);
+      renderSummary(main, data);
+    } catch (err) {
+      if (ctx.alive) showProblem(summaryErrors, err);
+    }
+  }
+  $('#summary-refresh', main).addEventListener('click', loadSummary);
+  const timer = setInterval(loadSummary, SUMMARY_REFRESH_MS);
+  ctx.cleanups.push(() => clearInterval(timer));
+
+  // Event log: filtered, paged by next_cursor.
+  const logForm = $('#log-form', main);
+  const logBody = $('#log-events tbody', main);
+  const logErrors = $('#log-errors', main);
+  const logMore = $('#log-more', main);
+  let logQuery = {};
+  let logCursor = null;
+  async function loadLog(append) {
+    const button = append ? logMore : $('#log-submit', main);
+    setBusy(button, true);
+    showProblem(logErrors, null);
+    clearInvalid(logForm);
+    try {
+      const params = { ...logQuery, limit: '50', cursor: append ? logCursor : '' };
+      const { data } = await api(`/api/events${query(params)}`);
+      if (!ctx.alive) return;
+      const rows = (data.items || []).map(logRow);
+      if (append) logBody.append(...rows); else logBody.replaceChildren(...rows);
+      logCursor = data.next_cursor || null;
+      logMore.hidden = !logCursor;
+      $('#log-empty', main).hidden = logBody.children.length > 0;
+      announce(`${logBody.children.length} events shown`);
+    } catch (err) {
+      const inputs = { type: '#log-type', since: '#log-since', until: '#log-until', order_id: '#log-order' };
+      if (ctx.alive) showProblem(logErrors, err, (field) => (inputs[field] ? $(inputs[field], main) : null));
+    } finally {
+      setBusy(button, false);
+    }
+  }
+  logForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    logQuery = {
+      type: $('#log-type', main).value.trim(),
+      since: localToIso($('#log-since', main).value),
+      until: localToIso($('#log-until', main).value),
+      order_id: $('#log-order', main).value.trim(),
+    };
+    loadLog(false);
+  });
+  logMore.addEventListener('click', () => loadLog(true));
+
+  // An order at a moment: its state folded up to then, its timeline with what came after dimmed.
+  const momentForm = $('#moment-form', main);
+  const momentErrors = $('#moment-errors', main);
+  momentForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const id = $('#moment-order', main).value.trim();
+    const asOf = localToIso($('#moment-at', main).value);
+    showProblem(momentErrors, null);
+    clearInvalid(momentForm);
+    if (!id) {
+      showProblem(momentErrors, clientProblem('Enter an order id', [{ field: 'order_id', message: 'is required' }]),
+        () => $('#moment-order', main));
+      return;
+    }
+    const button = $('#moment-submit', main);
+    setBusy(button, true);
+    try {
+      const path = `/api/orders/${encodeURIComponent(id)}`;
+      const [{ data: view }, { data: events }] = await Promise.all([
+        api(`${path}${query({ as_of: asOf })}`),
+        api(`${path}/events`),
+      ]);
+      if (!ctx.alive) return;
+      $('#moment-status', main).textContent = view.status;
+      $('#moment-version', main).textContent = `version ${view.version} · ${formatMoney(view.total, view.currency)}`;
+      const list = $('#moment-timeline', main);
+      const sorted = (events || []).slice().sort((a, b) => a.version - b.version);
+      list.replaceChildren(...sorted.map((e) => {
+        const item = eventItem(e, false);
+        if (e.version > view.version) {
+          item.classList.add('after-cutoff');
+          item.append(el('p', { class: 'muted', text: 'After this moment' }));
+        }
+        return item;
+      }));
+      $('#moment-result', main).hidden = false;
+      announce(`The order was ${view.status} then`);
+    } catch (err) {
+      if (ctx.alive) {
+        $('#moment-result', main).hidden = true;
+        showProblem(momentErrors, err, (field) => (field === 'as_of' ? $('#moment-at', main) : $('#moment-order', main)));
+      }
+    } finally {
+      setBusy(button, false);
+    }
+  });
+
+  // Replays: start one, then follow its progress until it ends.
+  const replayForm = $('#replay-form', main);
+  const replayErrors = $('#replay-errors', main);
+  const bar = $('#replay-bar', main);
+  const text = $('#replay-text', main);
+  function renderReplay(status) {
+    $('#replay-progress', main).hidden = false;
+    const total = Number(status.total) || 0;
+    bar.max = Math.max(total, 1);
+    bar.value = Math.min(status.folded, bar.max);
+    const of = total ? ` of ${total}` : '';
+    const rate = Math.round(status.events_per_second || 0);
+    const states = { running: 'Running', succeeded: 'Done', failed: 'Failed' };
+    let line = `${states[status.state] || status.state}: ${status.folded}${of} events (${rate} events/s)`;
+    if (status.state === 'succeeded') line += `; readers switched to generation ${status.generation}`;
+    if (status.error) line += `: ${status.error}`;
+    text.textContent = line;
+    text.dataset.state = status.state;
+  }
+  async function follow(location) {
+    while (ctx.alive) {
+      await new Promise((resolve) => { setTimeout(resolve, REPLAY_POLL_MS); });
+      if (!ctx.alive) return;
+      try {
+        const { data } = await api(location);
+        renderReplay(data);
+        if (data.state !== 'running') {
+          announce(text.textContent);
+          if (data.state === 'succeeded') loadSummary();
+          return;
+        }
+      } catch (err) {
+        showProblem(replayErrors, err);
+        return;
+      }
+    }
+  }
+  replayForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    showProblem(replayErrors, null);
+    const projections = $$('input[name=projection]:checked', replayForm).map((box) => box.value);
+    if (!projections.length) {
+      showProblem(replayErrors, clientProblem('Choose at least one projection'));
+      return;
+    }
+    const button = $('#replay-submit', main);
+    setBusy(button, true, 'Replaying…');
+    try {
+      const { data, headers } = await api('/api/replays', { method: 'POST', body: { projections } });
+      renderReplay(data);
+      await follow(headers.get('Location') || `/api/replays/${data.replay_id}`);
+    } catch (err) {
+      if (ctx.alive) showProblem(replayErrors, err);
+    } finally {
+      setBusy(button, false);
+    }
+  });
+
+  await loadSummary();
+}
+
 // ---------- 9. Chrome, router and boot ----------
 
 function renderChrome() {
@@ -1733,6 +1968,7 @@ const routes = [
   { pattern: /^\/orders$/, view: ordersView, title: 'Orders' },
   { pattern: /^\/orders\/([^/?#]+)$/, view: orderDetailView, title: 'Order' },
   { pattern: /^\/operator$/, view: operatorView, title: 'Operations', roles: STAFF_ROLES },
+  { pattern: /^\/analyst$/, view: analystView, title: 'Analytics', roles: new Set(['analyst']) },
 ];
 
 let currentCtx = { alive: false, cleanups: [] };

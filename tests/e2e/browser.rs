@@ -111,3 +111,116 @@ async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_liv
         let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("orders.png"));
     }
 }
+
+/// The analyst page in Chromium: the summary counts the orders, the log filters by type, an
+/// order is shown as it was before its confirmation, and a replay started there runs to the
+/// end with its progress shown.
+#[tokio::test]
+async fn an_analyst_reads_the_summary_filters_the_log_travels_in_time_and_replays() {
+    let Some(browser) = Browser::launch().await.expect("Chromium starts") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have Chromium (.ci/run installs it)"
+        );
+        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
+        return;
+    };
+    let app = spawn_app().await;
+    let orders = app.settled_orders("browsing-bo").await;
+    let wait = Duration::from_secs(20);
+    let page = browser.new_page(&app.url("/#/login")).await.unwrap();
+    page.wait_for("!!document.querySelector('#login-form')", wait)
+        .await
+        .unwrap();
+    page.eval(&fill("#login-name", "ann")).await.unwrap();
+    page.eval(&fill("#login-role", "analyst")).await.unwrap();
+    page.eval("document.querySelector('#login-form').requestSubmit()")
+        .await
+        .unwrap();
+
+    // The summary: one order in each final state (it follows the log within seconds).
+    page.wait_for(
+        "document.querySelector('#summary-status [data-status=confirmed]')?.textContent === '1' \
+         && document.querySelector('#summary-status [data-status=cancelled]')?.textContent === '1'",
+        wait,
+    )
+    .await
+    .unwrap();
+    let sku_row = format!("#summary-skus tr[data-sku={}]", json!(orders.sku));
+    page.wait_for(
+        &format!("!!document.querySelector({})", json!(sku_row)),
+        wait,
+    )
+    .await
+    .unwrap();
+
+    // The log, only rejections: the one rejected order.
+    page.eval(&fill("#log-type", "OrderRejected"))
+        .await
+        .unwrap();
+    page.eval("document.querySelector('#log-form').requestSubmit()")
+        .await
+        .unwrap();
+    page.wait_for(
+        "document.querySelectorAll('#log-events tbody tr').length === 1 && \
+         document.querySelector('#log-events .event-type').textContent === 'OrderRejected'",
+        wait,
+    )
+    .await
+    .unwrap();
+
+    // The confirmed order as of the moment it was placed: placed, its later events dimmed.
+    let view = app.view(&orders.token, &orders.confirmed).await;
+    // The page takes local time to the millisecond: the first millisecond after placement.
+    let placed_at = chrono::DateTime::parse_from_rfc3339(view["placed_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Local)
+        + chrono::Duration::milliseconds(1);
+    let placed_at = placed_at.format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
+    page.eval(&fill("#moment-order", &orders.confirmed))
+        .await
+        .unwrap();
+    page.eval(&fill("#moment-at", &placed_at)).await.unwrap();
+    page.eval("document.querySelector('#moment-form').requestSubmit()")
+        .await
+        .unwrap();
+    page.wait_for(
+        "document.querySelector('#moment-status')?.textContent === 'placed' && \
+         document.querySelectorAll('#moment-timeline li.after-cutoff').length >= 1",
+        wait,
+    )
+    .await
+    .unwrap();
+
+    // A replay of the analytics, followed to the end.
+    for projection in ["orders", "catalog"] {
+        page.eval(&format!(
+            "document.querySelector('#replay-form input[value={projection}]').checked = false"
+        ))
+        .await
+        .unwrap();
+    }
+    page.eval("document.querySelector('#replay-form').requestSubmit()")
+        .await
+        .unwrap();
+    page.wait_for(
+        "document.querySelector('#replay-text')?.dataset.state === 'succeeded'",
+        wait,
+    )
+    .await
+    .unwrap();
+    let text = page
+        .eval("document.querySelector('#replay-text').textContent")
+        .await
+        .unwrap();
+    assert!(
+        text.as_str().unwrap().contains("generation 1"),
+        "the page says where readers went: {text}"
+    );
+
+    let shot = app.data_dir.join("analyst.png");
+    page.screenshot(&shot).await.unwrap();
+    if let Ok(dir) = std::env::var("ORDERFLOW_SCREENSHOTS") {
+        let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("analyst.png"));
+    }
+}
