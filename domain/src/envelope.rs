@@ -8,7 +8,11 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::de::value::StrDeserializer;
+use serde::de::{
+    DeserializeOwned, DeserializeSeed, EnumAccess, IntoDeserializer, VariantAccess, Visitor,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -118,21 +122,85 @@ impl DecodeError {
 /// ([`crate::upcast`]), so that aggregates and projections only know the current shape.
 pub fn decode<E: DomainEvent + DeserializeOwned>(event: &RecordedEvent) -> Result<E, DecodeError> {
     let event = &*crate::upcast::upcast(event)?;
-    let fail = |reason: String| DecodeError::of(event, reason);
-    let payload_is_empty = event.payload.as_object().is_some_and(|o| o.is_empty());
-    let tagged = if payload_is_empty {
-        // A unit variant round-trips through a bare string, but also accept `{}`.
-        serde_json::from_value(Value::String(event.event_type.clone())).or_else(|_| {
-            let mut map = serde_json::Map::new();
-            map.insert(event.event_type.clone(), event.payload.clone());
-            serde_json::from_value(Value::Object(map))
-        })
-    } else {
-        let mut map = serde_json::Map::new();
-        map.insert(event.event_type.clone(), event.payload.clone());
-        serde_json::from_value(Value::Object(map))
+    let tagged = Tagged {
+        tag: &event.event_type,
+        payload: &event.payload,
     };
-    tagged.map_err(|e| fail(e.to_string()))
+    E::deserialize(tagged).map_err(|e| DecodeError::of(event, e.to_string()))
+}
+
+/// An event as serde's externally tagged enum (`{type: payload}`), read where it lies: a
+/// replay decodes every event of the log, and copying each payload into a tagged map first
+/// was much of its time. A unit variant's payload is `{}`.
+struct Tagged<'a> {
+    tag: &'a str,
+    payload: &'a Value,
+}
+
+impl<'de> serde::Deserializer<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_enum(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+impl<'de> EnumAccess<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+    type Variant = Payload<'de>;
+
+    fn variant_seed<S: DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<(S::Value, Self::Variant), Self::Error> {
+        let tag: StrDeserializer<'_, serde_json::Error> = self.tag.into_deserializer();
+        Ok((seed.deserialize(tag)?, Payload(self.payload)))
+    }
+}
+
+struct Payload<'a>(&'a Value);
+
+impl<'de> VariantAccess<'de> for Payload<'de> {
+    type Error = serde_json::Error;
+
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        match self.0 {
+            Value::Null => Ok(()),
+            Value::Object(fields) if fields.is_empty() => Ok(()),
+            other => Err(serde::de::Error::custom(format!(
+                "expected no payload, got {other}"
+            ))),
+        }
+    }
+
+    fn newtype_variant_seed<S: DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<S::Value, Self::Error> {
+        seed.deserialize(self.0)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_seq(self.0, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_struct(self.0, "", fields, visitor)
+    }
 }
 
 /// The stream that holds one aggregate: `order-{uuid}`, `inventory-{SKU}`.

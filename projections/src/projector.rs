@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use commands::store::{EventStore, LogCursor, StoreError};
+use commands::store::{EventStore, LogCursor, LogPage, StoreError};
 use domain::RecordedEvent;
 use domain::envelope::{DecodeError, stream_id};
 use domain::{inventory, order};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::analytics::{self, OrderFacts, Totals};
@@ -37,6 +38,8 @@ const MAX_ATTEMPTS: usize = 16;
 const CATCH_UP_BATCH: usize = 1000;
 /// Events per page of a rebuild: each page is one pipelined write of the views it changed.
 const REBUILD_PAGE: usize = 5000;
+/// Pages a rebuild's stage may run ahead of the next.
+const STAGE_DEPTH: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -371,52 +374,94 @@ impl Projector {
 
     /// Folds the whole log into this projector's (pinned, fresh) generation of the
     /// projections it keeps, the fast way: the views live in memory while the log streams
-    /// by, and each page's changed views go out in one pipelined `put_many` with its new
-    /// index entries in one `index_add_many`, instead of a read and a write per event. Only
-    /// for a generation nobody else writes yet (a replay before its switch); answers the
-    /// events folded. Memory grows with the number of streams.
+    /// by, and each page's changed views go out in one pipelined, unchecked
+    /// [`ViewStore::overwrite_many`] (nobody else writes this generation before the switch)
+    /// with its new index entries in one `index_add_many`, instead of a read and a
+    /// compare-on-version write per event. Three stages run at once: a task reads the log
+    /// ahead, this one folds, a task writes the pages in order. Answers the events folded;
+    /// `progress` hears of each page once it is written. Memory grows with the number of
+    /// streams.
     pub async fn rebuild(
         &self,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, ProjectionError> {
+        let (pages_tx, mut pages) = mpsc::channel(STAGE_DEPTH);
+        let reader = tokio::spawn(read_ahead(self.store.clone(), pages_tx));
+        let (writes_tx, writes) = mpsc::channel(STAGE_DEPTH);
+        let (written_tx, mut written) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_pages(self.views.clone(), writes, written_tx));
+
+        let folded = self
+            .fold_pages(&mut pages, &writes_tx, &mut written, progress)
+            .await;
+        // The writer finishes (or fails) before the rebuild answers, so nothing of it lands
+        // after a failed replay has deleted the generation.
+        drop(writes_tx);
+        let wrote = writer.await.unwrap_or_else(|e| {
+            Err(ViewError::Unavailable(format!(
+                "the rebuild's writer stopped: {e}"
+            )))
+        });
+        reader.abort();
+        let folded = folded?;
+        wrote?;
+        while let Ok(n) = written.try_recv() {
+            progress(n);
+        }
+        Ok(folded)
+    }
+
+    /// The rebuild's middle stage: folds each page read and hands its writes on.
+    async fn fold_pages(
+        &self,
+        pages: &mut mpsc::Receiver<Result<LogPage, StoreError>>,
+        writes: &mpsc::Sender<PageWrites>,
+        written: &mut mpsc::UnboundedReceiver<u64>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, ProjectionError> {
         let mut built = Rebuild::default();
-        let mut saves = 0;
-        let mut cursor = LogCursor::start();
-        let mut folded = 0;
-        loop {
-            let page = self.store.read_all(&cursor, REBUILD_PAGE).await?;
+        let (mut folded, mut saves) = (0, 0);
+        while let Some(page) = pages.recv().await {
+            let page = page?;
             if page.events.is_empty() {
-                return Ok(folded);
+                break;
             }
             for event in &page.events {
                 built.fold(event, &self.keeps)?;
             }
-            cursor = page.next;
-            self.write_page(&mut built, &cursor, saves).await?;
             saves += 1;
+            let page_writes = self.page_writes(&mut built, &page.next, saves, page.events.len())?;
+            if writes.send(page_writes).await.is_err() {
+                // The writer stopped: its error is the rebuild's.
+                break;
+            }
             folded += page.events.len() as u64;
-            progress(page.events.len() as u64);
+            while let Ok(n) = written.try_recv() {
+                progress(n);
+            }
         }
+        Ok(folded)
     }
 
     /// A rebuild's page: the views it changed, its new index entries and, for each
-    /// projection, where it got to in the log.
-    async fn write_page(
+    /// projection, where it got to in the log (save number `saves`).
+    fn page_writes(
         &self,
         built: &mut Rebuild,
         cursor: &LogCursor,
         saves: u64,
-    ) -> Result<(), ProjectionError> {
-        let mut writes =
-            Vec::with_capacity(built.changed_orders.len() + built.changed_catalog.len());
+        events: usize,
+    ) -> Result<PageWrites, ProjectionError> {
+        let mut docs =
+            Vec::with_capacity(built.changed_orders.len() + built.changed_catalog.len() + 3);
         collect_writes(
-            &mut writes,
+            &mut docs,
             &mut built.orders,
             &mut built.changed_orders,
             |k| self.name(Projection::Orders, &format!("order:{k}")),
         )?;
         collect_writes(
-            &mut writes,
+            &mut docs,
             &mut built.catalog,
             &mut built.changed_catalog,
             |k| self.name(Projection::Catalog, &format!("catalog:{k}")),
@@ -428,20 +473,13 @@ impl Projector {
                     cursor: cursor.clone(),
                     totals: built.totals.clone(),
                 }
-                .doc(saves + 1, &key)?,
+                .doc(saves, &key)?,
                 _ => Doc {
-                    version: saves + 1,
+                    version: saves,
                     body: serde_json::json!({ "cursor": cursor }).to_string(),
                 },
             };
-            writes.push((key, saves, doc));
-        }
-        let written = self.views.put_many(writes).await?;
-        if written.iter().any(|w| !w) {
-            return Err(ProjectionError::Contention(format!(
-                "generation {} changed under its rebuild",
-                self.generation(self.keeps[0])
-            )));
+            docs.push((key, doc));
         }
         let indexes = std::mem::take(&mut built.indexes)
             .into_iter()
@@ -449,8 +487,11 @@ impl Projector {
                 (self.name(projection, &index), score, member)
             })
             .collect();
-        self.views.index_add_many(indexes).await?;
-        Ok(())
+        Ok(PageWrites {
+            docs,
+            indexes,
+            events: events as u64,
+        })
     }
 
     /// The order's view; when the cache has none, it is folded from the stream and written
@@ -683,9 +724,9 @@ impl<V: View> Built<V> {
 }
 
 /// The views of `built` that `changed` names (each once: the page's first change to it) as
-/// compare-on-version writes, marked written.
+/// documents to write, marked written.
 fn collect_writes<V: View>(
-    writes: &mut Vec<(String, u64, Doc)>,
+    docs: &mut Vec<(String, Doc)>,
     built: &mut HashMap<String, Built<V>>,
     changed: &mut Vec<String>,
     name: impl Fn(&str) -> String,
@@ -703,8 +744,50 @@ fn collect_writes<V: View>(
             version: built.version,
             body,
         };
-        writes.push((name, built.written, doc));
+        docs.push((name, doc));
         built.written = built.version;
+    }
+    Ok(())
+}
+
+/// A page of a rebuild, ready to write.
+struct PageWrites {
+    docs: Vec<(String, Doc)>,
+    indexes: Vec<(String, i64, String)>,
+    /// Events of the log it covers.
+    events: u64,
+}
+
+/// The rebuild's first stage: reads the log from its start, a page ahead of the folding,
+/// until a page is empty or a read fails.
+async fn read_ahead(store: Arc<dyn EventStore>, pages: mpsc::Sender<Result<LogPage, StoreError>>) {
+    let mut cursor = LogCursor::start();
+    loop {
+        let page = store.read_all(&cursor, REBUILD_PAGE).await;
+        let last = match &page {
+            Ok(page) => {
+                cursor = page.next.clone();
+                page.events.is_empty()
+            }
+            Err(_) => true,
+        };
+        if pages.send(page).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The rebuild's last stage: writes the pages in the order they were folded, so a view's
+/// later version always lands last, and tells how many events each covered.
+async fn write_pages(
+    views: Arc<dyn ViewStore>,
+    mut pages: mpsc::Receiver<PageWrites>,
+    written: mpsc::UnboundedSender<u64>,
+) -> Result<(), ViewError> {
+    while let Some(page) = pages.recv().await {
+        views.overwrite_many(page.docs).await?;
+        views.index_add_many(page.indexes).await?;
+        let _ = written.send(page.events);
     }
     Ok(())
 }

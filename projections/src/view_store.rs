@@ -62,6 +62,21 @@ pub trait ViewStore: Send + Sync + 'static {
         Ok(written)
     }
 
+    /// Writes each document as given, whatever is stored, without a version check: only for
+    /// names nobody else writes (a replay's new generation before readers switch to it), where
+    /// the check would only cost time. Adapters that can pipeline override this.
+    async fn overwrite_many(&self, docs: Vec<(String, Doc)>) -> Result<(), ViewError> {
+        for (key, doc) in docs {
+            loop {
+                let current = self.get(&key).await?.map_or(0, |d| d.version);
+                if self.put(&key, current, doc.clone()).await? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Many `index_add`s at once (a replay's new orders): `(index, score, member)`. Adapters
     /// that can pipeline override this.
     async fn index_add_many(&self, entries: Vec<(String, i64, String)>) -> Result<(), ViewError> {

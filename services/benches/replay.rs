@@ -32,21 +32,40 @@ async fn main() {
     let baseline_events: usize = env("REPLAY_BASELINE_EVENTS", 200_000).min(events);
     let redis = std::env::var("ORDERFLOW_TEST_REDIS").unwrap_or("redis://127.0.0.1:6379".into());
     let prefix = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let dir = tempfile::tempdir().expect("a temporary directory");
+    let temporary = tempfile::tempdir().expect("a temporary directory");
+    // REPLAY_LOG_DIR keeps the logs between runs (writing a million events takes minutes).
+    let dir = std::env::var_os("REPLAY_LOG_DIR").map_or(temporary.path().to_owned(), Into::into);
 
     let started = Instant::now();
-    let full = write_log(&dir.path().join("full.db"), events).await;
+    let full = log(&dir.join(format!("full-{events}.db")), events).await;
     println!(
-        "log: {} events written to SQLite in {:.1} s",
+        "log: {} events in SQLite after {:.1} s",
         events,
         started.elapsed().as_secs_f64()
     );
-    let part = write_log(&dir.path().join("part.db"), baseline_events).await;
+    let part = log(
+        &dir.join(format!("part-{baseline_events}.db")),
+        baseline_events,
+    )
+    .await;
     let views: Arc<dyn ViewStore> = Arc::new(
         RedisViewStore::connect(&format!("{redis}?prefix={prefix}"))
             .await
             .expect("Redis answers (set ORDERFLOW_TEST_REDIS)"),
     );
+
+    // The ceiling: reading the log alone, page by page as the rebuild does.
+    let (pages, started) = (&mut Pages::default(), Instant::now());
+    let mut cursor = commands::LogCursor::start();
+    loop {
+        let page = full.read_all(&cursor, 5000).await.expect("read the log");
+        if page.events.is_empty() {
+            break;
+        }
+        pages.done(page.events.len() as u64);
+        cursor = page.next;
+    }
+    report("read the log alone", events, started.elapsed(), pages);
 
     let baseline = Projector::pinned(part.clone(), views.clone(), 1, &Projection::ALL);
     let (pages, started) = (&mut Pages::default(), Instant::now());
@@ -79,6 +98,20 @@ async fn main() {
                 .expect("delete the bench's keys");
         }
     }
+}
+
+/// The log at `path`: reused when it holds `n` events already, else written afresh.
+async fn log(path: &std::path::Path, n: usize) -> Arc<dyn EventStore> {
+    if path.exists() {
+        let store = SqliteEventStore::open(path).await.unwrap();
+        let whole = 2 * SKUS + (n.saturating_sub(2 * SKUS) / 5) * 5;
+        if store.head().await.unwrap() as usize == whole {
+            return Arc::new(store);
+        }
+        drop(store);
+        std::fs::remove_file(path).unwrap();
+    }
+    write_log(path, n).await
 }
 
 /// `n` events as the system writes them: orders of four events (placed, confirmed, shipped,

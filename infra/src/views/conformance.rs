@@ -66,6 +66,7 @@ macro_rules! view_store_conformance {
             publish_reaches_current_subscribers_only,
             delete_prefix_deletes_only_the_names_under_it,
             index_add_many_is_index_add_for_each,
+            overwrite_many_writes_whatever_is_stored,
         );
         $crate::view_store_conformance!(@pairs $factory;
             two_stores_do_not_see_each_others_keys,
@@ -586,4 +587,24 @@ async fn next(messages: &mut BoxStream<'static, String>) -> String {
         Ok(None) => panic!("the subscription ended"),
         Err(_) => panic!("no message within {WAIT:?}"),
     }
+}
+
+/// Overwrites land whatever version is stored (older or newer), read back like puts, and
+/// compare-on-version writes go on from them.
+pub async fn overwrite_many_writes_whatever_is_stored(store: Arc<dyn ViewStore>) {
+    let doc = |version, body: &str| Doc {
+        version,
+        body: body.to_owned(),
+    };
+    assert!(store.put("a", 0, doc(3, "old")).await.expect("put"));
+
+    store
+        .overwrite_many(vec![("a".into(), doc(1, "new")), ("b".into(), doc(2, "b"))])
+        .await
+        .expect("overwrite_many");
+
+    assert_eq!(store.get("a").await.expect("get"), Some(doc(1, "new")));
+    assert_eq!(store.get("b").await.expect("get"), Some(doc(2, "b")));
+    assert!(store.put("b", 2, doc(3, "next")).await.expect("put"));
+    assert!(!store.put("a", 3, doc(4, "stale")).await.expect("put"));
 }

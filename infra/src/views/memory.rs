@@ -63,6 +63,12 @@ impl ViewStore for MemoryViewStore {
         Ok(true)
     }
 
+    async fn overwrite_many(&self, docs: Vec<(String, Doc)>) -> Result<(), ViewError> {
+        let mut state = self.state()?;
+        state.docs.extend(docs);
+        Ok(())
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, ViewError> {
         let mut state = self.state()?;
         let before = state.docs.len() + state.indexes.len();

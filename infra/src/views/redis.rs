@@ -62,6 +62,7 @@
 //! A half-open TCP connection that never reports an error would keep the stream open; the
 //! projector's pollers are the backstop for that.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -357,20 +358,24 @@ impl ViewStore for RedisViewStore {
     }
 
     /// One pipeline of `ZADD`s per chunk.
+    /// One `ZADD` per index and chunk with all of its members (a later entry for a member
+    /// re-scores it, as `ZADD` applies its pairs in order), pipelined.
     async fn index_add_many(&self, entries: Vec<(String, i64, String)>) -> Result<(), ViewError> {
         for chunk in entries.chunks(PIPELINE_CHUNK) {
-            let pipeline = self.pool.next().pipeline();
+            let mut by_index: Vec<(&str, Vec<(f64, &str)>)> = Vec::new();
+            let mut slot: HashMap<&str, usize> = HashMap::new();
             for (index, score, member) in chunk {
                 let score = exact_score(index, *score)?;
+                let i = *slot.entry(index.as_str()).or_insert_with(|| {
+                    by_index.push((index.as_str(), Vec::new()));
+                    by_index.len() - 1
+                });
+                by_index[i].1.push((score, member.as_str()));
+            }
+            let pipeline = self.pool.next().pipeline();
+            for (index, members) in by_index {
                 let () = pipeline
-                    .zadd(
-                        self.key("idx", index),
-                        None,
-                        None,
-                        false,
-                        false,
-                        (score, member.as_str()),
-                    )
+                    .zadd(self.key("idx", index), None, None, false, false, members)
                     .await
                     .map_err(view_error)?;
             }
@@ -448,6 +453,27 @@ impl ViewStore for RedisViewStore {
 
     async fn ping(&self) -> Result<(), ViewError> {
         let _: String = self.pool.ping(None).await.map_err(view_error)?;
+        Ok(())
+    }
+
+    /// `HSET` pipelined: no script, no version check.
+    #[tracing::instrument(skip(self, docs), fields(docs = docs.len()))]
+    async fn overwrite_many(&self, docs: Vec<(String, Doc)>) -> Result<(), ViewError> {
+        let mut docs = docs.into_iter().peekable();
+        while docs.peek().is_some() {
+            let pipeline = self.pool.next().pipeline();
+            for (key, doc) in docs.by_ref().take(PIPELINE_CHUNK) {
+                let fields = [("v", doc.version.to_string()), ("b", doc.body)];
+                let () = pipeline
+                    .hset(self.key("doc", &key), fields)
+                    .await
+                    .map_err(view_error)?;
+            }
+            let answers: Vec<Result<i64, FredError>> = pipeline.try_all().await;
+            for answer in answers {
+                answer.map_err(view_error)?;
+            }
+        }
         Ok(())
     }
 
