@@ -107,15 +107,31 @@ impl Totals {
         event: &RecordedEvent,
         before: Option<&OrderFacts>,
     ) -> Result<(), DecodeError> {
-        self.events += 1;
-        self.updated_at = Some(event.occurred_at);
         if event.stream_type != domain::order::STREAM_TYPE {
+            self.count(event);
             return Ok(());
         }
+        self.apply_order(event, &decode::<OrderEvent>(event)?, before)
+    }
+
+    /// Counts an event that changes no total (the inventory's).
+    pub fn count(&mut self, event: &RecordedEvent) {
+        self.events += 1;
+        self.updated_at = Some(event.occurred_at);
+    }
+
+    /// [`Totals::apply`] of an order event already decoded.
+    pub fn apply_order(
+        &mut self,
+        event: &RecordedEvent,
+        decoded: &OrderEvent,
+        before: Option<&OrderFacts>,
+    ) -> Result<(), DecodeError> {
+        self.count(event);
         let missing = || DecodeError::of(event, "the order before this event is unknown".into());
         // The order's rules fix where each event comes from (domain::order), except a
         // cancellation, which may follow placement or confirmation.
-        let (from, to) = match decode::<OrderEvent>(event)? {
+        let (from, to) = match decoded {
             OrderEvent::OrderPlaced { .. } => (None, OrderStatus::Placed),
             OrderEvent::OrderConfirmed => {
                 let order = before.ok_or_else(missing)?;

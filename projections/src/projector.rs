@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use commands::store::{EventStore, LogCursor, LogPage, StoreError};
 use domain::RecordedEvent;
-use domain::envelope::{DecodeError, stream_id};
+use domain::envelope::{DecodeError, decode, stream_id};
 use domain::{inventory, order};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -708,18 +708,23 @@ struct Built<V> {
 impl<V: View> Built<V> {
     /// The stream's next event; the log gives each stream's events in order, without gaps.
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.version != self.version + 1 {
-            return Err(ProjectionError::Corrupt {
-                key: event.stream_id.clone(),
-                reason: format!(
-                    "the log gave version {} after version {}",
-                    event.version, self.version
-                ),
-            });
-        }
+        self.check_next(event)?;
         self.view.apply(event)?;
         self.version = event.version;
         Ok(())
+    }
+
+    fn check_next(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.version == self.version + 1 {
+            return Ok(());
+        }
+        Err(ProjectionError::Corrupt {
+            key: event.stream_id.clone(),
+            reason: format!(
+                "the log gave version {} after version {}",
+                event.version, self.version
+            ),
+        })
     }
 }
 
@@ -859,13 +864,16 @@ impl Rebuild {
         match projection_of(event) {
             Some(Projection::Orders) if keeps_orders || keeps_analytics => {
                 let built = self.orders.entry(key.clone()).or_default();
+                built.check_next(event)?;
+                let decoded = decode::<order::OrderEvent>(event)?;
                 if keeps_analytics {
                     let facts = analytics::needs_facts(event)
                         .then(|| OrderFacts::from_view(&built.view, event.version - 1))
                         .flatten();
-                    self.totals.apply(event, facts.as_ref())?;
+                    self.totals.apply_order(event, &decoded, facts.as_ref())?;
                 }
-                built.apply(event)?;
+                built.view.apply_decoded(event, decoded);
+                built.version = event.version;
                 if !keeps_orders {
                     return Ok(());
                 }
@@ -883,7 +891,7 @@ impl Rebuild {
             }
             Some(Projection::Catalog) if keeps.contains(&Projection::Catalog) => {
                 if keeps_analytics {
-                    self.totals.apply(event, None)?;
+                    self.totals.count(event);
                 }
                 let built = self.catalog.entry(key.clone()).or_default();
                 built.apply(event)?;

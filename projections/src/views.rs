@@ -87,7 +87,16 @@ pub struct StatusChange {
 
 impl View for OrderView {
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), DecodeError> {
-        let status = match decode::<OrderEvent>(event)? {
+        self.apply_decoded(event, decode::<OrderEvent>(event)?);
+        Ok(())
+    }
+}
+
+impl OrderView {
+    /// [`View::apply`] of an event already decoded (a replay decodes each once for every
+    /// projection that reads it).
+    pub fn apply_decoded(&mut self, event: &RecordedEvent, decoded: OrderEvent) {
+        let status = match decoded {
             OrderEvent::OrderPlaced {
                 order_id,
                 customer_id,
@@ -138,7 +147,6 @@ impl View for OrderView {
             status: self.status.clone(),
             at: event.occurred_at,
         });
-        Ok(())
     }
 }
 

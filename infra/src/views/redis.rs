@@ -62,7 +62,6 @@
 //! A half-open TCP connection that never reports an error would keep the stream open; the
 //! projector's pollers are the backstop for that.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -88,6 +87,10 @@ const POOL_SIZE: usize = 4;
 /// Writes per pipeline in `put_many`: thousands per round trip, and a bounded buffer.
 pub const PIPELINE_CHUNK: usize = 4096;
 
+/// Writes per script call in `overwrite_many` and `index_add_many`: a call blocks Redis while
+/// it runs (about a millisecond for this many).
+const SCRIPT_CHUNK: usize = 1000;
+
 /// A command that has no answer by then fails (instead of waiting out a reconnection forever),
 /// so `/ready` and callers see an unavailable cache.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
@@ -107,6 +110,25 @@ if (current or '0') ~= ARGV[1] then
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', ARGV[3])
 return 1
+";
+
+/// A replay's bulk write into its fresh generation: `KEYS[i]` the doc hash, `ARGV[2i-1]` its
+/// version, `ARGV[2i]` its body. One command for a chunk instead of one per document: the
+/// per-command cost (client, network, dispatch) was most of a replay's write time.
+pub const OVERWRITE_LUA: &str = r"
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], 'v', ARGV[2 * i - 1], 'b', ARGV[2 * i])
+end
+return #KEYS
+";
+
+/// Many index entries in one command: `KEYS[i]` the sorted set, `ARGV[2i-1]` the score,
+/// `ARGV[2i]` the member, applied in order (a later entry for a member re-scores it).
+pub const INDEX_MANY_LUA: &str = r"
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
+end
+return #KEYS
 ";
 
 /// A page of an index, newest first. `KEYS[1]`: the sorted set. `ARGV`: limit, then optionally the
@@ -159,6 +181,8 @@ pub struct RedisViewStore {
     prefix: String,
     put_script: Script,
     page_script: Script,
+    overwrite_script: Script,
+    index_many_script: Script,
     /// Makes the connection of each subscription: the pool's configuration, no reconnection.
     subscriber: Builder,
 }
@@ -181,12 +205,16 @@ impl RedisViewStore {
         pool.init().await.map_err(view_error)?;
         let put_script = Script::load(&pool, PUT_LUA).await?;
         let page_script = Script::load(&pool, PAGE_LUA).await?;
+        let overwrite_script = Script::load(&pool, OVERWRITE_LUA).await?;
+        let index_many_script = Script::load(&pool, INDEX_MANY_LUA).await?;
         tracing::info!(%prefix, "connected to the Redis view store");
         Ok(Self {
             pool,
             prefix,
             put_script,
             page_script,
+            overwrite_script,
+            index_many_script,
             subscriber,
         })
     }
@@ -244,6 +272,29 @@ impl RedisViewStore {
                 client.eval(script.lua, key, args).await.map_err(view_error)
             }
             answer => answer.map_err(view_error),
+        }
+    }
+
+    /// Runs `script` on many keys by `EVALSHA`, or by `EVAL` if Redis lost it.
+    async fn eval_keys(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<(), ViewError> {
+        let client = self.pool.next();
+        let answer: Result<i64, FredError> = client
+            .evalsha(script.sha.as_str(), keys.clone(), args.clone())
+            .await;
+        match answer {
+            Err(error) if is_noscript(&error) => {
+                let _: i64 = client
+                    .eval(script.lua, keys, args)
+                    .await
+                    .map_err(view_error)?;
+                Ok(())
+            }
+            answer => answer.map(|_| ()).map_err(view_error),
         }
     }
 
@@ -358,31 +409,19 @@ impl ViewStore for RedisViewStore {
     }
 
     /// One pipeline of `ZADD`s per chunk.
-    /// One `ZADD` per index and chunk with all of its members (a later entry for a member
-    /// re-scores it, as `ZADD` applies its pairs in order), pipelined.
+    /// A chunk of entries per `EVALSHA` of [`INDEX_MANY_LUA`].
+    #[tracing::instrument(skip(self, entries), fields(entries = entries.len()))]
     async fn index_add_many(&self, entries: Vec<(String, i64, String)>) -> Result<(), ViewError> {
-        for chunk in entries.chunks(PIPELINE_CHUNK) {
-            let mut by_index: Vec<(&str, Vec<(f64, &str)>)> = Vec::new();
-            let mut slot: HashMap<&str, usize> = HashMap::new();
+        for chunk in entries.chunks(SCRIPT_CHUNK) {
+            let mut keys = Vec::with_capacity(chunk.len());
+            let mut args = Vec::with_capacity(2 * chunk.len());
             for (index, score, member) in chunk {
-                let score = exact_score(index, *score)?;
-                let i = *slot.entry(index.as_str()).or_insert_with(|| {
-                    by_index.push((index.as_str(), Vec::new()));
-                    by_index.len() - 1
-                });
-                by_index[i].1.push((score, member.as_str()));
+                exact_score(index, *score)?;
+                keys.push(self.key("idx", index));
+                args.push(score.to_string());
+                args.push(member.clone());
             }
-            let pipeline = self.pool.next().pipeline();
-            for (index, members) in by_index {
-                let () = pipeline
-                    .zadd(self.key("idx", index), None, None, false, false, members)
-                    .await
-                    .map_err(view_error)?;
-            }
-            let answers: Vec<Result<i64, FredError>> = pipeline.try_all().await;
-            for answer in answers {
-                answer.map_err(view_error)?;
-            }
+            self.eval_keys(&self.index_many_script, keys, args).await?;
         }
         Ok(())
     }
@@ -456,23 +495,19 @@ impl ViewStore for RedisViewStore {
         Ok(())
     }
 
-    /// `HSET` pipelined: no script, no version check.
+    /// A chunk of documents per `EVALSHA` of [`OVERWRITE_LUA`]: no version check.
     #[tracing::instrument(skip(self, docs), fields(docs = docs.len()))]
     async fn overwrite_many(&self, docs: Vec<(String, Doc)>) -> Result<(), ViewError> {
         let mut docs = docs.into_iter().peekable();
         while docs.peek().is_some() {
-            let pipeline = self.pool.next().pipeline();
-            for (key, doc) in docs.by_ref().take(PIPELINE_CHUNK) {
-                let fields = [("v", doc.version.to_string()), ("b", doc.body)];
-                let () = pipeline
-                    .hset(self.key("doc", &key), fields)
-                    .await
-                    .map_err(view_error)?;
+            let mut keys = Vec::with_capacity(SCRIPT_CHUNK);
+            let mut args = Vec::with_capacity(2 * SCRIPT_CHUNK);
+            for (key, doc) in docs.by_ref().take(SCRIPT_CHUNK) {
+                keys.push(self.key("doc", &key));
+                args.push(doc.version.to_string());
+                args.push(doc.body);
             }
-            let answers: Vec<Result<i64, FredError>> = pipeline.try_all().await;
-            for answer in answers {
-                answer.map_err(view_error)?;
-            }
+            self.eval_keys(&self.overwrite_script, keys, args).await?;
         }
         Ok(())
     }
