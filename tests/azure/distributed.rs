@@ -164,4 +164,7 @@ async fn two_hundred_orders_flow_through_cosmos_db_service_bus_and_notification_
             process.name
         );
     }
+    // The Redis is shared with every other test: leave none of this run's keys behind.
+    let views = infra::views::RedisViewStore::connect(&cache).await.unwrap();
+    views.clear().await.expect("this run's keys deleted");
 }
