@@ -181,8 +181,6 @@ pub struct RedisViewStore {
     prefix: String,
     put_script: Script,
     page_script: Script,
-    overwrite_script: Script,
-    index_many_script: Script,
     /// Makes the connection of each subscription: the pool's configuration, no reconnection.
     subscriber: Builder,
 }
@@ -205,16 +203,12 @@ impl RedisViewStore {
         pool.init().await.map_err(view_error)?;
         let put_script = Script::load(&pool, PUT_LUA).await?;
         let page_script = Script::load(&pool, PAGE_LUA).await?;
-        let overwrite_script = Script::load(&pool, OVERWRITE_LUA).await?;
-        let index_many_script = Script::load(&pool, INDEX_MANY_LUA).await?;
         tracing::info!(%prefix, "connected to the Redis view store");
         Ok(Self {
             pool,
             prefix,
             put_script,
             page_script,
-            overwrite_script,
-            index_many_script,
             subscriber,
         })
     }
@@ -275,27 +269,22 @@ impl RedisViewStore {
         }
     }
 
-    /// Runs `script` on many keys by `EVALSHA`, or by `EVAL` if Redis lost it.
+    /// Runs a bulk script on many keys by `EVAL`: its text is a few hundred bytes beside
+    /// arguments of a megabyte, and `EVALSHA` would need a copy of them kept for the
+    /// `NOSCRIPT` retry.
     async fn eval_keys(
         &self,
-        script: &Script,
+        script: &'static str,
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<(), ViewError> {
-        let client = self.pool.next();
-        let answer: Result<i64, FredError> = client
-            .evalsha(script.sha.as_str(), keys.clone(), args.clone())
-            .await;
-        match answer {
-            Err(error) if is_noscript(&error) => {
-                let _: i64 = client
-                    .eval(script.lua, keys, args)
-                    .await
-                    .map_err(view_error)?;
-                Ok(())
-            }
-            answer => answer.map(|_| ()).map_err(view_error),
-        }
+        let _: i64 = self
+            .pool
+            .next()
+            .eval(script, keys, args)
+            .await
+            .map_err(view_error)?;
+        Ok(())
     }
 
     /// The `put` script's key and arguments for one write.
@@ -421,7 +410,7 @@ impl ViewStore for RedisViewStore {
                 args.push(score.to_string());
                 args.push(member.clone());
             }
-            self.eval_keys(&self.index_many_script, keys, args).await?;
+            self.eval_keys(INDEX_MANY_LUA, keys, args).await?;
         }
         Ok(())
     }
@@ -507,7 +496,7 @@ impl ViewStore for RedisViewStore {
                 args.push(doc.version.to_string());
                 args.push(doc.body);
             }
-            self.eval_keys(&self.overwrite_script, keys, args).await?;
+            self.eval_keys(OVERWRITE_LUA, keys, args).await?;
         }
         Ok(())
     }
