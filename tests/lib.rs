@@ -267,6 +267,18 @@ impl TestApp {
 
     /// Places three orders for `customer` and settles them: one confirmed, one rejected
     /// (out of stock) and one cancelled after confirmation.
+    /// Waits until this app's web role reads `projection` from `generation` (it re-reads
+    /// the generations each second).
+    pub async fn following(&self, projection: projections::Projection, generation: u64) {
+        eventually("the web role following the switch", || async {
+            match self.system.projector.generation(projection) {
+                g if g == generation => Ok(()),
+                g => Err(format!("still on generation {g}")),
+            }
+        })
+        .await;
+    }
+
     pub async fn settled_orders(&self, customer: &str) -> SettledOrders {
         let (sku, scarce) = (unique_sku("TEA"), unique_sku("RARE"));
         self.list_product(&sku, 450, 10).await;

@@ -136,13 +136,7 @@ async fn a_replay_of_the_analytics_alone_rebuilds_the_same_numbers() {
         0,
         "the order views are not touched"
     );
-    eventually("the web role following the switch", || async {
-        match system.projector.generation(Projection::Analytics) {
-            1 => Ok(()),
-            g => Err(format!("still on generation {g}")),
-        }
-    })
-    .await;
+    app.following(Projection::Analytics, 1).await;
     let rebuilt = caught_up(&app, &analyst, 3).await;
     assert_eq!(
         rebuilt, live,

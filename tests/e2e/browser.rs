@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use orderflow_tests::browser::Browser;
+use orderflow_tests::browser::{Browser, Page};
 use orderflow_tests::{spawn_app, unique_sku};
 
 /// Sets an input's value the way typing would, so the page's listeners see it.
@@ -18,14 +18,34 @@ fn fill(selector: &str, value: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_live() {
-    let Some(browser) = Browser::launch().await.expect("Chromium starts") else {
+/// Chromium, or `None` on a machine without it (CI must have it: `.ci/run` installs it).
+async fn chromium() -> Option<Browser> {
+    let browser = Browser::launch().await.expect("Chromium starts");
+    if browser.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must have Chromium (.ci/run installs it)"
         );
         eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
+    }
+    browser
+}
+
+/// Signs in on the development login page.
+async fn sign_in(page: &Page, name: &str, role: &str, wait: Duration) {
+    page.wait_for("!!document.querySelector('#login-form')", wait)
+        .await
+        .unwrap();
+    page.eval(&fill("#login-name", name)).await.unwrap();
+    page.eval(&fill("#login-role", role)).await.unwrap();
+    page.eval("document.querySelector('#login-form').requestSubmit()")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_live() {
+    let Some(browser) = chromium().await else {
         return;
     };
     let app = spawn_app().await;
@@ -34,16 +54,7 @@ async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_liv
     let wait = Duration::from_secs(15);
     let page = browser.new_page(&app.url("/#/login")).await.unwrap();
 
-    page.wait_for("!!document.querySelector('#login-form')", wait)
-        .await
-        .unwrap();
-    page.eval(&fill("#login-name", "browser-bea"))
-        .await
-        .unwrap();
-    page.eval(&fill("#login-role", "customer")).await.unwrap();
-    page.eval("document.querySelector('#login-form').requestSubmit()")
-        .await
-        .unwrap();
+    sign_in(&page, "browser-bea", "customer", wait).await;
     let quantity = format!("input.qty[data-sku={}]", json!(sku));
     page.wait_for(
         &format!("!!document.querySelector({})", json!(quantity)),
@@ -117,26 +128,14 @@ async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_liv
 /// end with its progress shown.
 #[tokio::test]
 async fn an_analyst_reads_the_summary_filters_the_log_travels_in_time_and_replays() {
-    let Some(browser) = Browser::launch().await.expect("Chromium starts") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have Chromium (.ci/run installs it)"
-        );
-        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
+    let Some(browser) = chromium().await else {
         return;
     };
     let app = spawn_app().await;
     let orders = app.settled_orders("browsing-bo").await;
     let wait = Duration::from_secs(20);
     let page = browser.new_page(&app.url("/#/login")).await.unwrap();
-    page.wait_for("!!document.querySelector('#login-form')", wait)
-        .await
-        .unwrap();
-    page.eval(&fill("#login-name", "ann")).await.unwrap();
-    page.eval(&fill("#login-role", "analyst")).await.unwrap();
-    page.eval("document.querySelector('#login-form').requestSubmit()")
-        .await
-        .unwrap();
+    sign_in(&page, "ann", "analyst", wait).await;
 
     // The summary: one order in each final state (it follows the log within seconds).
     page.wait_for(

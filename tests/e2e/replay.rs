@@ -89,13 +89,7 @@ async fn a_replay_rebuilds_views_equal_to_the_live_ones_and_loses_no_live_order(
         None,
         "the old generation is gone"
     );
-    eventually("the web role following the switch", || async {
-        match system.projector.generation(Projection::Orders) {
-            1 => Ok(()),
-            g => Err(format!("still on generation {g}")),
-        }
-    })
-    .await;
+    app.following(Projection::Orders, 1).await;
     for (id, view) in orders.ids().into_iter().zip(&before) {
         assert_eq!(
             &app.view(&orders.token, id).await,
