@@ -11,6 +11,7 @@
 //! - [`export`]: `orderflow export`, the log as JSON Lines, CSV or Parquet; [`replay`]:
 //!   `orderflow replay`, the read models rebuilt from the log; [`replays`]: replays started
 //!   over HTTP, with their progress; [`progress`] for long work.
+//! - [`loadgen`]: `orderflow loadgen`, simulated customers against a server, with latencies.
 //! - [`metrics`], [`telemetry`]: `/metrics` counters and the tracing subscriber.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod app;
 pub mod config;
 pub mod export;
 pub mod history;
+pub mod loadgen;
 pub mod metrics;
 pub mod progress;
 pub mod replay;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use services::config::{Overrides, Settings, redact};
+use services::loadgen::{LoadPlan, Until};
 use services::{Application, telemetry};
 
 #[derive(Parser)]
@@ -90,6 +91,36 @@ enum Command {
         #[arg(long, default_value = "all", value_parser = parse_projections)]
         projection: Projections,
     },
+    /// Simulated customers placing orders through a server's HTTP API (development login):
+    /// prints throughput and latency percentiles, from sending an order to its acceptance
+    /// and to its decision (confirmed or rejected).
+    Loadgen {
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+        url: String,
+        /// Concurrent customers (each with its own token).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        clients: u64,
+        /// Stop after this many orders [default: 1000 unless --duration].
+        #[arg(long, value_name = "M", conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+        orders: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+        duration: Option<u64>,
+        /// Orders per second, all clients together (open loop; latency counts from when each
+        /// order was due). Without it each client waits for its order's decision before the next.
+        #[arg(long, value_name = "R")]
+        rate: Option<f64>,
+        /// The SKU to order, one unit each [default: the catalog's first].
+        #[arg(long)]
+        sku: Option<String>,
+        /// Do not restock the SKU (by 1,000,000 units, as an operator) before the run.
+        #[arg(long)]
+        no_restock: bool,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Applies the event store's schema (serve does too) and exits; on Cosmos DB, checks that
     /// the containers exist with the right partition keys.
     Migrate {
@@ -151,9 +182,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands whose output is data log to standard error, and only what needs attention.
     match cli.command {
-        Command::History { .. } | Command::Export { .. } | Command::Replay { .. } => {
-            telemetry::init_to("warn", telemetry::LogTo::Stderr)
-        }
+        Command::History { .. }
+        | Command::Export { .. }
+        | Command::Replay { .. }
+        | Command::Loadgen { .. } => telemetry::init_to("warn", telemetry::LogTo::Stderr),
         _ => telemetry::init("info"),
     }
     match run(cli).await {
@@ -246,6 +278,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let settings = Settings::resolve(engines.overrides())?;
             services::replay::run(&settings, &projection.0).await
+        }
+        Command::Loadgen {
+            url,
+            clients,
+            orders,
+            duration,
+            rate,
+            sku,
+            no_restock,
+            json,
+        } => {
+            let until = match (orders, duration) {
+                (_, Some(seconds)) => Until::Elapsed(std::time::Duration::from_secs(seconds)),
+                (orders, None) => Until::Orders(orders.unwrap_or(1000)),
+            };
+            let plan = LoadPlan {
+                url,
+                clients: usize::try_from(clients)?,
+                until,
+                rate,
+                sku,
+                restock: !no_restock,
+            };
+            let report = services::loadgen::run(&plan).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
         }
         Command::Migrate { engines } => {
             let settings = Settings::resolve(engines.overrides())?;

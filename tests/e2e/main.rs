@@ -4,6 +4,7 @@ mod analysts;
 mod analytics;
 mod browser;
 mod commands;
+mod loadgen;
 mod orders;
 mod replay;
 mod schema_evolution;
