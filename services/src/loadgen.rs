@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 /// How long the server may hold a status query waiting for the decision (`wait_ms`).
 const DECISION_WAIT_MS: u64 = 10_000;
-/// Units added to the SKU before the run, so that orders are confirmed, not rejected for
+/// Units added to each SKU before the run, so that orders are confirmed, not rejected for
 /// want of stock (the most one restock command takes).
 const RESTOCK: u64 = 1_000_000;
 
@@ -37,9 +37,9 @@ pub struct LoadPlan {
     pub until: Until,
     /// Orders per second, all clients together: open loop. `None`: closed loop.
     pub rate: Option<f64>,
-    /// The SKU to order (one unit per order); `None`: the catalog's first.
-    pub sku: Option<String>,
-    /// Restock the SKU before the run (as an operator).
+    /// The SKUs to order, one unit per order, taken in turn; empty: the whole catalog.
+    pub skus: Vec<String>,
+    /// Restock them before the run (as an operator).
     pub restock: bool,
 }
 
@@ -94,7 +94,7 @@ impl Tally {
 struct Target {
     http: reqwest::Client,
     url: String,
-    sku: String,
+    skus: Vec<String>,
 }
 
 /// Runs the plan against a server and reports.
@@ -106,11 +106,11 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadReport> {
         .pool_max_idle_per_host(plan.clients)
         .build()?;
     let url = plan.url.trim_end_matches('/').to_owned();
-    let sku = match &plan.sku {
-        Some(sku) => sku.clone(),
-        None => first_sku(&http, &url).await?,
+    let skus = match plan.skus.as_slice() {
+        [] => catalog_skus(&http, &url).await?,
+        chosen => chosen.to_vec(),
     };
-    let target = Arc::new(Target { http, url, sku });
+    let target = Arc::new(Target { http, url, skus });
     if plan.restock {
         restock(&target).await?;
     }
@@ -153,24 +153,21 @@ async fn closed_loop(
             let (target, tally, sent) = (target.clone(), tally.clone(), sent.clone());
             tokio::spawn(async move {
                 loop {
-                    let more = match until {
+                    // This client's next order number, if the plan has one left.
+                    let next = match until {
                         Until::Orders(total) => sent
                             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                                 (n < total).then_some(n + 1)
                             })
-                            .is_ok(),
+                            .ok(),
                         Until::Elapsed(d) => {
-                            let more = started.elapsed() < d;
-                            if more {
-                                sent.fetch_add(1, Ordering::AcqRel);
-                            }
-                            more
+                            (started.elapsed() < d).then(|| sent.fetch_add(1, Ordering::AcqRel))
                         }
                     };
-                    if !more {
+                    let Some(n) = next else {
                         return;
-                    }
-                    order(&target, &token, Instant::now(), &tally).await;
+                    };
+                    order(&target, &token, n, Instant::now(), &tally).await;
                 }
             })
         })
@@ -213,7 +210,7 @@ async fn open_loop(
         let (target, tally) = (target.clone(), tally.clone());
         let token = tokens[(n % tokens.len() as u64) as usize].clone();
         in_flight.push(tokio::spawn(async move {
-            order(&target, &token, due, &tally).await;
+            order(&target, &token, n, due, &tally).await;
             drop(slot);
         }));
         n += 1;
@@ -224,10 +221,11 @@ async fn open_loop(
     Ok(n)
 }
 
-/// One order: place it, then wait for its decision; latencies from `due`.
-async fn order(target: &Target, token: &str, due: Instant, tally: &Mutex<Tally>) {
+/// Order number `n`: place it, then wait for its decision; latencies from `due`.
+async fn order(target: &Target, token: &str, n: u64, due: Instant, tally: &Mutex<Tally>) {
+    let sku = &target.skus[(n % target.skus.len() as u64) as usize];
     let body = json!({
-        "lines": [{"sku": target.sku, "quantity": 1}],
+        "lines": [{"sku": sku, "quantity": 1}],
         "shipping_address": {"name": "Load Generator", "line1": "1 Bench Street",
             "city": "Berlin", "postal_code": "10115", "country": "DE"},
     });
@@ -287,7 +285,7 @@ async fn answer(response: reqwest::Result<reqwest::Response>) -> Result<Value, S
         .map_or_else(|| format!("http_{}", status.as_u16()), str::to_owned))
 }
 
-async fn first_sku(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+async fn catalog_skus(http: &reqwest::Client, url: &str) -> anyhow::Result<Vec<String>> {
     let catalog: Value = http
         .get(format!("{url}/api/catalog"))
         .send()
@@ -296,10 +294,16 @@ async fn first_sku(http: &reqwest::Client, url: &str) -> anyhow::Result<String> 
         .error_for_status()?
         .json()
         .await?;
-    catalog[0]["sku"]
-        .as_str()
-        .map(str::to_owned)
-        .context("the catalog is empty: list a product or give --sku")
+    let skus: Vec<String> = catalog
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["sku"].as_str().map(str::to_owned))
+        .collect();
+    if skus.is_empty() {
+        bail!("the catalog is empty: list a product or give --sku");
+    }
+    Ok(skus)
 }
 
 async fn dev_token(target: &Target, name: &str, role: &str) -> anyhow::Result<String> {
@@ -325,16 +329,18 @@ async fn dev_token(target: &Target, name: &str, role: &str) -> anyhow::Result<St
 
 async fn restock(target: &Target) -> anyhow::Result<()> {
     let operator = dev_token(target, "loadgen-operator", "operator").await?;
-    let answer = target
-        .http
-        .post(format!("{}/api/catalog/{}/restock", target.url, target.sku))
-        .bearer_auth(operator)
-        .json(&json!({"quantity": RESTOCK}))
-        .send()
-        .await
-        .context("restocking")?;
-    if !answer.status().is_success() {
-        bail!("restocking {} answered {}", target.sku, answer.status());
+    for sku in &target.skus {
+        let answer = target
+            .http
+            .post(format!("{}/api/catalog/{sku}/restock", target.url))
+            .bearer_auth(&operator)
+            .json(&json!({"quantity": RESTOCK}))
+            .send()
+            .await
+            .context("restocking")?;
+        if !answer.status().is_success() {
+            bail!("restocking {sku} answered {}", answer.status());
+        }
     }
     Ok(())
 }

@@ -111,10 +111,11 @@ enum Command {
         /// order was due). Without it each client waits for its order's decision before the next.
         #[arg(long, value_name = "R")]
         rate: Option<f64>,
-        /// The SKU to order, one unit each [default: the catalog's first].
-        #[arg(long)]
-        sku: Option<String>,
-        /// Do not restock the SKU (by 1,000,000 units, as an operator) before the run.
+        /// The SKUs to order, one unit each, in turn (commas for several) [default: the whole
+        /// catalog].
+        #[arg(long, value_delimiter = ',')]
+        sku: Vec<String>,
+        /// Do not restock the SKUs (by 1,000,000 units each, as an operator) before the run.
         #[arg(long)]
         no_restock: bool,
         /// One JSON object instead of the table.
@@ -298,7 +299,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 clients: usize::try_from(clients)?,
                 until,
                 rate,
-                sku,
+                skus: sku,
                 restock: !no_restock,
             };
             let report = services::loadgen::run(&plan).await?;

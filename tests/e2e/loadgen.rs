@@ -11,7 +11,7 @@ fn plan(url: &str, sku: &str, until: Until, rate: Option<f64>) -> LoadPlan {
         clients: 4,
         until,
         rate,
-        sku: Some(sku.to_owned()),
+        skus: vec![sku.to_owned()],
         restock: true,
     }
 }
