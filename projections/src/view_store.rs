@@ -52,16 +52,6 @@ pub trait ViewStore: Send + Sync + 'static {
     /// generation of views) and answers how many went. Claims and channels are not touched.
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, ViewError>;
 
-    /// Many `put`s at once (a replay's bulk writes); one answer per write, in order. Adapters
-    /// that can pipeline override this.
-    async fn put_many(&self, writes: Vec<(String, u64, Doc)>) -> Result<Vec<bool>, ViewError> {
-        let mut written = Vec::with_capacity(writes.len());
-        for (key, expected, doc) in writes {
-            written.push(self.put(&key, expected, doc).await?);
-        }
-        Ok(written)
-    }
-
     /// Writes each document as given, whatever is stored, without a version check: only for
     /// names nobody else writes (a replay's new generation before readers switch to it), where
     /// the check would only cost time. Adapters that can pipeline override this.

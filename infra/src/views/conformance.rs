@@ -57,7 +57,6 @@ macro_rules! view_store_conformance {
             put_with_expected_zero_creates,
             put_with_a_stale_expected_is_refused_and_changes_nothing,
             concurrent_writers_lose_no_update,
-            put_many_answers_each_write_in_order,
             index_page_is_newest_first_with_ties_by_member,
             cursor_paging_returns_each_member_once_in_order,
             a_cursor_that_is_not_in_the_index_still_pages_strictly_after_it,
@@ -171,33 +170,6 @@ pub async fn concurrent_writers_lose_no_update(store: Arc<dyn ViewStore>) {
         counter,
         doc(total, &total.to_string()),
         "every compare-on-version increment landed exactly once"
-    );
-}
-
-pub async fn put_many_answers_each_write_in_order(store: Arc<dyn ViewStore>) {
-    let writes = vec![
-        ("a".to_owned(), 0, doc(1, "a1")),
-        ("b".to_owned(), 0, doc(1, "b1")),
-        ("a".to_owned(), 0, doc(1, "a1 again")),
-        ("a".to_owned(), 1, doc(2, "a2")),
-        ("c".to_owned(), 3, doc(4, "c4")),
-    ];
-
-    let answers = store.put_many(writes).await.expect("put_many");
-    let none = store.put_many(Vec::new()).await.expect("empty put_many");
-
-    assert_eq!(
-        answers,
-        vec![true, true, false, true, false],
-        "one answer per write, in order; a write sees the earlier ones of its batch"
-    );
-    assert!(none.is_empty(), "no writes, no answers");
-    assert_eq!(get(&store, "a").await, Some(doc(2, "a2")));
-    assert_eq!(get(&store, "b").await, Some(doc(1, "b1")));
-    assert_eq!(
-        get(&store, "c").await,
-        None,
-        "a refused write creates nothing"
     );
 }
 

@@ -31,10 +31,9 @@
 //! loaded once at [`RedisViewStore::connect`] and run by `EVALSHA`; a `NOSCRIPT` answer (Redis
 //! restarted or its script cache flushed) falls back to `EVAL`, which also caches it again.
 //!
-//! `put_many` is the replay path: it sends up to [`PIPELINE_CHUNK`] `EVALSHA`s in one pipeline
-//! (one round trip), chunk after chunk on one connection, so writes to one key in one batch
-//! apply in order. Each write gets its own answer; only the writes answered `NOSCRIPT` are sent
-//! again with `EVAL`.
+//! `overwrite_many` and `index_add_many` are the replay path: a thousand writes per `EVAL` of a
+//! short bulk script ([`OVERWRITE_LUA`], [`INDEX_MANY_LUA`]), without a version check (a replay
+//! writes a generation nobody else writes yet).
 //!
 //! # Paging with a cursor
 //!
@@ -83,9 +82,6 @@ const CLAIM_SECONDS: i64 = 30 * 24 * 60 * 60;
 
 /// Connections in the pool; commands go round-robin.
 const POOL_SIZE: usize = 4;
-
-/// Writes per pipeline in `put_many`: thousands per round trip, and a bounded buffer.
-pub const PIPELINE_CHUNK: usize = 4096;
 
 /// Writes per script call in `overwrite_many` and `index_add_many`: a call blocks Redis while
 /// it runs (about a millisecond for this many).
@@ -286,57 +282,6 @@ impl RedisViewStore {
             .map_err(view_error)?;
         Ok(())
     }
-
-    /// The `put` script's key and arguments for one write.
-    fn put_args(&self, key: &str, expected: u64, doc: &Doc) -> (String, Vec<String>) {
-        let args = vec![
-            expected.to_string(),
-            doc.version.to_string(),
-            doc.body.clone(),
-        ];
-        (self.key("doc", key), args)
-    }
-
-    /// One pipeline of compare-on-version writes; the ones Redis answered `NOSCRIPT` go again
-    /// by `EVAL` in a second pipeline.
-    async fn put_chunk(&self, writes: &[(String, u64, Doc)]) -> Result<Vec<bool>, ViewError> {
-        let client = self.pool.next();
-        let pipeline = client.pipeline();
-        for (key, expected, doc) in writes {
-            let (key, args) = self.put_args(key, *expected, doc);
-            let command = script_args(self.put_script.sha.clone(), key, args);
-            let () = pipeline
-                .custom(evalsha(), command)
-                .await
-                .map_err(view_error)?;
-        }
-        let mut answers: Vec<Result<i64, FredError>> = pipeline.try_all().await;
-
-        let lost: Vec<usize> = (0..answers.len())
-            .filter(|&i| matches!(&answers[i], Err(error) if is_noscript(error)))
-            .collect();
-        if !lost.is_empty() {
-            tracing::debug!(
-                writes = lost.len(),
-                "put script not cached; sending it again"
-            );
-            let retry = client.pipeline();
-            for &i in &lost {
-                let (key, expected, doc) = &writes[i];
-                let (key, args) = self.put_args(key, *expected, doc);
-                let command = script_args(self.put_script.lua.to_owned(), key, args);
-                let () = retry.custom(eval(), command).await.map_err(view_error)?;
-            }
-            let again: Vec<Result<i64, FredError>> = retry.try_all().await;
-            for (i, answer) in lost.into_iter().zip(again) {
-                answers[i] = answer;
-            }
-        }
-        answers
-            .into_iter()
-            .map(|answer| answer.map(|written| written == 1).map_err(view_error))
-            .collect()
-    }
 }
 
 impl Drop for RedisViewStore {
@@ -374,8 +319,10 @@ impl ViewStore for RedisViewStore {
 
     #[tracing::instrument(skip(self, doc), fields(version = doc.version))]
     async fn put(&self, key: &str, expected: u64, doc: Doc) -> Result<bool, ViewError> {
-        let (key, args) = self.put_args(key, expected, &doc);
-        let written: i64 = self.eval(&self.put_script, key, args).await?;
+        let args = vec![expected.to_string(), doc.version.to_string(), doc.body];
+        let written: i64 = self
+            .eval(&self.put_script, self.key("doc", key), args)
+            .await?;
         Ok(written == 1)
     }
 
@@ -501,15 +448,6 @@ impl ViewStore for RedisViewStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip(self, writes), fields(writes = writes.len()))]
-    async fn put_many(&self, writes: Vec<(String, u64, Doc)>) -> Result<Vec<bool>, ViewError> {
-        let mut written = Vec::with_capacity(writes.len());
-        for chunk in writes.chunks(PIPELINE_CHUNK) {
-            written.extend(self.put_chunk(chunk).await?);
-        }
-        Ok(written)
-    }
-
     #[tracing::instrument(skip(self, message))]
     async fn publish(&self, channel: &str, message: &str) -> Result<(), ViewError> {
         let _: i64 = self
@@ -614,25 +552,6 @@ fn view_error(error: FredError) -> ViewError {
 
 fn is_noscript(error: &FredError) -> bool {
     error.details().starts_with("NOSCRIPT")
-}
-
-/// The arguments of `EVALSHA sha 1 key args...` (or `EVAL lua 1 key args...`) as a custom
-/// command: fred's pipelines have no Lua interface of their own.
-fn script_args(script: String, key: String, args: Vec<String>) -> Vec<String> {
-    let mut command = Vec::with_capacity(3 + args.len());
-    command.push(script);
-    command.push("1".to_owned());
-    command.push(key);
-    command.extend(args);
-    command
-}
-
-fn evalsha() -> CustomCommand {
-    CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false)
-}
-
-fn eval() -> CustomCommand {
-    CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false)
 }
 
 /// A score as Redis prints it (`1750000000000000`, or `1.75e+15` from newer servers).
@@ -755,18 +674,12 @@ mod tests {
         };
 
         assert!(store.put("k", 0, doc(1)).await.expect("put"));
-        let written = store
-            .put_many(vec![
-                ("k".into(), 1, doc(2)),
-                ("k".into(), 1, doc(9)),
-                ("j".into(), 0, doc(1)),
-            ])
-            .await
-            .expect("put_many");
+        let stale = store.put("k", 0, doc(9)).await.expect("put");
+        assert!(store.put("k", 1, doc(2)).await.expect("put"));
         store.index_add("i", 1, "m").await.expect("index_add");
         let page = store.index_page("i", None, 10).await.expect("index_page");
 
-        assert_eq!(written, vec![true, false, true]);
+        assert!(!stale, "the fallback still compares versions");
         assert_eq!(store.get("k").await.expect("get"), Some(doc(2)));
         assert_eq!(page, vec![(1, "m".to_owned())]);
     }
