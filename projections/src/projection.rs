@@ -19,9 +19,6 @@ pub enum Projection {
     Analytics,
 }
 
-/// Before generations were per projection, one document held the generation of all of them.
-const SHARED_GENERATION_KEY: &str = "projections:generation";
-
 impl Projection {
     pub const ALL: [Self; 3] = [Self::Orders, Self::Catalog, Self::Analytics];
 
@@ -91,15 +88,8 @@ pub async fn current_generation(
     views: &dyn ViewStore,
     projection: Projection,
 ) -> Result<u64, ProjectionError> {
-    if let Some(doc) = views.get(&projection.generation_key()).await? {
-        return Ok(doc.version);
-    }
-    if projection == Projection::Analytics {
-        return Ok(0);
-    }
-    // A cache last switched by a replay of an earlier release.
     Ok(views
-        .get(SHARED_GENERATION_KEY)
+        .get(&projection.generation_key())
         .await?
         .map_or(0, |doc| doc.version))
 }

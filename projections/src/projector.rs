@@ -304,9 +304,9 @@ impl Projector {
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, ProjectionError> {
         let key = self.name(Projection::Analytics, ANALYTICS_KEY);
-        let mut folded = 0;
-        for _ in 0..MAX_ATTEMPTS * 1000 {
-            let (saved, mut state) = self.analytics_state(&key).await?;
+        let (mut folded, mut lost) = (0, 0);
+        let (mut saved, mut state) = self.analytics_state(&key).await?;
+        while lost < MAX_ATTEMPTS {
             let page = self.store.read_all(&state.cursor, CATCH_UP_BATCH).await?;
             if page.events.is_empty() {
                 return Ok(folded);
@@ -324,8 +324,13 @@ impl Projector {
                 .put(&key, saved, state.doc(saved + 1, &key)?)
                 .await?
             {
+                (saved, lost) = (saved + 1, 0);
                 folded += page.events.len() as u64;
                 progress(page.events.len() as u64);
+            } else {
+                // Another projector saved first: drop this page's fold, go on from its save.
+                lost += 1;
+                (saved, state) = self.analytics_state(&key).await?;
             }
         }
         Err(ProjectionError::Contention(key))

@@ -174,7 +174,9 @@ impl Replays {
         let Some(doc) = self.views.get(&key(replay_id)).await? else {
             return Ok(None);
         };
-        Ok(serde_json::from_str(&doc.body).ok())
+        serde_json::from_str(&doc.body).map(Some).map_err(|e| {
+            ViewError::Unavailable(format!("replay status {replay_id} is unreadable: {e}"))
+        })
     }
 }
 
