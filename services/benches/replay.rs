@@ -48,6 +48,7 @@ async fn main() {
         baseline_events,
     )
     .await;
+    let cpu = Cpu::connect(&redis).await;
     let views: Arc<dyn ViewStore> = Arc::new(
         RedisViewStore::connect(&format!("{redis}?prefix={prefix}"))
             .await
@@ -55,7 +56,7 @@ async fn main() {
     );
 
     // The ceiling: reading the log alone, page by page as the rebuild does.
-    let (pages, started) = (&mut Pages::default(), Instant::now());
+    let (pages, started, used) = (&mut Pages::default(), Instant::now(), cpu.used().await);
     let mut cursor = commands::LogCursor::start();
     loop {
         let page = full.read_all(&cursor, 5000).await.expect("read the log");
@@ -66,9 +67,10 @@ async fn main() {
         cursor = page.next;
     }
     report("read the log alone", events, started.elapsed(), pages);
+    cpu.report(events, used).await;
 
     let baseline = Projector::pinned(part.clone(), views.clone(), 1, &Projection::ALL);
-    let (pages, started) = (&mut Pages::default(), Instant::now());
+    let (pages, started, used) = (&mut Pages::default(), Instant::now(), cpu.used().await);
     baseline
         .catch_up_with(&mut |n| pages.done(n))
         .await
@@ -79,9 +81,10 @@ async fn main() {
         started.elapsed(),
         pages,
     );
+    cpu.report(baseline_events, used).await;
 
     let fast = Projector::pinned(full.clone(), views.clone(), 2, &Projection::ALL);
-    let (pages, started) = (&mut Pages::default(), Instant::now());
+    let (pages, started, used) = (&mut Pages::default(), Instant::now(), cpu.used().await);
     let folded = fast.rebuild(&mut |n| pages.done(n)).await.expect("rebuild");
     assert_eq!(folded as usize, events);
     report(
@@ -90,6 +93,7 @@ async fn main() {
         started.elapsed(),
         pages,
     );
+    cpu.report(events, used).await;
 
     for generation in [1, 2] {
         for projection in Projection::ALL {
@@ -193,6 +197,61 @@ fn new(event_type: &str, payload: serde_json::Value) -> NewEvent {
         occurred_at: Utc::now(),
         payload,
         metadata: EventMetadata::default(),
+    }
+}
+
+/// CPU time spent, which moves far less than wall time on a shared VM: this process's (user
+/// and system, from `/proc/self/stat`) and the Redis server's (`INFO cpu`).
+struct Cpu(fred::prelude::Client);
+
+impl Cpu {
+    async fn connect(url: &str) -> Self {
+        use fred::prelude::ClientLike;
+        let config = fred::prelude::Config::from_url(url).expect("a Redis URL");
+        let client = fred::prelude::Builder::from_config(config)
+            .build()
+            .expect("a Redis client");
+        client.init().await.expect("Redis answers");
+        Self(client)
+    }
+
+    /// Seconds used so far: (this process, Redis).
+    async fn used(&self) -> (f64, f64) {
+        use fred::prelude::ClientLike;
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name, which is in parentheses: utime and stime are the
+        // 12th and 13th, in clock ticks (100 a second on Linux).
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let ours = (tick(11) + tick(12)) / 100.0;
+        let info: String = self.0.info(None).await.unwrap_or_default();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)?
+                        .strip_prefix(':')?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        };
+        (ours, field("used_cpu_user") + field("used_cpu_sys"))
+    }
+
+    async fn report(&self, events: usize, (ours, redis): (f64, f64)) {
+        let (now_ours, now_redis) = self.used().await;
+        let (ours, redis) = (now_ours - ours, now_redis - redis);
+        println!(
+            "  cpu: orderflow {ours:.2} s, Redis {redis:.2} s = {:.2} µs per event",
+            (ours + redis) * 1e6 / events as f64
+        );
     }
 }
 
