@@ -53,6 +53,7 @@ pub struct RecordedEvent {
     pub global_position: Option<u64>,
     pub event_type: String,
     pub schema_version: u32,
+    #[serde(with = "crate::time::rfc3339")]
     pub occurred_at: DateTime<Utc>,
     pub payload: Value,
     pub metadata: EventMetadata,
@@ -64,6 +65,7 @@ pub struct NewEvent {
     pub event_id: Uuid,
     pub event_type: String,
     pub schema_version: u32,
+    #[serde(with = "crate::time::rfc3339")]
     pub occurred_at: DateTime<Utc>,
     pub payload: Value,
     pub metadata: EventMetadata,

@@ -7,10 +7,12 @@
 //! - [`inventory`]: the `Inventory` aggregate, one per SKU: listing, restock, reservations.
 //! - [`envelope`]: the event envelope the store keeps, and decoding.
 //! - [`upcast`]: schema evolution, the one place where older event versions become current.
+//! - [`time`]: timestamps in JSON, written and read as chrono does, without its formatter.
 
 pub mod envelope;
 pub mod inventory;
 pub mod order;
+pub mod time;
 pub mod upcast;
 pub mod values;
 

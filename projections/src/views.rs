@@ -40,7 +40,9 @@ pub struct OrderView {
     pub tracking: Option<String>,
     /// The order stream's version this view reflects.
     pub version: u64,
+    #[serde(with = "domain::time::rfc3339")]
     pub placed_at: DateTime<Utc>,
+    #[serde(with = "domain::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
     pub history: Vec<StatusChange>,
 }
@@ -82,6 +84,7 @@ impl From<ShippingAddress> for Address {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatusChange {
     pub status: String,
+    #[serde(with = "domain::time::rfc3339")]
     pub at: DateTime<Utc>,
 }
 

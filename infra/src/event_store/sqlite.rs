@@ -556,7 +556,7 @@ struct PackedEvent(
     u64,
     String,
     u32,
-    chrono::DateTime<chrono::Utc>,
+    #[serde(with = "domain::time::rfc3339")] chrono::DateTime<chrono::Utc>,
     serde_json::Value,
     domain::EventMetadata,
 );
