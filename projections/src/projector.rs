@@ -445,6 +445,9 @@ impl Projector {
                 progress(n);
             }
         }
+        // Freeing every view built (a million events make 200,000 orders) took a tenth of
+        // the rebuild; nothing waits for it.
+        tokio::task::spawn_blocking(move || drop(built));
         Ok(folded)
     }
 
