@@ -14,6 +14,7 @@ use serde::de::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// Who caused an event, and why; carried from the HTTP request through every consumer.
@@ -55,8 +56,84 @@ pub struct RecordedEvent {
     pub schema_version: u32,
     #[serde(with = "crate::time::rfc3339")]
     pub occurred_at: DateTime<Utc>,
-    pub payload: Value,
+    pub payload: Payload,
     pub metadata: EventMetadata,
+}
+
+/// A recorded event's payload: its JSON text as the store handed it over, checked to be JSON
+/// and parsed only by whoever reads it. A replay reads every event of the log; building a
+/// `serde_json::Value` tree for each payload and freeing it again was a sixth of the time
+/// spent reading (decoding reads the text straight into the event's type instead).
+///
+/// Serializes as the JSON it holds. Two payloads are equal when their JSON values are, as
+/// the `Value`s they replaced were (PostgreSQL's JSONB gives the keys back in its own order).
+#[derive(Debug, Clone)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    /// `text` if it is one JSON value.
+    pub fn parse(text: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text).map(Self)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The payload as a JSON tree, for tools that look inside it.
+    pub fn to_value(&self) -> Value {
+        // The text was checked to be JSON when the payload was made.
+        serde_json::from_str(self.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl From<&Value> for Payload {
+    fn from(value: &Value) -> Self {
+        // A Value always prints as JSON.
+        Self(serde_json::value::to_raw_value(value).unwrap_or_else(|_| empty_object()))
+    }
+}
+
+impl From<Value> for Payload {
+    fn from(value: Value) -> Self {
+        Self::from(&value)
+    }
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("{{}} is JSON"))
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Self(empty_object())
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get() || self.to_value() == other.to_value()
+    }
+}
+
+impl PartialEq<Value> for Payload {
+    fn eq(&self, other: &Value) -> bool {
+        self.to_value() == *other
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    /// From JSON text, the text as it is; from a `Value`, the value printed as JSON.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Self)
+    }
 }
 
 /// An event about to be appended; the store gives it its version and global position.
@@ -126,7 +203,7 @@ pub fn decode<E: DomainEvent + DeserializeOwned>(event: &RecordedEvent) -> Resul
     let event = &*crate::upcast::upcast(event)?;
     let tagged = Tagged {
         tag: &event.event_type,
-        payload: &event.payload,
+        payload: event.payload.get(),
     };
     E::deserialize(tagged).map_err(|e| DecodeError::of(event, e.to_string()))
 }
@@ -136,7 +213,8 @@ pub fn decode<E: DomainEvent + DeserializeOwned>(event: &RecordedEvent) -> Resul
 /// was much of its time. A unit variant's payload is `{}`.
 struct Tagged<'a> {
     tag: &'a str,
-    payload: &'a Value,
+    /// The payload's JSON text.
+    payload: &'a str,
 }
 
 impl<'de> serde::Deserializer<'de> for Tagged<'de> {
@@ -155,24 +233,43 @@ impl<'de> serde::Deserializer<'de> for Tagged<'de> {
 
 impl<'de> EnumAccess<'de> for Tagged<'de> {
     type Error = serde_json::Error;
-    type Variant = Payload<'de>;
+    type Variant = Variant<'de>;
 
     fn variant_seed<S: DeserializeSeed<'de>>(
         self,
         seed: S,
     ) -> Result<(S::Value, Self::Variant), Self::Error> {
         let tag: StrDeserializer<'_, serde_json::Error> = self.tag.into_deserializer();
-        Ok((seed.deserialize(tag)?, Payload(self.payload)))
+        Ok((seed.deserialize(tag)?, Variant(self.payload)))
     }
 }
 
-struct Payload<'a>(&'a Value);
+/// The payload's text as the variant's content.
+struct Variant<'a>(&'a str);
 
-impl<'de> VariantAccess<'de> for Payload<'de> {
+impl<'de> Variant<'de> {
+    /// Reads the whole text with `read`, refusing anything after the value.
+    fn read<T>(
+        self,
+        read: impl FnOnce(
+            &mut serde_json::Deserializer<serde_json::de::StrRead<'de>>,
+        ) -> Result<T, serde_json::Error>,
+    ) -> Result<T, serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_str(self.0);
+        let value = read(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(value)
+    }
+}
+
+impl<'de> VariantAccess<'de> for Variant<'de> {
     type Error = serde_json::Error;
 
     fn unit_variant(self) -> Result<(), Self::Error> {
-        match self.0 {
+        if matches!(self.0.trim(), "{}" | "null") {
+            return Ok(());
+        }
+        match self.read(|d| Value::deserialize(d))? {
             Value::Null => Ok(()),
             Value::Object(fields) if fields.is_empty() => Ok(()),
             other => Err(serde::de::Error::custom(format!(
@@ -185,7 +282,7 @@ impl<'de> VariantAccess<'de> for Payload<'de> {
         self,
         seed: S,
     ) -> Result<S::Value, Self::Error> {
-        seed.deserialize(self.0)
+        self.read(|d| seed.deserialize(d))
     }
 
     fn tuple_variant<V: Visitor<'de>>(
@@ -193,7 +290,7 @@ impl<'de> VariantAccess<'de> for Payload<'de> {
         _len: usize,
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        serde::Deserializer::deserialize_seq(self.0, visitor)
+        self.read(|d| serde::Deserializer::deserialize_seq(d, visitor))
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -201,7 +298,7 @@ impl<'de> VariantAccess<'de> for Payload<'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        serde::Deserializer::deserialize_struct(self.0, "", fields, visitor)
+        self.read(|d| serde::Deserializer::deserialize_struct(d, "", fields, visitor))
     }
 }
 
@@ -215,4 +312,76 @@ pub fn stream_key<'a>(stream_type: &str, stream_id: &'a str) -> Option<&'a str> 
     stream_id
         .strip_prefix(stream_type)
         .and_then(|rest| rest.strip_prefix('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::order::OrderEvent;
+
+    fn recorded(event_type: &str, payload: &str) -> RecordedEvent {
+        RecordedEvent {
+            event_id: Uuid::nil(),
+            stream_id: "order-1".into(),
+            stream_type: "order".into(),
+            version: 1,
+            global_position: Some(1),
+            event_type: event_type.into(),
+            schema_version: crate::upcast::current_version(event_type),
+            occurred_at: Utc::now(),
+            payload: Payload::parse(payload.into()).unwrap(),
+            metadata: EventMetadata::default(),
+        }
+    }
+
+    #[test]
+    fn a_payload_is_decoded_from_its_text_whatever_its_spacing() {
+        let shipped = recorded(
+            "OrderShipped",
+            r#"{ "tracking_number": "JD0001",  "carrier": "DHL" }"#,
+        );
+        let OrderEvent::OrderShipped {
+            carrier,
+            tracking_number,
+        } = decode(&shipped).unwrap()
+        else {
+            panic!("not a shipment");
+        };
+        assert_eq!(
+            (carrier.as_str(), tracking_number.as_str()),
+            ("DHL", "JD0001")
+        );
+        for empty in ["{}", " { } ", "null"] {
+            assert!(matches!(
+                decode(&recorded("OrderConfirmed", empty)),
+                Ok(OrderEvent::OrderConfirmed)
+            ));
+        }
+        let err = decode::<OrderEvent>(&recorded("OrderConfirmed", r#"{"x": 1}"#)).unwrap_err();
+        assert!(err.reason.contains("expected no payload"), "{err}");
+        assert!(decode::<OrderEvent>(&recorded("OrderShipped", r#"{"carrier": 7}"#)).is_err());
+    }
+
+    #[test]
+    fn payloads_compare_as_json_and_print_as_they_are() {
+        let a = Payload::parse(r#"{"a": 1, "b": [true]}"#.into()).unwrap();
+        let b = Payload::from(json!({"b": [true], "a": 1}));
+        assert_eq!(a, b);
+        assert_eq!(a, json!({"a": 1, "b": [true]}));
+        assert_ne!(a, Payload::default());
+        assert_eq!(b.get(), r#"{"a":1,"b":[true]}"#);
+        assert!(Payload::parse("{".into()).is_err());
+        assert!(Payload::parse("{} {}".into()).is_err());
+        // Read from JSON text or from a Value, as the event stores and buses hand it over.
+        let event = recorded("OrderConfirmed", "{}");
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(text.contains(r#""payload":{}"#), "{text}");
+        let back: RecordedEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, event);
+        let back: RecordedEvent =
+            serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
+        assert_eq!(back, event);
+    }
 }

@@ -661,7 +661,7 @@ mod tests {
                 event_type: new.event_type,
                 schema_version: new.schema_version,
                 occurred_at: new.occurred_at,
-                payload: new.payload,
+                payload: new.payload.into(),
                 metadata: new.metadata,
             };
             assert_eq!(decode::<OrderEvent>(&recorded).unwrap(), event);

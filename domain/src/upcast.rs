@@ -61,7 +61,7 @@ pub fn upcast(event: &RecordedEvent) -> Result<Cow<'_, RecordedEvent>, DecodeErr
         )));
     }
     let mut upcast = event.clone();
-    let Value::Object(payload) = &mut upcast.payload else {
+    let Value::Object(mut payload) = event.payload.to_value() else {
         return Err(fail("the payload is not an object".into()));
     };
     for version in event.schema_version..current {
@@ -69,8 +69,9 @@ pub fn upcast(event: &RecordedEvent) -> Result<Cow<'_, RecordedEvent>, DecodeErr
             .iter()
             .find(|s| s.event_type == event.event_type && s.from == version)
             .ok_or_else(|| fail(format!("no upcaster from version {version}")))?;
-        (step.up)(payload).map_err(fail)?;
+        (step.up)(&mut payload).map_err(fail)?;
     }
+    upcast.payload = Value::Object(payload).into();
     upcast.schema_version = current;
     Ok(Cow::Owned(upcast))
 }
@@ -101,7 +102,7 @@ mod tests {
             event_type: "OrderShipped".into(),
             schema_version,
             occurred_at: Default::default(),
-            payload,
+            payload: payload.into(),
             metadata: EventMetadata::default(),
         }
     }

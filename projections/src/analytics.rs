@@ -328,7 +328,7 @@ mod tests {
                     event_type: new.event_type,
                     schema_version: new.schema_version,
                     occurred_at: when,
-                    payload: new.payload,
+                    payload: new.payload.into(),
                     metadata: new.metadata,
                 }
             })

@@ -282,7 +282,7 @@ fn csv_row(event: &RecordedEvent) -> [String; CSV_COLUMNS.len()] {
         optional(&metadata.command_id),
         metadata.actor.clone(),
         optional(&metadata.traceparent),
-        event.payload.to_string(),
+        event.payload.get().to_owned(),
     ]
 }
 

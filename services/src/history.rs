@@ -77,7 +77,7 @@ impl History {
                 event.version,
                 event.occurred_at.format("%Y-%m-%d %H:%M:%S%.3f"),
                 event.event_type,
-                details(&event.payload),
+                details(&event.payload.to_value()),
             );
         }
         if self.cutoff.is_some() && self.events.iter().any(|e| !self.includes(e)) {

@@ -174,7 +174,7 @@ async fn an_event_the_live_projector_wrote_into_the_old_generation_reaches_the_n
                 event_type: event.event_type.clone(),
                 schema_version: event.schema_version,
                 occurred_at: event.occurred_at,
-                payload: event.payload.clone(),
+                payload: event.payload.to_value(),
                 metadata: event.metadata.clone(),
             };
             let stored = store

@@ -488,7 +488,9 @@ pub fn events(n: u64) -> Vec<RecordedEvent> {
             event_type: "OrderNoted".into(),
             schema_version: 2,
             occurred_at: Utc::now(),
-            payload: json!({ "n": version, "note": "café ✓", "lines": [{ "sku": "SKU-1", "qty": 2 }] }),
+            payload:
+                json!({ "n": version, "note": "café ✓", "lines": [{ "sku": "SKU-1", "qty": 2 }] })
+                    .into(),
             metadata: EventMetadata {
                 correlation_id,
                 causation_id: Some(Uuid::now_v7()),

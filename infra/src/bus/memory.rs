@@ -243,7 +243,7 @@ mod tests {
             event_type: "Tested".into(),
             schema_version: 1,
             occurred_at: Utc::now(),
-            payload: serde_json::json!({}),
+            payload: serde_json::json!({}).into(),
             metadata: EventMetadata::default(),
         }
     }

@@ -166,7 +166,7 @@ impl EventDocument {
             event_type: self.event_type,
             schema_version: self.schema_version,
             occurred_at,
-            payload: self.payload,
+            payload: self.payload.into(),
             metadata: self.metadata,
         })
     }

@@ -557,7 +557,7 @@ struct PackedEvent(
     String,
     u32,
     #[serde(with = "domain::time::rfc3339")] chrono::DateTime<chrono::Utc>,
-    serde_json::Value,
+    domain::envelope::Payload,
     domain::EventMetadata,
 );
 

@@ -59,7 +59,7 @@ pub struct LogEvent {
     pub schema_version: u32,
     pub occurred_at: DateTime<Utc>,
     #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
+    pub payload: domain::envelope::Payload,
     #[schema(value_type = Object)]
     pub metadata: EventMetadata,
 }

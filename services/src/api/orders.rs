@@ -371,7 +371,7 @@ pub struct EventOut {
     pub schema_version: u32,
     pub occurred_at: DateTime<Utc>,
     #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
+    pub payload: domain::envelope::Payload,
     #[schema(value_type = Object)]
     pub metadata: EventMetadata,
 }
@@ -394,9 +394,14 @@ pub async fn order_events(
         domain::upcast::upcast_all(&events).map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let owner = events
         .first()
-        .and_then(|e| e.payload.get("customer_id"))
-        .and_then(|c| c.as_str())
-        .and_then(|c| Uuid::parse_str(c).ok())
+        .and_then(|e| {
+            e.payload
+                .to_value()
+                .get("customer_id")?
+                .as_str()?
+                .parse()
+                .ok()
+        })
         .ok_or(ApiError::NotFound)?;
     if !caller.may_see(owner) {
         return Err(ApiError::NotFound);

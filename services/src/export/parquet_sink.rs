@@ -148,7 +148,7 @@ impl Columns {
         self.actor.append_value(&metadata.actor);
         self.traceparent
             .append_option(metadata.traceparent.as_ref());
-        self.payload.append_value(event.payload.to_string());
+        self.payload.append_value(event.payload.get());
         self.rows += 1;
     }
 
