@@ -38,6 +38,8 @@ const MAX_ATTEMPTS: usize = 16;
 const CATCH_UP_BATCH: usize = 1000;
 /// Events per page of a rebuild: each page is one pipelined write of the views it changed.
 const REBUILD_PAGE: usize = 5000;
+/// Writes in flight at once for a page of a rebuild, beside its index entries.
+const PAGE_WRITERS: usize = 2;
 /// Pages a rebuild's stage may run ahead of the next.
 const STAGE_DEPTH: usize = 2;
 
@@ -460,8 +462,7 @@ impl Projector {
         saves: u64,
         events: usize,
     ) -> Result<PageWrites, ProjectionError> {
-        let mut docs =
-            Vec::with_capacity(built.changed_orders.len() + built.changed_catalog.len() + 3);
+        let mut docs = Vec::with_capacity(built.changed_orders.len() + built.changed_catalog.len());
         collect_writes(
             &mut docs,
             &mut built.orders,
@@ -474,6 +475,7 @@ impl Projector {
             &mut built.changed_catalog,
             |k| self.name(Projection::Catalog, &format!("catalog:{k}")),
         )?;
+        let mut checkpoints = Vec::with_capacity(self.keeps.len());
         for &projection in &self.keeps {
             let key = self.name(projection, checkpoint_of(projection));
             let doc = match projection {
@@ -487,7 +489,7 @@ impl Projector {
                     body: serde_json::json!({ "cursor": cursor }).to_string(),
                 },
             };
-            docs.push((key, doc));
+            checkpoints.push((key, doc));
         }
         let indexes = std::mem::take(&mut built.indexes)
             .into_iter()
@@ -498,6 +500,7 @@ impl Projector {
         Ok(PageWrites {
             docs,
             indexes,
+            checkpoints,
             events: events as u64,
         })
     }
@@ -765,8 +768,11 @@ fn collect_writes<V: View>(
 
 /// A page of a rebuild, ready to write.
 struct PageWrites {
+    /// The views the page changed, each once.
     docs: Vec<(String, Doc)>,
     indexes: Vec<(String, i64, String)>,
+    /// Where each projection got to, written once the rest of the page is.
+    checkpoints: Vec<(String, Doc)>,
     /// Events of the log it covers.
     events: u64,
 }
@@ -792,14 +798,28 @@ async fn read_ahead(store: Arc<dyn EventStore>, pages: mpsc::Sender<Result<LogPa
 
 /// The rebuild's last stage: writes the pages in the order they were folded, so a view's
 /// later version always lands last, and tells how many events each covered.
+///
+/// Within a page the writes go out at once, in [`PAGE_WRITERS`] parts of its views beside its
+/// index entries: one call at a time left the cache server idle while the client encoded the
+/// next call, and the client idle while the server ran it. The parts hold different keys (a
+/// page changes each view once), so their order does not matter; the checkpoints go last.
 async fn write_pages(
     views: Arc<dyn ViewStore>,
     mut pages: mpsc::Receiver<PageWrites>,
     written: mpsc::UnboundedSender<u64>,
 ) -> Result<(), ViewError> {
     while let Some(page) = pages.recv().await {
-        views.overwrite_many(page.docs).await?;
-        views.index_add_many(page.indexes).await?;
+        let mut docs = page.docs;
+        let part = docs.len().div_ceil(PAGE_WRITERS).max(1);
+        let mut writes = Vec::with_capacity(PAGE_WRITERS + 1);
+        while docs.len() > part {
+            let rest = docs.split_off(docs.len() - part);
+            writes.push(views.overwrite_many(rest));
+        }
+        writes.push(views.overwrite_many(docs));
+        writes.push(views.index_add_many(page.indexes));
+        futures_util::future::try_join_all(writes).await?;
+        views.overwrite_many(page.checkpoints).await?;
         let _ = written.send(page.events);
     }
     Ok(())
