@@ -3,13 +3,15 @@
 //! - [`memory`]: the in-process cache (the embedded default); forgets everything on restart,
 //!   which the projector's start-up catch-up makes good.
 //! - [`redis`]: the cache shared by every process, on Redis: every key under a configurable
-//!   prefix, compare-on-version writes in a Lua script, pipelined bulk writes, pub/sub.
+//!   prefix, compare-on-version writes in a Lua script, bulk writes in Redis's protocol
+//!   (`redis_bulk`), pub/sub.
 //! - [`conformance`]: the port's one conformance suite. Every adapter runs it through
 //!   [`view_store_conformance!`](crate::view_store_conformance).
 
 pub mod conformance;
 pub mod memory;
 pub mod redis;
+mod redis_bulk;
 
 pub use memory::MemoryViewStore;
 pub use redis::RedisViewStore;
@@ -145,8 +147,80 @@ pub(crate) mod tests {
         assert_eq!(again.get("order:1").await.expect("get"), Some(written));
     }
 
+    /// The bulk writes (`redis_bulk`, on connections of their own) go to the database and as
+    /// the user the URL names, as every other command does: an ACL user made for the test,
+    /// database 5.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn overwrite_many_writes_5000_docs_in_a_few_script_calls() {
+    async fn bulk_writes_follow_the_urls_user_and_database() {
+        let raw = raw_client().await;
+        let acl = CustomCommand::new_static("ACL", ClusterHash::Random, false);
+        let user = format!("bulk-{}", Uuid::new_v4().simple());
+        let _: String = raw
+            .custom(
+                acl.clone(),
+                vec!["SETUSER", &user, "on", ">s3cret", "~*", "&*", "+@all"],
+            )
+            .await
+            .expect("ACL SETUSER");
+        let base = redis_url();
+        let host = base
+            .trim_start_matches("redis://")
+            .rsplit('@')
+            .next()
+            .and_then(|rest| rest.split(['/', '?']).next())
+            .expect("host:port in the test URL")
+            .to_owned();
+        let prefix = format!("test-{}", Uuid::new_v4().simple());
+        let store = connect(&format!("redis://{user}:s3cret@{host}/5?prefix={prefix}")).await;
+
+        let written = store
+            .overwrite_many(vec![("order:1".into(), doc(3, r#"{"n":1}"#.into()))])
+            .await;
+        let indexed = store
+            .index_add_many(vec![
+                ("orders".into(), 2, "b".into()),
+                ("orders".into(), 1, "a".into()),
+            ])
+            .await;
+        let read = store.get("order:1").await;
+        let page = store.index_page("orders", None, 10).await;
+        let in_db0: i64 = raw
+            .exists(format!("{prefix}:doc:order:1"))
+            .await
+            .expect("EXISTS");
+        let clients: String = raw
+            .custom(client_command(), vec!["LIST"])
+            .await
+            .expect("CLIENT LIST");
+        store.clear().await.expect("clear");
+        let _: i64 = raw
+            .custom(acl, vec!["DELUSER", &user])
+            .await
+            .expect("ACL DELUSER");
+
+        written.expect("overwrite_many as the ACL user");
+        indexed.expect("index_add_many as the ACL user");
+        assert_eq!(read.expect("get"), Some(doc(3, r#"{"n":1}"#.into())));
+        assert_eq!(
+            page.expect("index_page"),
+            vec![(2, "b".to_owned()), (1, "a".to_owned())]
+        );
+        assert_eq!(in_db0, 0, "written to database 5, not 0");
+        let named = format!("name={prefix}:bulk");
+        let bulk: Vec<&str> = clients
+            .lines()
+            .filter(|line| line.split(' ').any(|field| field == named))
+            .collect();
+        assert!(!bulk.is_empty(), "a bulk connection, named: {clients}");
+        for line in bulk {
+            let fields: Vec<&str> = line.split(' ').collect();
+            assert!(fields.contains(&"db=5"), "{line}");
+            assert!(fields.contains(&format!("user={user}").as_str()), "{line}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overwrite_many_writes_5000_docs_in_one_bulk_batch() {
         let (store, _keys) = redis_store().await;
         let docs: Vec<_> = (0..5_000)
             .map(|i| (format!("order:{i}"), doc(1, format!(r#"{{"n":{i}}}"#))))

@@ -31,9 +31,10 @@
 //! loaded once at [`RedisViewStore::connect`] and run by `EVALSHA`; a `NOSCRIPT` answer (Redis
 //! restarted or its script cache flushed) falls back to `EVAL`, which also caches it again.
 //!
-//! `overwrite_many` and `index_add_many` are the replay path: a thousand writes per `EVAL` of a
-//! short bulk script ([`OVERWRITE_LUA`], [`INDEX_MANY_LUA`]), without a version check (a replay
-//! writes a generation nobody else writes yet).
+//! `overwrite_many` and `index_add_many` are the replay path: plain `HSET`s, and one `ZADD` per
+//! index with all of its new members, without a version check (a replay writes a generation
+//! nobody else writes yet), sent in Redis's own protocol on connections of their own
+//! ([`super::redis_bulk`], which says why).
 //!
 //! # Paging with a cursor
 //!
@@ -61,6 +62,7 @@
 //! A half-open TCP connection that never reports an error would keep the stream open; the
 //! projector's pollers are the backstop for that.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -69,10 +71,13 @@ use fred::prelude::{
     HashesInterface, KeysInterface, LuaInterface, Pool, PubsubInterface, ReconnectPolicy,
     SetOptions, SortedSetsInterface,
 };
+use fred::types::config::ServerConfig;
 use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Message};
 use futures_util::stream::BoxStream;
 use projections::view_store::{Doc, ViewError, ViewStore};
 use tokio::sync::broadcast;
+
+use super::redis_bulk::{Bulk, Commands};
 
 /// The prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "orderflow";
@@ -82,10 +87,6 @@ const CLAIM_SECONDS: i64 = 30 * 24 * 60 * 60;
 
 /// Connections in the pool; commands go round-robin.
 const POOL_SIZE: usize = 4;
-
-/// Writes per script call in `overwrite_many` and `index_add_many`: a call blocks Redis while
-/// it runs (about a millisecond for this many).
-const SCRIPT_CHUNK: usize = 1000;
 
 /// A command that has no answer by then fails (instead of waiting out a reconnection forever),
 /// so `/ready` and callers see an unavailable cache.
@@ -106,25 +107,6 @@ if (current or '0') ~= ARGV[1] then
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', ARGV[3])
 return 1
-";
-
-/// A replay's bulk write into its fresh generation: `KEYS[i]` the doc hash, `ARGV[2i-1]` its
-/// version, `ARGV[2i]` its body. One command for a chunk instead of one per document: the
-/// per-command cost (client, network, dispatch) was most of a replay's write time.
-pub const OVERWRITE_LUA: &str = r"
-for i = 1, #KEYS do
-  redis.call('HSET', KEYS[i], 'v', ARGV[2 * i - 1], 'b', ARGV[2 * i])
-end
-return #KEYS
-";
-
-/// Many index entries in one command: `KEYS[i]` the sorted set, `ARGV[2i-1]` the score,
-/// `ARGV[2i]` the member, applied in order (a later entry for a member re-scores it).
-pub const INDEX_MANY_LUA: &str = r"
-for i = 1, #KEYS do
-  redis.call('ZADD', KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
-end
-return #KEYS
 ";
 
 /// A page of an index, newest first. `KEYS[1]`: the sorted set. `ARGV`: limit, then optionally the
@@ -179,6 +161,8 @@ pub struct RedisViewStore {
     page_script: Script,
     /// Makes the connection of each subscription: the pool's configuration, no reconnection.
     subscriber: Builder,
+    /// `overwrite_many` and `index_add_many`, in Redis's protocol on connections of their own.
+    bulk: Bulk,
 }
 
 impl RedisViewStore {
@@ -189,6 +173,21 @@ impl RedisViewStore {
     pub async fn connect(url: &str) -> Result<Self, ViewError> {
         let (fred_url, prefix) = split_prefix(url)?;
         let config = Config::from_url(&fred_url).map_err(view_error)?;
+        let ServerConfig::Centralized { server } = &config.server else {
+            return Err(ViewError::Unavailable(
+                "the Redis view store takes redis://host:port URLs (no cluster, no sentinel)"
+                    .into(),
+            ));
+        };
+        let bulk = Bulk::new(
+            &format!("{prefix}:bulk"),
+            server.host.to_string(),
+            server.port,
+            config.username.as_deref(),
+            config.password.as_deref(),
+            config.database,
+            COMMAND_TIMEOUT,
+        );
         let mut builder = Builder::from_config(config);
         builder.with_performance_config(|perf| perf.default_command_timeout = COMMAND_TIMEOUT);
         let mut subscriber = builder.clone();
@@ -206,6 +205,7 @@ impl RedisViewStore {
             put_script,
             page_script,
             subscriber,
+            bulk,
         })
     }
 
@@ -263,24 +263,6 @@ impl RedisViewStore {
             }
             answer => answer.map_err(view_error),
         }
-    }
-
-    /// Runs a bulk script on many keys by `EVAL`: its text is a few hundred bytes beside
-    /// arguments of a megabyte, and `EVALSHA` would need a copy of them kept for the
-    /// `NOSCRIPT` retry.
-    async fn eval_keys(
-        &self,
-        script: &'static str,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<(), ViewError> {
-        let _: i64 = self
-            .pool
-            .next()
-            .eval(script, keys, args)
-            .await
-            .map_err(view_error)?;
-        Ok(())
     }
 }
 
@@ -344,22 +326,37 @@ impl ViewStore for RedisViewStore {
         Ok(())
     }
 
-    /// One pipeline of `ZADD`s per chunk.
-    /// A chunk of entries per `EVALSHA` of [`INDEX_MANY_LUA`].
+    /// One bulk batch ([`Bulk`]) with one `ZADD` per index holding all of its members in the
+    /// order given (a replay adds a thousand to the all-orders index per page).
     #[tracing::instrument(skip(self, entries), fields(entries = entries.len()))]
     async fn index_add_many(&self, entries: Vec<(String, i64, String)>) -> Result<(), ViewError> {
-        for chunk in entries.chunks(SCRIPT_CHUNK) {
-            let mut keys = Vec::with_capacity(chunk.len());
-            let mut args = Vec::with_capacity(2 * chunk.len());
-            for (index, score, member) in chunk {
-                exact_score(index, *score)?;
-                keys.push(self.key("idx", index));
-                args.push(score.to_string());
-                args.push(member.clone());
-            }
-            self.eval_keys(INDEX_MANY_LUA, keys, args).await?;
+        // Members of different indexes do not interact: grouping them keeps the outcome of
+        // applying every entry in order.
+        let mut groups: Vec<(String, Vec<(String, String)>)> = Vec::new();
+        let mut slot: HashMap<String, usize> = HashMap::new();
+        let mut bytes = 0;
+        for (index, score, member) in entries {
+            exact_score(&index, score)?;
+            bytes += index.len() + member.len() + 64;
+            let at = *slot.entry(index).or_insert_with_key(|index| {
+                groups.push((index.clone(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[at].1.push((score.to_string(), member));
         }
-        Ok(())
+        let mut commands = Commands::with_capacity(bytes);
+        for (index, members) in groups {
+            let key = self.key("idx", &index);
+            let mut args: Vec<&[u8]> = Vec::with_capacity(2 + 2 * members.len());
+            args.push(b"ZADD");
+            args.push(key.as_bytes());
+            for (score, member) in &members {
+                args.push(score.as_bytes());
+                args.push(member.as_bytes());
+            }
+            commands.push(&args);
+        }
+        self.bulk.run(commands).await
     }
 
     #[tracing::instrument(skip(self))]
@@ -431,21 +428,24 @@ impl ViewStore for RedisViewStore {
         Ok(())
     }
 
-    /// A chunk of documents per `EVALSHA` of [`OVERWRITE_LUA`]: no version check.
+    /// One bulk batch ([`Bulk`]) of `HSET`s, without a version check.
     #[tracing::instrument(skip(self, docs), fields(docs = docs.len()))]
     async fn overwrite_many(&self, docs: Vec<(String, Doc)>) -> Result<(), ViewError> {
-        let mut docs = docs.into_iter().peekable();
-        while docs.peek().is_some() {
-            let mut keys = Vec::with_capacity(SCRIPT_CHUNK);
-            let mut args = Vec::with_capacity(2 * SCRIPT_CHUNK);
-            for (key, doc) in docs.by_ref().take(SCRIPT_CHUNK) {
-                keys.push(self.key("doc", &key));
-                args.push(doc.version.to_string());
-                args.push(doc.body);
-            }
-            self.eval_keys(OVERWRITE_LUA, keys, args).await?;
+        let bytes = docs.iter().map(|(k, d)| k.len() + d.body.len() + 96).sum();
+        let mut commands = Commands::with_capacity(bytes);
+        for (key, doc) in &docs {
+            let key = self.key("doc", key);
+            let version = doc.version.to_string();
+            commands.push(&[
+                b"HSET",
+                key.as_bytes(),
+                b"v",
+                version.as_bytes(),
+                b"b",
+                doc.body.as_bytes(),
+            ]);
         }
-        Ok(())
+        self.bulk.run(commands).await
     }
 
     #[tracing::instrument(skip(self, message))]
