@@ -3,7 +3,7 @@
 //! **Topology.** Every name starts with a prefix (`orderflow` unless the URL says
 //! `?prefix=NAME`), so that several systems, or parallel tests, share one broker without meeting.
 //! The rest of the URL's query is lapin's (`frame_max`, `heartbeat`, `channel_max`); frames are
-//! 16 KiB unless it names a size ([`FRAME_MAX`] says why).
+//! 16 KiB unless it names a size (`FRAME_MAX` says why).
 //! Declared idempotently at connect, on every new channel that publishes or consumes, and so again
 //! after every reconnect:
 //!

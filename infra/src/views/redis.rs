@@ -34,7 +34,7 @@
 //! `overwrite_many` and `index_add_many` are the replay path: plain `HSET`s, and one `ZADD` per
 //! index with all of its new members, without a version check (a replay writes a generation
 //! nobody else writes yet), sent in Redis's own protocol on connections of their own
-//! ([`super::redis_bulk`], which says why).
+//! (`redis_bulk.rs`, which says why).
 //!
 //! # Paging with a cursor
 //!
@@ -326,7 +326,7 @@ impl ViewStore for RedisViewStore {
         Ok(())
     }
 
-    /// One bulk batch ([`Bulk`]) with one `ZADD` per index holding all of its members in the
+    /// One bulk batch (`Bulk`) with one `ZADD` per index holding all of its members in the
     /// order given (a replay adds a thousand to the all-orders index per page).
     #[tracing::instrument(skip(self, entries), fields(entries = entries.len()))]
     async fn index_add_many(&self, entries: Vec<(String, i64, String)>) -> Result<(), ViewError> {
@@ -428,7 +428,7 @@ impl ViewStore for RedisViewStore {
         Ok(())
     }
 
-    /// One bulk batch ([`Bulk`]) of `HSET`s, without a version check.
+    /// One bulk batch (`Bulk`) of `HSET`s, without a version check.
     #[tracing::instrument(skip(self, docs), fields(docs = docs.len()))]
     async fn overwrite_many(&self, docs: Vec<(String, Doc)>) -> Result<(), ViewError> {
         let bytes = docs.iter().map(|(k, d)| k.len() + d.body.len() + 96).sum();
