@@ -219,6 +219,35 @@ pub(crate) mod tests {
         }
     }
 
+    /// A bulk connection kept from an earlier batch and closed since (here by `CLIENT KILL`,
+    /// as a Redis restart would) costs the next batch nothing but a new connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_bulk_connection_is_replaced_without_an_error() {
+        let (store, keys) = redis_store().await;
+        let raw = raw_client().await;
+        let name = format!("{}:bulk", keys.prefix);
+        store
+            .overwrite_many(vec![("order:1".into(), doc(1, "{}".into()))])
+            .await
+            .expect("the first batch");
+        assert_eq!(
+            kill_clients_named(&raw, &name).await,
+            1,
+            "one bulk connection kept"
+        );
+
+        let again = store
+            .overwrite_many(vec![("order:1".into(), doc(2, r#"{"n":2}"#.into()))])
+            .await;
+
+        again.expect("the batch after the kill");
+        assert_eq!(
+            store.get("order:1").await.expect("get"),
+            Some(doc(2, r#"{"n":2}"#.into()))
+        );
+        assert_eq!(client_ids_named(&raw, &name).await.len(), 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn overwrite_many_writes_5000_docs_in_one_bulk_batch() {
         let (store, _keys) = redis_store().await;

@@ -12,7 +12,8 @@
 //! A batch is written whole while its answers are read; every answer is checked, and any
 //! error answer fails the batch (its other commands may have run: the callers write
 //! documents nobody reads yet, and a failed replay deletes its generation). A connection that
-//! failed or timed out is dropped; the others are kept for the next batch.
+//! failed or timed out is dropped; the others are kept for the next batch, and a batch whose
+//! kept connection turns out to be closed goes again on a new one.
 
 use std::time::Duration;
 
@@ -106,11 +107,25 @@ impl Bulk {
             return Ok(());
         }
         let idle = self.idle.lock().map(|mut idle| idle.pop()).ok().flatten();
-        let mut connection = match idle {
-            Some(connection) => connection,
-            None => self.open().await?,
-        };
-        match tokio::time::timeout(self.timeout, exchange(&mut connection, &commands)).await {
+        if let Some(connection) = idle {
+            // A kept connection may have been closed since (Redis restarted, a client kill):
+            // then the batch goes again on a new one. Every command in it is an overwrite,
+            // so running part of it twice changes nothing.
+            if let Ok(()) = self.exchange(connection, &commands).await {
+                return Ok(());
+            }
+        }
+        let connection = self.open().await?;
+        self.exchange(connection, &commands).await
+    }
+
+    /// One batch on `connection`, which is kept for the next batch if all went well.
+    async fn exchange(
+        &self,
+        mut connection: TcpStream,
+        commands: &Commands,
+    ) -> Result<(), ViewError> {
+        match tokio::time::timeout(self.timeout, exchange(&mut connection, commands)).await {
             Ok(Ok(())) => {
                 if let Ok(mut idle) = self.idle.lock() {
                     idle.push(connection);
