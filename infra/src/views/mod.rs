@@ -188,10 +188,7 @@ pub(crate) mod tests {
             .exists(format!("{prefix}:doc:order:1"))
             .await
             .expect("EXISTS");
-        let clients: String = raw
-            .custom(client_command(), vec!["LIST"])
-            .await
-            .expect("CLIENT LIST");
+        let bulk = clients_named(&raw, &format!("{prefix}:bulk")).await;
         store.clear().await.expect("clear");
         let _: i64 = raw
             .custom(acl, vec!["DELUSER", &user])
@@ -206,13 +203,8 @@ pub(crate) mod tests {
             vec![(2, "b".to_owned()), (1, "a".to_owned())]
         );
         assert_eq!(in_db0, 0, "written to database 5, not 0");
-        let named = format!("name={prefix}:bulk");
-        let bulk: Vec<&str> = clients
-            .lines()
-            .filter(|line| line.split(' ').any(|field| field == named))
-            .collect();
-        assert!(!bulk.is_empty(), "a bulk connection, named: {clients}");
-        for line in bulk {
+        assert!(!bulk.is_empty(), "a bulk connection, named");
+        for line in &bulk {
             let fields: Vec<&str> = line.split(' ').collect();
             assert!(fields.contains(&"db=5"), "{line}");
             assert!(fields.contains(&format!("user={user}").as_str()), "{line}");
@@ -358,8 +350,8 @@ pub(crate) mod tests {
         assert!(result.is_err(), "connecting to a closed port fails");
     }
 
-    /// The ids of the connections `CLIENT LIST` shows with `name`.
-    async fn client_ids_named(raw: &Client, name: &str) -> Vec<String> {
+    /// The lines of `CLIENT LIST` for the connections named `name`.
+    async fn clients_named(raw: &Client, name: &str) -> Vec<String> {
         let list: String = raw
             .custom(client_command(), vec!["LIST"])
             .await
@@ -367,6 +359,15 @@ pub(crate) mod tests {
         let wanted = format!("name={name}");
         list.lines()
             .filter(|line| line.split(' ').any(|field| field == wanted))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The ids of the connections `CLIENT LIST` shows with `name`.
+    async fn client_ids_named(raw: &Client, name: &str) -> Vec<String> {
+        clients_named(raw, name)
+            .await
+            .iter()
             .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
             .map(str::to_owned)
             .collect()
