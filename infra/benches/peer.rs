@@ -92,7 +92,7 @@ fn verdict(ours: &[Run], peers: &[Run], target: f64) -> f64 {
         let mut rates: Vec<f64> = runs.iter().map(Run::per_second).collect();
         rates.sort_by(f64::total_cmp);
         let mid = rates.len() / 2;
-        if rates.len() % 2 == 0 {
+        if rates.len().is_multiple_of(2) {
             (rates[mid - 1] + rates[mid]) / 2.0
         } else {
             rates[mid]

@@ -291,6 +291,103 @@ mod postgres_tests {
         assert!(taken_by_b.held().await, "and holds it");
     }
 
+    /// Real PostgreSQL: a batch is written in one INSERT, and when PostgreSQL refuses a value
+    /// of one request (`\u0000` in JSONB), the batch falls back to a savepoint per request:
+    /// only that request fails, the others of the batch commit and read back whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_value_postgres_refuses_fails_only_its_own_request_in_the_batch() {
+        const GOOD: usize = 30;
+        let schema = Schema::fresh().await;
+        let store = Arc::new(schema.connect().await);
+        let mut refused = events(1);
+        refused[0].payload = serde_json::json!({ "note": "nul \u{0} inside" });
+        let before = store.batches_committed();
+
+        let mut appends: Vec<_> = (0..GOOD)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .append(&format!("order-{i}"), "order", 0, events(2))
+                        .await
+                })
+            })
+            .collect();
+        let bad = {
+            let store = store.clone();
+            tokio::spawn(async move { store.append("order-bad", "order", 0, refused).await })
+        };
+        appends.insert(GOOD / 2, bad);
+        let mut answers = Vec::new();
+        for append in appends {
+            answers.push(append.await.expect("append task"));
+        }
+
+        let bad = answers.remove(GOOD / 2);
+        assert!(
+            matches!(bad, Err(StoreError::Corrupt(_))),
+            "the refused value fails its own request: {bad:?}"
+        );
+        for answer in answers {
+            assert_eq!(answer.expect("a good append commits").version, 2);
+        }
+        assert!(
+            store
+                .read_stream("order-bad", 1)
+                .await
+                .expect("read")
+                .is_empty()
+        );
+        let page = store
+            .read_all(&LogCursor::start(), 100)
+            .await
+            .expect("read_all");
+        let positions: Vec<Option<u64>> = page.events.iter().map(|e| e.global_position).collect();
+        let expected: Vec<Option<u64>> = (1..=2 * GOOD as u64).map(Some).collect();
+        assert_eq!(
+            positions, expected,
+            "no position was lost to the refused request"
+        );
+        assert!(
+            store.batches_committed() - before < GOOD as u64,
+            "the requests shared batches"
+        );
+    }
+
+    /// Real PostgreSQL: two requests in one batch with the same events on one stream (a
+    /// client's retry racing its first attempt) write once; the second is answered as a
+    /// duplicate of the first, with its version and position.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retry_in_the_same_batch_is_a_duplicate_of_the_first() {
+        let schema = Schema::fresh().await;
+        let store = schema.connect().await;
+        let sent = events(2);
+
+        let (one, two) = tokio::join!(
+            store.append("order-r", "order", 0, sent.clone()),
+            store.append("order-r", "order", 0, sent.clone()),
+        );
+        let (one, two) = (one.expect("first"), two.expect("second"));
+
+        let (original, retry) = if one.duplicate {
+            (two, one)
+        } else {
+            (one, two)
+        };
+        assert!(
+            !original.duplicate && retry.duplicate,
+            "{original:?} {retry:?}"
+        );
+        assert_eq!(
+            (retry.version, retry.position),
+            (original.version, original.position)
+        );
+        assert_eq!(
+            store.read_stream("order-r", 1).await.expect("read").len(),
+            2
+        );
+    }
+
     /// Real PostgreSQL: events, the head and checkpoints are still there after every
     /// connection closed and a new store connected (and migrated again), and positions go on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

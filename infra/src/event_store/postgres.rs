@@ -475,28 +475,46 @@ impl BatchCommit for Writer {
     }
 }
 
-/// One write transaction: take the log lock, number events from the head, one savepoint per
-/// request, ring the doorbell, commit. Answers each request's result; `Err` only for what
-/// fails the whole batch.
+/// One write transaction: take the log lock, number events from the head, ring the doorbell,
+/// commit. Answers each request's result; `Err` only for what fails the whole batch.
+///
+/// The batch is written in a few round trips whatever its size ([`write_at_once`]): one
+/// lookup of every stream's version and every event id, the decisions made here, then one
+/// INSERT of every accepted event. Should that INSERT be refused (a value PostgreSQL will not
+/// store, a constraint broken by a writer that skipped the log lock), the batch goes back to
+/// its savepoint and runs request by request, each in a savepoint of its own, so that only
+/// the request at fault fails.
 async fn write_batch(
     conn: &mut PgConnection,
     target: &Target,
     writes: &[Write],
 ) -> Result<Vec<Answer>, sqlx::Error> {
-    execute(conn, "BEGIN").await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(target.log_lock())
-        .execute(&mut *conn)
-        .await?;
-    // Read after the lock, so the previous holder's commit is visible (READ COMMITTED takes a
-    // new snapshot per statement).
-    let start: i64 = sqlx::query_scalar(HEAD).fetch_one(&mut *conn).await?;
+    // One round trip. Each statement of a simple query takes its own snapshot, so the head is
+    // read after the lock is ours and the previous holder's commit is visible.
+    let opening = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({}); SAVEPOINT batch; {HEAD}",
+        target.log_lock()
+    );
+    let rows = sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(&opening)).await?;
+    let start: i64 = match rows.last() {
+        Some(row) => row.try_get(0)?,
+        None => return Err(sqlx::Error::RowNotFound),
+    };
     let start = u64::try_from(start).unwrap_or_default();
-    let mut head = start;
-    let mut results = Vec::with_capacity(writes.len());
-    for write in writes {
-        results.push(write_in_savepoint(conn, &mut head, write).await?);
-    }
+    let (results, head) = match write_at_once(conn, start, writes).await {
+        Ok(written) => written,
+        Err(error @ sqlx::Error::Database(_)) => {
+            tracing::debug!(%error, "batch refused as a whole; writing request by request");
+            execute(conn, "ROLLBACK TO SAVEPOINT batch").await?;
+            let mut head = start;
+            let mut results = Vec::with_capacity(writes.len());
+            for write in writes {
+                results.push(write_in_savepoint(conn, &mut head, write).await?);
+            }
+            (results, head)
+        }
+        Err(other) => return Err(other),
+    };
     if head > start {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(&target.channel)
@@ -506,6 +524,257 @@ async fn write_batch(
     }
     execute(conn, "COMMIT").await?;
     Ok(results)
+}
+
+/// What is stored of a batch's streams and event ids, read in one statement.
+#[derive(Default)]
+struct Stored {
+    /// Each stream's version (streams without events are absent).
+    versions: std::collections::HashMap<String, u64>,
+    /// Where each event id already is: stream, version, position.
+    events: std::collections::HashMap<Uuid, (String, u64, u64)>,
+}
+
+const LOOKUP: &str = "SELECT 'event' AS kind, event_id::text AS key, stream_id, version, \
+     global_position FROM events WHERE event_id = ANY($1::text[]::uuid[]) \
+     UNION ALL \
+     SELECT 'stream', stream_id, stream_id, MAX(version), 0 FROM events \
+     WHERE stream_id = ANY($2::text[]) GROUP BY stream_id";
+
+const INSERT_MANY: &str = "INSERT INTO events (global_position, event_id, stream_id, \
+     stream_type, version, event_type, schema_version, occurred_at, payload, metadata) \
+     SELECT * FROM UNNEST($1::bigint[], $2::text[]::uuid[], $3::text[], $4::text[], \
+     $5::bigint[], $6::text[], $7::int[], $8::text[]::timestamptz[], $9::text[]::jsonb[], \
+     $10::text[]::jsonb[])";
+
+const SAVE_CHECKPOINTS: &str = "INSERT INTO checkpoints (reader, position) \
+     SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+     ON CONFLICT (reader) DO UPDATE SET position = excluded.position";
+
+/// The rows of one INSERT, column by column.
+#[derive(Default)]
+struct Rows {
+    positions: Vec<i64>,
+    ids: Vec<String>,
+    streams: Vec<String>,
+    types: Vec<String>,
+    versions: Vec<i64>,
+    event_types: Vec<String>,
+    schema_versions: Vec<i32>,
+    times: Vec<String>,
+    payloads: Vec<String>,
+    metadata: Vec<String>,
+}
+
+/// The batch in one lookup, one INSERT and one checkpoint upsert. Decides each request in
+/// channel order as the savepoint path would: a retry is answered from what is stored (or
+/// from an earlier request of this batch), a stream not at the expected version conflicts,
+/// an event id stored elsewhere is refused; everything else is numbered from `start`.
+/// Returns the answers and the new head; a database error leaves the savepoint to undo.
+async fn write_at_once(
+    conn: &mut PgConnection,
+    start: u64,
+    writes: &[Write],
+) -> Result<(Vec<Answer>, u64), sqlx::Error> {
+    let mut stored = lookup(conn, writes).await?;
+    let mut rows = Rows::default();
+    let mut checkpoints: Vec<(&str, u64)> = Vec::new();
+    let mut head = start;
+    let mut answers = Vec::with_capacity(writes.len());
+    for write in writes {
+        let answer = match write {
+            Write::Append {
+                stream_id,
+                stream_type,
+                expected,
+                events,
+            } => decide_append(
+                &mut stored,
+                &mut rows,
+                &mut head,
+                stream_id,
+                stream_type,
+                *expected,
+                events,
+            )
+            .map(Written::Appended),
+            Write::Checkpoint { reader, position } => {
+                // The last save of a reader wins, as one upsert after another would.
+                checkpoints.retain(|(r, _)| *r != reader.as_str());
+                checkpoints.push((reader, *position));
+                Ok(Written::Checkpoint)
+            }
+        };
+        answers.push(answer);
+    }
+    if !rows.ids.is_empty() {
+        sqlx::query(INSERT_MANY)
+            .bind(rows.positions)
+            .bind(rows.ids)
+            .bind(rows.streams)
+            .bind(rows.types)
+            .bind(rows.versions)
+            .bind(rows.event_types)
+            .bind(rows.schema_versions)
+            .bind(rows.times)
+            .bind(rows.payloads)
+            .bind(rows.metadata)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !checkpoints.is_empty() {
+        let (readers, positions): (Vec<String>, Vec<i64>) = checkpoints
+            .into_iter()
+            .map(|(reader, position)| (reader.to_owned(), to_i64(position)))
+            .unzip();
+        sqlx::query(SAVE_CHECKPOINTS)
+            .bind(readers)
+            .bind(positions)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok((answers, head))
+}
+
+/// Every stream's version and every event id's place, for the appends of `writes`.
+async fn lookup(conn: &mut PgConnection, writes: &[Write]) -> Result<Stored, sqlx::Error> {
+    let mut ids = Vec::new();
+    let mut streams = Vec::new();
+    for write in writes {
+        if let Write::Append {
+            stream_id, events, ..
+        } = write
+        {
+            streams.push(stream_id.clone());
+            ids.extend(events.iter().map(|e| e.event_id.to_string()));
+        }
+    }
+    let mut stored = Stored::default();
+    if streams.is_empty() {
+        return Ok(stored);
+    }
+    let rows = sqlx::query(LOOKUP)
+        .bind(ids)
+        .bind(streams)
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in rows {
+        let kind: &str = row.try_get("kind")?;
+        let stream: String = row.try_get("stream_id")?;
+        let version = u64::try_from(row.try_get::<i64, _>("version")?).unwrap_or_default();
+        if kind == "stream" {
+            stored.versions.insert(stream, version);
+        } else {
+            let key: &str = row.try_get("key")?;
+            let position =
+                u64::try_from(row.try_get::<i64, _>("global_position")?).unwrap_or_default();
+            if let Ok(id) = Uuid::parse_str(key) {
+                stored.events.insert(id, (stream, version, position));
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// One append of the batch, decided against what is stored and what the batch has taken so
+/// far; an accepted one adds its rows and moves `head`.
+fn decide_append(
+    stored: &mut Stored,
+    rows: &mut Rows,
+    head: &mut u64,
+    stream_id: &str,
+    stream_type: &str,
+    expected: u64,
+    events: &[NewEvent],
+) -> Result<Appended, StoreError> {
+    let Some(first) = events.first() else {
+        return Ok(Appended {
+            version: expected,
+            position: None,
+            duplicate: false,
+        });
+    };
+    if let Some((stream, from, _)) = stored.events.get(&first.event_id) {
+        if stream != stream_id {
+            return Err(StoreError::Corrupt(format!(
+                "duplicate event id {}: already stored in stream {stream}",
+                first.event_id
+            )));
+        }
+        let from = *from;
+        let mut position = 0;
+        for (event, version) in events.iter().zip(from..) {
+            match stored.events.get(&event.event_id) {
+                Some((s, v, p)) if s == stream_id && *v == version => position = *p,
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "event {} is already in {stream_id} at version {from} with other \
+                         events; a retry must resend the same events",
+                        first.event_id
+                    )));
+                }
+            }
+        }
+        return Ok(Appended {
+            version: from + events.len() as u64 - 1,
+            position: Some(position),
+            duplicate: true,
+        });
+    }
+    let actual = stored.versions.get(stream_id).copied().unwrap_or(0);
+    if actual != expected {
+        return Err(StoreError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual,
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    for event in events {
+        if stored.events.contains_key(&event.event_id) || !seen.insert(event.event_id) {
+            return Err(StoreError::Corrupt(format!(
+                "duplicate event id: {} is already stored",
+                event.event_id
+            )));
+        }
+    }
+    // Encode everything before taking anything, so a refused request adds no rows.
+    let mut encoded = Vec::with_capacity(events.len());
+    for event in events {
+        let schema_version = i32::try_from(event.schema_version).map_err(|_| {
+            StoreError::Corrupt(format!("schema_version {} too large", event.schema_version))
+        })?;
+        encoded.push((
+            schema_version,
+            to_json(&event.payload)?,
+            to_json(&event.metadata)?,
+        ));
+    }
+    for ((event, (schema_version, payload, metadata)), version) in
+        events.iter().zip(encoded).zip(expected + 1..)
+    {
+        *head += 1;
+        rows.positions.push(to_i64(*head));
+        rows.ids.push(event.event_id.to_string());
+        rows.streams.push(stream_id.to_owned());
+        rows.types.push(stream_type.to_owned());
+        rows.versions.push(to_i64(version));
+        rows.event_types.push(event.event_type.clone());
+        rows.schema_versions.push(schema_version);
+        rows.times.push(format_time(event.occurred_at));
+        rows.payloads.push(payload);
+        rows.metadata.push(metadata);
+        stored
+            .events
+            .insert(event.event_id, (stream_id.to_owned(), version, *head));
+    }
+    let version = expected + events.len() as u64;
+    stored.versions.insert(stream_id.to_owned(), version);
+    Ok(Appended {
+        version,
+        position: Some(*head),
+        duplicate: false,
+    })
 }
 
 /// Runs one request in its own savepoint; on failure it is rolled back, its positions given
