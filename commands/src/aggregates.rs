@@ -7,6 +7,10 @@
 //! - a cache of the last state seen per stream, so a hot stream (a popular SKU) is caught up
 //!   from its tail instead of folded from version 1 on every command; states are shared
 //!   (`Arc`) and copied only when a reader still holds the one a command is about to change;
+//! - a first decision on what the process knows, without reading the store: the cached state,
+//!   or an empty stream (a new order). The append's expected-version check catches a wrong
+//!   guess (a conflict, then a decision on fresh state); a refusal, which writes nothing and
+//!   so is checked by nothing, stands only after the stream's tail was read;
 //! - event ids derived from the causing event for service commands, so that a redelivered
 //!   event that makes the same decision appends the same ids and the store answers "already
 //!   appended" instead of writing twice.
@@ -93,11 +97,20 @@ where
     ) -> Result<Handled, CommandError<A::Error>> {
         let stream = stream_id(A::TYPE, id);
         let _turn = self.lock(&stream).lock().await;
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                backoff(attempt).await;
-            }
-            let (version, mut shared) = self.load_stream(&stream).await?;
+        // The first decision is made on what this process already knows (the cached state,
+        // or an empty stream if it has none) without reading the store: an accepted command
+        // is checked by the append's expected version anyway, and a stale guess only costs a
+        // conflict and a second decision. A refusal has no such check, so it stands only once
+        // the stream's tail has been read and there was nothing new.
+        let mut fresh = false;
+        let mut loaded = None;
+        let mut attempt = 0;
+        while attempt < MAX_ATTEMPTS {
+            let (version, mut shared) = match loaded.take() {
+                Some(state) => state,
+                None if fresh => self.load_stream(&stream).await?,
+                None => self.known(&stream),
+            };
             // Drop the cache's copy first, so that the state is usually ours alone and
             // `make_mut` changes it in place instead of copying it.
             self.forget(&stream);
@@ -105,20 +118,27 @@ where
             let sink = EventSink::default();
             let decided = state.handle(command.clone(), &(), &sink).await;
             let events = sink.collect().await;
-            if let Err(rejection) = decided {
+            if decided.is_err() || events.is_empty() {
                 // Our aggregates decide before they write, so a refusal left the state as it
                 // was: keep it cached (a sold-out SKU is asked often).
                 if events.is_empty() {
-                    self.remember(stream, version, shared);
+                    self.remember(stream.clone(), version, shared);
                 }
-                return Err(CommandError::Rejected(rejection));
-            }
-            if events.is_empty() {
-                self.remember(stream, version, shared);
-                return Ok(Handled {
-                    version,
-                    recorded: 0,
-                });
+                if !fresh {
+                    fresh = true;
+                    let current = self.load_stream(&stream).await?;
+                    if current.0 != version {
+                        loaded = Some(current);
+                        continue;
+                    }
+                }
+                return match decided {
+                    Err(rejection) => Err(CommandError::Rejected(rejection)),
+                    Ok(()) => Ok(Handled {
+                        version,
+                        recorded: 0,
+                    }),
+                };
             }
             let now = Utc::now();
             let new_events: Vec<NewEvent> = events
@@ -154,12 +174,28 @@ where
                 }
                 Err(StoreError::Conflict { .. }) => {
                     self.forget(&stream);
+                    // A guess that was wrong is not a lost race: decide again at once.
+                    if fresh {
+                        attempt += 1;
+                        backoff(attempt).await;
+                    }
+                    fresh = true;
                     continue;
                 }
                 Err(other) => return Err(other.into()),
             }
         }
         Err(CommandError::Contention(stream))
+    }
+
+    /// What this process knows of the stream without asking the store: the cached state, or
+    /// a stream without events.
+    fn known(&self, stream: &str) -> (u64, Arc<A>) {
+        self.cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(stream).cloned())
+            .unwrap_or_default()
     }
 
     async fn load_stream(&self, stream: &str) -> Result<(u64, Arc<A>), CommandError<A::Error>> {

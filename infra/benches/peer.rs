@@ -6,7 +6,8 @@
 //! - orderflow on its SQLite store, and cqrs-es on sqlite-es's `SqliteEventRepository`.
 //!
 //! `cargo bench -p infra --bench peer`. `PEER_COMMANDS` commands per run (default 20,000),
-//! `PEER_CLIENTS` clients (default 64), `PEER_ROUNDS` runs of each (default 2, taking turns, so
+//! `PEER_CLIENTS` clients (default 64), `PEER_ENGINES` which comparisons
+//! (default `postgres,sqlite`), `PEER_ROUNDS` runs of each (default 2, taking turns, so
 //! that a slow spell of this VM does not fall on one side only); PostgreSQL from
 //! `ORDERFLOW_TEST_POSTGRES` as in the tests. Each side starts from empty tables.
 //!
@@ -40,8 +41,17 @@ async fn main() {
     let commands = env("PEER_COMMANDS", 20_000);
     let clients = env("PEER_CLIENTS", 64);
     let rounds = env("PEER_ROUNDS", 2).max(1);
+    let engines = std::env::var("PEER_ENGINES").unwrap_or_else(|_| "postgres,sqlite".into());
     println!("place-order, one new stream per order, {clients} clients, {commands} commands a run");
+    if engines.contains("postgres") {
+        postgres(clients, commands, rounds).await;
+    }
+    if engines.contains("sqlite") {
+        sqlite(clients, commands, rounds).await;
+    }
+}
 
+async fn postgres(clients: usize, commands: usize, rounds: usize) {
     println!("\nPostgreSQL ({}):", redact(&postgres_url()));
     println!("  orderflow: PostgresEventStore, group commit, synchronous_commit=on");
     println!(
@@ -59,10 +69,13 @@ async fn main() {
         println!("  peer       run {round}: {}", run.summary());
         peers.push(run);
     }
-    let pg = verdict(&ours, &peers, 5.0);
+    let ratio = verdict(&ours, &peers, 5.0);
+    println!("  ratio PostgreSQL {ratio:.2}x (target 5x)");
     common::drop_schema(ORDERFLOW_SCHEMA).await;
     common::drop_schema(PEER_SCHEMA).await;
+}
 
+async fn sqlite(clients: usize, commands: usize, rounds: usize) {
     println!("\nSQLite (a file in a temporary directory):");
     println!(
         "  orderflow: SqliteEventStore, WAL, synchronous=FULL (durable at each commit), group commit"
@@ -82,8 +95,8 @@ async fn main() {
         println!("  peer       run {round}: {}", run.summary());
         peers.push(run);
     }
-    let sqlite = verdict(&ours, &peers, 3.0);
-    println!("\nratios: PostgreSQL {pg:.2}x (target 5x), SQLite {sqlite:.2}x (target 3x)");
+    let ratio = verdict(&ours, &peers, 3.0);
+    println!("  ratio SQLite {ratio:.2}x (target 3x)");
 }
 
 /// Prints the ratio of the medians of both sides and returns it.

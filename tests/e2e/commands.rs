@@ -70,3 +70,95 @@ async fn two_writers_with_their_own_caches_never_oversell() {
         (20, 20, 0)
     );
 }
+
+/// Two processes, one store. `two` decides first on what it knows; here that is stale or
+/// empty every time, and each answer must still be the one the stored state gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_decision_on_a_stale_or_empty_state_is_checked_against_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteEventStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap(),
+    );
+    let (one, two) = (Commands::new(store.clone()), Commands::new(store.clone()));
+    let sku = Sku::parse("STALE-1").unwrap();
+    let metadata = EventMetadata {
+        correlation_id: Uuid::now_v7(),
+        actor: "test".into(),
+        ..Default::default()
+    };
+    let eur = Currency::parse("EUR").unwrap();
+    one.list_product(sku.clone(), "Item", 100, eur.clone(), &metadata)
+        .await
+        .unwrap();
+    one.restock(&sku, 1, &metadata).await.unwrap();
+    let reserve = |quantity| InventoryCommand::Reserve {
+        order_id: Uuid::new_v4(),
+        quantity,
+    };
+    // `two` takes the last unit: its cache now says nothing is left.
+    two.inventory
+        .execute(sku.as_str(), reserve(1), &metadata)
+        .await
+        .unwrap();
+    one.restock(&sku, 5, &metadata).await.unwrap();
+
+    // A refusal on the stale cache would be wrong: the store has 5 more.
+    let handled = two
+        .inventory
+        .execute(sku.as_str(), reserve(3), &metadata)
+        .await
+        .expect("decided again on the stored state");
+    assert_eq!((handled.version, handled.recorded), (5, 1));
+    // And a refusal that the stored state confirms still stands.
+    match two
+        .inventory
+        .execute(sku.as_str(), reserve(3), &metadata)
+        .await
+    {
+        Err(CommandError::Rejected(InventoryError::InsufficientStock { .. })) => {}
+        other => panic!("2 left, 3 asked: {other:?}"),
+    }
+
+    // A stream `two` never saw: confirming is refused on an empty stream, then accepted on the
+    // stored one; listing the same SKU again is accepted on an empty stream, then refused.
+    let order = place(&one, &sku).await;
+    let confirmed = two
+        .order(order, domain::order::OrderCommand::Confirm, &metadata)
+        .await
+        .expect("the placed order is confirmed");
+    assert_eq!((confirmed.version, confirmed.recorded), (2, 1));
+    let fresh = Commands::new(store);
+    match fresh
+        .list_product(sku.clone(), "Again", 100, eur, &metadata)
+        .await
+    {
+        Err(commands::CommandFailure::Inventory(InventoryError::AlreadyListed)) => {}
+        other => panic!("listed twice: {other:?}"),
+    }
+}
+
+async fn place(commands: &Commands, sku: &Sku) -> Uuid {
+    use domain::values::{CustomerId, Quantity, ShippingAddress};
+    let request = commands::PlaceOrder {
+        customer_id: CustomerId(Uuid::new_v4()),
+        idempotency_key: None,
+        request_hash: "h".into(),
+        lines: vec![(sku.clone(), Quantity::parse(1).unwrap())],
+        shipping_address: ShippingAddress {
+            name: "A".into(),
+            line1: "1 Road".into(),
+            line2: None,
+            city: "Town".into(),
+            postal_code: "1".into(),
+            country: "GB".into(),
+        },
+        metadata: EventMetadata {
+            correlation_id: Uuid::now_v7(),
+            actor: "customer:a".into(),
+            ..Default::default()
+        },
+    };
+    commands.place_order(request).await.unwrap().order_id
+}

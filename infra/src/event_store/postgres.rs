@@ -196,7 +196,15 @@ impl Target {
         let options = self
             .options
             .clone()
-            .options([("synchronous_commit", "on"), ("lock_timeout", LOCK_TIMEOUT)]);
+            .options([
+                ("synchronous_commit", "on"),
+                ("lock_timeout", LOCK_TIMEOUT),
+                // The writer's statements look rows up by arrays of keys. A plan cached while
+                // the table was small scans it whole, and keeps doing so as it grows (seen:
+                // most of PostgreSQL's time in a sequential scan after 30,000 appends to a
+                // new schema); planned each time, they use the unique indexes.
+                ("plan_cache_mode", "force_custom_plan"),
+            ]);
         self.connect(options).await
     }
 }
