@@ -9,12 +9,14 @@
 //! - `group_commit`: what both share: the writer task that commits every write waiting at
 //!   that moment in one transaction, each with its own answer, and a handle to submit writes;
 //!   each adapter brings the transaction itself.
+//! - `batch`: how both decide a whole batch in the writer and write it in one INSERT.
 //! - `codec`: how both keep times, JSON and integers in their columns.
 //! - [`conformance`]: the port's one conformance suite. Every adapter runs it through
 //!   [`event_store_conformance!`](crate::event_store_conformance), so they all keep the same
 //!   promises: atomic appends with optimistic concurrency, idempotent retries by event id, and
 //!   a global log that a tailing reader can follow without ever missing a late commit.
 
+mod batch;
 mod codec;
 pub mod conformance;
 #[cfg(feature = "azure")]
@@ -119,6 +121,71 @@ mod tests {
         // The writer owns the head's sender: the channel closes when the writer ends.
         let closed = tokio::time::timeout(Duration::from_secs(10), head.changed()).await;
         assert!(matches!(closed, Ok(Err(_))), "the writer ended: {closed:?}");
+    }
+
+    /// A batch that SQLite refuses (here a trigger of the test's own refuses one request's
+    /// payload, as SQLite would a full disk or a broken constraint) is written again request
+    /// by request: only that request fails; the others of its batch commit with contiguous
+    /// positions, and after it the store goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_sqlite_refuses_fails_only_the_request_at_fault() {
+        use sqlx::{ConnectOptions, Executor};
+        const GOOD: usize = 30;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.db");
+        let store = Arc::new(open(&path).await);
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .expect("a second connection");
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events \
+             WHEN NEW.payload LIKE '%refuse-me%' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .await
+        .expect("trigger");
+        let mut refused = events(1);
+        refused[0].payload = json!({ "note": "refuse-me" });
+        let before = store.batches_committed();
+
+        let mut appends: Vec<_> = (0..GOOD)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .append(&format!("order-{i}"), "order", 0, events(2))
+                        .await
+                })
+            })
+            .collect();
+        let bad = {
+            let store = store.clone();
+            tokio::spawn(async move { store.append("order-bad", "order", 0, refused).await })
+        };
+        appends.insert(GOOD / 2, bad);
+        let mut answers = Vec::new();
+        for append in appends {
+            answers.push(append.await.expect("append task"));
+        }
+
+        let bad = answers.remove(GOOD / 2);
+        assert!(bad.is_err(), "the refused request fails: {bad:?}");
+        for answer in answers {
+            assert_eq!(answer.expect("a good append commits").version, 2);
+        }
+        let page = store
+            .read_all(&LogCursor::start(), 100)
+            .await
+            .expect("read_all");
+        let positions: Vec<Option<u64>> = page.events.iter().map(|e| e.global_position).collect();
+        let expected: Vec<Option<u64>> = (1..=2 * GOOD as u64).map(Some).collect();
+        assert_eq!(positions, expected);
+        assert!(store.batches_committed() - before < GOOD as u64);
+        assert_eq!(
+            append(&store, "order-after", 0, 1).await,
+            2 * GOOD as u64 + 1
+        );
     }
 
     async fn open(path: &Path) -> SqliteEventStore {

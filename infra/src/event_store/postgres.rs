@@ -57,6 +57,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
+use super::batch::{self, Keys, Stored};
 use super::codec::{
     format_time, from_json, numbered_lag, numbered_page, parse_time, to_i64, to_json, to_u64,
 };
@@ -193,18 +194,15 @@ impl Target {
 
     /// The writer's connection: durable commits, bounded waits for the log lock.
     async fn connect_writer(&self) -> Result<PgConnection, StoreError> {
-        let options = self
-            .options
-            .clone()
-            .options([
-                ("synchronous_commit", "on"),
-                ("lock_timeout", LOCK_TIMEOUT),
-                // The writer's statements look rows up by arrays of keys. A plan cached while
-                // the table was small scans it whole, and keeps doing so as it grows (seen:
-                // most of PostgreSQL's time in a sequential scan after 30,000 appends to a
-                // new schema); planned each time, they use the unique indexes.
-                ("plan_cache_mode", "force_custom_plan"),
-            ]);
+        let options = self.options.clone().options([
+            ("synchronous_commit", "on"),
+            ("lock_timeout", LOCK_TIMEOUT),
+            // The writer's statements look rows up by arrays of keys. A plan cached while
+            // the table was small scans it whole, and keeps doing so as it grows (seen:
+            // most of PostgreSQL's time in a sequential scan after 30,000 appends to a
+            // new schema); planned each time, they use the unique indexes.
+            ("plan_cache_mode", "force_custom_plan"),
+        ]);
         self.connect(options).await
     }
 }
@@ -534,15 +532,6 @@ async fn write_batch(
     Ok(results)
 }
 
-/// What is stored of a batch's streams and event ids, read in one statement.
-#[derive(Default)]
-struct Stored {
-    /// Each stream's version (streams without events are absent).
-    versions: std::collections::HashMap<String, u64>,
-    /// Where each event id already is: stream, version, position.
-    events: std::collections::HashMap<Uuid, (String, u64, u64)>,
-}
-
 const LOOKUP: &str = "SELECT 'event' AS kind, event_id::text AS key, stream_id, version, \
      global_position FROM events WHERE event_id = ANY($1::text[]::uuid[]) \
      UNION ALL \
@@ -559,81 +548,62 @@ const SAVE_CHECKPOINTS: &str = "INSERT INTO checkpoints (reader, position) \
      SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
      ON CONFLICT (reader) DO UPDATE SET position = excluded.position";
 
-/// The rows of one INSERT, column by column.
-#[derive(Default)]
-struct Rows {
-    positions: Vec<i64>,
-    ids: Vec<String>,
-    streams: Vec<String>,
-    types: Vec<String>,
-    versions: Vec<i64>,
-    event_types: Vec<String>,
-    schema_versions: Vec<i32>,
-    times: Vec<String>,
-    payloads: Vec<String>,
-    metadata: Vec<String>,
-}
-
-/// The batch in one lookup, one INSERT and one checkpoint upsert. Decides each request in
-/// channel order as the savepoint path would: a retry is answered from what is stored (or
-/// from an earlier request of this batch), a stream not at the expected version conflicts,
-/// an event id stored elsewhere is refused; everything else is numbered from `start`.
+/// The batch in one lookup, one INSERT and one checkpoint upsert (the `batch` module).
 /// Returns the answers and the new head; a database error leaves the savepoint to undo.
 async fn write_at_once(
     conn: &mut PgConnection,
     start: u64,
     writes: &[Write],
 ) -> Result<(Vec<Answer>, u64), sqlx::Error> {
-    let mut stored = lookup(conn, writes).await?;
-    let mut rows = Rows::default();
-    let mut checkpoints: Vec<(&str, u64)> = Vec::new();
-    let mut head = start;
-    let mut answers = Vec::with_capacity(writes.len());
-    for write in writes {
-        let answer = match write {
-            Write::Append {
-                stream_id,
-                stream_type,
-                expected,
-                events,
-            } => decide_append(
-                &mut stored,
-                &mut rows,
-                &mut head,
-                stream_id,
-                stream_type,
-                *expected,
-                events,
-            )
-            .map(Written::Appended),
-            Write::Checkpoint { reader, position } => {
-                // The last save of a reader wins, as one upsert after another would.
-                checkpoints.retain(|(r, _)| *r != reader.as_str());
-                checkpoints.push((reader, *position));
-                Ok(Written::Checkpoint)
-            }
-        };
-        answers.push(answer);
-    }
-    if !rows.ids.is_empty() {
+    let stored = lookup(conn, Keys::of(writes)).await?;
+    let plan = batch::plan(stored, start, writes);
+    if !plan.rows.is_empty() {
+        let n = plan.rows.len();
+        let (mut positions, mut ids, mut streams, mut types, mut versions) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut event_types, mut schema_versions, mut times, mut payloads, mut metadata) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for row in plan.rows {
+            positions.push(to_i64(row.position));
+            ids.push(row.event.event_id.to_string());
+            streams.push(row.stream_id);
+            types.push(row.stream_type);
+            versions.push(to_i64(row.version));
+            event_types.push(row.event.event_type.as_str());
+            schema_versions.push(row.schema_version);
+            times.push(format_time(row.event.occurred_at));
+            payloads.push(row.payload);
+            metadata.push(row.metadata);
+        }
         sqlx::query(INSERT_MANY)
-            .bind(rows.positions)
-            .bind(rows.ids)
-            .bind(rows.streams)
-            .bind(rows.types)
-            .bind(rows.versions)
-            .bind(rows.event_types)
-            .bind(rows.schema_versions)
-            .bind(rows.times)
-            .bind(rows.payloads)
-            .bind(rows.metadata)
+            .bind(positions)
+            .bind(ids)
+            .bind(streams)
+            .bind(types)
+            .bind(versions)
+            .bind(event_types)
+            .bind(schema_versions)
+            .bind(times)
+            .bind(payloads)
+            .bind(metadata)
             .execute(&mut *conn)
             .await?;
     }
-    if !checkpoints.is_empty() {
-        let (readers, positions): (Vec<String>, Vec<i64>) = checkpoints
-            .into_iter()
-            .map(|(reader, position)| (reader.to_owned(), to_i64(position)))
+    if !plan.checkpoints.is_empty() {
+        let (readers, positions): (Vec<String>, Vec<i64>) = plan
+            .checkpoints
+            .iter()
+            .map(|(reader, position)| ((*reader).to_owned(), to_i64(*position)))
             .unzip();
         sqlx::query(SAVE_CHECKPOINTS)
             .bind(readers)
@@ -641,29 +611,18 @@ async fn write_at_once(
             .execute(&mut *conn)
             .await?;
     }
-    Ok((answers, head))
+    Ok((plan.answers, plan.head))
 }
 
-/// Every stream's version and every event id's place, for the appends of `writes`.
-async fn lookup(conn: &mut PgConnection, writes: &[Write]) -> Result<Stored, sqlx::Error> {
-    let mut ids = Vec::new();
-    let mut streams = Vec::new();
-    for write in writes {
-        if let Write::Append {
-            stream_id, events, ..
-        } = write
-        {
-            streams.push(stream_id.clone());
-            ids.extend(events.iter().map(|e| e.event_id.to_string()));
-        }
-    }
+/// Every stream's version and every event id's place, for the appends of a batch.
+async fn lookup(conn: &mut PgConnection, keys: Keys) -> Result<Stored, sqlx::Error> {
     let mut stored = Stored::default();
-    if streams.is_empty() {
+    if keys.is_empty() {
         return Ok(stored);
     }
     let rows = sqlx::query(LOOKUP)
-        .bind(ids)
-        .bind(streams)
+        .bind(keys.event_ids)
+        .bind(keys.streams)
         .fetch_all(&mut *conn)
         .await?;
     for row in rows {
@@ -682,107 +641,6 @@ async fn lookup(conn: &mut PgConnection, writes: &[Write]) -> Result<Stored, sql
         }
     }
     Ok(stored)
-}
-
-/// One append of the batch, decided against what is stored and what the batch has taken so
-/// far; an accepted one adds its rows and moves `head`.
-fn decide_append(
-    stored: &mut Stored,
-    rows: &mut Rows,
-    head: &mut u64,
-    stream_id: &str,
-    stream_type: &str,
-    expected: u64,
-    events: &[NewEvent],
-) -> Result<Appended, StoreError> {
-    let Some(first) = events.first() else {
-        return Ok(Appended {
-            version: expected,
-            position: None,
-            duplicate: false,
-        });
-    };
-    if let Some((stream, from, _)) = stored.events.get(&first.event_id) {
-        if stream != stream_id {
-            return Err(StoreError::Corrupt(format!(
-                "duplicate event id {}: already stored in stream {stream}",
-                first.event_id
-            )));
-        }
-        let from = *from;
-        let mut position = 0;
-        for (event, version) in events.iter().zip(from..) {
-            match stored.events.get(&event.event_id) {
-                Some((s, v, p)) if s == stream_id && *v == version => position = *p,
-                _ => {
-                    return Err(StoreError::Corrupt(format!(
-                        "event {} is already in {stream_id} at version {from} with other \
-                         events; a retry must resend the same events",
-                        first.event_id
-                    )));
-                }
-            }
-        }
-        return Ok(Appended {
-            version: from + events.len() as u64 - 1,
-            position: Some(position),
-            duplicate: true,
-        });
-    }
-    let actual = stored.versions.get(stream_id).copied().unwrap_or(0);
-    if actual != expected {
-        return Err(StoreError::Conflict {
-            stream_id: stream_id.to_owned(),
-            expected,
-            actual,
-        });
-    }
-    let mut seen = std::collections::HashSet::with_capacity(events.len());
-    for event in events {
-        if stored.events.contains_key(&event.event_id) || !seen.insert(event.event_id) {
-            return Err(StoreError::Corrupt(format!(
-                "duplicate event id: {} is already stored",
-                event.event_id
-            )));
-        }
-    }
-    // Encode everything before taking anything, so a refused request adds no rows.
-    let mut encoded = Vec::with_capacity(events.len());
-    for event in events {
-        let schema_version = i32::try_from(event.schema_version).map_err(|_| {
-            StoreError::Corrupt(format!("schema_version {} too large", event.schema_version))
-        })?;
-        encoded.push((
-            schema_version,
-            to_json(&event.payload)?,
-            to_json(&event.metadata)?,
-        ));
-    }
-    for ((event, (schema_version, payload, metadata)), version) in
-        events.iter().zip(encoded).zip(expected + 1..)
-    {
-        *head += 1;
-        rows.positions.push(to_i64(*head));
-        rows.ids.push(event.event_id.to_string());
-        rows.streams.push(stream_id.to_owned());
-        rows.types.push(stream_type.to_owned());
-        rows.versions.push(to_i64(version));
-        rows.event_types.push(event.event_type.clone());
-        rows.schema_versions.push(schema_version);
-        rows.times.push(format_time(event.occurred_at));
-        rows.payloads.push(payload);
-        rows.metadata.push(metadata);
-        stored
-            .events
-            .insert(event.event_id, (stream_id.to_owned(), version, *head));
-    }
-    let version = expected + events.len() as u64;
-    stored.versions.insert(stream_id.to_owned(), version);
-    Ok(Appended {
-        version,
-        position: Some(*head),
-        duplicate: false,
-    })
 }
 
 /// Runs one request in its own savepoint; on failure it is rolled back, its positions given

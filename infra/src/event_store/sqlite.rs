@@ -6,7 +6,9 @@
 //! hundred of those per second, so appends and checkpoints go through group commit (the
 //! `group_commit` module explains it): one writer task owns the only write connection and
 //! commits every request waiting at that moment (up to [`MAX_BATCH`]) in ONE
-//! `BEGIN IMMEDIATE … COMMIT`, one fsync per batch, each request in its own `SAVEPOINT`.
+//! `BEGIN IMMEDIATE … COMMIT`, one fsync per batch. The writer decides the whole batch itself
+//! after one lookup and inserts it in multi-row INSERTs; a batch SQLite refuses is written again
+//! request by request, each in its own `SAVEPOINT`.
 //!
 //! # Reads
 //!
@@ -34,6 +36,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::batch::{self, Keys, Stored};
 use super::codec::{
     format_time, from_json, numbered_lag, numbered_page, parse_time, to_i64, to_json, to_u64,
 };
@@ -81,6 +84,41 @@ const READ_ALL_PACKED: &str = "SELECT json_group_array(json_array(global_positio
      stream_id, stream_type, version, event_type, schema_version, occurred_at, json(payload), \
      json(metadata))) FROM (SELECT * FROM events WHERE global_position > ? \
      ORDER BY global_position LIMIT ?)";
+/// Opens a batch: the write lock, a savepoint to fall back to, and the head. Positions go on
+/// from the highest ever handed out (`sqlite_sequence`, as AUTOINCREMENT would).
+const OPEN_BATCH: &str = "BEGIN IMMEDIATE; SAVEPOINT batch; \
+     SELECT MAX(COALESCE((SELECT MAX(global_position) FROM events), 0), \
+     COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))";
+/// Where a batch's streams and event ids are, keys passed as JSON arrays.
+const LOOKUP: &str = "SELECT 'event' AS kind, event_id AS key, stream_id, version, \
+     global_position FROM events WHERE event_id IN (SELECT value FROM json_each(?1)) \
+     UNION ALL \
+     SELECT 'stream', stream_id, stream_id, MAX(version), 0 FROM events \
+     WHERE stream_id IN (SELECT value FROM json_each(?2)) GROUP BY stream_id";
+/// Rows per INSERT: ten parameters each, well inside SQLite's 32,766.
+const INSERT_ROWS: usize = 64;
+const SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (reader, position) VALUES (?, ?) \
+     ON CONFLICT (reader) DO UPDATE SET position = excluded.position";
+
+/// `INSERT … VALUES (…), (…)` for `rows` events (1 to [`INSERT_ROWS`]); the texts are made
+/// once, so that sqlx's statement cache keeps each prepared.
+fn insert_rows(rows: usize) -> &'static str {
+    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        (1..=INSERT_ROWS)
+            .map(|n| {
+                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
+                format!(
+                    "INSERT INTO events (global_position, event_id, stream_id, stream_type, \
+                     version, event_type, schema_version, occurred_at, payload, metadata) \
+                     VALUES {values}"
+                )
+            })
+            .collect()
+    });
+    &texts[rows.clamp(1, INSERT_ROWS) - 1]
+}
+
 const INSERT_EVENT: &str = "INSERT INTO events (event_id, stream_id, stream_type, version, \
      event_type, schema_version, occurred_at, payload, metadata) \
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
@@ -334,14 +372,97 @@ impl BatchCommit for Writer {
 
 impl Writer {
     /// `Err` only for what fails the whole batch; a request's own failure is in its answer.
+    ///
+    /// The batch is decided here and written in one INSERT per [`INSERT_ROWS`] events (the
+    /// `batch` module); should SQLite refuse it, the batch goes back to its savepoint and is
+    /// written request by request, each in a savepoint of its own, so that only the request at
+    /// fault fails.
     async fn write_batch(&mut self, writes: &[Write]) -> Result<Vec<Answer>, sqlx::Error> {
-        self.execute("BEGIN IMMEDIATE").await?;
-        let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            results.push(self.write_in_savepoint(write).await?);
-        }
+        let rows = sqlx::Executor::fetch_all(&mut self.conn, sqlx::raw_sql(OPEN_BATCH)).await?;
+        let start: i64 = match rows.last() {
+            Some(row) => row.try_get(0)?,
+            None => return Err(sqlx::Error::RowNotFound),
+        };
+        let start = u64::try_from(start).unwrap_or_default();
+        let results = match self.write_at_once(start, writes).await {
+            Ok(answers) => answers,
+            Err(error @ sqlx::Error::Database(_)) => {
+                tracing::debug!(%error, "batch refused as a whole; writing request by request");
+                self.execute("ROLLBACK TO batch").await?;
+                let mut results = Vec::with_capacity(writes.len());
+                for write in writes {
+                    results.push(self.write_in_savepoint(write).await?);
+                }
+                results
+            }
+            Err(other) => return Err(other),
+        };
         self.execute("COMMIT").await?;
         Ok(results)
+    }
+
+    /// One lookup, the decisions, the INSERTs and the checkpoints.
+    async fn write_at_once(
+        &mut self,
+        start: u64,
+        writes: &[Write],
+    ) -> Result<Vec<Answer>, sqlx::Error> {
+        let stored = self.lookup(Keys::of(writes)).await?;
+        let plan = batch::plan(stored, start, writes);
+        for chunk in plan.rows.chunks(INSERT_ROWS) {
+            let mut insert = sqlx::query(insert_rows(chunk.len()));
+            for row in chunk {
+                insert = insert
+                    .bind(to_i64(row.position))
+                    .bind(row.event.event_id.to_string())
+                    .bind(row.stream_id)
+                    .bind(row.stream_type)
+                    .bind(to_i64(row.version))
+                    .bind(row.event.event_type.as_str())
+                    .bind(row.schema_version)
+                    .bind(format_time(row.event.occurred_at))
+                    .bind(row.payload.as_str())
+                    .bind(row.metadata.as_str());
+            }
+            insert.execute(&mut self.conn).await?;
+        }
+        for (reader, position) in &plan.checkpoints {
+            sqlx::query(SAVE_CHECKPOINT)
+                .bind(*reader)
+                .bind(to_i64(*position))
+                .execute(&mut self.conn)
+                .await?;
+        }
+        Ok(plan.answers)
+    }
+
+    async fn lookup(&mut self, keys: Keys) -> Result<Stored, sqlx::Error> {
+        let mut stored = Stored::default();
+        if keys.is_empty() {
+            return Ok(stored);
+        }
+        let encode = |keys: &[String]| serde_json::to_string(keys).unwrap_or_default();
+        let rows = sqlx::query(LOOKUP)
+            .bind(encode(&keys.event_ids))
+            .bind(encode(&keys.streams))
+            .fetch_all(&mut self.conn)
+            .await?;
+        for row in rows {
+            let kind: &str = row.try_get("kind")?;
+            let stream: String = row.try_get("stream_id")?;
+            let version = u64::try_from(row.try_get::<i64, _>("version")?).unwrap_or_default();
+            if kind == "stream" {
+                stored.versions.insert(stream, version);
+            } else {
+                let key: &str = row.try_get("key")?;
+                let position =
+                    u64::try_from(row.try_get::<i64, _>("global_position")?).unwrap_or_default();
+                if let Ok(id) = Uuid::parse_str(key) {
+                    stored.events.insert(id, (stream, version, position));
+                }
+            }
+        }
+        Ok(stored)
     }
 
     async fn write_in_savepoint(&mut self, write: &Write) -> Result<Answer, sqlx::Error> {
@@ -506,15 +627,12 @@ async fn save_checkpoint(
     reader: &str,
     position: u64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO checkpoints (reader, position) VALUES (?, ?) \
-         ON CONFLICT (reader) DO UPDATE SET position = excluded.position",
-    )
-    .bind(reader)
-    .bind(to_i64(position))
-    .execute(&mut *conn)
-    .await
-    .map_err(store_error)?;
+    sqlx::query(SAVE_CHECKPOINT)
+        .bind(reader)
+        .bind(to_i64(position))
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
     Ok(())
 }
 

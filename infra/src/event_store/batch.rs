@@ -1,0 +1,228 @@
+//! A group-commit batch decided in the writer, for the SQL stores: what is stored of the
+//! batch's streams and event ids is read in one statement ([`Keys`], [`Stored`]), every request
+//! is decided here in channel order ([`plan`]), and what was accepted is written in one INSERT.
+//! That is a few statements a batch instead of several a request, which is what bounded the
+//! writer (PostgreSQL: a network round trip each; SQLite: a hop to sqlx's worker thread each).
+//!
+//! [`plan`] answers each request exactly as a savepoint per request would have, had its
+//! statements run in the same order: a retry (its first event id stored in this stream, by an
+//! earlier transaction or an earlier request of this batch) is answered with the original's
+//! version and position; a stream not at the expected version conflicts; an event id stored
+//! elsewhere is refused as corrupt. Should the engine still refuse the INSERT (a value it will
+//! not store), the adapter undoes the batch to its savepoint and writes request by request.
+
+use std::collections::{HashMap, HashSet};
+
+use commands::{Appended, StoreError};
+use domain::NewEvent;
+use uuid::Uuid;
+
+use super::codec::to_json;
+use super::group_commit::{Answer, Write, Written};
+
+/// The keys the batch's appends need looked up.
+pub(super) struct Keys {
+    pub event_ids: Vec<String>,
+    pub streams: Vec<String>,
+}
+
+impl Keys {
+    pub fn of(writes: &[Write]) -> Self {
+        let mut keys = Self {
+            event_ids: Vec::new(),
+            streams: Vec::new(),
+        };
+        for write in writes {
+            if let Write::Append {
+                stream_id, events, ..
+            } = write
+            {
+                keys.streams.push(stream_id.clone());
+                keys.event_ids
+                    .extend(events.iter().map(|e| e.event_id.to_string()));
+            }
+        }
+        keys
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+}
+
+/// What the store holds of a batch's keys.
+#[derive(Default)]
+pub(super) struct Stored {
+    /// Each stream's version (streams without events are absent).
+    pub versions: HashMap<String, u64>,
+    /// Where each stored event id is: stream, version, global position.
+    pub events: HashMap<Uuid, (String, u64, u64)>,
+}
+
+/// One event to insert, at its position.
+pub(super) struct Row<'w> {
+    pub position: u64,
+    pub event: &'w NewEvent,
+    pub stream_id: &'w str,
+    pub stream_type: &'w str,
+    pub version: u64,
+    pub schema_version: i32,
+    pub payload: String,
+    pub metadata: String,
+}
+
+/// A decided batch: each request's answer, the rows to insert, the checkpoints to save and
+/// the head after the rows.
+pub(super) struct Plan<'w> {
+    pub answers: Vec<Answer>,
+    pub rows: Vec<Row<'w>>,
+    /// The last position saved for each reader in the batch, in first-save order.
+    pub checkpoints: Vec<(&'w str, u64)>,
+    pub head: u64,
+}
+
+/// Decides every request of `writes` against `stored`, numbering accepted events from after
+/// `start`.
+pub(super) fn plan(mut stored: Stored, start: u64, writes: &[Write]) -> Plan<'_> {
+    let mut plan = Plan {
+        answers: Vec::with_capacity(writes.len()),
+        rows: Vec::new(),
+        checkpoints: Vec::new(),
+        head: start,
+    };
+    for write in writes {
+        let answer = match write {
+            Write::Append {
+                stream_id,
+                stream_type,
+                expected,
+                events,
+            } => append(
+                &mut stored,
+                &mut plan,
+                stream_id,
+                stream_type,
+                *expected,
+                events,
+            )
+            .map(Written::Appended),
+            Write::Checkpoint { reader, position } => {
+                match plan.checkpoints.iter_mut().find(|(r, _)| r == reader) {
+                    Some(saved) => saved.1 = *position,
+                    None => plan.checkpoints.push((reader, *position)),
+                }
+                Ok(Written::Checkpoint)
+            }
+        };
+        plan.answers.push(answer);
+    }
+    plan
+}
+
+fn append<'w>(
+    stored: &mut Stored,
+    plan: &mut Plan<'w>,
+    stream_id: &'w str,
+    stream_type: &'w str,
+    expected: u64,
+    events: &'w [NewEvent],
+) -> Result<Appended, StoreError> {
+    let Some(first) = events.first() else {
+        return Ok(Appended {
+            version: expected,
+            position: None,
+            duplicate: false,
+        });
+    };
+    if let Some((stream, from, _)) = stored.events.get(&first.event_id) {
+        return retried(stored, stream.clone(), *from, stream_id, events);
+    }
+    let actual = stored.versions.get(stream_id).copied().unwrap_or(0);
+    if actual != expected {
+        return Err(StoreError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual,
+        });
+    }
+    let mut seen = HashSet::with_capacity(events.len());
+    for event in events {
+        if stored.events.contains_key(&event.event_id) || !seen.insert(event.event_id) {
+            return Err(StoreError::Corrupt(format!(
+                "duplicate event id: {} is already stored",
+                event.event_id
+            )));
+        }
+    }
+    // Everything is encoded before anything is taken, so a refused request adds no rows.
+    let mut encoded = Vec::with_capacity(events.len());
+    for event in events {
+        let schema_version = i32::try_from(event.schema_version).map_err(|_| {
+            StoreError::Corrupt(format!("schema_version {} too large", event.schema_version))
+        })?;
+        encoded.push((
+            schema_version,
+            to_json(&event.payload)?,
+            to_json(&event.metadata)?,
+        ));
+    }
+    for ((event, (schema_version, payload, metadata)), version) in
+        events.iter().zip(encoded).zip(expected + 1..)
+    {
+        plan.head += 1;
+        stored
+            .events
+            .insert(event.event_id, (stream_id.to_owned(), version, plan.head));
+        plan.rows.push(Row {
+            position: plan.head,
+            event,
+            stream_id,
+            stream_type,
+            version,
+            schema_version,
+            payload,
+            metadata,
+        });
+    }
+    let version = expected + events.len() as u64;
+    stored.versions.insert(stream_id.to_owned(), version);
+    Ok(Appended {
+        version,
+        position: Some(plan.head),
+        duplicate: false,
+    })
+}
+
+/// The answer to a retry whose first event is stored at `from` in `stream`: the original's,
+/// if it sent the same events in the same order.
+fn retried(
+    stored: &Stored,
+    stream: String,
+    from: u64,
+    stream_id: &str,
+    events: &[NewEvent],
+) -> Result<Appended, StoreError> {
+    let first = events[0].event_id;
+    if stream != stream_id {
+        return Err(StoreError::Corrupt(format!(
+            "duplicate event id {first}: already stored in stream {stream}"
+        )));
+    }
+    let mut position = 0;
+    for (event, version) in events.iter().zip(from..) {
+        match stored.events.get(&event.event_id) {
+            Some((s, v, p)) if s == stream_id && *v == version => position = *p,
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "event {first} is already in {stream_id} at version {from} with other \
+                     events; a retry must resend the same events"
+                )));
+            }
+        }
+    }
+    Ok(Appended {
+        version: from + events.len() as u64 - 1,
+        position: Some(position),
+        duplicate: true,
+    })
+}
