@@ -7,7 +7,7 @@
 //!
 //! `cargo bench -p infra --bench peer`. `PEER_COMMANDS` commands per run (default 20,000),
 //! `PEER_CLIENTS` clients (default 64), `PEER_ENGINES` which comparisons
-//! (default `postgres,sqlite`), `PEER_ROUNDS` runs of each (default 2, taking turns, so
+//! (default `postgres,sqlite`), `PEER_SIDES` which sides (default `orderflow,peer`), `PEER_ROUNDS` runs of each (default 2, taking turns, so
 //! that a slow spell of this VM does not fall on one side only); PostgreSQL from
 //! `ORDERFLOW_TEST_POSTGRES` as in the tests. Each side starts from empty tables.
 //!
@@ -62,12 +62,16 @@ async fn postgres(clients: usize, commands: usize, rounds: usize) {
     let mut ours = Vec::new();
     let mut peers = Vec::new();
     for round in 1..=rounds {
-        let run = orderflow_postgres(clients, commands).await;
-        println!("  orderflow  run {round}: {}", run.summary());
-        ours.push(run);
-        let run = peer_postgres(clients, commands).await;
-        println!("  peer       run {round}: {}", run.summary());
-        peers.push(run);
+        if side("orderflow") {
+            let run = orderflow_postgres(clients, commands).await;
+            println!("  orderflow  run {round}: {}", run.summary());
+            ours.push(run);
+        }
+        if side("peer") {
+            let run = peer_postgres(clients, commands).await;
+            println!("  peer       run {round}: {}", run.summary());
+            peers.push(run);
+        }
     }
     let ratio = verdict(&ours, &peers, 5.0);
     println!("  ratio PostgreSQL {ratio:.2}x (target 5x)");
@@ -88,19 +92,32 @@ async fn sqlite(clients: usize, commands: usize, rounds: usize) {
     let mut peers = Vec::new();
     for round in 1..=rounds {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let run = orderflow_sqlite(&dir.path().join("orderflow.db"), clients, commands).await;
-        println!("  orderflow  run {round}: {}", run.summary());
-        ours.push(run);
-        let run = peer_sqlite(&dir.path().join("peer.db"), clients, commands).await;
-        println!("  peer       run {round}: {}", run.summary());
-        peers.push(run);
+        if side("orderflow") {
+            let run = orderflow_sqlite(&dir.path().join("orderflow.db"), clients, commands).await;
+            println!("  orderflow  run {round}: {}", run.summary());
+            ours.push(run);
+        }
+        if side("peer") {
+            let run = peer_sqlite(&dir.path().join("peer.db"), clients, commands).await;
+            println!("  peer       run {round}: {}", run.summary());
+            peers.push(run);
+        }
     }
     let ratio = verdict(&ours, &peers, 3.0);
     println!("  ratio SQLite {ratio:.2}x (target 3x)");
 }
 
-/// Prints the ratio of the medians of both sides and returns it.
+/// Whether `PEER_SIDES` (default `orderflow,peer`) names this side; one side alone is for
+/// profiling it.
+fn side(name: &str) -> bool {
+    std::env::var("PEER_SIDES").map_or(true, |sides| sides.contains(name))
+}
+
+/// Prints the ratio of the medians of both sides and returns it (NaN with one side only).
 fn verdict(ours: &[Run], peers: &[Run], target: f64) -> f64 {
+    if ours.is_empty() || peers.is_empty() {
+        return f64::NAN;
+    }
     let median = |runs: &[Run]| {
         let mut rates: Vec<f64> = runs.iter().map(Run::per_second).collect();
         rates.sort_by(f64::total_cmp);

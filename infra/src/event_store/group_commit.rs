@@ -31,10 +31,12 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use commands::{Appended, StoreError};
 use domain::NewEvent;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 /// One write, as queued for the writer task.
 pub(super) enum Write {
@@ -82,12 +84,14 @@ pub(super) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the writer task over `engine`: batches of at most `max_batch` requests, up to
-    /// `queue_capacity` waiting before submitting waits (back-pressure), each commit published
-    /// on `head`.
+    /// `queue_capacity` waiting before submitting waits (back-pressure), waiting up to
+    /// `max_linger` for the rest of a batch under load (`Writer::linger`), each commit
+    /// published on `head`.
     pub(super) fn start(
         engine: impl BatchCommit,
         max_batch: usize,
         queue_capacity: usize,
+        max_linger: Duration,
         head: watch::Sender<u64>,
     ) -> Self {
         let (requests, queue) = mpsc::channel(queue_capacity);
@@ -98,6 +102,8 @@ impl GroupCommit {
             max_batch,
             head,
             batches: batches.clone(),
+            max_linger,
+            last: (0, Duration::ZERO),
         };
         tokio::spawn(writer.run());
         Self { requests, batches }
@@ -176,17 +182,28 @@ struct Writer<E> {
     max_batch: usize,
     head: watch::Sender<u64>,
     batches: Arc<AtomicU64>,
+    /// The longest the writer waits for the rest of a batch (zero: never).
+    max_linger: Duration,
+    /// The recent batch size (a decaying peak) and how long the last commit took: what the
+    /// linger goes by.
+    last: (usize, Duration),
 }
 
 impl<E: BatchCommit> Writer<E> {
     async fn run(mut self) {
         while let Some(first) = self.queue.recv().await {
-            let (writes, replies): (Vec<_>, Vec<_>) = self
-                .drain(first)
+            let mut batch = self.drain(first);
+            self.linger(&mut batch).await;
+            let (writes, replies): (Vec<_>, Vec<_>) = batch
                 .into_iter()
                 .map(|request| (request.write, request.reply))
                 .unzip();
+            let started = Instant::now();
             let answers = self.commit_batch(&writes).await;
+            // The load of late: the biggest recent batch, forgotten by a quarter a batch, so
+            // that one small batch (the convoy's head) does not make the next one eager.
+            let recent = (self.last.0 * 3 / 4).max(writes.len());
+            self.last = (recent, started.elapsed());
             for (reply, answer) in replies.into_iter().zip(answers) {
                 // A caller that gave up no longer listens; see the module docs.
                 let _ = reply.send(answer);
@@ -205,6 +222,37 @@ impl<E: BatchCommit> Writer<E> {
             }
         }
         batch
+    }
+
+    /// Under load, waits a moment for the rest of a batch. When a batch commits, its callers
+    /// all hear back at once and send their next requests a moment later; a writer that
+    /// took only what was already waiting would commit the first few alone and leave the rest
+    /// for a batch after, a convoy of small commits (seen: batches of 1, 9, 35, 56 at 64
+    /// clients). So when far fewer requests are waiting than the last batch had, the writer
+    /// waits for more, up to half the last commit's duration (at most the engine's
+    /// `max_linger`) or until the batch is as big as the recent ones. Idle, and with one
+    /// caller, there is no wait: recent batches had one request.
+    async fn linger(&mut self, batch: &mut Vec<Request>) {
+        let (recent, last_commit) = self.last;
+        let wanted = recent.min(self.max_batch);
+        if batch.len() * 2 > wanted || self.max_linger.is_zero() {
+            return;
+        }
+        let deadline = Instant::now() + (last_commit / 2).min(self.max_linger);
+        while batch.len() < wanted {
+            match tokio::time::timeout_at(deadline, self.queue.recv()).await {
+                Ok(Some(request)) => {
+                    batch.push(request);
+                    while batch.len() < self.max_batch {
+                        match self.queue.try_recv() {
+                            Ok(request) => batch.push(request),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
     }
 
     /// Commits the batch and returns each request's answer, in order.
@@ -236,4 +284,94 @@ fn newest_position(answers: &[Answer]) -> Option<u64> {
 
 fn writer_gone() -> StoreError {
     StoreError::Unavailable("the event store's writer has stopped".into())
+}
+
+/// The writer's batching, over an engine of the test's own that only records batch sizes and
+/// takes 10 ms a commit (time is paused: the clock moves only when every task waits).
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chrono::Utc;
+    use domain::EventMetadata;
+    use uuid::Uuid;
+
+    use super::*;
+
+    struct Recording(Arc<Mutex<Vec<usize>>>);
+
+    impl BatchCommit for Recording {
+        async fn commit(&mut self, writes: &[Write]) -> Result<Vec<Answer>, StoreError> {
+            self.0.lock().unwrap().push(writes.len());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(writes.iter().map(|_| Ok(Written::Checkpoint)).collect())
+        }
+
+        async fn close(self) {}
+    }
+
+    fn writer(max_linger: Duration) -> (Arc<GroupCommit>, Arc<Mutex<Vec<usize>>>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let (head, _) = watch::channel(0);
+        let writer = GroupCommit::start(Recording(sizes.clone()), 64, 256, max_linger, head);
+        (Arc::new(writer), sizes)
+    }
+
+    fn one_event() -> Vec<NewEvent> {
+        vec![NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: "Noted".into(),
+            schema_version: 1,
+            occurred_at: Utc::now(),
+            payload: serde_json::json!({}),
+            metadata: EventMetadata::default(),
+        }]
+    }
+
+    /// 32 callers in a closed loop, each sending its next request a different number of
+    /// 100 µs steps after its last answer: batches of what was waiting alone come apart
+    /// into small ones; lingering keeps them whole.
+    async fn closed_loop(writer: Arc<GroupCommit>) {
+        let callers = (0..32u64).map(|i| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    tokio::time::sleep(Duration::from_micros(100 * i)).await;
+                    let _ = writer.append("s", "t", 0, one_event()).await;
+                }
+            })
+        });
+        futures_util::future::join_all(callers).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_load_a_batch_waits_for_the_callers_of_the_last_one() {
+        let (lingering, sizes) = writer(Duration::from_millis(5));
+        closed_loop(lingering).await;
+        let lingered = sizes.lock().unwrap().clone();
+
+        let (eager, sizes) = writer(Duration::ZERO);
+        closed_loop(eager).await;
+        let eager = sizes.lock().unwrap().clone();
+
+        assert!(
+            lingered.len() * 3 < eager.len() * 2,
+            "fewer commits when lingering: {lingered:?}; not: {eager:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_caller_is_never_kept_waiting() {
+        let (writer, sizes) = writer(Duration::from_millis(5));
+        for _ in 0..5 {
+            let sent = tokio::time::Instant::now();
+            writer.save_checkpoint("r", 1).await.expect("saved");
+            assert_eq!(
+                sent.elapsed(),
+                Duration::from_millis(10),
+                "one commit, no wait"
+            );
+        }
+        assert_eq!(*sizes.lock().unwrap(), vec![1; 5]);
+    }
 }

@@ -164,7 +164,14 @@ impl SqliteEventStore {
             .map_err(store_error)?;
 
         let (head_tx, head) = watch::channel(head);
-        let writer = GroupCommit::start(Writer { conn }, MAX_BATCH, QUEUE_CAPACITY, head_tx);
+        let writer = GroupCommit::start(
+            Writer { conn },
+            MAX_BATCH,
+            QUEUE_CAPACITY,
+            // A batch is cheap in-process; waiting for a fuller one did not pay (peer bench).
+            Duration::ZERO,
+            head_tx,
+        );
         Ok(Self {
             writer,
             reads,
