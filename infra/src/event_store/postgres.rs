@@ -161,7 +161,13 @@ impl Target {
             .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?
             // Lets an operator (or a test) tell this schema's sessions apart.
             .application_name(&format!("orderflow:{schema}"))
-            .options([("search_path", schema.as_str())]);
+            // Every statement of this store has a unique index to go by. But the planner
+            // goes by statistics taken when the table was small (autovacuum analyzes it only
+            // now and then), and then it scans the whole table instead: seen as a plan cached
+            // after a few appends to a new schema that went on scanning 30,000 rows, and as
+            // write batches of 63 taking 20 ms instead of 2 at 64 appenders. None of them is
+            // better off with a sequential scan.
+            .options([("search_path", schema.as_str()), ("enable_seqscan", "off")]);
         let channel = match format!("orderflow_events_{schema}") {
             channel if channel.len() <= MAX_IDENTIFIER => channel,
             _ => format!("orderflow_events_{:016x}", lock_key(&schema)),
@@ -198,18 +204,10 @@ impl Target {
 
     /// The writer's connection: durable commits, bounded waits for the log lock.
     async fn connect_writer(&self) -> Result<PgConnection, StoreError> {
-        let options = self.options.clone().options([
-            ("synchronous_commit", "on"),
-            ("lock_timeout", LOCK_TIMEOUT),
-            // The writer's statements look rows up by arrays of keys, and every one of them
-            // has a unique index to do it with. But the planner goes by statistics taken
-            // when the table was small (autovacuum analyzes it only now and then), and then
-            // it scans the whole table instead: seen as a plan cached after a few appends to
-            // a new schema that went on scanning 30,000 rows, and as batches of 63 taking
-            // 20 ms instead of 2 at 64 appenders. No statement of the writer is better off
-            // with a sequential scan.
-            ("enable_seqscan", "off"),
-        ]);
+        let options = self
+            .options
+            .clone()
+            .options([("synchronous_commit", "on"), ("lock_timeout", LOCK_TIMEOUT)]);
         self.connect(options).await
     }
 }
