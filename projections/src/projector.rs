@@ -5,6 +5,7 @@
 //! event store (`event.version > view.version + 1`), and two projectors racing on one view
 //! cannot undo each other. A view missing from the cache is rebuilt from its stream on read.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -660,16 +661,17 @@ impl Projector {
                 Some(doc) => (doc.version, parse::<V>(key, &doc)?.unwrap_or_default()),
                 None => (0, V::default()),
             };
+            // The next event itself, without a copy; a gap is filled from the store.
             let pending = match event {
                 Some(e) if e.version <= version => return Ok(Some((view, version))),
-                Some(e) if e.version == version + 1 => vec![e.clone()],
-                _ => self.store.read_stream(stream, version + 1).await?,
+                Some(e) if e.version == version + 1 => Cow::Borrowed(std::slice::from_ref(e)),
+                _ => Cow::Owned(self.store.read_stream(stream, version + 1).await?),
             };
             let Some(last) = pending.last() else {
                 return Ok((version > 0).then_some((view, version)));
             };
             let new_version = last.version;
-            for e in &pending {
+            for e in pending.iter() {
                 view.apply(e)?;
             }
             let body = serde_json::to_string(&view).map_err(|e| ProjectionError::Corrupt {
