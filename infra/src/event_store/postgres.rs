@@ -537,11 +537,15 @@ async fn write_batch(
     Ok(results)
 }
 
+/// Where a batch's event ids are and each stream's version. The version is a subquery per
+/// stream, answered from the end of the index; a `MAX … GROUP BY` would read every version of
+/// the stream (a busy SKU has thousands).
 const LOOKUP: &str = "SELECT 'event' AS kind, event_id::text AS key, stream_id, version, \
      global_position FROM events WHERE event_id = ANY($1::text[]::uuid[]) \
      UNION ALL \
-     SELECT 'stream', stream_id, stream_id, MAX(version), 0 FROM events \
-     WHERE stream_id = ANY($2::text[]) GROUP BY stream_id";
+     SELECT 'stream', s.id, s.id, \
+     COALESCE((SELECT MAX(version) FROM events WHERE stream_id = s.id), 0), 0 \
+     FROM UNNEST($2::text[]) AS s(id)";
 
 /// Inserts a batch's events and rings the doorbell (delivered at commit) in one statement.
 const INSERT_MANY: &str = "WITH inserted AS (INSERT INTO events (global_position, event_id, \
