@@ -172,7 +172,9 @@ where
                     });
                 }
                 Err(StoreError::Conflict { .. }) => {
-                    self.forget(&stream);
+                    // The cache still holds a committed state (the command changed its own
+                    // copy), so the next load reads only the tail after it, not the whole
+                    // stream: another process's writes to a busy SKU are thousands of events.
                     // A guess that was wrong is not a lost race: decide again at once.
                     if fresh {
                         attempt += 1;
