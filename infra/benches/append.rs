@@ -11,14 +11,12 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::Utc;
 use commands::EventStore;
-use common::{Run, closed_loop, customer_metadata, fresh_schema, place_order, postgres_url};
+use common::{Run, closed_loop, customer_metadata, fresh_schema, placed, postgres_url};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use domain::NewEvent;
-use domain::order::{OrderCommand, OrderEvent};
 use infra::event_store::{PostgresEventStore, SqliteEventStore};
 use uuid::Uuid;
 
@@ -29,16 +27,8 @@ type Summary = Arc<Mutex<Vec<(String, usize, Run)>>>;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let mut criterion = Criterion::default()
-        .configure_from_args()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
+    let runtime = common::runtime();
+    let mut criterion = common::criterion();
     let summary: Summary = Arc::default();
 
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -75,20 +65,29 @@ fn bench(
     summary: &Summary,
 ) {
     let mut group = criterion.benchmark_group(format!("append/{engine}"));
-    group.throughput(Throughput::Elements(1));
     for clients in CONCURRENCY {
+        // One iteration is one append per appender, so that a sample is long enough for the
+        // clients' start and finish not to count; criterion's throughput is per append.
+        group.throughput(Throughput::Elements(clients as u64));
         group.bench_with_input(
             BenchmarkId::new("appenders", clients),
             &clients,
             |b, &clients| {
-                b.iter_custom(|appends| {
+                b.iter_custom(|iterations| {
                     let store = store.clone();
-                    let run = runtime.block_on(closed_loop(clients, appends as usize, move |_| {
+                    let appends = iterations as usize * clients;
+                    let run = runtime.block_on(closed_loop(clients, appends, move |_| {
                         let store = store.clone();
                         async move {
                             let id = Uuid::now_v7();
+                            let event = NewEvent::from_domain(
+                                Uuid::now_v7(),
+                                &placed(id).await,
+                                Utc::now(),
+                                customer_metadata(),
+                            );
                             store
-                                .append(&format!("order-{id}"), "order", 0, vec![placed(id)])
+                                .append(&format!("order-{id}"), "order", 0, vec![event])
                                 .await
                                 .map(drop)
                         }
@@ -110,33 +109,6 @@ fn bench(
         );
     }
     group.finish();
-}
-
-/// The event a placement appends, as the command side would build it.
-fn placed(order_id: Uuid) -> NewEvent {
-    let OrderCommand::Place {
-        order_id,
-        customer_id,
-        lines,
-        currency,
-        shipping_address,
-    } = place_order(order_id)
-    else {
-        unreachable!("place_order builds a placement")
-    };
-    let total = lines
-        .iter()
-        .map(|line| line.unit_price * u64::from(u32::from(line.quantity)))
-        .sum();
-    let event = OrderEvent::OrderPlaced {
-        order_id,
-        customer_id,
-        lines,
-        currency,
-        total,
-        shipping_address,
-    };
-    NewEvent::from_domain(Uuid::now_v7(), &event, Utc::now(), customer_metadata())
 }
 
 fn print_summary(summary: &[(String, usize, Run)]) {

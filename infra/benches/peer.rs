@@ -6,9 +6,10 @@
 //! - orderflow on its SQLite store, and cqrs-es on sqlite-es's `SqliteEventRepository`.
 //!
 //! `cargo bench -p infra --bench peer`. `PEER_COMMANDS` commands per run (default 20,000),
-//! `PEER_CLIENTS` clients (default 64), `PEER_ENGINES` which comparisons
-//! (default `postgres,sqlite`), `PEER_SIDES` which sides (default `orderflow,peer`), `PEER_ROUNDS` runs of each (default 2, taking turns, so
-//! that a slow spell of this VM does not fall on one side only); PostgreSQL from
+//! `PEER_CLIENTS` clients (default 64), `PEER_ENGINES` which comparisons (default
+//! `postgres,sqlite`), `PEER_SIDES` which sides (default `orderflow,peer`), `PEER_ROUNDS`
+//! runs of each (default 2, taking turns, so that a slow spell of this VM does not fall on
+//! one side only); PostgreSQL from
 //! `ORDERFLOW_TEST_POSTGRES` as in the tests. Each side starts from empty tables.
 //!
 //! Durability is not the same on both sides, and the output says so: orderflow answers after

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use commands::{EventStore, LogCursor};
-use common::{customer_metadata, place_order};
-use criterion::{BenchmarkId, Criterion, Throughput};
-use domain::order::{OrderCommand, OrderEvent};
+use common::{Run, customer_metadata, placed};
+use criterion::{BenchmarkId, Throughput};
+use domain::order::OrderEvent;
 use domain::{NewEvent, RecordedEvent};
 use infra::event_store::SqliteEventStore;
 use infra::views::{MemoryViewStore, RedisViewStore};
@@ -32,11 +32,7 @@ const ORDERS: usize = 10_000;
 type Summary = Arc<Mutex<Vec<(&'static str, Vec<Duration>)>>>;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = common::runtime();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (store, events) = runtime.block_on(log(&dir.path().join("events.db")));
     let events = Arc::new(events);
@@ -45,11 +41,7 @@ fn main() {
     let laps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let summary: Summary = Arc::default();
 
-    let mut criterion = Criterion::default()
-        .configure_from_args()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
+    let mut criterion = common::criterion();
     let mut group = criterion.benchmark_group("projector/apply");
     group.throughput(Throughput::Elements(1));
     for case in ["fold", "memory", "redis"] {
@@ -134,27 +126,31 @@ fn keep(summary: &Summary, case: &'static str, latencies: Vec<Duration>) {
 
 fn print_summary(summary: &[(&'static str, Vec<Duration>)]) {
     println!("\nprojector apply, one event to its order's view (longest run of each case):");
-    let rate = |latencies: &[Duration]| {
-        latencies.len() as f64 / latencies.iter().sum::<Duration>().as_secs_f64()
+    // Events are applied one after the other, so a run lasts the sum of its latencies.
+    let run = |latencies: &[Duration]| {
+        let mut latencies = latencies.to_vec();
+        latencies.sort_unstable();
+        Run {
+            done: latencies.len(),
+            errors: 0,
+            elapsed: latencies.iter().sum(),
+            latencies,
+        }
     };
     let baseline = summary
         .iter()
         .find(|(c, _)| *c == "fold")
-        .map_or(f64::NAN, |(_, l)| rate(l));
+        .map_or(f64::NAN, |(_, l)| run(l).per_second());
     for (case, latencies) in summary {
-        let mut sorted = latencies.clone();
-        sorted.sort_unstable();
-        let at = |p: f64| {
-            let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-            sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1e6
-        };
+        let run = run(latencies);
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
             "  {case:<7} {:>9.0} events/s  p50 {:>7.1} µs  p99 {:>7.1} µs  max {:>8.1} µs  ({:.2}x the fold alone)",
-            rate(latencies),
-            at(50.0),
-            at(99.0),
-            at(100.0),
-            rate(latencies) / baseline
+            run.per_second(),
+            micros(run.percentile(50.0)),
+            micros(run.percentile(99.0)),
+            micros(run.percentile(100.0)),
+            run.per_second() / baseline
         );
     }
 }
@@ -167,28 +163,7 @@ async fn log(path: &std::path::Path) -> (Arc<dyn EventStore>, Vec<RecordedEvent>
         async move {
             let id = Uuid::now_v7();
             let stream = format!("order-{id}");
-            let OrderCommand::Place {
-                order_id,
-                customer_id,
-                lines,
-                currency,
-                shipping_address,
-            } = place_order(id)
-            else {
-                unreachable!("place_order builds a placement")
-            };
-            let total = lines
-                .iter()
-                .map(|l| l.unit_price * u64::from(u32::from(l.quantity)))
-                .sum();
-            let placed = OrderEvent::OrderPlaced {
-                order_id,
-                customer_id,
-                lines,
-                currency,
-                total,
-                shipping_address,
-            };
+            let placed = placed(id).await;
             let metadata = customer_metadata();
             let events = [placed, OrderEvent::OrderConfirmed]
                 .iter()

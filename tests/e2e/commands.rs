@@ -13,19 +13,8 @@ use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_with_their_own_caches_never_oversell() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteEventStore::open(&dir.path().join("s.db"))
-            .await
-            .unwrap(),
-    );
-    let (one, two) = (Commands::new(store.clone()), Commands::new(store.clone()));
+    let (_dir, store, one, two, metadata) = two_processes().await;
     let sku = Sku::parse("HOT-1").unwrap();
-    let metadata = EventMetadata {
-        correlation_id: Uuid::now_v7(),
-        actor: "test".into(),
-        ..Default::default()
-    };
     let eur = Currency::parse("EUR").unwrap();
     one.list_product(sku.clone(), "Hot item", 100, eur, &metadata)
         .await
@@ -75,19 +64,8 @@ async fn two_writers_with_their_own_caches_never_oversell() {
 /// empty every time, and each answer must still be the one the stored state gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_decision_on_a_stale_or_empty_state_is_checked_against_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteEventStore::open(&dir.path().join("s.db"))
-            .await
-            .unwrap(),
-    );
-    let (one, two) = (Commands::new(store.clone()), Commands::new(store.clone()));
+    let (_dir, store, one, two, metadata) = two_processes().await;
     let sku = Sku::parse("STALE-1").unwrap();
-    let metadata = EventMetadata {
-        correlation_id: Uuid::now_v7(),
-        actor: "test".into(),
-        ..Default::default()
-    };
     let eur = Currency::parse("EUR").unwrap();
     one.list_product(sku.clone(), "Item", 100, eur.clone(), &metadata)
         .await
@@ -161,4 +139,28 @@ async fn place(commands: &Commands, sku: &Sku) -> Uuid {
         },
     };
     commands.place_order(request).await.unwrap().order_id
+}
+
+/// One SQLite store (in a directory removed with the `TempDir`), two `Commands` on it as two
+/// processes would have, and the metadata of a test's commands.
+async fn two_processes() -> (
+    tempfile::TempDir,
+    Arc<SqliteEventStore>,
+    Arc<Commands>,
+    Arc<Commands>,
+    EventMetadata,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteEventStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap(),
+    );
+    let (one, two) = (Commands::new(store.clone()), Commands::new(store.clone()));
+    let metadata = EventMetadata {
+        correlation_id: Uuid::now_v7(),
+        actor: "test".into(),
+        ..Default::default()
+    };
+    (dir, store, one, two, metadata)
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use domain::EventMetadata;
-use domain::order::{OrderCommand, OrderLine};
+use domain::order::{Order, OrderCommand, OrderEvent, OrderLine};
 use domain::values::{Currency, CustomerId, Quantity, ShippingAddress, Sku};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -74,6 +74,35 @@ pub fn place_order(order_id: Uuid) -> OrderCommand {
             country: "GB".into(),
         },
     }
+}
+
+/// The event the `Order` aggregate decides for [`place_order`], as the command side records it.
+pub async fn placed(order_id: Uuid) -> OrderEvent {
+    use cqrs_es::Aggregate;
+    let sink = cqrs_es::event_sink::EventSink::default();
+    Order::default()
+        .handle(place_order(order_id), &(), &sink)
+        .await
+        .expect("a valid placement");
+    sink.collect().await.pop().expect("one event")
+}
+
+/// The runtime the benches drive their clients and stores on: two workers, the machine's cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// Criterion as the benches use it: ten samples of about four seconds each.
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
 }
 
 /// The metadata a customer's command carries.

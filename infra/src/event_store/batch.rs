@@ -59,6 +59,22 @@ pub(super) struct Stored {
     pub events: HashMap<Uuid, (String, u64, u64)>,
 }
 
+impl Stored {
+    /// Takes one row of an adapter's lookup: `kind` is `stream` (the stream's version; 0 for
+    /// a stream without events) or `event` (where the event id `key` is stored).
+    pub fn add(&mut self, kind: &str, key: &str, stream: String, version: i64, position: i64) {
+        let version = u64::try_from(version).unwrap_or_default();
+        if kind == "stream" {
+            if version > 0 {
+                self.versions.insert(stream, version);
+            }
+        } else if let Ok(id) = Uuid::parse_str(key) {
+            let position = u64::try_from(position).unwrap_or_default();
+            self.events.insert(id, (stream, version, position));
+        }
+    }
+}
+
 /// One event to insert, at its position.
 pub(super) struct Row<'w> {
     pub position: u64,

@@ -9,10 +9,10 @@
 //! of one per command. Under load batches grow by themselves (requests pile up during the
 //! commit), and when idle a lone request is committed at once, so latency does not suffer.
 //!
-//! Each request still gets its own answer. Inside the transaction the engine runs requests in
-//! channel order, each in its own `SAVEPOINT`: a conflict or a refused request rolls back
-//! alone and the others commit, and a later request for the same stream sees the rows of an
-//! earlier one, because it reads the stream's version inside the same transaction. Callers
+//! Each request still gets its own answer. Inside the transaction the engine decides the
+//! requests in channel order (the `batch` module), as if each ran in its own `SAVEPOINT`: a
+//! conflict or a refused request fails alone and the others commit, and a later request for
+//! the same stream sees the rows of an earlier one. Callers
 //! hear back only after the `COMMIT` succeeded; if the batch fails (the `COMMIT` included),
 //! every caller in it is told `Unavailable`. A caller that gave up no longer listens; its
 //! events are committed anyway, and a retry with the same event ids is answered as a
@@ -63,7 +63,7 @@ pub(super) type Answer = Result<Written, StoreError>;
 
 /// What an engine does for the writer task: commit one batch, and close at the end.
 pub(super) trait BatchCommit: Send + 'static {
-    /// Commits `writes` in ONE transaction, each in its own savepoint, and answers each
+    /// Commits `writes` in ONE transaction, each failing alone, and answers each
     /// request's result in order. `Err` only for what fails the whole batch (nothing of it is
     /// committed): every caller is then told that error. The engine rolls back and keeps or
     /// drops its connection as it sees fit.

@@ -130,7 +130,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_sqlite_refuses_fails_only_the_request_at_fault() {
         use sqlx::{ConnectOptions, Executor};
-        const GOOD: usize = 30;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("events.db");
         let store = Arc::new(open(&path).await);
@@ -147,9 +146,29 @@ mod tests {
         .expect("trigger");
         let mut refused = events(1);
         refused[0].payload = json!({ "note": "refuse-me" });
-        let before = store.batches_committed();
 
-        let mut appends: Vec<_> = (0..GOOD)
+        let bad = one_refused_among_many(store.clone(), refused).await;
+
+        assert!(bad.is_err(), "the refused request fails: {bad:?}");
+        assert_eq!(
+            append(&store, "order-after", 0, 1).await,
+            2 * REFUSED_AMONG as u64 + 1
+        );
+    }
+
+    /// How many good requests [`one_refused_among_many`] sends beside the refused one.
+    pub(super) const REFUSED_AMONG: usize = 30;
+
+    /// Sends [`REFUSED_AMONG`] appends of two events to streams of their own and, among them,
+    /// one of `refused` to `order-bad`, all at once; checks that every good one committed, with
+    /// positions 1 to 2n and in fewer batches than requests, and that nothing of the refused
+    /// one is stored. Answers the refused request's answer.
+    pub(super) async fn one_refused_among_many(
+        store: Arc<dyn EventStore>,
+        refused: Vec<NewEvent>,
+    ) -> Result<commands::Appended, StoreError> {
+        let before = store.group_commits().expect("a group-committing store");
+        let mut appends: Vec<_> = (0..REFUSED_AMONG)
             .map(|i| {
                 let store = store.clone();
                 tokio::spawn(async move {
@@ -163,29 +182,39 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move { store.append("order-bad", "order", 0, refused).await })
         };
-        appends.insert(GOOD / 2, bad);
+        appends.insert(REFUSED_AMONG / 2, bad);
         let mut answers = Vec::new();
         for append in appends {
             answers.push(append.await.expect("append task"));
         }
 
-        let bad = answers.remove(GOOD / 2);
-        assert!(bad.is_err(), "the refused request fails: {bad:?}");
+        let bad = answers.remove(REFUSED_AMONG / 2);
         for answer in answers {
             assert_eq!(answer.expect("a good append commits").version, 2);
         }
+        assert!(
+            store
+                .read_stream("order-bad", 1)
+                .await
+                .expect("read")
+                .is_empty()
+        );
         let page = store
             .read_all(&LogCursor::start(), 100)
             .await
             .expect("read_all");
         let positions: Vec<Option<u64>> = page.events.iter().map(|e| e.global_position).collect();
-        let expected: Vec<Option<u64>> = (1..=2 * GOOD as u64).map(Some).collect();
-        assert_eq!(positions, expected);
-        assert!(store.batches_committed() - before < GOOD as u64);
+        let expected: Vec<Option<u64>> = (1..=2 * REFUSED_AMONG as u64).map(Some).collect();
         assert_eq!(
-            append(&store, "order-after", 0, 1).await,
-            2 * GOOD as u64 + 1
+            positions, expected,
+            "no position was lost to the refused request"
         );
+        let batches = store.group_commits().expect("a group-committing store") - before;
+        assert!(
+            batches < REFUSED_AMONG as u64,
+            "the requests shared batches"
+        );
+        bad
     }
 
     async fn open(path: &Path) -> SqliteEventStore {
@@ -233,7 +262,7 @@ mod postgres_tests {
     use uuid::Uuid;
 
     use super::PostgresEventStore;
-    use super::tests::events;
+    use super::tests::{events, one_refused_among_many};
 
     const URL_VAR: &str = "ORDERFLOW_TEST_POSTGRES";
     const LOCAL_SERVERS: [&str; 2] = [
@@ -363,61 +392,16 @@ mod postgres_tests {
     /// only that request fails, the others of the batch commit and read back whole.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_value_postgres_refuses_fails_only_its_own_request_in_the_batch() {
-        const GOOD: usize = 30;
         let schema = Schema::fresh().await;
-        let store = Arc::new(schema.connect().await);
+        let store: Arc<dyn EventStore> = Arc::new(schema.connect().await);
         let mut refused = events(1);
         refused[0].payload = serde_json::json!({ "note": "nul \u{0} inside" });
-        let before = store.batches_committed();
 
-        let mut appends: Vec<_> = (0..GOOD)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    store
-                        .append(&format!("order-{i}"), "order", 0, events(2))
-                        .await
-                })
-            })
-            .collect();
-        let bad = {
-            let store = store.clone();
-            tokio::spawn(async move { store.append("order-bad", "order", 0, refused).await })
-        };
-        appends.insert(GOOD / 2, bad);
-        let mut answers = Vec::new();
-        for append in appends {
-            answers.push(append.await.expect("append task"));
-        }
+        let bad = one_refused_among_many(store, refused).await;
 
-        let bad = answers.remove(GOOD / 2);
         assert!(
             matches!(bad, Err(StoreError::Corrupt(_))),
             "the refused value fails its own request: {bad:?}"
-        );
-        for answer in answers {
-            assert_eq!(answer.expect("a good append commits").version, 2);
-        }
-        assert!(
-            store
-                .read_stream("order-bad", 1)
-                .await
-                .expect("read")
-                .is_empty()
-        );
-        let page = store
-            .read_all(&LogCursor::start(), 100)
-            .await
-            .expect("read_all");
-        let positions: Vec<Option<u64>> = page.events.iter().map(|e| e.global_position).collect();
-        let expected: Vec<Option<u64>> = (1..=2 * GOOD as u64).map(Some).collect();
-        assert_eq!(
-            positions, expected,
-            "no position was lost to the refused request"
-        );
-        assert!(
-            store.batches_committed() - before < GOOD as u64,
-            "the requests shared batches"
         );
     }
 

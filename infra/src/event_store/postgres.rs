@@ -5,7 +5,8 @@
 //!
 //! Appends and checkpoints go through group commit (the `group_commit` module explains it):
 //! one writer task per process owns one connection and commits every request waiting at that
-//! moment (up to [`MAX_BATCH`]) in ONE transaction, each request in its own `SAVEPOINT`. The
+//! moment (up to [`MAX_BATCH`]) in ONE transaction, decided after one lookup and inserted in
+//! one statement (a savepoint per request only when PostgreSQL refuses that statement). The
 //! writer's connection runs with `synchronous_commit = on` (PostgreSQL's default, set
 //! explicitly), so an answered append is in the WAL on disk. When a batch fails and the
 //! connection cannot even roll back, the writer drops it and the next batch connects anew; a
@@ -650,19 +651,13 @@ async fn lookup(conn: &mut PgConnection, keys: Keys) -> Result<Stored, sqlx::Err
         .fetch_all(&mut *conn)
         .await?;
     for row in rows {
-        let kind: &str = row.try_get("kind")?;
-        let stream: String = row.try_get("stream_id")?;
-        let version = u64::try_from(row.try_get::<i64, _>("version")?).unwrap_or_default();
-        if kind == "stream" {
-            stored.versions.insert(stream, version);
-        } else {
-            let key: &str = row.try_get("key")?;
-            let position =
-                u64::try_from(row.try_get::<i64, _>("global_position")?).unwrap_or_default();
-            if let Ok(id) = Uuid::parse_str(key) {
-                stored.events.insert(id, (stream, version, position));
-            }
-        }
+        stored.add(
+            row.try_get("kind")?,
+            row.try_get("key")?,
+            row.try_get("stream_id")?,
+            row.try_get("version")?,
+            row.try_get("global_position")?,
+        );
     }
     Ok(stored)
 }

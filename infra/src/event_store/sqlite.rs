@@ -458,19 +458,13 @@ impl Writer {
             .fetch_all(&mut self.conn)
             .await?;
         for row in rows {
-            let kind: &str = row.try_get("kind")?;
-            let stream: String = row.try_get("stream_id")?;
-            let version = u64::try_from(row.try_get::<i64, _>("version")?).unwrap_or_default();
-            if kind == "stream" {
-                stored.versions.insert(stream, version);
-            } else {
-                let key: &str = row.try_get("key")?;
-                let position =
-                    u64::try_from(row.try_get::<i64, _>("global_position")?).unwrap_or_default();
-                if let Ok(id) = Uuid::parse_str(key) {
-                    stored.events.insert(id, (stream, version, position));
-                }
-            }
+            stored.add(
+                row.try_get("kind")?,
+                row.try_get("key")?,
+                row.try_get("stream_id")?,
+                row.try_get("version")?,
+                row.try_get("global_position")?,
+            );
         }
         Ok(stored)
     }
