@@ -10,6 +10,9 @@
 //! version and position; a stream not at the expected version conflicts; an event id stored
 //! elsewhere is refused as corrupt. Should the engine still refuse the INSERT (a value it will
 //! not store), the adapter undoes the batch to its savepoint and writes request by request.
+//!
+//! PostgreSQL plans before it knows the log's head (it learns it in the statement that
+//! inserts): it plans from start 0 and then [`Plan::shift`]s what the batch numbered.
 
 use std::collections::{HashMap, HashSet};
 
@@ -55,8 +58,17 @@ impl Keys {
 pub(super) struct Stored {
     /// Each stream's version (streams without events are absent).
     pub versions: HashMap<String, u64>,
-    /// Where each stored event id is: stream, version, global position.
-    pub events: HashMap<Uuid, (String, u64, u64)>,
+    /// Where each stored event id is.
+    pub events: HashMap<Uuid, Place>,
+}
+
+/// Where an event is: stream, version, global position, and whether that position was
+/// numbered by this batch (relative to the batch's start, see [`Plan::shift`]).
+pub(super) struct Place {
+    stream: String,
+    version: u64,
+    position: u64,
+    numbered: bool,
 }
 
 impl Stored {
@@ -70,7 +82,15 @@ impl Stored {
             }
         } else if let Ok(id) = Uuid::parse_str(key) {
             let position = u64::try_from(position).unwrap_or_default();
-            self.events.insert(id, (stream, version, position));
+            self.events.insert(
+                id,
+                Place {
+                    stream,
+                    version,
+                    position,
+                    numbered: false,
+                },
+            );
         }
     }
 }
@@ -91,6 +111,8 @@ pub(super) struct Row<'w> {
 /// the head after the rows.
 pub(super) struct Plan<'w> {
     pub answers: Vec<Answer>,
+    /// Which answers carry a position this batch numbered.
+    numbered: Vec<bool>,
     pub rows: Vec<Row<'w>>,
     /// The last position saved for each reader in the batch, in first-save order.
     pub checkpoints: Vec<(&'w str, u64)>,
@@ -102,37 +124,55 @@ pub(super) struct Plan<'w> {
 pub(super) fn plan(mut stored: Stored, start: u64, writes: &[Write]) -> Plan<'_> {
     let mut plan = Plan {
         answers: Vec::with_capacity(writes.len()),
+        numbered: Vec::with_capacity(writes.len()),
         rows: Vec::new(),
         checkpoints: Vec::new(),
         head: start,
     };
     for write in writes {
-        let answer = match write {
+        let (answer, numbered) = match write {
             Write::Append {
                 stream_id,
                 stream_type,
                 expected,
                 events,
-            } => append(
+            } => match append(
                 &mut stored,
                 &mut plan,
                 stream_id,
                 stream_type,
                 *expected,
                 events,
-            )
-            .map(Written::Appended),
+            ) {
+                Ok((appended, numbered)) => (Ok(Written::Appended(appended)), numbered),
+                Err(error) => (Err(error), false),
+            },
             Write::Checkpoint { reader, position } => {
                 match plan.checkpoints.iter_mut().find(|(r, _)| r == reader) {
                     Some(saved) => saved.1 = *position,
                     None => plan.checkpoints.push((reader, *position)),
                 }
-                Ok(Written::Checkpoint)
+                (Ok(Written::Checkpoint), false)
             }
         };
         plan.answers.push(answer);
+        plan.numbered.push(numbered);
     }
     plan
+}
+
+impl Plan<'_> {
+    /// Moves what this batch numbered by `start`: a plan made from start 0 before the head
+    /// was known (PostgreSQL learns it in the statement that inserts the rows, whose
+    /// positions it offsets the same way).
+    pub fn shift(&mut self, start: u64) {
+        for (answer, numbered) in self.answers.iter_mut().zip(&self.numbered) {
+            if let (Ok(Written::Appended(appended)), true) = (answer, numbered) {
+                appended.position = appended.position.map(|p| p + start);
+            }
+        }
+        self.head += start;
+    }
 }
 
 fn append<'w>(
@@ -142,16 +182,23 @@ fn append<'w>(
     stream_type: &'w str,
     expected: u64,
     events: &'w [NewEvent],
-) -> Result<Appended, StoreError> {
+) -> Result<(Appended, bool), StoreError> {
     let Some(first) = events.first() else {
-        return Ok(Appended {
+        let appended = Appended {
             version: expected,
             position: None,
             duplicate: false,
-        });
+        };
+        return Ok((appended, false));
     };
-    if let Some((stream, from, _)) = stored.events.get(&first.event_id) {
-        return retried(stored, stream.clone(), *from, stream_id, events);
+    if let Some(place) = stored.events.get(&first.event_id) {
+        return retried(
+            stored,
+            place.stream.clone(),
+            place.version,
+            stream_id,
+            events,
+        );
     }
     let actual = stored.versions.get(stream_id).copied().unwrap_or(0);
     if actual != expected {
@@ -186,9 +233,13 @@ fn append<'w>(
         events.iter().zip(encoded).zip(expected + 1..)
     {
         plan.head += 1;
-        stored
-            .events
-            .insert(event.event_id, (stream_id.to_owned(), version, plan.head));
+        let place = Place {
+            stream: stream_id.to_owned(),
+            version,
+            position: plan.head,
+            numbered: true,
+        };
+        stored.events.insert(event.event_id, place);
         plan.rows.push(Row {
             position: plan.head,
             event,
@@ -202,32 +253,35 @@ fn append<'w>(
     }
     let version = expected + events.len() as u64;
     stored.versions.insert(stream_id.to_owned(), version);
-    Ok(Appended {
+    let appended = Appended {
         version,
         position: Some(plan.head),
         duplicate: false,
-    })
+    };
+    Ok((appended, true))
 }
 
 /// The answer to a retry whose first event is stored at `from` in `stream`: the original's,
-/// if it sent the same events in the same order.
+/// if it sent the same events in the same order (and whether this batch numbered it).
 fn retried(
     stored: &Stored,
     stream: String,
     from: u64,
     stream_id: &str,
     events: &[NewEvent],
-) -> Result<Appended, StoreError> {
+) -> Result<(Appended, bool), StoreError> {
     let first = events[0].event_id;
     if stream != stream_id {
         return Err(StoreError::Corrupt(format!(
             "duplicate event id {first}: already stored in stream {stream}"
         )));
     }
-    let mut position = 0;
+    let (mut position, mut numbered) = (0, false);
     for (event, version) in events.iter().zip(from..) {
         match stored.events.get(&event.event_id) {
-            Some((s, v, p)) if s == stream_id && *v == version => position = *p,
+            Some(place) if place.stream == stream_id && place.version == version => {
+                (position, numbered) = (place.position, place.numbered);
+            }
             _ => {
                 return Err(StoreError::Corrupt(format!(
                     "event {first} is already in {stream_id} at version {from} with other \
@@ -236,9 +290,10 @@ fn retried(
             }
         }
     }
-    Ok(Appended {
+    let appended = Appended {
         version: from + events.len() as u64 - 1,
         position: Some(position),
         duplicate: true,
-    })
+    };
+    Ok((appended, numbered))
 }

@@ -2,11 +2,12 @@
 //!
 //! A durable commit is expensive: an fsync for SQLite, a WAL flush and a round trip under the
 //! log lock for PostgreSQL. Committing each append on its own would cap the whole system at
-//! that many commands per second, however small they are. So one writer task owns the store's
-//! only write connection and an mpsc channel of requests, each with a oneshot for its answer.
+//! that many commands per second, however small they are. So a writer task owns a write
+//! connection and takes requests from an mpsc channel, each with a oneshot for its answer.
 //! It takes the first request, drains whatever else is already waiting (up to the engine's
 //! batch limit), and commits them all in ONE transaction: one durable commit per batch instead
-//! of one per command. Under load batches grow by themselves (requests pile up during the
+//! of one per command. SQLite has one writer; PostgreSQL two, taking turns at the channel, so
+//! that one prepares its batch while the other commits. Under load batches grow by themselves (requests pile up during the
 //! commit), and when idle a lone request is committed at once, so latency does not suffer.
 //!
 //! Each request still gets its own answer. Inside the transaction the engine decides the
@@ -35,7 +36,7 @@ use std::time::Duration;
 
 use commands::{Appended, StoreError};
 use domain::NewEvent;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 /// One write, as queued for the writer task.
@@ -83,29 +84,37 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer task over `engine`: batches of at most `max_batch` requests, up to
-    /// `queue_capacity` waiting before submitting waits (back-pressure), waiting up to
-    /// `max_linger` for the rest of a batch under load (`Writer::linger`), each commit
-    /// published on `head`.
-    pub(super) fn start(
-        engine: impl BatchCommit,
+    /// Starts a writer task over each of `engines`, all taking batches from one queue: batches
+    /// of at most `max_batch` requests, up to `queue_capacity` waiting before submitting waits
+    /// (back-pressure), waiting up to `max_linger` for the rest of a batch under load
+    /// (`Writer::linger`), each commit published on `head`.
+    ///
+    /// One engine commits one batch after another. Several take turns at the queue: while
+    /// one commits, the next collects and prepares its batch, which pays off when an engine
+    /// can prepare a batch without holding up the others (PostgreSQL: its lookup); batches of
+    /// different writers then decide and commit independently, in whichever order they finish.
+    pub(super) fn start<E: BatchCommit>(
+        engines: impl IntoIterator<Item = E>,
         max_batch: usize,
         queue_capacity: usize,
         max_linger: Duration,
         head: watch::Sender<u64>,
     ) -> Self {
         let (requests, queue) = mpsc::channel(queue_capacity);
+        let queue = Arc::new(Mutex::new(queue));
         let batches = Arc::new(AtomicU64::new(0));
-        let writer = Writer {
-            engine,
-            queue,
-            max_batch,
-            head,
-            batches: batches.clone(),
-            max_linger,
-            last: (0, Duration::ZERO),
-        };
-        tokio::spawn(writer.run());
+        for engine in engines {
+            let writer = Writer {
+                engine,
+                queue: queue.clone(),
+                max_batch,
+                head: head.clone(),
+                batches: batches.clone(),
+                max_linger,
+                last: (0, Duration::ZERO),
+            };
+            tokio::spawn(writer.run());
+        }
         Self { requests, batches }
     }
 
@@ -178,7 +187,8 @@ struct Request {
 /// The task that owns the engine's write connection; see the module docs.
 struct Writer<E> {
     engine: E,
-    queue: mpsc::Receiver<Request>,
+    /// Shared by the store's writers; the one holding it collects the next batch.
+    queue: Arc<Mutex<mpsc::Receiver<Request>>>,
     max_batch: usize,
     head: watch::Sender<u64>,
     batches: Arc<AtomicU64>,
@@ -191,9 +201,7 @@ struct Writer<E> {
 
 impl<E: BatchCommit> Writer<E> {
     async fn run(mut self) {
-        while let Some(first) = self.queue.recv().await {
-            let mut batch = self.drain(first);
-            self.linger(&mut batch).await;
+        while let Some(batch) = self.collect().await {
             let (writes, replies): (Vec<_>, Vec<_>) = batch
                 .into_iter()
                 .map(|request| (request.write, request.reply))
@@ -212,47 +220,22 @@ impl<E: BatchCommit> Writer<E> {
         self.engine.close().await;
     }
 
-    /// The first request plus every request already waiting, up to `max_batch`.
-    fn drain(&mut self, first: Request) -> Vec<Request> {
+    /// The next batch, once this writer's turn at the queue came: the first request plus
+    /// every request already waiting, up to `max_batch`, plus what [`Pace::linger`] waits
+    /// for. `None` once the queue is closed and empty.
+    async fn collect(&mut self) -> Option<Vec<Request>> {
+        let queue = self.queue.clone();
+        let mut queue = queue.lock().await;
+        let first = queue.recv().await?;
         let mut batch = vec![first];
-        while batch.len() < self.max_batch {
-            match self.queue.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        batch
-    }
-
-    /// Under load, waits a moment for the rest of a batch. When a batch commits, its callers
-    /// all hear back at once and send their next requests a moment later; a writer that
-    /// took only what was already waiting would commit the first few alone and leave the rest
-    /// for a batch after, a convoy of small commits (seen: batches of 1, 9, 35, 56 at 64
-    /// clients). So when far fewer requests are waiting than the last batch had, the writer
-    /// waits for more, up to half the last commit's duration (at most the engine's
-    /// `max_linger`) or until the batch is as big as the recent ones. Idle, and with one
-    /// caller, there is no wait: recent batches had one request.
-    async fn linger(&mut self, batch: &mut Vec<Request>) {
-        let (recent, last_commit) = self.last;
-        let wanted = recent.min(self.max_batch);
-        if batch.len() * 2 > wanted || self.max_linger.is_zero() {
-            return;
-        }
-        let deadline = Instant::now() + (last_commit / 2).min(self.max_linger);
-        while batch.len() < wanted {
-            match tokio::time::timeout_at(deadline, self.queue.recv()).await {
-                Ok(Some(request)) => {
-                    batch.push(request);
-                    while batch.len() < self.max_batch {
-                        match self.queue.try_recv() {
-                            Ok(request) => batch.push(request),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
+        drain(&mut queue, &mut batch, self.max_batch);
+        let pace = Pace {
+            max_batch: self.max_batch,
+            max_linger: self.max_linger,
+            last: self.last,
+        };
+        pace.linger(&mut queue, &mut batch).await;
+        Some(batch)
     }
 
     /// Commits the batch and returns each request's answer, in order.
@@ -267,6 +250,51 @@ impl<E: BatchCommit> Writer<E> {
                 answers
             }
             Err(failure) => writes.iter().map(|_| Err(failure.clone())).collect(),
+        }
+    }
+}
+
+/// What a writer's linger goes by.
+struct Pace {
+    max_batch: usize,
+    max_linger: Duration,
+    last: (usize, Duration),
+}
+
+impl Pace {
+    /// Under load, waits a moment for the rest of a batch. When a batch commits, its callers
+    /// all hear back at once and send their next requests a moment later; a writer that
+    /// took only what was already waiting would commit the first few alone and leave the rest
+    /// for a batch after, a convoy of small commits (seen: batches of 1, 9, 35, 56 at 64
+    /// clients). So when far fewer requests are waiting than the last batch had, the writer
+    /// waits for more, up to half the last commit's duration (at most the engine's
+    /// `max_linger`) or until the batch is as big as the recent ones. Idle, and with one
+    /// caller, there is no wait: recent batches had one request.
+    async fn linger(self, queue: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
+        let (recent, last_commit) = self.last;
+        let wanted = recent.min(self.max_batch);
+        if batch.len() * 2 > wanted || self.max_linger.is_zero() {
+            return;
+        }
+        let deadline = Instant::now() + (last_commit / 2).min(self.max_linger);
+        while batch.len() < wanted {
+            match tokio::time::timeout_at(deadline, queue.recv()).await {
+                Ok(Some(request)) => {
+                    batch.push(request);
+                    drain(queue, batch, self.max_batch);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Adds every request already waiting to `batch`, up to `max_batch`.
+fn drain(queue: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, max_batch: usize) {
+    while batch.len() < max_batch {
+        match queue.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
         }
     }
 }
@@ -313,7 +341,7 @@ mod tests {
     fn writer(max_linger: Duration) -> (Arc<GroupCommit>, Arc<Mutex<Vec<usize>>>) {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let (head, _) = watch::channel(0);
-        let writer = GroupCommit::start(Recording(sizes.clone()), 64, 256, max_linger, head);
+        let writer = GroupCommit::start([Recording(sizes.clone())], 64, 256, max_linger, head);
         (Arc::new(writer), sizes)
     }
 
@@ -358,6 +386,35 @@ mod tests {
             lingered.len() * 3 < eager.len() * 2,
             "fewer commits when lingering: {lingered:?}; not: {eager:?}"
         );
+    }
+
+    /// Two engines over one queue commit two batches at the same time: with batches of one,
+    /// two callers at once are both answered after one commit's time, where one engine
+    /// answers the second a commit later.
+    #[tokio::test(start_paused = true)]
+    async fn writers_sharing_the_queue_commit_side_by_side() {
+        async fn two_callers(engines: usize) -> Vec<Duration> {
+            let sizes = Arc::new(Mutex::new(Vec::new()));
+            let (head, _) = watch::channel(0);
+            let engines = (0..engines).map(|_| Recording(sizes.clone()));
+            let writer = Arc::new(GroupCommit::start(engines, 1, 16, Duration::ZERO, head));
+            let sent = tokio::time::Instant::now();
+            let callers = (0..2).map(|_| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    writer.save_checkpoint("r", 1).await.expect("saved");
+                    sent.elapsed()
+                })
+            });
+            let answered = futures_util::future::join_all(callers).await;
+            let mut answered: Vec<Duration> = answered.into_iter().map(Result::unwrap).collect();
+            answered.sort();
+            answered
+        }
+        let ms = Duration::from_millis;
+
+        assert_eq!(two_callers(2).await, [ms(10), ms(10)]);
+        assert_eq!(two_callers(1).await, [ms(10), ms(20)]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,8 +2,9 @@
 //!
 //! - [`sqlite`]: the embedded default, one SQLite file in WAL mode written through group
 //!   commit (one transaction, one fsync, for every append waiting at that moment).
-//! - [`postgres`]: PostgreSQL, shared by many processes: group commit in each, an advisory
-//!   lock that keeps positions in commit order across them, and LISTEN/NOTIFY for the head.
+//! - [`postgres`]: PostgreSQL, shared by many processes: group commit in each, a head row
+//!   locked to the commit that keeps positions in commit order across them, and
+//!   LISTEN/NOTIFY for the head.
 //! - [`cosmos`] (feature `azure`): Azure Cosmos DB for NoSQL, one document per event, an append
 //!   one transactional batch, the global log the change feed (no global order: ADR 05).
 //! - `group_commit`: what both share: the writer task that commits every write waiting at
@@ -253,6 +254,7 @@ mod tests {
 /// parallel. A server that does not answer fails the tests: CI starts one, nothing skips.
 #[cfg(test)]
 mod postgres_tests {
+    use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, OnceLock};
     use std::time::Duration;
@@ -439,6 +441,132 @@ mod postgres_tests {
         );
     }
 
+    /// Real PostgreSQL: two processes append to the same new streams at once, each
+    /// expecting an empty stream, and a third of the time with the other's very events (a
+    /// retry landing on another process). Each writer decides its batch on a lookup made
+    /// before it holds the log's head row, so the other process's commit can slip in between;
+    /// the unique constraints must catch that and the batch be decided again under the row.
+    /// Each stream ends with one append's events: the winner is answered as written, the
+    /// loser as a conflict (other events) or a duplicate of the winner (the same events),
+    /// never as unavailable, and the log has no holes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_racing_for_the_same_streams_are_each_answered_rightly() {
+        const STREAMS: usize = 300;
+        let schema = Schema::fresh().await;
+        let (a, b) = tokio::join!(schema.connect(), schema.connect());
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let streams: Vec<String> = (0..STREAMS)
+            .map(|_| format!("order-{}", Uuid::now_v7()))
+            .collect();
+
+        let mut racers = Vec::new();
+        for (i, stream) in streams.iter().enumerate() {
+            let (mine, theirs) = (events(1 + i % 2), events(1 + i % 2));
+            let theirs = if i % 3 == 0 { mine.clone() } else { theirs };
+            for (store, sent) in [(a.clone(), mine), (b.clone(), theirs)] {
+                let stream = stream.clone();
+                racers.push(tokio::spawn(async move {
+                    let answer = store.append(&stream, "order", 0, sent.clone()).await;
+                    (stream, sent, answer)
+                }));
+            }
+        }
+        let mut answers: HashMap<String, Vec<_>> = HashMap::new();
+        for racer in racers {
+            let (stream, sent, answer) = racer.await.expect("a racer panicked");
+            answers.entry(stream).or_default().push((sent, answer));
+        }
+
+        for stream in &streams {
+            let stored = a.read_stream(stream, 1).await.expect("read");
+            let stored_ids: Vec<Uuid> = stored.iter().map(|e| e.event_id).collect();
+            let racers = &answers[stream];
+            let written: Vec<_> = racers
+                .iter()
+                .filter(|(_, answer)| matches!(answer, Ok(appended) if !appended.duplicate))
+                .collect();
+            assert_eq!(written.len(), 1, "{stream}: one winner: {racers:?}");
+            let (won, won_answer) = written[0];
+            let won_ids: Vec<Uuid> = won.iter().map(|e| e.event_id).collect();
+            assert_eq!(stored_ids, won_ids, "{stream} holds the winner's events");
+            let won_answer = won_answer.as_ref().expect("written");
+            for (sent, answer) in racers {
+                let same = sent.iter().map(|e| e.event_id).eq(won_ids.iter().copied());
+                match answer {
+                    Ok(appended) if appended.duplicate => {
+                        assert!(same, "{stream}: only the same events are a duplicate");
+                        assert_eq!(
+                            (appended.version, appended.position),
+                            (won_answer.version, won_answer.position),
+                            "{stream}: a duplicate is answered like the original"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(StoreError::Conflict { actual, .. }) => {
+                        assert!(
+                            !same,
+                            "{stream}: the same events are a duplicate, not a conflict"
+                        );
+                        assert_eq!(
+                            *actual, won_answer.version,
+                            "{stream}: the winner's version"
+                        );
+                    }
+                    Err(other) => panic!("{stream}: {other}"),
+                }
+            }
+        }
+        let log = a.read_all(&LogCursor::start(), 10 * STREAMS).await;
+        let positions: Vec<u64> = log
+            .expect("read_all")
+            .events
+            .iter()
+            .filter_map(|e| e.global_position)
+            .collect();
+        assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
+    }
+
+    /// Real PostgreSQL: a schema made by a build from before the log's head row (events, no
+    /// `log_head`) is given one when a store connects, starting at the log's head, so that
+    /// positions go on from there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_schema_from_before_the_head_row_goes_on_from_its_head() {
+        let schema = Schema::fresh().await;
+        let store = schema.connect().await;
+        append(&store, "order-1", 0, 3).await;
+        drop(store);
+        schema.execute("DROP TABLE log_head").await;
+
+        let store = schema.connect().await;
+        let (_, position) = append(&store, "order-2", 0, 1).await;
+
+        assert_eq!(position, 4, "numbered after the three events already there");
+    }
+
+    /// Real PostgreSQL: without its head row the store cannot number events, and says so:
+    /// an append answers `Unavailable` and writes nothing (it must not answer success for
+    /// events that were not inserted).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_its_head_row_an_append_is_unavailable_and_writes_nothing() {
+        let schema = Schema::fresh().await;
+        let store = schema.connect().await;
+        schema.execute("DELETE FROM log_head").await;
+
+        let appended = store.append("order-1", "order", 0, events(1)).await;
+
+        assert!(
+            matches!(appended, Err(StoreError::Unavailable(_))),
+            "{appended:?}"
+        );
+        assert!(
+            store
+                .read_stream("order-1", 1)
+                .await
+                .expect("read")
+                .is_empty()
+        );
+    }
+
     /// Real PostgreSQL: events, the head and checkpoints are still there after every
     /// connection closed and a new store connected (and migrated again), and positions go on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,6 +703,17 @@ mod postgres_tests {
     }
 
     impl Schema {
+        /// Runs `sql` in this schema, as an operator (or an older build) would.
+        async fn execute(&self, sql: &str) {
+            let mut conn = PgConnection::connect(&self.server).await.expect("connect");
+            let sql = format!("SET search_path = \"{}\"; {sql}", self.name);
+            sqlx::raw_sql(&sql)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            conn.close().await.expect("close");
+        }
+
         /// Terminates every session the stores on this schema have open, as a server restart
         /// would (they name the schema in `application_name`).
         async fn end_sessions(&self) {

@@ -4,25 +4,26 @@
 //! # Group commit
 //!
 //! Appends and checkpoints go through group commit (the `group_commit` module explains it):
-//! one writer task per process owns one connection and commits every request waiting at that
-//! moment (up to [`MAX_BATCH`]) in ONE transaction, decided after one lookup and inserted in
-//! one statement (a savepoint per request only when PostgreSQL refuses that statement). The
-//! writer's connection runs with `synchronous_commit = on` (PostgreSQL's default, set
-//! explicitly), so an answered append is in the WAL on disk. When a batch fails and the
-//! connection cannot even roll back, the writer drops it and the next batch connects anew; a
-//! lost connection leaves the batch's outcome unknown, and a retry with the same event ids is
-//! answered as a duplicate if it did commit.
+//! [`WRITERS`] writer tasks per process, each with a connection of its own, take turns at one
+//! queue, and each commits every request waiting at that moment (up to [`MAX_BATCH`]) at once.
+//! A batch is decided after one lookup and written in one statement (`write_batch`), which
+//! commits on its own. The writers' connections run with `synchronous_commit = on`
+//! (PostgreSQL's default, set explicitly), so an answered append is in the WAL on disk. When a
+//! batch fails and the connection cannot even roll back, the writer drops it and its next
+//! batch connects anew. A lost connection leaves the batch's outcome unknown; a retry with
+//! the same event ids is answered as a duplicate if it did commit.
 //!
-//! # The global log: an advisory lock, positions in commit order
+//! # The global log: a head row, positions in commit order
 //!
 //! Several processes write the same tables. A sequence would hand out positions that commit
 //! out of order, and a reader that passed position 12 would never see an 11 committed a moment
-//! later. So every write transaction starts with `pg_advisory_xact_lock(key)` (the key derived
-//! from the schema name) and only then reads `max(global_position)` and numbers its events
-//! from there. PostgreSQL makes a commit visible before it releases the transaction's locks,
-//! so the next writer reads the max only after the previous batch is visible: positions are
-//! handed out in commit order and the log has no holes. One batch commits at a time across all
-//! processes, which group commit makes cheap. See `docs/adr/04-postgres-global-order.md`.
+//! later. So the log's head lives in a one-row table, `log_head`, and every write that appends
+//! moves it (`UPDATE log_head SET head = head + n`) in the statement that inserts the events
+//! numbered after it. The row stays locked until that transaction commits. The next writer's
+//! UPDATE waits for it and then reads the row as committed, and PostgreSQL makes a commit
+//! visible before it releases the locks. So positions are handed out in commit order and the
+//! log has no holes. One batch commits at a time across all processes, and the row is held
+//! for one statement. See `docs/adr/04-postgres-global-order.md`.
 //!
 //! # The head doorbell: LISTEN/NOTIFY
 //!
@@ -43,7 +44,7 @@
 //!
 //! `?schema=NAME` on the URL puts the tables in that schema (default `public`); it is set as
 //! each connection's `search_path`. Dropping the store closes the request channel and stops
-//! the listener; the writer finishes what is already queued, closes its connection and ends.
+//! the listener; the writers finish what is already queued, close their connections and end.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -73,6 +74,10 @@ pub const MAX_BATCH: usize = 64;
 /// round trips, so one batch of 60 is much cheaper than a few small ones (measured: +13 % at
 /// 64 clients, `cargo bench -p infra --bench peer`).
 const MAX_LINGER: Duration = Duration::from_millis(1);
+/// Write connections, each with a writer taking batches from the store's one queue: while one
+/// batch's statement holds the log's head row, the next batch is looked up and decided on
+/// another connection (measured: `cargo bench -p infra --bench peer`).
+const WRITERS: usize = 2;
 /// Requests waiting for the writer before `append` itself waits (back-pressure).
 const QUEUE_CAPACITY: usize = 8 * MAX_BATCH;
 /// Pooled connections for reads, beside the writer's own.
@@ -114,6 +119,13 @@ CREATE TABLE IF NOT EXISTS \"{schema}\".checkpoints (
     reader   TEXT   PRIMARY KEY,
     position BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS \"{schema}\".log_head (
+    one  BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+    head BIGINT  NOT NULL
+);
+INSERT INTO \"{schema}\".log_head (head)
+    SELECT COALESCE(MAX(global_position), 0) FROM \"{schema}\".events
+    ON CONFLICT DO NOTHING;
 ";
 
 // Identifiers and JSON travel as text (sqlx is built without its uuid, chrono and json
@@ -135,8 +147,8 @@ const HEAD: &str = "SELECT COALESCE(MAX(global_position), 0) FROM events";
 
 /// The PostgreSQL adapter of the [`EventStore`] port; see the module docs for the design.
 ///
-/// `read_all` never skips a late commit, across processes: positions are assigned under a
-/// transaction-scoped advisory lock that every writer takes, so they follow commit order.
+/// `read_all` never skips a late commit, across processes: positions are assigned from the
+/// log's head row, which every writer holds to its commit, so they follow commit order.
 pub struct PostgresEventStore {
     writer: GroupCommit,
     reads: PgPool,
@@ -167,8 +179,14 @@ impl Target {
             // now and then), and then it scans the whole table instead: seen as a plan cached
             // after a few appends to a new schema that went on scanning 30,000 rows, and as
             // write batches of 63 taking 20 ms instead of 2 at 64 appenders. None of them is
-            // better off with a sequential scan.
-            .options([("search_path", schema.as_str()), ("enable_seqscan", "off")]);
+            // better off with a sequential scan. Nor with JIT compilation, which costs more
+            // than any of them (with sequential scans priced out, a statement that must scan
+            // a table, like an UPDATE without a WHERE, looks costly enough to compile: 200 ms).
+            .options([
+                ("search_path", schema.as_str()),
+                ("enable_seqscan", "off"),
+                ("jit", "off"),
+            ]);
         let channel = match format!("orderflow_events_{schema}") {
             channel if channel.len() <= MAX_IDENTIFIER => channel,
             _ => format!("orderflow_events_{:016x}", lock_key(&schema)),
@@ -180,7 +198,8 @@ impl Target {
         })
     }
 
-    /// The key of the advisory lock every write transaction on this schema takes.
+    /// The key of the advisory lock under which builds before the head row numbered the log;
+    /// taken now only by the migration that creates the head row.
     fn log_lock(&self) -> i64 {
         lock_key(&format!("orderflow:log:{}", self.schema))
     }
@@ -247,11 +266,14 @@ impl PostgresEventStore {
         let (stop_listening, stop) = oneshot::channel();
         tokio::spawn(doorbell.run(listener, stop));
 
-        let writer = Writer {
+        // The first writer takes the connection that migrated; the others connect on their
+        // first batch.
+        let mut first = Some(conn);
+        let writers = (0..WRITERS).map(|_| Writer {
             target: target.clone(),
-            conn: Some(conn),
-        };
-        let writer = GroupCommit::start(writer, MAX_BATCH, QUEUE_CAPACITY, MAX_LINGER, head_tx);
+            conn: first.take(),
+        });
+        let writer = GroupCommit::start(writers, MAX_BATCH, QUEUE_CAPACITY, MAX_LINGER, head_tx);
         Ok(Self {
             writer,
             reads,
@@ -487,73 +509,144 @@ impl BatchCommit for Writer {
     }
 }
 
-/// One write transaction: take the log lock, number events from the head, ring the doorbell,
-/// commit. Answers each request's result; `Err` only for what fails the whole batch.
+/// Writes a batch; answers each request's result, `Err` only for what fails the whole batch.
 ///
-/// The batch is written in a few round trips whatever its size ([`write_at_once`]): one
-/// lookup of every stream's version and every event id, the decisions made here, then one
-/// INSERT of every accepted event. Should that INSERT be refused (a value PostgreSQL will not
-/// store, a constraint broken by a writer that skipped the log lock), the batch goes back to
-/// its savepoint and runs request by request, each in a savepoint of its own, so that only
-/// the request at fault fails.
+/// First optimistically, in two round trips whatever the batch's size: one lookup of every
+/// stream's version and every event id (outside any transaction, so it holds up no other
+/// writer), the decisions made here ([`batch::plan`]), then ONE statement that takes the log's
+/// head row, inserts every accepted event numbered after it, saves the checkpoints and rings
+/// the doorbell, committed on its own ([`WRITE_AT_ONCE`]). Only that statement holds the head
+/// row, so the log's critical section is one statement and its commit.
+///
+/// The lookup may be stale by then: another process may have appended to one of the batch's
+/// streams, or stored one of its event ids, in between. Either breaks a unique constraint
+/// (versions are dense, so a stale version collides on `(stream_id, version)`), the statement
+/// writes nothing, and the batch is written again under the head row ([`write_locked`]), as
+/// it is when PostgreSQL refuses one of its values.
 async fn write_batch(
     conn: &mut PgConnection,
     target: &Target,
     writes: &[Write],
 ) -> Result<Vec<Answer>, sqlx::Error> {
-    // One round trip. Each statement of a simple query takes its own snapshot, so the head is
-    // read after the lock is ours and the previous holder's commit is visible. A batch of
-    // checkpoints alone numbers nothing, so it does not queue for the log's lock behind every
-    // other process's appends (the relay saves one after each published page).
-    let appends = writes.iter().any(|w| matches!(w, Write::Append { .. }));
-    let opening = if appends {
-        format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}); SAVEPOINT batch; {HEAD}",
-            target.log_lock()
-        )
-    } else {
-        "BEGIN; SAVEPOINT batch; SELECT 0::bigint".to_owned()
-    };
-    let rows = sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(&opening)).await?;
+    let stored = lookup(conn, Keys::of(writes)).await?;
+    let plan = batch::plan(stored, 0, writes);
+    match write_at_once(conn, target, plan).await {
+        Ok(answers) => Ok(answers),
+        Err(error @ sqlx::Error::Database(_)) => {
+            tracing::debug!(%error, "batch refused as a whole; writing it under the head row");
+            write_locked(conn, target, writes).await
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// The optimistic batch in one statement (see [`write_batch`]): the head row's update
+/// serializes writers across processes and hands out positions in commit order (see the
+/// module docs); every other part of the statement waits for it, checkpoints included, so
+/// two writers always lock in the same order. Answers the batch's start.
+const WRITE_AT_ONCE: &str = "WITH head AS (UPDATE log_head SET head = head + $13 \
+     WHERE one RETURNING head - $13 AS start), \
+     inserted AS (INSERT INTO events (global_position, event_id, stream_id, stream_type, \
+     version, event_type, schema_version, occurred_at, payload, metadata) \
+     SELECT head.start + e.position, e.event_id, e.stream_id, e.stream_type, e.version, \
+     e.event_type, e.schema_version, e.occurred_at, e.payload, e.metadata \
+     FROM head, UNNEST($1::bigint[], $2::text[]::uuid[], $3::text[], $4::text[], \
+     $5::bigint[], $6::text[], $7::int[], $8::text[]::timestamptz[], $9::text[]::jsonb[], \
+     $10::text[]::jsonb[]) AS e(position, event_id, stream_id, stream_type, version, \
+     event_type, schema_version, occurred_at, payload, metadata) RETURNING 1), \
+     saved AS (INSERT INTO checkpoints (reader, position) \
+     SELECT c.reader, c.position FROM head, UNNEST($11::text[], $12::bigint[]) \
+     AS c(reader, position) \
+     ON CONFLICT (reader) DO UPDATE SET position = excluded.position RETURNING 1) \
+     SELECT head.start, pg_notify($14, (head.start + $13)::text), \
+     (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM saved) AS saved \
+     FROM head";
+
+/// Writes `plan` (made from start 0) in one statement; answers the shifted answers. A
+/// database error has written nothing.
+async fn write_at_once(
+    conn: &mut PgConnection,
+    target: &Target,
+    mut plan: batch::Plan<'_>,
+) -> Result<Vec<Answer>, sqlx::Error> {
+    if plan.rows.is_empty() {
+        // Nothing to number: the head row is not needed.
+        save_checkpoints(conn, &plan.checkpoints).await?;
+        return Ok(plan.answers);
+    }
+    let n = plan.rows.len();
+    let rows = Columns::of(std::mem::take(&mut plan.rows));
+    let (readers, positions) = checkpoint_columns(&plan.checkpoints);
+    let row = rows
+        .bind(sqlx::query(WRITE_AT_ONCE))
+        .bind(readers)
+        .bind(positions)
+        .bind(to_i64(n as u64))
+        .bind(&target.channel)
+        .fetch_optional(&mut *conn)
+        .await?
+        // No head row: the schema was not migrated by this version (see `migrate`).
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let start: i64 = row.try_get(0)?;
+    let inserted: i64 = row.try_get("inserted")?;
+    if inserted != to_i64(n as u64) {
+        return Err(sqlx::Error::Protocol(format!(
+            "inserted {inserted} of a batch's {n} events"
+        )));
+    }
+    plan.shift(u64::try_from(start).unwrap_or_default());
+    Ok(plan.answers)
+}
+
+/// A batch written the careful way, in one transaction that holds the log's head row from its
+/// first statement: the lookup then sees every earlier commit, so the decisions stand; one
+/// INSERT of every accepted event. Should that INSERT be refused (a value PostgreSQL will not
+/// store), the batch goes back to its savepoint and runs request by request, each in a
+/// savepoint of its own, so that only the request at fault fails.
+async fn write_locked(
+    conn: &mut PgConnection,
+    target: &Target,
+    writes: &[Write],
+) -> Result<Vec<Answer>, sqlx::Error> {
+    // One round trip. `FOR UPDATE` waits for the row's holder and then reads the row as it
+    // committed; the lookup after it is a statement of its own, with a snapshot of its own.
+    let opening = "BEGIN; SELECT head FROM log_head WHERE one FOR UPDATE; SAVEPOINT batch";
+    let rows = sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(opening)).await?;
     let start: i64 = match rows.last() {
         Some(row) => row.try_get(0)?,
         None => return Err(sqlx::Error::RowNotFound),
     };
     let start = u64::try_from(start).unwrap_or_default();
-    let (results, head, notified) = match write_at_once(conn, target, start, writes).await {
+    let (results, head) = match write_planned(conn, target, start, writes).await {
         Ok(written) => written,
         Err(error @ sqlx::Error::Database(_)) => {
-            tracing::debug!(%error, "batch refused as a whole; writing request by request");
+            tracing::debug!(%error, "batch refused under the lock; writing request by request");
             execute(conn, "ROLLBACK TO SAVEPOINT batch").await?;
             let mut head = start;
             let mut results = Vec::with_capacity(writes.len());
             for write in writes {
                 results.push(write_in_savepoint(conn, &mut head, write).await?);
             }
-            (results, head, false)
+            if head > start {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(&target.channel)
+                    .bind(head.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            (results, head)
         }
         Err(other) => return Err(other),
     };
-    if head > start && !notified {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&target.channel)
-            .bind(head.to_string())
+    if head > start {
+        sqlx::query("UPDATE log_head SET head = $1 WHERE one")
+            .bind(to_i64(head))
             .execute(&mut *conn)
             .await?;
     }
     execute(conn, "COMMIT").await?;
     Ok(results)
 }
-
-/// Where a batch's event ids are and each stream's version. The version is a subquery per
-/// stream, answered from the end of the index; a `MAX … GROUP BY` would read every version of
-/// the stream (a busy SKU has thousands).
-const LOOKUP: &str = "SELECT 'event' AS kind, event_id::text AS key, stream_id, version, \
-     global_position FROM events WHERE event_id = ANY($1::text[]::uuid[]) \
-     UNION ALL \
-     SELECT 'stream', s.id, s.id, \
-     COALESCE((SELECT MAX(version) FROM events WHERE stream_id = s.id), 0), 0 \
-     FROM UNNEST($2::text[]) AS s(id)";
 
 /// Inserts a batch's events and rings the doorbell (delivered at commit) in one statement.
 const INSERT_MANY: &str = "WITH inserted AS (INSERT INTO events (global_position, event_id, \
@@ -568,76 +661,130 @@ const SAVE_CHECKPOINTS: &str = "INSERT INTO checkpoints (reader, position) \
      SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
      ON CONFLICT (reader) DO UPDATE SET position = excluded.position";
 
-/// The batch in one lookup, one INSERT (which also rings the doorbell) and one checkpoint
-/// upsert (the `batch` module). Returns the answers, the new head and whether it rang; a
-/// database error leaves the savepoint to undo.
-async fn write_at_once(
+/// Inside [`write_locked`]'s transaction: the batch decided after one lookup, in one INSERT
+/// (which also rings the doorbell) and one checkpoint upsert. Returns the answers and the new
+/// head; a database error leaves the savepoint to undo.
+async fn write_planned(
     conn: &mut PgConnection,
     target: &Target,
     start: u64,
     writes: &[Write],
-) -> Result<(Vec<Answer>, u64, bool), sqlx::Error> {
+) -> Result<(Vec<Answer>, u64), sqlx::Error> {
     let stored = lookup(conn, Keys::of(writes)).await?;
     let plan = batch::plan(stored, start, writes);
     if !plan.rows.is_empty() {
-        let n = plan.rows.len();
-        let (mut positions, mut ids, mut streams, mut types, mut versions) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut event_types, mut schema_versions, mut times, mut payloads, mut metadata) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for row in plan.rows {
-            positions.push(to_i64(row.position));
-            ids.push(row.event.event_id.to_string());
-            streams.push(row.stream_id);
-            types.push(row.stream_type);
-            versions.push(to_i64(row.version));
-            event_types.push(row.event.event_type.as_str());
-            schema_versions.push(row.schema_version);
-            times.push(format_time(row.event.occurred_at));
-            payloads.push(row.payload);
-            metadata.push(row.metadata);
-        }
-        sqlx::query(INSERT_MANY)
-            .bind(positions)
-            .bind(ids)
-            .bind(streams)
-            .bind(types)
-            .bind(versions)
-            .bind(event_types)
-            .bind(schema_versions)
-            .bind(times)
-            .bind(payloads)
-            .bind(metadata)
+        Columns::of(plan.rows)
+            .bind(sqlx::query(INSERT_MANY))
             .bind(&target.channel)
             .bind(plan.head.to_string())
             .execute(&mut *conn)
             .await?;
     }
-    if !plan.checkpoints.is_empty() {
-        let (readers, positions): (Vec<String>, Vec<i64>) = plan
-            .checkpoints
-            .iter()
-            .map(|(reader, position)| ((*reader).to_owned(), to_i64(*position)))
-            .unzip();
-        sqlx::query(SAVE_CHECKPOINTS)
-            .bind(readers)
-            .bind(positions)
-            .execute(&mut *conn)
-            .await?;
-    }
-    let notified = plan.head > start;
-    Ok((plan.answers, plan.head, notified))
+    save_checkpoints(conn, &plan.checkpoints).await?;
+    Ok((plan.answers, plan.head))
 }
+
+/// A batch's rows as the arrays the INSERT statements unnest, in their parameter order.
+struct Columns<'w> {
+    positions: Vec<i64>,
+    ids: Vec<String>,
+    streams: Vec<&'w str>,
+    types: Vec<&'w str>,
+    versions: Vec<i64>,
+    event_types: Vec<&'w str>,
+    schema_versions: Vec<i32>,
+    times: Vec<String>,
+    payloads: Vec<String>,
+    metadata: Vec<String>,
+}
+
+impl<'w> Columns<'w> {
+    fn of(rows: Vec<batch::Row<'w>>) -> Self {
+        let n = rows.len();
+        let mut columns = Self {
+            positions: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+            streams: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            event_types: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        };
+        for row in rows {
+            columns.positions.push(to_i64(row.position));
+            columns.ids.push(row.event.event_id.to_string());
+            columns.streams.push(row.stream_id);
+            columns.types.push(row.stream_type);
+            columns.versions.push(to_i64(row.version));
+            columns.event_types.push(row.event.event_type.as_str());
+            columns.schema_versions.push(row.schema_version);
+            columns.times.push(format_time(row.event.occurred_at));
+            columns.payloads.push(row.payload);
+            columns.metadata.push(row.metadata);
+        }
+        columns
+    }
+
+    /// Binds the columns as `$1` to `$10`.
+    fn bind<'q>(self, query: PgQuery<'q>) -> PgQuery<'q>
+    where
+        'w: 'q,
+    {
+        query
+            .bind(self.positions)
+            .bind(self.ids)
+            .bind(self.streams)
+            .bind(self.types)
+            .bind(self.versions)
+            .bind(self.event_types)
+            .bind(self.schema_versions)
+            .bind(self.times)
+            .bind(self.payloads)
+            .bind(self.metadata)
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// The checkpoints as the arrays their upserts unnest, sorted by reader: writers that lock
+/// the same checkpoints lock them in the same order, so they cannot deadlock.
+fn checkpoint_columns(checkpoints: &[(&str, u64)]) -> (Vec<String>, Vec<i64>) {
+    let mut sorted = checkpoints.to_vec();
+    sorted.sort_unstable();
+    sorted
+        .into_iter()
+        .map(|(reader, position)| (reader.to_owned(), to_i64(position)))
+        .unzip()
+}
+
+async fn save_checkpoints(
+    conn: &mut PgConnection,
+    checkpoints: &[(&str, u64)],
+) -> Result<(), sqlx::Error> {
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    let (readers, positions) = checkpoint_columns(checkpoints);
+    sqlx::query(SAVE_CHECKPOINTS)
+        .bind(readers)
+        .bind(positions)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Where a batch's event ids are and each stream's version. The version is a subquery per
+/// stream, answered from the end of the index; a `MAX … GROUP BY` would read every version of
+/// the stream (a busy SKU has thousands).
+const LOOKUP: &str = "SELECT 'event' AS kind, event_id::text AS key, stream_id, version, \
+     global_position FROM events WHERE event_id = ANY($1::text[]::uuid[]) \
+     UNION ALL \
+     SELECT 'stream', s.id, s.id, \
+     COALESCE((SELECT MAX(version) FROM events WHERE stream_id = s.id), 0), 0 \
+     FROM UNNEST($2::text[]) AS s(id)";
 
 /// Every stream's version and every event id's place, for the appends of a batch.
 async fn lookup(conn: &mut PgConnection, keys: Keys) -> Result<Stored, sqlx::Error> {
@@ -861,7 +1008,8 @@ async fn migrate(conn: &mut PgConnection, target: &Target) -> Result<(), StoreEr
     let (has_schema, has_tables): (bool, bool) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
                 to_regclass(format('%I.events', $1::text)) IS NOT NULL \
-                AND to_regclass(format('%I.checkpoints', $1::text)) IS NOT NULL",
+                AND to_regclass(format('%I.checkpoints', $1::text)) IS NOT NULL \
+                AND to_regclass(format('%I.log_head', $1::text)) IS NOT NULL",
     )
     .bind(schema)
     .fetch_one(&mut *tx)
@@ -874,6 +1022,13 @@ async fn migrate(conn: &mut PgConnection, target: &Target) -> Result<(), StoreEr
             .map_err(store_error)?;
     }
     if !has_tables {
+        // The head row starts at the log's head; writers of a build from before it (which
+        // numbered under an advisory lock) are waited for, and must not write after it.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(target.log_lock())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
         sqlx::raw_sql(&SCHEMA.replace("{schema}", schema))
             .execute(&mut *tx)
             .await

@@ -168,7 +168,8 @@ impl SqliteEventStore {
 
         let (head_tx, head) = watch::channel(head);
         let writer = GroupCommit::start(
-            Writer { conn },
+            // One writer: SQLite takes one write transaction at a time anyway.
+            [Writer { conn }],
             MAX_BATCH,
             QUEUE_CAPACITY,
             // A batch is cheap in-process; waiting for a fuller one did not pay (peer bench).
