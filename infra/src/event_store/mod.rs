@@ -363,6 +363,30 @@ mod postgres_tests {
         assert_eq!(b.batches_committed(), 0, "B committed nothing itself");
     }
 
+    /// Real PostgreSQL: a process LISTENs only once something in it watches the head (every
+    /// NOTIFY wakes every listening session, so a role that never watches would only pay for
+    /// it), and then it does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_listens_only_once_it_watches_the_head() {
+        let schema = Schema::fresh().await;
+        let store = schema.connect().await;
+        append(&store, "order-1", 0, 1).await;
+
+        let before = schema.listening_sessions().await;
+        let _head = store.watch_head();
+        let mut after = 0;
+        for _ in 0..100 {
+            after = schema.listening_sessions().await;
+            if after > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        assert_eq!(before, 0, "no LISTEN before anything watched the head");
+        assert_eq!(after, 1, "one LISTEN session once something does");
+    }
+
     /// Real PostgreSQL: a lease taken by process A is refused to process B until A drops
     /// it, and then B gets it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -712,6 +736,21 @@ mod postgres_tests {
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
             conn.close().await.expect("close");
+        }
+
+        /// How many of this schema's sessions are listening for the doorbell.
+        async fn listening_sessions(&self) -> i64 {
+            let mut conn = PgConnection::connect(&self.server).await.expect("connect");
+            let listening = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND query LIKE 'LISTEN %'",
+            )
+            .bind(format!("orderflow:{}", self.name))
+            .fetch_one(&mut conn)
+            .await
+            .expect("count listening sessions");
+            conn.close().await.expect("close");
+            listening
         }
 
         /// Terminates every session the stores on this schema have open, as a server restart

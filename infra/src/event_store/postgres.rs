@@ -27,12 +27,15 @@
 //!
 //! # The head doorbell: LISTEN/NOTIFY
 //!
-//! The writer publishes its own commits to [`EventStore::watch_head`] right away. Each write
-//! transaction that appended also runs `pg_notify('orderflow_events_<schema>', new head)`,
-//! which PostgreSQL delivers at commit, and a background task in every process LISTENs on that
-//! channel, so another process's commits ring this process's doorbell too (the relay wakes on
-//! it instead of polling). When the listening connection fails, the task reconnects with
-//! backoff, LISTENs again and then re-reads the head, so nothing committed meanwhile is missed.
+//! The writers publish their own commits to [`EventStore::watch_head`] right away. Each write
+//! that appended also runs `pg_notify('orderflow_events_<schema>', new head)`, which
+//! PostgreSQL delivers at commit. Once something in the process watches the head (the relay
+//! does), a background task LISTENs on that channel, so another process's commits ring this
+//! process's doorbell too, and the relay wakes on it instead of polling. Only then: every
+//! listening session is woken by every commit of every process, and a role that never
+//! watches the head (web, processor, projector, notifier) would only pay for it. The task
+//! LISTENs first and then reads the head, so nothing committed before it listened is missed.
+//! When the listening connection fails, it reconnects with backoff and does the same again.
 //!
 //! # Leases
 //!
@@ -154,6 +157,8 @@ pub struct PostgresEventStore {
     reads: PgPool,
     head: watch::Receiver<u64>,
     target: Target,
+    /// The listener, until something first watches the head and it is started.
+    doorbell: std::sync::Mutex<Option<(Doorbell, oneshot::Receiver<()>)>>,
     /// Dropped with the store, which stops the listener task.
     _stop_listening: oneshot::Sender<()>,
 }
@@ -261,10 +266,9 @@ impl PostgresEventStore {
             channel: target.channel.clone(),
             head: head_tx.clone(),
         };
-        // LISTEN before reading the head, so no commit falls between the two.
-        let listener = doorbell.subscribe().await.map_err(store_error)?;
+        // The head as it is now; the listener, once started, LISTENs and reads it again.
+        advance(&head_tx, read_head(&reads).await.map_err(store_error)?);
         let (stop_listening, stop) = oneshot::channel();
-        tokio::spawn(doorbell.run(listener, stop));
 
         // The first writer takes the connection that migrated; the others connect on their
         // first batch.
@@ -279,6 +283,7 @@ impl PostgresEventStore {
             reads,
             head,
             target,
+            doorbell: std::sync::Mutex::new(Some((doorbell, stop))),
             _stop_listening: stop_listening,
         })
     }
@@ -375,7 +380,14 @@ impl EventStore for PostgresEventStore {
         numbered_lag(self.head().await?, after)
     }
 
+    /// Starts the listener the first time (see the module docs).
     fn watch_head(&self) -> watch::Receiver<u64> {
+        let mut doorbell = self.doorbell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some((doorbell, stop)) = doorbell.take()
+        {
+            runtime.spawn(doorbell.run(stop));
+        }
         self.head.clone()
     }
 
@@ -1048,26 +1060,31 @@ struct Doorbell {
 }
 
 impl Doorbell {
-    async fn run(self, mut listener: PgListener, mut stop: oneshot::Receiver<()>) {
+    /// LISTENs and follows the notifications; after a failure, waits (doubling the wait
+    /// from one failure to the next) and does it again, until the store is dropped.
+    async fn run(self, mut stop: oneshot::Receiver<()>) {
+        let mut delay = BACKOFF.0;
         loop {
-            let error = tokio::select! {
+            let subscribed = tokio::select! {
                 _ = &mut stop => return,
-                error = self.follow(&mut listener) => error,
+                subscribed = self.subscribe() => subscribed,
             };
-            tracing::warn!(%error, "lost the event store's LISTEN connection; reconnecting");
-            drop(listener);
-            let mut delay = BACKOFF.0;
-            listener = loop {
-                tokio::select! {
-                    _ = &mut stop => return,
-                    () = tokio::time::sleep(delay) => {}
+            match subscribed {
+                Ok(mut listener) => {
+                    delay = BACKOFF.0;
+                    let error = tokio::select! {
+                        _ = &mut stop => return,
+                        error = self.follow(&mut listener) => error,
+                    };
+                    tracing::warn!(%error, "lost the event store's LISTEN connection; reconnecting");
                 }
-                match self.subscribe().await {
-                    Ok(listener) => break listener,
-                    Err(error) => tracing::warn!(%error, "cannot LISTEN to the event store yet"),
-                }
-                delay = (delay * 2).min(BACKOFF.1);
-            };
+                Err(error) => tracing::warn!(%error, "cannot LISTEN to the event store yet"),
+            }
+            tokio::select! {
+                _ = &mut stop => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(BACKOFF.1);
         }
     }
 
