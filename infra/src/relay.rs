@@ -205,6 +205,15 @@ mod tests {
         store.append(stream, "test", version, events).await.unwrap();
     }
 
+    /// A store in a temporary directory, which lives as long as the guard.
+    async fn sqlite_store() -> (Arc<SqliteEventStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteEventStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap();
+        (Arc::new(store), dir)
+    }
+
     fn recorder(seen: Arc<Mutex<Vec<u64>>>, fail_once: Arc<AtomicBool>) -> Handler {
         Arc::new(move |event| {
             let seen = seen.clone();
@@ -241,12 +250,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_relay_publishes_the_log_in_order_and_checkpoints_only_what_was_settled() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn EventStore> = Arc::new(
-            SqliteEventStore::open(&dir.path().join("s.db"))
-                .await
-                .unwrap(),
-        );
+        let (store, _dir) = sqlite_store().await;
+        let store: Arc<dyn EventStore> = store;
         append(store.as_ref(), "a-1", 3).await;
         let policy = RetryPolicy {
             max_attempts: 5,
@@ -279,12 +284,7 @@ mod tests {
     /// head, saved a few times rather than once a page (a store write each).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_load_the_checkpoint_is_saved_now_and_then_not_once_a_page() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            SqliteEventStore::open(&dir.path().join("s.db"))
-                .await
-                .unwrap(),
-        );
+        let (store, _dir) = sqlite_store().await;
         for i in 0..200 {
             append(store.as_ref(), &format!("a-{i}"), 1).await;
         }
@@ -313,12 +313,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn after_a_crash_the_relay_republishes_what_was_not_settled() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn EventStore> = Arc::new(
-            SqliteEventStore::open(&dir.path().join("s.db"))
-                .await
-                .unwrap(),
-        );
+        let (store, _dir) = sqlite_store().await;
+        let store: Arc<dyn EventStore> = store;
         append(store.as_ref(), "a-1", 4).await;
         let two = LogCursor::at_position(2);
         store.save_checkpoint(CHECKPOINT, &two).await.unwrap();

@@ -107,11 +107,13 @@ impl GroupCommit {
             let writer = Writer {
                 engine,
                 queue: queue.clone(),
-                max_batch,
                 head: head.clone(),
                 batches: batches.clone(),
-                max_linger,
-                last: (0, Duration::ZERO),
+                pace: Pace {
+                    max_batch,
+                    max_linger,
+                    last: (0, Duration::ZERO),
+                },
             };
             tokio::spawn(writer.run());
         }
@@ -189,14 +191,9 @@ struct Writer<E> {
     engine: E,
     /// Shared by the store's writers; the one holding it collects the next batch.
     queue: Arc<Mutex<mpsc::Receiver<Request>>>,
-    max_batch: usize,
     head: watch::Sender<u64>,
     batches: Arc<AtomicU64>,
-    /// The longest the writer waits for the rest of a batch (zero: never).
-    max_linger: Duration,
-    /// The recent batch size (a decaying peak) and how long the last commit took: what the
-    /// linger goes by.
-    last: (usize, Duration),
+    pace: Pace,
 }
 
 impl<E: BatchCommit> Writer<E> {
@@ -210,8 +207,8 @@ impl<E: BatchCommit> Writer<E> {
             let answers = self.commit_batch(&writes).await;
             // The load of late: the biggest recent batch, forgotten by a quarter a batch, so
             // that one small batch (the convoy's head) does not make the next one eager.
-            let recent = (self.last.0 * 3 / 4).max(writes.len());
-            self.last = (recent, started.elapsed());
+            let recent = (self.pace.last.0 * 3 / 4).max(writes.len());
+            self.pace.last = (recent, started.elapsed());
             for (reply, answer) in replies.into_iter().zip(answers) {
                 // A caller that gave up no longer listens; see the module docs.
                 let _ = reply.send(answer);
@@ -228,13 +225,8 @@ impl<E: BatchCommit> Writer<E> {
         let mut queue = queue.lock().await;
         let first = queue.recv().await?;
         let mut batch = vec![first];
-        drain(&mut queue, &mut batch, self.max_batch);
-        let pace = Pace {
-            max_batch: self.max_batch,
-            max_linger: self.max_linger,
-            last: self.last,
-        };
-        pace.linger(&mut queue, &mut batch).await;
+        drain(&mut queue, &mut batch, self.pace.max_batch);
+        self.pace.linger(&mut queue, &mut batch).await;
         Some(batch)
     }
 
@@ -254,10 +246,14 @@ impl<E: BatchCommit> Writer<E> {
     }
 }
 
-/// What a writer's linger goes by.
+/// How big a writer's batches are, and how long it lingers for them.
+#[derive(Clone, Copy)]
 struct Pace {
     max_batch: usize,
+    /// The longest the writer waits for the rest of a batch (zero: never).
     max_linger: Duration,
+    /// The recent batch size (a decaying peak) and how long the last commit took: what the
+    /// linger goes by.
     last: (usize, Duration),
 }
 

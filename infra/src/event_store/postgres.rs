@@ -569,10 +569,9 @@ const WRITE_AT_ONCE: &str = "WITH head AS (UPDATE log_head SET head = head + $13
      saved AS (INSERT INTO checkpoints (reader, position) \
      SELECT c.reader, c.position FROM head, UNNEST($11::text[], $12::bigint[]) \
      AS c(reader, position) \
-     ON CONFLICT (reader) DO UPDATE SET position = excluded.position RETURNING 1) \
+     ON CONFLICT (reader) DO UPDATE SET position = excluded.position) \
      SELECT head.start, pg_notify($14, (head.start + $13)::text), \
-     (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM saved) AS saved \
-     FROM head";
+     (SELECT count(*) FROM inserted) AS inserted FROM head";
 
 /// Writes `plan` (made from start 0) in one statement; answers the shifted answers. A
 /// database error has written nothing.
@@ -629,7 +628,7 @@ async fn write_locked(
         None => return Err(sqlx::Error::RowNotFound),
     };
     let start = u64::try_from(start).unwrap_or_default();
-    let (results, head) = match write_planned(conn, target, start, writes).await {
+    let (results, head) = match write_planned(conn, start, writes).await {
         Ok(written) => written,
         Err(error @ sqlx::Error::Database(_)) => {
             tracing::debug!(%error, "batch refused under the lock; writing request by request");
@@ -639,20 +638,14 @@ async fn write_locked(
             for write in writes {
                 results.push(write_in_savepoint(conn, &mut head, write).await?);
             }
-            if head > start {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(&target.channel)
-                    .bind(head.to_string())
-                    .execute(&mut *conn)
-                    .await?;
-            }
             (results, head)
         }
         Err(other) => return Err(other),
     };
     if head > start {
-        sqlx::query("UPDATE log_head SET head = $1 WHERE one")
+        sqlx::query(MOVE_HEAD)
             .bind(to_i64(head))
+            .bind(&target.channel)
             .execute(&mut *conn)
             .await?;
     }
@@ -660,25 +653,27 @@ async fn write_locked(
     Ok(results)
 }
 
-/// Inserts a batch's events and rings the doorbell (delivered at commit) in one statement.
-const INSERT_MANY: &str = "WITH inserted AS (INSERT INTO events (global_position, event_id, \
-     stream_id, stream_type, version, event_type, schema_version, occurred_at, payload, \
-     metadata) \
+/// Inserts a batch's events at the positions given.
+const INSERT_MANY: &str = "INSERT INTO events (global_position, event_id, stream_id, \
+     stream_type, version, event_type, schema_version, occurred_at, payload, metadata) \
      SELECT * FROM UNNEST($1::bigint[], $2::text[]::uuid[], $3::text[], $4::text[], \
      $5::bigint[], $6::text[], $7::int[], $8::text[]::timestamptz[], $9::text[]::jsonb[], \
-     $10::text[]::jsonb[]) RETURNING 1) \
-     SELECT pg_notify($11, $12), (SELECT count(*) FROM inserted)";
+     $10::text[]::jsonb[])";
+
+/// Moves the head row to what a locked batch appended and rings the doorbell (delivered at
+/// commit).
+const MOVE_HEAD: &str = "WITH moved AS (UPDATE log_head SET head = $1 WHERE one RETURNING head) \
+     SELECT pg_notify($2, head::text) FROM moved";
 
 const SAVE_CHECKPOINTS: &str = "INSERT INTO checkpoints (reader, position) \
      SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
      ON CONFLICT (reader) DO UPDATE SET position = excluded.position";
 
 /// Inside [`write_locked`]'s transaction: the batch decided after one lookup, in one INSERT
-/// (which also rings the doorbell) and one checkpoint upsert. Returns the answers and the new
-/// head; a database error leaves the savepoint to undo.
+/// and one checkpoint upsert. Returns the answers and the new head; a database error leaves
+/// the savepoint to undo.
 async fn write_planned(
     conn: &mut PgConnection,
-    target: &Target,
     start: u64,
     writes: &[Write],
 ) -> Result<(Vec<Answer>, u64), sqlx::Error> {
@@ -687,8 +682,6 @@ async fn write_planned(
     if !plan.rows.is_empty() {
         Columns::of(plan.rows)
             .bind(sqlx::query(INSERT_MANY))
-            .bind(&target.channel)
-            .bind(plan.head.to_string())
             .execute(&mut *conn)
             .await?;
     }
