@@ -4,12 +4,11 @@
 //! and releasing an order that holds nothing are both harmless. That is what lets the order
 //! processor retry any step after a crash. `available = on_hand - reserved` never goes below 0.
 
-use std::collections::BTreeMap;
-
 use cqrs_es::{Aggregate, DomainEvent, event_sink::EventSink};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::reservations::Reservations;
 use crate::values::{Currency, MAX_UNIT_PRICE, MinorUnits, Sku};
 
 pub const STREAM_TYPE: &str = "inventory";
@@ -124,12 +123,12 @@ pub struct Inventory {
     pub currency: Option<Currency>,
     pub on_hand: u64,
     /// Units held for orders that are not yet shipped, by order.
-    pub reservations: BTreeMap<Uuid, u32>,
+    pub reservations: Reservations,
 }
 
 impl Inventory {
     pub fn reserved(&self) -> u64 {
-        self.reservations.values().map(|&q| u64::from(q)).sum()
+        self.reservations.units()
     }
 
     pub fn available(&self) -> u64 {
@@ -175,7 +174,7 @@ impl Inventory {
                 if quantity == 0 {
                     return Err(InventoryError::InvalidReservation);
                 }
-                if self.reservations.contains_key(&order_id) {
+                if self.reservations.contains(&order_id) {
                     return Ok(None);
                 }
                 let available = self.available();
@@ -190,11 +189,11 @@ impl Inventory {
             InventoryCommand::Release { order_id } => Ok(self
                 .reservations
                 .get(&order_id)
-                .map(|&quantity| InventoryEvent::StockReleased { order_id, quantity })),
+                .map(|quantity| InventoryEvent::StockReleased { order_id, quantity })),
             InventoryCommand::Ship { order_id } => Ok(self
                 .reservations
                 .get(&order_id)
-                .map(|&quantity| InventoryEvent::StockShipped { order_id, quantity })),
+                .map(|quantity| InventoryEvent::StockShipped { order_id, quantity })),
         }
     }
 }
