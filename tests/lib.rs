@@ -350,3 +350,29 @@ impl TestApp {
             .expect("the server stops cleanly");
     }
 }
+
+/// Places a one-unit order of `sku` through `commands` directly (no HTTP, no topic), for tests
+/// of the command and read sides below the API.
+pub async fn place_directly(commands: &commands::Commands, sku: &domain::values::Sku) -> Uuid {
+    use domain::values::{CustomerId, Quantity, ShippingAddress};
+    let request = commands::PlaceOrder {
+        customer_id: CustomerId(Uuid::new_v4()),
+        idempotency_key: None,
+        request_hash: "h".into(),
+        lines: vec![(sku.clone(), Quantity::parse(1).unwrap())],
+        shipping_address: ShippingAddress {
+            name: "A".into(),
+            line1: "1 Road".into(),
+            line2: None,
+            city: "Town".into(),
+            postal_code: "1".into(),
+            country: "GB".into(),
+        },
+        metadata: domain::EventMetadata {
+            correlation_id: Uuid::now_v7(),
+            actor: "customer:a".into(),
+            ..Default::default()
+        },
+    };
+    commands.place_order(request).await.unwrap().order_id
+}

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use cqrs_es::{Aggregate, event_sink::EventSink};
 use domain::envelope::{DecodeError, decode, stream_id};
-use domain::{EventMetadata, NewEvent};
+use domain::{EventMetadata, NewEvent, RecordedEvent};
 use tokio::sync::Mutex as AsyncMutex;
 use uuid::Uuid;
 
@@ -86,6 +86,43 @@ where
     /// events).
     pub async fn load(&self, id: &str) -> Result<(u64, Arc<A>), CommandError<A::Error>> {
         let stream = stream_id(A::TYPE, id);
+        self.load_stream(&stream).await
+    }
+
+    /// The aggregate's state as of `event` of its stream or later, for a reaction to that
+    /// event (the order processor's). The state this process holds serves when it has seen the
+    /// event, and folds the event in when it is the next one (an order's first event, always),
+    /// without reading the store; else the tail is read. A command decided on this state is
+    /// still checked by its append's expected version.
+    pub async fn load_after(
+        &self,
+        event: &RecordedEvent,
+    ) -> Result<(u64, Arc<A>), CommandError<A::Error>> {
+        let (version, mut state) = self.known(&event.stream_id);
+        if version >= event.version {
+            return Ok((version, state));
+        }
+        if version + 1 == event.version {
+            Arc::make_mut(&mut state).apply(decode::<A::Event>(event)?);
+            self.remember(event.stream_id.clone(), event.version, state.clone());
+            return Ok((event.version, state));
+        }
+        self.load_stream(&event.stream_id).await
+    }
+
+    /// The aggregate's state as this process last saw it, read from the store only when it
+    /// has none or `current_enough` refuses it: for facts that never change once recorded (a
+    /// SKU's listing: its price and currency).
+    pub async fn load_known(
+        &self,
+        id: &str,
+        current_enough: impl Fn(&A) -> bool,
+    ) -> Result<(u64, Arc<A>), CommandError<A::Error>> {
+        let stream = stream_id(A::TYPE, id);
+        let (version, state) = self.known(&stream);
+        if version > 0 && current_enough(&state) {
+            return Ok((version, state));
+        }
         self.load_stream(&stream).await
     }
 

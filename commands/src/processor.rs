@@ -64,6 +64,7 @@ impl OrderProcessor {
             payments: self.payments.as_ref(),
             order_id,
             metadata,
+            event,
         };
         match decode::<OrderEvent>(event).map_err(|e| ProcessError(e.to_string()))? {
             OrderEvent::OrderPlaced { .. } => step.decide().await,
@@ -84,15 +85,15 @@ struct Step<'a> {
     payments: &'a dyn PaymentGateway,
     order_id: Uuid,
     metadata: EventMetadata,
+    /// The order's event this step reacts to.
+    event: &'a RecordedEvent,
 }
 
 impl Step<'_> {
+    /// The order as of the event or later (without reading the store when the event is the
+    /// next one this process has not folded, as a placement always is).
     async fn load(&self) -> Result<(u64, Arc<Order>), ProcessError> {
-        Ok(self
-            .commands
-            .orders
-            .load(&self.order_id.to_string())
-            .await?)
+        Ok(self.commands.orders.load_after(self.event).await?)
     }
 
     /// Reserve every line, take payment, confirm; or release and reject.

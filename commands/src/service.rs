@@ -162,7 +162,12 @@ impl Commands {
         let mut errors = Vec::new();
         let mut currency: Option<Currency> = None;
         for (i, (sku, quantity)) in requested.iter().enumerate() {
-            let (_, item) = self.inventory.load(sku.as_str()).await?;
+            // A listing is never changed once recorded: the state this process has seen will
+            // do, and the store is read only for a SKU it has not seen listed.
+            let (_, item) = self
+                .inventory
+                .load_known(sku.as_str(), |item| item.currency.is_some())
+                .await?;
             let Some(item_currency) = item.currency.clone() else {
                 errors.push(FieldError::new(
                     format!("lines[{i}].sku"),

@@ -10,10 +10,12 @@
 //!   the analytics.
 //! - [`replay`]: rebuilds projections from the whole log into a new generation and switches
 //!   readers to it at once.
+//! - [`changes`]: order view writes announced to the readers waiting for them, in any process.
 //! - [`notifier`]: status changes to the `PushSender` port and the browser's `LiveFeed`, once
 //!   per event.
 
 pub mod analytics;
+pub mod changes;
 pub mod notifier;
 pub mod projection;
 pub mod projector;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::analytics::{self, OrderFacts, Totals};
+use crate::changes::{ORDER_CHANGES_CHANNEL, OrderChanges, announcement};
 use crate::projection::{Projection, current_generation, generation_name};
 use crate::view_store::{Doc, ViewError, ViewStore};
 use crate::views::{CatalogItem, OrderView, View};
@@ -36,6 +37,10 @@ pub const ANALYTICS_KEY: &str = "analytics:summary";
 /// Every order, newest first (operators and analysts list these).
 pub const ALL_ORDERS_INDEX: &str = "orders:all";
 const MAX_ATTEMPTS: usize = 16;
+/// A reader waiting for an order view re-reads it after these pauses (doubling) even when no
+/// announcement woke it: announcements are best effort.
+const FIRST_RECHECK: Duration = Duration::from_millis(25);
+const LAST_RECHECK: Duration = Duration::from_millis(200);
 const CATCH_UP_BATCH: usize = 1000;
 /// Events per page of a rebuild: each page is one pipelined write of the views it changed.
 const REBUILD_PAGE: usize = 5000;
@@ -112,6 +117,8 @@ pub struct Projector {
     /// Whether [`Projector::refresh_generation`] follows the generations readers use; a
     /// replay's projector stays on the one it builds.
     follows: bool,
+    /// This process's readers waiting for an order view ([`Projector::order_at_least`]).
+    changes: Arc<OrderChanges>,
 }
 
 impl Projector {
@@ -125,6 +132,7 @@ impl Projector {
             generations: Default::default(),
             keeps: Projection::ALL.to_vec(),
             follows: true,
+            changes: Arc::default(),
         }
     }
 
@@ -141,7 +149,14 @@ impl Projector {
             generations: std::array::from_fn(|_| AtomicU64::new(generation)),
             keeps: projections.to_vec(),
             follows: false,
+            changes: Arc::default(),
         }
+    }
+
+    /// The readers waiting for order views in this process; [`OrderChanges::follow`] feeds
+    /// them what projectors in other processes write.
+    pub fn changes(&self) -> &Arc<OrderChanges> {
+        &self.changes
     }
 
     pub fn generation(&self, projection: Projection) -> u64 {
@@ -199,9 +214,11 @@ impl Projector {
                 if let Some((view, from)) = self
                     .project::<OrderView>(&key, &event.stream_id, Some(event))
                     .await?
-                    && from == 0
                 {
-                    self.index_order(&view).await?;
+                    if from == 0 {
+                        self.index_order(&view).await?;
+                    }
+                    self.announce(&view, from).await;
                 }
             }
             Projection::Catalog => {
@@ -528,6 +545,7 @@ impl Projector {
                 if from == 0 {
                     self.index_order(&view).await?;
                 }
+                self.announce(&view, from).await;
                 Ok(Some(view))
             }
             None => Ok(None),
@@ -544,7 +562,9 @@ impl Projector {
         wait: Duration,
     ) -> Result<Option<OrderView>, ProjectionError> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut pause = Duration::from_millis(5);
+        // Watching before the first read: a write in between still wakes this reader.
+        let mut changed = self.changes.watch(order_id);
+        let mut pause = FIRST_RECHECK;
         loop {
             let view = self.order(order_id).await?;
             match &view {
@@ -555,8 +575,27 @@ impl Projector {
                 }
                 Some(_) => {}
             }
-            tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+            // Woken by the announcement of a write; the timer only in case one was lost.
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())) => {
+                    pause = (pause * 2).min(LAST_RECHECK);
+                }
+            }
+        }
+    }
+
+    /// Tells the readers waiting for this order, in every process, that its view was written
+    /// (when it was: `from` is the version before). Best effort: a lost announcement only
+    /// leaves a reader to its timer.
+    async fn announce(&self, view: &OrderView, from: u64) {
+        if view.version <= from {
+            return;
+        }
+        self.changes.changed(view.order_id, view.version);
+        let message = announcement(view.order_id, view.version);
+        if let Err(error) = self.views.publish(ORDER_CHANGES_CHANNEL, &message).await {
+            tracing::debug!(%error, "an order view change was not announced");
         }
     }
 

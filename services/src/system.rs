@@ -131,6 +131,10 @@ impl System {
                 .clone()
                 .bridge(self.views.clone(), shutdown.clone());
             workers.push(tokio::spawn(bridge));
+            let changes = self.projector.changes().clone();
+            workers.push(tokio::spawn(
+                changes.follow(self.views.clone(), shutdown.clone()),
+            ));
         }
         if roles.has(Role::Projector) {
             workers.push(tokio::spawn(self.clone().watch_cache(shutdown.clone())));

@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
+use commands::store::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 use commands::{CommandError, Commands};
 use domain::EventMetadata;
 use domain::inventory::{InventoryCommand, InventoryError};
+use domain::order::{OrderCommand, OrderStatus};
 use domain::values::{Currency, Sku};
 use infra::event_store::SqliteEventStore;
+use orderflow_tests::place_directly;
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +104,7 @@ async fn a_first_decision_on_a_stale_or_empty_state_is_checked_against_the_store
 
     // A stream `two` never saw: confirming is refused on an empty stream, then accepted on the
     // stored one; listing the same SKU again is accepted on an empty stream, then refused.
-    let order = place(&one, &sku).await;
+    let order = place_directly(&one, &sku).await;
     let confirmed = two
         .order(order, domain::order::OrderCommand::Confirm, &metadata)
         .await
@@ -115,30 +118,6 @@ async fn a_first_decision_on_a_stale_or_empty_state_is_checked_against_the_store
         Err(commands::CommandFailure::Inventory(InventoryError::AlreadyListed)) => {}
         other => panic!("listed twice: {other:?}"),
     }
-}
-
-async fn place(commands: &Commands, sku: &Sku) -> Uuid {
-    use domain::values::{CustomerId, Quantity, ShippingAddress};
-    let request = commands::PlaceOrder {
-        customer_id: CustomerId(Uuid::new_v4()),
-        idempotency_key: None,
-        request_hash: "h".into(),
-        lines: vec![(sku.clone(), Quantity::parse(1).unwrap())],
-        shipping_address: ShippingAddress {
-            name: "A".into(),
-            line1: "1 Road".into(),
-            line2: None,
-            city: "Town".into(),
-            postal_code: "1".into(),
-            country: "GB".into(),
-        },
-        metadata: EventMetadata {
-            correlation_id: Uuid::now_v7(),
-            actor: "customer:a".into(),
-            ..Default::default()
-        },
-    };
-    commands.place_order(request).await.unwrap().order_id
 }
 
 /// One SQLite store (in a directory removed with the `TempDir`), two `Commands` on it as two
@@ -163,4 +142,123 @@ async fn two_processes() -> (
         ..Default::default()
     };
     (dir, store, one, two, metadata)
+}
+
+/// A reaction to an order's next event (the processor's to a placement) folds that event into
+/// what the process knows instead of reading the stream; a later event that skips versions the
+/// process has not seen is read from the store; and pricing reads a SKU's stream only until
+/// the process has seen it listed. The store is the real SQLite one, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_and_pricing_read_the_store_only_for_what_the_process_has_not_seen() {
+    let (_dir, store, one, _, metadata) = two_processes().await;
+    let counted = Arc::new(CountedReads {
+        inner: store.clone(),
+        reads: Default::default(),
+    });
+    let processor = Commands::new(counted.clone());
+    let sku = Sku::parse("SEEN-1").unwrap();
+    let eur = Currency::parse("EUR").unwrap();
+    one.list_product(sku.clone(), "Item", 250, eur, &metadata)
+        .await
+        .unwrap();
+    one.restock(&sku, 5, &metadata).await.unwrap();
+
+    let order = place_directly(&one, &sku).await;
+    let stream = domain::envelope::stream_id(domain::order::STREAM_TYPE, order);
+    let placed = store.read_stream(&stream, 1).await.unwrap().remove(0);
+    let (version, state) = processor.orders.load_after(&placed).await.unwrap();
+    assert_eq!((version, state.status), (1, OrderStatus::Placed));
+    assert_eq!(state.total, 250);
+    assert_eq!(counted.reads(), 0, "the placement itself was folded");
+    // Asking again about the same event, or an older one, answers from memory.
+    processor.orders.load_after(&placed).await.unwrap();
+    assert_eq!(counted.reads(), 0);
+
+    // Confirmed and cancelled by another process: the processor has seen neither.
+    one.order(order, OrderCommand::Confirm, &metadata)
+        .await
+        .unwrap();
+    one.order(order, OrderCommand::Cancel { reason: None }, &metadata)
+        .await
+        .unwrap();
+    let cancelled = store.read_stream(&stream, 3).await.unwrap().remove(0);
+    let (version, state) = processor.orders.load_after(&cancelled).await.unwrap();
+    assert_eq!((version, state.status), (3, OrderStatus::Cancelled));
+    assert_eq!(counted.reads(), 1, "a gap is read from the store");
+
+    // Pricing: the first order reads the SKU's stream, the next ones do not.
+    place_directly(&processor, &sku).await;
+    let after_first = counted.reads();
+    assert!(after_first >= 2, "the SKU was read for the first order");
+    place_directly(&processor, &sku).await;
+    place_directly(&processor, &sku).await;
+    assert_eq!(
+        counted.reads(),
+        after_first,
+        "a seen listing is not read again"
+    );
+}
+
+/// The real store, counting the stream reads it answers.
+struct CountedReads {
+    inner: Arc<SqliteEventStore>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl CountedReads {
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for CountedReads {
+    async fn append(
+        &self,
+        stream_id: &str,
+        stream_type: &str,
+        expected_version: u64,
+        events: Vec<domain::NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        self.inner
+            .append(stream_id, stream_type, expected_version, events)
+            .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<Vec<domain::RecordedEvent>, StoreError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read_stream(stream_id, from_version).await
+    }
+
+    async fn read_all(&self, after: &LogCursor, limit: usize) -> Result<LogPage, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+
+    async fn lag(&self, after: &LogCursor) -> Result<Option<u64>, StoreError> {
+        self.inner.lag(after).await
+    }
+
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.watch_head()
+    }
+
+    async fn checkpoint(&self, reader: &str) -> Result<LogCursor, StoreError> {
+        self.inner.checkpoint(reader).await
+    }
+
+    async fn save_checkpoint(&self, reader: &str, cursor: &LogCursor) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(reader, cursor).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        self.inner.lease(name).await
+    }
 }

@@ -423,3 +423,83 @@ async fn a_projector_that_sees_a_later_event_first_fills_the_gap_from_the_store(
         .unwrap();
     assert_eq!(serde_json::to_value(view).unwrap(), expected);
 }
+
+/// A reader waiting for an order's decision (`?min_version=`) in one process is answered as
+/// soon as a projector in another process writes it: the write is announced on the view
+/// store's channel. Time is paused once the events are in the store, so that the reader's own
+/// timer (its re-read in case an announcement is lost) could only have answered it after
+/// virtual time moved; it must not have moved.
+#[tokio::test]
+async fn a_waiting_reader_is_answered_by_the_announcement_not_its_timer() {
+    use std::sync::Arc;
+
+    use commands::Commands;
+    use commands::store::EventStore;
+    use domain::values::{Currency, Sku};
+    use infra::event_store::SqliteEventStore;
+    use infra::views::MemoryViewStore;
+    use projections::Projector;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteEventStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap(),
+    );
+    let commands = Commands::new(store.clone());
+    let metadata = domain::EventMetadata {
+        correlation_id: uuid::Uuid::now_v7(),
+        actor: "test".into(),
+        ..Default::default()
+    };
+    let sku = Sku::parse("WAIT-1").unwrap();
+    commands
+        .list_product(
+            sku.clone(),
+            "Item",
+            100,
+            Currency::parse("EUR").unwrap(),
+            &metadata,
+        )
+        .await
+        .unwrap();
+    let order_id = orderflow_tests::place_directly(&commands, &sku).await;
+    commands
+        .order(order_id, domain::order::OrderCommand::Confirm, &metadata)
+        .await
+        .unwrap();
+    let events = store
+        .read_stream(&format!("order-{order_id}"), 1)
+        .await
+        .unwrap();
+    let views = Arc::new(MemoryViewStore::new());
+    let projector = Projector::new(store.clone(), views.clone());
+    let web = Arc::new(Projector::new(store.clone(), views.clone()));
+    projector.handle(&events[0]).await.unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(web.changes().clone().follow(views.clone(), stopped));
+
+    tokio::time::pause();
+    let started = tokio::time::Instant::now();
+    let reader = web.clone();
+    let waiting = tokio::spawn(async move {
+        reader
+            .order_at_least(order_id, 2, Duration::from_secs(10))
+            .await
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(web.changes().watched(), 1, "the reader waits");
+    assert!(!waiting.is_finished());
+    projector.handle(&events[1]).await.unwrap();
+
+    let view = waiting.await.unwrap().unwrap().unwrap();
+    assert_eq!(view.version, 2);
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "answered without waiting for a timer"
+    );
+    assert_eq!(web.changes().watched(), 0, "the reader stopped watching");
+}
