@@ -300,6 +300,9 @@ impl Projector {
                 if projection_of(event) == Some(projection) {
                     self.apply(projection, event).await?;
                 }
+                // The in-memory view store never makes the task wait, so a page would hold
+                // its worker thread for milliseconds: let the requests queued behind it run.
+                tokio::task::consume_budget().await;
             }
             folded += page.events.len() as u64;
             progress(page.events.len() as u64);
@@ -337,6 +340,7 @@ impl Projector {
                     false => None,
                 };
                 state.totals.apply(event, facts.as_ref())?;
+                tokio::task::consume_budget().await;
             }
             state.cursor = page.next;
             if self
@@ -688,7 +692,9 @@ impl Projector {
     }
 
     /// Folds what the view lacks into it and writes it compare-on-version. Returns the new
-    /// view and the version it had before, or `None` if the stream is empty.
+    /// view and the version it had before, or `None` if the stream is empty or `event` is
+    /// already in the view (then the stored view is not even parsed: the periodic catch-up
+    /// meets thousands of those).
     async fn project<V: View>(
         &self,
         key: &str,
@@ -696,13 +702,17 @@ impl Projector {
         event: Option<&RecordedEvent>,
     ) -> Result<Option<(V, u64)>, ProjectionError> {
         for _ in 0..MAX_ATTEMPTS {
-            let (version, mut view) = match self.views.get(key).await? {
-                Some(doc) => (doc.version, parse::<V>(key, &doc)?.unwrap_or_default()),
-                None => (0, V::default()),
+            let stored = self.views.get(key).await?;
+            let version = stored.as_ref().map_or(0, |doc| doc.version);
+            if event.is_some_and(|e| e.version <= version) {
+                return Ok(None);
+            }
+            let mut view = match &stored {
+                Some(doc) => parse::<V>(key, doc)?.unwrap_or_default(),
+                None => V::default(),
             };
             // The next event itself, without a copy; a gap is filled from the store.
             let pending = match event {
-                Some(e) if e.version <= version => return Ok(Some((view, version))),
                 Some(e) if e.version == version + 1 => Cow::Borrowed(std::slice::from_ref(e)),
                 _ => Cow::Owned(self.store.read_stream(stream, version + 1).await?),
             };
