@@ -65,12 +65,13 @@ pub(super) type Answer = Result<Written, StoreError>;
 /// What an engine does for the writer task: commit one batch, and close at the end.
 pub(super) trait BatchCommit: Send + 'static {
     /// Commits `writes` in ONE transaction, each failing alone, and answers each
-    /// request's result in order. `Err` only for what fails the whole batch (nothing of it is
+    /// request's result in order. The writes are the engine's to keep (SQLite hands them to
+    /// its own thread). `Err` only for what fails the whole batch (nothing of it is
     /// committed): every caller is then told that error. The engine rolls back and keeps or
     /// drops its connection as it sees fit.
     fn commit(
         &mut self,
-        writes: &[Write],
+        writes: Vec<Write>,
     ) -> impl Future<Output = Result<Vec<Answer>, StoreError>> + Send;
 
     /// Closes the write connection once the queue is closed and empty.
@@ -204,10 +205,11 @@ impl<E: BatchCommit> Writer<E> {
                 .map(|request| (request.write, request.reply))
                 .unzip();
             let started = Instant::now();
-            let answers = self.commit_batch(&writes).await;
+            let size = writes.len();
+            let answers = self.commit_batch(writes).await;
             // The load of late: the biggest recent batch, forgotten by a quarter a batch, so
             // that one small batch (the convoy's head) does not make the next one eager.
-            let recent = (self.pace.last.0 * 3 / 4).max(writes.len());
+            let recent = (self.pace.last.0 * 3 / 4).max(size);
             self.pace.last = (recent, started.elapsed());
             for (reply, answer) in replies.into_iter().zip(answers) {
                 // A caller that gave up no longer listens; see the module docs.
@@ -231,17 +233,18 @@ impl<E: BatchCommit> Writer<E> {
     }
 
     /// Commits the batch and returns each request's answer, in order.
-    async fn commit_batch(&mut self, writes: &[Write]) -> Vec<Answer> {
+    async fn commit_batch(&mut self, writes: Vec<Write>) -> Vec<Answer> {
+        let requests = writes.len();
         match self.engine.commit(writes).await {
             Ok(answers) => {
                 self.batches.fetch_add(1, Ordering::Relaxed);
                 if let Some(newest) = newest_position(&answers) {
                     advance(&self.head, newest);
                 }
-                tracing::debug!(requests = writes.len(), "committed a batch");
+                tracing::debug!(requests, "committed a batch");
                 answers
             }
-            Err(failure) => writes.iter().map(|_| Err(failure.clone())).collect(),
+            Err(failure) => (0..requests).map(|_| Err(failure.clone())).collect(),
         }
     }
 }
@@ -325,7 +328,7 @@ mod tests {
     struct Recording(Arc<Mutex<Vec<usize>>>);
 
     impl BatchCommit for Recording {
-        async fn commit(&mut self, writes: &[Write]) -> Result<Vec<Answer>, StoreError> {
+        async fn commit(&mut self, writes: Vec<Write>) -> Result<Vec<Answer>, StoreError> {
             self.0.lock().unwrap().push(writes.len());
             tokio::time::sleep(Duration::from_millis(10)).await;
             Ok(writes.iter().map(|_| Ok(Written::Checkpoint)).collect())

@@ -487,7 +487,8 @@ struct Writer {
 }
 
 impl BatchCommit for Writer {
-    async fn commit(&mut self, writes: &[Write]) -> Result<Vec<Answer>, StoreError> {
+    async fn commit(&mut self, writes: Vec<Write>) -> Result<Vec<Answer>, StoreError> {
+        let writes = writes.as_slice();
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => self.target.connect_writer().await.inspect_err(|error| {

@@ -4,11 +4,12 @@
 //!
 //! With `synchronous = FULL` every committed transaction costs an fsync, and a disk does a few
 //! hundred of those per second, so appends and checkpoints go through group commit (the
-//! `group_commit` module explains it): one writer task owns the only write connection and
-//! commits every request waiting at that moment (up to [`MAX_BATCH`]) in ONE
-//! `BEGIN IMMEDIATE … COMMIT`, one fsync per batch. The writer decides the whole batch itself
-//! after one lookup and inserts it in multi-row INSERTs; a batch SQLite refuses is written again
-//! request by request, each in its own `SAVEPOINT`.
+//! `group_commit` module explains it): one writer task commits every request waiting at that
+//! moment (up to [`MAX_BATCH`]) in ONE `BEGIN IMMEDIATE … COMMIT`, one fsync per batch. The
+//! only write connection lives on a thread of its own (the `writer` module, through rusqlite
+//! on the same libsqlite3 as sqlx), which takes a whole batch at a time: the writer decides
+//! the batch after one lookup and inserts it in multi-row INSERTs; a batch SQLite refuses is
+//! written again request by request, each in its own `SAVEPOINT`.
 //!
 //! # Reads
 //!
@@ -36,11 +37,10 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::batch::{self, Keys, Stored};
-use super::codec::{
-    format_time, from_json, numbered_lag, numbered_page, parse_time, to_i64, to_json, to_u64,
-};
-use super::group_commit::{Answer, BatchCommit, GroupCommit, Write, Written};
+use super::codec::{from_json, numbered_lag, numbered_page, parse_time, to_i64, to_u64};
+use super::group_commit::GroupCommit;
+
+mod writer;
 
 /// The most requests one transaction takes; the rest wait for the next batch.
 pub const MAX_BATCH: usize = 512;
@@ -84,48 +84,6 @@ const READ_ALL_PACKED: &str = "SELECT json_group_array(json_array(global_positio
      stream_id, stream_type, version, event_type, schema_version, occurred_at, json(payload), \
      json(metadata))) FROM (SELECT * FROM events WHERE global_position > ? \
      ORDER BY global_position LIMIT ?)";
-/// Opens a batch: the write lock, a savepoint to fall back to, and the head. Positions go on
-/// from the highest ever handed out (`sqlite_sequence`, as AUTOINCREMENT would).
-const OPEN_BATCH: &str = "BEGIN IMMEDIATE; SAVEPOINT batch; \
-     SELECT MAX(COALESCE((SELECT MAX(global_position) FROM events), 0), \
-     COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))";
-/// Where a batch's streams and event ids are, keys passed as JSON arrays. Each stream's
-/// version is a subquery of its own, which SQLite answers from the end of the index; a
-/// `MAX … GROUP BY` would read every version of the stream (a busy SKU has thousands).
-const LOOKUP: &str = "SELECT 'event' AS kind, event_id AS key, stream_id, version, \
-     global_position FROM events WHERE event_id IN (SELECT value FROM json_each(?1)) \
-     UNION ALL \
-     SELECT 'stream', s.value, s.value, \
-     COALESCE((SELECT MAX(version) FROM events WHERE stream_id = s.value), 0), 0 \
-     FROM json_each(?2) AS s";
-/// Rows per INSERT: ten parameters each, well inside SQLite's 32,766.
-const INSERT_ROWS: usize = 64;
-const SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (reader, position) VALUES (?, ?) \
-     ON CONFLICT (reader) DO UPDATE SET position = excluded.position";
-
-/// `INSERT … VALUES (…), (…)` for `rows` events (1 to [`INSERT_ROWS`]); the texts are made
-/// once, so that sqlx's statement cache keeps each prepared.
-fn insert_rows(rows: usize) -> &'static str {
-    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let texts = TEXTS.get_or_init(|| {
-        (1..=INSERT_ROWS)
-            .map(|n| {
-                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
-                format!(
-                    "INSERT INTO events (global_position, event_id, stream_id, stream_type, \
-                     version, event_type, schema_version, occurred_at, payload, metadata) \
-                     VALUES {values}"
-                )
-            })
-            .collect()
-    });
-    &texts[rows.clamp(1, INSERT_ROWS) - 1]
-}
-
-const INSERT_EVENT: &str = "INSERT INTO events (event_id, stream_id, stream_type, version, \
-     event_type, schema_version, occurred_at, payload, metadata) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
-
 /// The SQLite adapter of the [`EventStore`] port.
 ///
 /// `read_all` never skips a late commit: there is one writer, and SQLite's write lock admits
@@ -160,6 +118,9 @@ impl SqliteEventStore {
             .map_err(store_error)?;
         migrate(&mut conn).await?;
         let head = current_head(&mut conn).await?;
+        // Created and migrated: the writer thread opens its own connection.
+        conn.close().await.map_err(store_error)?;
+        let engine = writer::Writer::open(path, BUSY_TIMEOUT)?;
         let reads = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options.read_only(true))
@@ -169,7 +130,7 @@ impl SqliteEventStore {
         let (head_tx, head) = watch::channel(head);
         let writer = GroupCommit::start(
             // One writer: SQLite takes one write transaction at a time anyway.
-            [Writer { conn }],
+            [engine],
             MAX_BATCH,
             QUEUE_CAPACITY,
             // A batch is cheap in-process; waiting for a fuller one did not pay (peer bench).
@@ -352,293 +313,6 @@ impl Drop for LocalLease {
             leases.remove(&self.name);
         }
     }
-}
-
-/// The group-commit writer's engine: owns the only write connection.
-struct Writer {
-    conn: SqliteConnection,
-}
-
-impl BatchCommit for Writer {
-    async fn commit(&mut self, writes: &[Write]) -> Result<Vec<Answer>, StoreError> {
-        match self.write_batch(writes).await {
-            Ok(answers) => Ok(answers),
-            Err(error) => {
-                tracing::warn!(%error, requests = writes.len(), "event store batch failed");
-                // The transaction may already be gone (SQLite rolls back on some errors).
-                let _ = self.execute("ROLLBACK").await;
-                Err(StoreError::Unavailable(format!(
-                    "batch rolled back: {error}"
-                )))
-            }
-        }
-    }
-
-    async fn close(self) {
-        if let Err(error) = self.conn.close().await {
-            tracing::warn!(%error, "closing the event store's write connection failed");
-        }
-    }
-}
-
-impl Writer {
-    /// `Err` only for what fails the whole batch; a request's own failure is in its answer.
-    ///
-    /// The batch is decided here and written in one INSERT per [`INSERT_ROWS`] events (the
-    /// `batch` module); should SQLite refuse it, the batch goes back to its savepoint and is
-    /// written request by request, each in a savepoint of its own, so that only the request at
-    /// fault fails.
-    async fn write_batch(&mut self, writes: &[Write]) -> Result<Vec<Answer>, sqlx::Error> {
-        let rows = sqlx::Executor::fetch_all(&mut self.conn, sqlx::raw_sql(OPEN_BATCH)).await?;
-        let start: i64 = match rows.last() {
-            Some(row) => row.try_get(0)?,
-            None => return Err(sqlx::Error::RowNotFound),
-        };
-        let start = u64::try_from(start).unwrap_or_default();
-        let results = match self.write_at_once(start, writes).await {
-            Ok(answers) => answers,
-            Err(error @ sqlx::Error::Database(_)) => {
-                tracing::debug!(%error, "batch refused as a whole; writing request by request");
-                self.execute("ROLLBACK TO batch").await?;
-                let mut results = Vec::with_capacity(writes.len());
-                for write in writes {
-                    results.push(self.write_in_savepoint(write).await?);
-                }
-                results
-            }
-            Err(other) => return Err(other),
-        };
-        self.execute("COMMIT").await?;
-        Ok(results)
-    }
-
-    /// One lookup, the decisions, the INSERTs and the checkpoints.
-    async fn write_at_once(
-        &mut self,
-        start: u64,
-        writes: &[Write],
-    ) -> Result<Vec<Answer>, sqlx::Error> {
-        let stored = self.lookup(Keys::of(writes)).await?;
-        let plan = batch::plan(stored, start, writes);
-        for chunk in plan.rows.chunks(INSERT_ROWS) {
-            let mut insert = sqlx::query(insert_rows(chunk.len()));
-            for row in chunk {
-                insert = insert
-                    .bind(to_i64(row.position))
-                    .bind(row.event.event_id.to_string())
-                    .bind(row.stream_id)
-                    .bind(row.stream_type)
-                    .bind(to_i64(row.version))
-                    .bind(row.event.event_type.as_str())
-                    .bind(row.schema_version)
-                    .bind(format_time(row.event.occurred_at))
-                    .bind(row.payload.as_str())
-                    .bind(row.metadata.as_str());
-            }
-            insert.execute(&mut self.conn).await?;
-        }
-        for (reader, position) in &plan.checkpoints {
-            sqlx::query(SAVE_CHECKPOINT)
-                .bind(*reader)
-                .bind(to_i64(*position))
-                .execute(&mut self.conn)
-                .await?;
-        }
-        Ok(plan.answers)
-    }
-
-    async fn lookup(&mut self, keys: Keys) -> Result<Stored, sqlx::Error> {
-        let mut stored = Stored::default();
-        if keys.is_empty() {
-            return Ok(stored);
-        }
-        let encode = |keys: &[String]| serde_json::to_string(keys).unwrap_or_default();
-        let rows = sqlx::query(LOOKUP)
-            .bind(encode(&keys.event_ids))
-            .bind(encode(&keys.streams))
-            .fetch_all(&mut self.conn)
-            .await?;
-        for row in rows {
-            stored.add(
-                row.try_get("kind")?,
-                row.try_get("key")?,
-                row.try_get("stream_id")?,
-                row.try_get("version")?,
-                row.try_get("global_position")?,
-            );
-        }
-        Ok(stored)
-    }
-
-    async fn write_in_savepoint(&mut self, write: &Write) -> Result<Answer, sqlx::Error> {
-        self.execute("SAVEPOINT request").await?;
-        let result = self.write(write).await;
-        if result.is_err() {
-            self.execute("ROLLBACK TO request").await?;
-        }
-        self.execute("RELEASE request").await?;
-        Ok(result)
-    }
-
-    async fn write(&mut self, write: &Write) -> Result<Written, StoreError> {
-        match write {
-            Write::Append {
-                stream_id,
-                stream_type,
-                expected,
-                events,
-            } => append(&mut self.conn, stream_id, stream_type, *expected, events)
-                .await
-                .map(Written::Appended),
-            Write::Checkpoint { reader, position } => {
-                save_checkpoint(&mut self.conn, reader, *position).await?;
-                Ok(Written::Checkpoint)
-            }
-        }
-    }
-
-    async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(sql).execute(&mut self.conn).await.map(|_| ())
-    }
-}
-
-/// One append inside the writer's transaction: idempotent retry, version check, insert.
-async fn append(
-    conn: &mut SqliteConnection,
-    stream_id: &str,
-    stream_type: &str,
-    expected: u64,
-    events: &[NewEvent],
-) -> Result<Appended, StoreError> {
-    if let Some(earlier) = earlier_append(conn, stream_id, events).await? {
-        return Ok(earlier);
-    }
-    let actual = stream_version(conn, stream_id).await?;
-    if actual != expected {
-        return Err(StoreError::Conflict {
-            stream_id: stream_id.to_owned(),
-            expected,
-            actual,
-        });
-    }
-    let mut position = 0;
-    for (event, version) in events.iter().zip(expected + 1..) {
-        position = insert(conn, stream_id, stream_type, version, event).await?;
-    }
-    Ok(Appended {
-        version: expected + events.len() as u64,
-        position: Some(position),
-        duplicate: false,
-    })
-}
-
-/// When the first event is already stored in this stream, the answer the original append got.
-async fn earlier_append(
-    conn: &mut SqliteConnection,
-    stream_id: &str,
-    events: &[NewEvent],
-) -> Result<Option<Appended>, StoreError> {
-    let Some(first) = events.first() else {
-        return Ok(None);
-    };
-    let stored = sqlx::query("SELECT stream_id, version FROM events WHERE event_id = ?")
-        .bind(first.event_id.to_string())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(store_error)?;
-    let Some(stored) = stored else {
-        return Ok(None);
-    };
-    let stored_stream: String = stored.try_get("stream_id").map_err(store_error)?;
-    if stored_stream != stream_id {
-        return Err(StoreError::Corrupt(format!(
-            "duplicate event id {}: already stored in stream {stored_stream}",
-            first.event_id
-        )));
-    }
-    let from = get_u64(&stored, "version")?;
-    let to = from + events.len() as u64 - 1;
-    let rows = sqlx::query(
-        "SELECT event_id, global_position FROM events \
-         WHERE stream_id = ? AND version BETWEEN ? AND ? ORDER BY version",
-    )
-    .bind(stream_id)
-    .bind(to_i64(from))
-    .bind(to_i64(to))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(store_error)?;
-    let stored_ids: Vec<String> = rows
-        .iter()
-        .map(|row| row.try_get("event_id"))
-        .collect::<Result<_, _>>()
-        .map_err(store_error)?;
-    let retried_ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
-    if stored_ids != retried_ids {
-        return Err(StoreError::Corrupt(format!(
-            "event {} is already in {stream_id} at version {from} with other events; \
-             a retry must resend the same events",
-            first.event_id
-        )));
-    }
-    let position = rows
-        .last()
-        .map_or(Ok(0), |row| get_u64(row, "global_position"))?;
-    Ok(Some(Appended {
-        version: to,
-        position: Some(position),
-        duplicate: true,
-    }))
-}
-
-async fn stream_version(conn: &mut SqliteConnection, stream_id: &str) -> Result<u64, StoreError> {
-    let version: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?")
-            .bind(stream_id)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(store_error)?;
-    to_u64(version, "version")
-}
-
-/// Inserts one event and returns its global position.
-async fn insert(
-    conn: &mut SqliteConnection,
-    stream_id: &str,
-    stream_type: &str,
-    version: u64,
-    event: &NewEvent,
-) -> Result<u64, StoreError> {
-    let payload = to_json(&event.payload)?;
-    let metadata = to_json(&event.metadata)?;
-    let done = sqlx::query(INSERT_EVENT)
-        .bind(event.event_id.to_string())
-        .bind(stream_id)
-        .bind(stream_type)
-        .bind(to_i64(version))
-        .bind(&event.event_type)
-        .bind(i64::from(event.schema_version))
-        .bind(format_time(event.occurred_at))
-        .bind(payload)
-        .bind(metadata)
-        .execute(&mut *conn)
-        .await
-        .map_err(store_error)?;
-    to_u64(done.last_insert_rowid(), "global_position")
-}
-
-async fn save_checkpoint(
-    conn: &mut SqliteConnection,
-    reader: &str,
-    position: u64,
-) -> Result<(), StoreError> {
-    sqlx::query(SAVE_CHECKPOINT)
-        .bind(reader)
-        .bind(to_i64(position))
-        .execute(&mut *conn)
-        .await
-        .map_err(store_error)?;
-    Ok(())
 }
 
 /// Creates the schema unless `user_version` says it is there; safe to run from two processes.
