@@ -218,6 +218,30 @@ mod tests {
         bad
     }
 
+    /// A few appends, far fewer than the 1,000 WAL pages at which the writer would copy the
+    /// WAL into the database itself: the checkpoint thread copies them within moments, so
+    /// the writer is not the one that pays for it under load.
+    #[tokio::test]
+    async fn committed_appends_reach_the_database_file_without_the_writer() {
+        let (store, dir) = sqlite_store().await;
+        let file = dir.path().join("events.db");
+        let size = || std::fs::metadata(&file).expect("the database file").len();
+        let empty = size();
+        for i in 0..20 {
+            append(&store, &format!("order-{i}"), 0, 20).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while size() <= empty {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the database file stayed at {empty} bytes: nothing was checkpointed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let wal = std::fs::metadata(dir.path().join("events.db-wal")).expect("the WAL");
+        assert!(wal.len() > 0, "the WAL holds the appends too");
+    }
+
     async fn open(path: &Path) -> SqliteEventStore {
         SqliteEventStore::open(path).await.expect("open the store")
     }

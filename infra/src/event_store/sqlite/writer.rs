@@ -7,6 +7,17 @@
 //! insert, checkpoint, commit). At 1,000 orders/s embedded the batches took 860 µs on average,
 //! for a fsync of 200 µs and 220 µs of SQLite's own work: the rest was those hand-overs,
 //! each waiting for a core, and the writer was busy 97 % of the time.
+//!
+//! # Checkpoints
+//!
+//! SQLite copies the WAL back into the database (a checkpoint, with its own fsync) in the
+//! connection that commits once the WAL holds 1,000 pages: in the writer, between two batches,
+//! every few seconds under load, and some of those took 20 to 60 ms, holding up every append.
+//! So a second thread with its own connection checkpoints every [`CHECKPOINT_EVERY`]
+//! (`PASSIVE`: it never waits for, or holds up, the writer). The writer's own checkpoints stay
+//! on: with most of the WAL already copied they are short, and they are what lets the WAL
+//! start over from its beginning (a checkpoint beside a busy writer never catches up with its
+//! last frame, and the WAL would grow without end).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -43,6 +54,8 @@ const INSERT_EVENT: &str = "INSERT INTO events (event_id, stream_id, stream_type
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
 /// Prepared statements the connection keeps: an INSERT per row count, and the rest.
 const STATEMENT_CACHE: usize = INSERT_ROWS + 16;
+/// How often the checkpoint thread copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// `INSERT … VALUES (…), (…)` for `rows` events (1 to [`INSERT_ROWS`]); the texts are made
 /// once, and the connection keeps each prepared.
@@ -73,28 +86,27 @@ struct Job {
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
     thread: std::thread::JoinHandle<()>,
+    /// Dropped to stop the checkpoint thread.
+    checkpoints: mpsc::Sender<()>,
+    checkpointer: std::thread::JoinHandle<()>,
 }
 
 impl Writer {
     /// Opens the write connection to the (migrated) database at `path` and starts its thread.
     pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| open_error(path, e))?;
-        conn.busy_timeout(busy_timeout)
-            .map_err(|e| open_error(path, e))?;
-        // Durable at commit: the WAL is synced before COMMIT answers.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| open_error(path, e))?;
+        let conn = connect(path, busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let checkpointing = connect(path, busy_timeout)?;
         let (jobs, queue) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || serve(conn, queue))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
-        Ok(Self { jobs, thread })
+        let thread = start("sqlite-writer", move || serve(conn, queue))?;
+        let (checkpoints, stop) = mpsc::channel::<()>();
+        let checkpointer = start("sqlite-checkpoint", move || checkpoint(checkpointing, stop))?;
+        Ok(Self {
+            jobs,
+            thread,
+            checkpoints,
+            checkpointer,
+        })
     }
 }
 
@@ -108,13 +120,61 @@ impl BatchCommit for Writer {
     }
 
     async fn close(self) {
-        let Self { jobs, thread } = self;
-        // The thread ends once its queue is closed, closing the connection.
-        drop(jobs);
-        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-        if !matches!(joined, Ok(Ok(()))) {
-            tracing::warn!("the event store's writer thread did not end cleanly");
+        let Self {
+            jobs,
+            thread,
+            checkpoints,
+            checkpointer,
+        } = self;
+        // Each thread ends once its channel is closed, closing its connection.
+        drop((jobs, checkpoints));
+        let joined =
+            tokio::task::spawn_blocking(move || (thread.join(), checkpointer.join())).await;
+        if !matches!(joined, Ok((Ok(()), Ok(())))) {
+            tracing::warn!("the event store's writer threads did not end cleanly");
         }
+    }
+}
+
+/// A read-write connection to the (migrated) database at `path`, durable at commit: the WAL
+/// is synced before COMMIT answers.
+fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| open_error(path, e))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(|e| open_error(path, e))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| open_error(path, e))?;
+    Ok(conn)
+}
+
+fn start(
+    name: &str,
+    work: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(work)
+        .map_err(|e| StoreError::Unavailable(format!("cannot start {name}: {e}")))
+}
+
+/// The checkpoint thread: a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`] until `stop`'s
+/// sender is dropped.
+fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        let done: rusqlite::Result<(i64, i64, i64)> =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            });
+        if let Err(error) = done {
+            tracing::debug!(%error, "a WAL checkpoint failed; the next one tries again");
+        }
+    }
+    if let Err((_, error)) = conn.close() {
+        tracing::warn!(%error, "closing the event store's checkpoint connection failed");
     }
 }
 
