@@ -104,6 +104,8 @@ impl Relay {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), String> {
         let mut head = self.store.watch_head();
+        // What rang before now is read by the first read below.
+        head.borrow_and_update();
         let mut read_up_to = self
             .store
             .checkpoint(CHECKPOINT)
@@ -114,6 +116,11 @@ impl Relay {
         // The newest cursor confirmed by the topic and not yet saved.
         let mut published = None;
         let (mut checked_at, mut saved_at) = (Instant::now(), Instant::now());
+        // Whether the log may hold more than was read: after a full page, the doorbell or the
+        // poll, not after a receipt. Reading again on every receipt found nothing new three
+        // times in four (4.5 reads of the log per order, embedded at 1,000 orders/s).
+        let mut unread = true;
+        let numbered = self.store.ordered_log();
         tracing::info!(from = %read_up_to, "relay started");
         loop {
             if checked_at.elapsed() >= self.config.lease_check {
@@ -122,12 +129,19 @@ impl Relay {
                 }
                 checked_at = Instant::now();
             }
-            while in_flight.len() < self.config.max_in_flight {
+            while unread && in_flight.len() < self.config.max_in_flight {
                 let page = self
                     .store
                     .read_all(&read_up_to, self.config.batch_size)
                     .await
                     .map_err(|e| e.to_string())?;
+                // A short page of a numbered log is its end as of now; other feeds (Cosmos DB's)
+                // may return short pages before the end, and are read until one comes back empty.
+                unread = if numbered {
+                    page.events.len() >= self.config.batch_size
+                } else {
+                    !page.events.is_empty()
+                };
                 if page.events.is_empty() {
                     break;
                 }
@@ -158,8 +172,8 @@ impl Relay {
                     result.map_err(|e| e.to_string())?;
                     published = cursors.pop_front().or(published);
                 }
-                _ = head.changed(), if in_flight.len() < self.config.max_in_flight => {}
-                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = head.changed(), if in_flight.len() < self.config.max_in_flight => unread = true,
+                _ = tokio::time::sleep(self.config.poll) => unread = true,
             }
         }
     }

@@ -5,7 +5,8 @@
 //! store before anything is sent: a second delivery finds the claim and sends nothing. A send
 //! that fails gives the claim back, so the retry can try again.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -153,7 +154,13 @@ pub struct Notifier {
     store: Arc<dyn EventStore>,
     views: Arc<dyn ViewStore>,
     push: Arc<dyn PushSender>,
+    /// Each order's customer, as its placement named it: every later event of the order
+    /// needs it, and reading it from the stream was a store read per status change.
+    customers: Mutex<HashMap<Uuid, Uuid>>,
 }
+
+/// Orders whose customer the notifier remembers; past this it starts over.
+const CUSTOMERS_KEPT: usize = 100_000;
 
 impl Notifier {
     pub fn new(
@@ -161,7 +168,12 @@ impl Notifier {
         views: Arc<dyn ViewStore>,
         push: Arc<dyn PushSender>,
     ) -> Self {
-        Self { store, views, push }
+        Self {
+            store,
+            views,
+            push,
+            customers: Mutex::default(),
+        }
     }
 
     pub async fn handle(&self, event: &RecordedEvent) -> Result<(), NotifyError> {
@@ -223,8 +235,12 @@ impl Notifier {
             })?;
         let customer_id = match decoded {
             OrderEvent::OrderPlaced { customer_id, .. } => customer_id.0,
-            _ => self.customer_of(event).await?,
+            _ => match self.remembered(order_id) {
+                Some(customer_id) => customer_id,
+                None => self.customer_of(event).await?,
+            },
         };
+        self.remember(order_id, customer_id);
         Ok(Notification {
             order_id,
             customer_id,
@@ -234,6 +250,19 @@ impl Notifier {
             event_id: event.event_id,
             at: event.occurred_at,
         })
+    }
+
+    fn remembered(&self, order_id: Uuid) -> Option<Uuid> {
+        self.customers.lock().ok()?.get(&order_id).copied()
+    }
+
+    fn remember(&self, order_id: Uuid, customer_id: Uuid) {
+        if let Ok(mut customers) = self.customers.lock() {
+            if customers.len() >= CUSTOMERS_KEPT {
+                customers.clear();
+            }
+            customers.insert(order_id, customer_id);
+        }
     }
 
     /// The customer named by the stream's `OrderPlaced`.

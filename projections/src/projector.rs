@@ -530,11 +530,19 @@ impl Projector {
     /// The order's view; when the cache has none, it is folded from the stream and written
     /// back. `None` when the order does not exist.
     pub async fn order(&self, order_id: Uuid) -> Result<Option<OrderView>, ProjectionError> {
-        let key = self.name(Projection::Orders, &format!("order:{order_id}"));
-        if let Some(doc) = self.views.get(&key).await? {
-            return parse(&key, &doc);
+        match self.cached_order(order_id).await? {
+            Some(view) => Ok(Some(view)),
+            None => self.refresh_order(order_id).await,
         }
-        self.refresh_order(order_id).await
+    }
+
+    /// The order's view as the cache has it.
+    async fn cached_order(&self, order_id: Uuid) -> Result<Option<OrderView>, ProjectionError> {
+        let key = self.name(Projection::Orders, &format!("order:{order_id}"));
+        match self.views.get(&key).await? {
+            Some(doc) => parse(&key, &doc),
+            None => Ok(None),
+        }
     }
 
     /// Brings the order's view up to the stream's head, from the event store.
@@ -569,6 +577,13 @@ impl Projector {
         // Watching before the first read: a write in between still wakes this reader.
         let mut changed = self.changes.watch(order_id);
         let mut pause = FIRST_RECHECK;
+        // A reader usually asks as soon as its command was answered, before the projector
+        // has written the order's first view: it waits for that once (the announcement, or
+        // the first recheck) before folding the view from the store itself.
+        if self.cached_order(order_id).await?.is_none() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let _ = tokio::time::timeout(FIRST_RECHECK.min(left), changed.changed()).await;
+        }
         loop {
             let view = self.order(order_id).await?;
             match &view {

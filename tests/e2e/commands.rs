@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use commands::store::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
+use commands::store::EventStore;
 use commands::{CommandError, Commands};
 use domain::EventMetadata;
 use domain::inventory::{InventoryCommand, InventoryError};
 use domain::order::{OrderCommand, OrderStatus};
 use domain::values::{Currency, Sku};
 use infra::event_store::SqliteEventStore;
-use orderflow_tests::place_directly;
+use orderflow_tests::{CountedReads, place_directly};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,10 +151,7 @@ async fn two_processes() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reactions_and_pricing_read_the_store_only_for_what_the_process_has_not_seen() {
     let (_dir, store, one, _, metadata) = two_processes().await;
-    let counted = Arc::new(CountedReads {
-        inner: store.clone(),
-        reads: Default::default(),
-    });
+    let counted = Arc::new(CountedReads::new(store.clone()));
     let processor = Commands::new(counted.clone());
     let sku = Sku::parse("SEEN-1").unwrap();
     let eur = Currency::parse("EUR").unwrap();
@@ -169,10 +166,10 @@ async fn reactions_and_pricing_read_the_store_only_for_what_the_process_has_not_
     let (version, state) = processor.orders.load_after(&placed).await.unwrap();
     assert_eq!((version, state.status), (1, OrderStatus::Placed));
     assert_eq!(state.total, 250);
-    assert_eq!(counted.reads(), 0, "the placement itself was folded");
+    assert_eq!(counted.stream_reads(), 0, "the placement itself was folded");
     // Asking again about the same event, or an older one, answers from memory.
     processor.orders.load_after(&placed).await.unwrap();
-    assert_eq!(counted.reads(), 0);
+    assert_eq!(counted.stream_reads(), 0);
 
     // Confirmed and cancelled by another process: the processor has seen neither.
     one.order(order, OrderCommand::Confirm, &metadata)
@@ -184,81 +181,17 @@ async fn reactions_and_pricing_read_the_store_only_for_what_the_process_has_not_
     let cancelled = store.read_stream(&stream, 3).await.unwrap().remove(0);
     let (version, state) = processor.orders.load_after(&cancelled).await.unwrap();
     assert_eq!((version, state.status), (3, OrderStatus::Cancelled));
-    assert_eq!(counted.reads(), 1, "a gap is read from the store");
+    assert_eq!(counted.stream_reads(), 1, "a gap is read from the store");
 
     // Pricing: the first order reads the SKU's stream, the next ones do not.
     place_directly(&processor, &sku).await;
-    let after_first = counted.reads();
+    let after_first = counted.stream_reads();
     assert!(after_first >= 2, "the SKU was read for the first order");
     place_directly(&processor, &sku).await;
     place_directly(&processor, &sku).await;
     assert_eq!(
-        counted.reads(),
+        counted.stream_reads(),
         after_first,
         "a seen listing is not read again"
     );
-}
-
-/// The real store, counting the stream reads it answers.
-struct CountedReads {
-    inner: Arc<SqliteEventStore>,
-    reads: std::sync::atomic::AtomicUsize,
-}
-
-impl CountedReads {
-    fn reads(&self) -> usize {
-        self.reads.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-#[async_trait::async_trait]
-impl EventStore for CountedReads {
-    async fn append(
-        &self,
-        stream_id: &str,
-        stream_type: &str,
-        expected_version: u64,
-        events: Vec<domain::NewEvent>,
-    ) -> Result<Appended, StoreError> {
-        self.inner
-            .append(stream_id, stream_type, expected_version, events)
-            .await
-    }
-
-    async fn read_stream(
-        &self,
-        stream_id: &str,
-        from_version: u64,
-    ) -> Result<Vec<domain::RecordedEvent>, StoreError> {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.read_stream(stream_id, from_version).await
-    }
-
-    async fn read_all(&self, after: &LogCursor, limit: usize) -> Result<LogPage, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-
-    async fn lag(&self, after: &LogCursor) -> Result<Option<u64>, StoreError> {
-        self.inner.lag(after).await
-    }
-
-    fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.watch_head()
-    }
-
-    async fn checkpoint(&self, reader: &str) -> Result<LogCursor, StoreError> {
-        self.inner.checkpoint(reader).await
-    }
-
-    async fn save_checkpoint(&self, reader: &str, cursor: &LogCursor) -> Result<(), StoreError> {
-        self.inner.save_checkpoint(reader, cursor).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-
-    async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
-        self.inner.lease(name).await
-    }
 }

@@ -431,6 +431,18 @@ async fn a_projector_that_sees_a_later_event_first_fills_the_gap_from_the_store(
 /// virtual time moved; it must not have moved.
 #[tokio::test]
 async fn a_waiting_reader_is_answered_by_the_announcement_not_its_timer() {
+    waiting_reader_answered_by_announcements(true).await;
+}
+
+/// The same when the reader asks before even the order's first view was written (as a
+/// client does right after its command was answered): it waits for that view instead of
+/// folding it from the store.
+#[tokio::test]
+async fn a_reader_asking_before_the_first_view_waits_for_it_without_reading_the_store() {
+    waiting_reader_answered_by_announcements(false).await;
+}
+
+async fn waiting_reader_answered_by_announcements(placed_view_written: bool) {
     use std::sync::Arc;
 
     use commands::Commands;
@@ -474,8 +486,11 @@ async fn a_waiting_reader_is_answered_by_the_announcement_not_its_timer() {
         .unwrap();
     let views = Arc::new(MemoryViewStore::new());
     let projector = Projector::new(store.clone(), views.clone());
-    let web = Arc::new(Projector::new(store.clone(), views.clone()));
-    projector.handle(&events[0]).await.unwrap();
+    let counted = Arc::new(orderflow_tests::CountedReads::new(store.clone()));
+    let web = Arc::new(Projector::new(counted.clone(), views.clone()));
+    if placed_view_written {
+        projector.handle(&events[0]).await.unwrap();
+    }
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(web.changes().clone().follow(views.clone(), stopped));
 
@@ -492,7 +507,10 @@ async fn a_waiting_reader_is_answered_by_the_announcement_not_its_timer() {
     }
     assert_eq!(web.changes().watched(), 1, "the reader waits");
     assert!(!waiting.is_finished());
-    projector.handle(&events[1]).await.unwrap();
+    for event in &events[usize::from(placed_view_written)..] {
+        projector.handle(event).await.unwrap();
+        tokio::task::yield_now().await;
+    }
 
     let view = waiting.await.unwrap().unwrap().unwrap();
     assert_eq!(view.version, 2);
@@ -502,4 +520,137 @@ async fn a_waiting_reader_is_answered_by_the_announcement_not_its_timer() {
         "answered without waiting for a timer"
     );
     assert_eq!(web.changes().watched(), 0, "the reader stopped watching");
+    assert_eq!(
+        counted.stream_reads(),
+        0,
+        "the reader never went to the store"
+    );
+}
+
+/// The relay reads the log a page at a time and goes back to it when the doorbell rings or a
+/// page came back full, not each time the topic confirms a batch: 100 events waiting in pages
+/// of 10 take 10 full reads and one that finds the end (it took about twice that before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_reads_the_log_once_a_page_not_once_a_receipt() {
+    use std::sync::Arc;
+
+    use commands::store::EventStore;
+    use infra::bus::{EventBus, MemoryBus, RetryPolicy, consume};
+    use infra::event_store::SqliteEventStore;
+    use infra::relay::{CHECKPOINT, Relay, RelayConfig};
+    use orderflow_tests::CountedReads;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(
+        SqliteEventStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap(),
+    );
+    for i in 0..100 {
+        let event = domain::NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "Tested".into(),
+            schema_version: 1,
+            occurred_at: chrono::Utc::now(),
+            payload: json!({ "i": i }),
+            metadata: domain::EventMetadata::default(),
+        };
+        sqlite
+            .append(&format!("test-{i}"), "test", 0, vec![event])
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(CountedReads::new(sqlite));
+    let bus = Arc::new(MemoryBus::new(&["only"], RetryPolicy::default()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let handler: infra::bus::Handler = Arc::new(|_| Box::pin(async { Ok(()) }));
+    let subscription = bus.subscribe("only").await.unwrap();
+    tokio::spawn(consume("only", subscription, 4, handler, stopped.clone()));
+    let config = RelayConfig {
+        batch_size: 10,
+        poll: Duration::from_secs(60),
+        ..RelayConfig::default()
+    };
+    let relay = tokio::spawn(Relay::new(store.clone(), bus, config).run(stopped));
+
+    eventually("the relay has published the whole log", || async {
+        let saved = store.checkpoint(CHECKPOINT).await.unwrap();
+        match saved.position().unwrap() {
+            100 => Ok(()),
+            other => Err(format!("checkpoint at {other}")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    assert_eq!(store.log_reads(), 11, "ten full pages and the end");
+    stop.send(true).unwrap();
+    relay.await.unwrap();
+}
+
+/// The notifier names an order's customer from the placement it handled, not from a read of
+/// the order's stream per status change; one that missed the placement (a restart) reads it.
+#[tokio::test]
+async fn the_notifier_reads_an_orders_customer_only_when_it_missed_the_placement() {
+    use std::sync::Arc;
+
+    use commands::Commands;
+    use commands::store::EventStore;
+    use domain::values::{Currency, Sku};
+    use infra::event_store::SqliteEventStore;
+    use infra::push::LogPush;
+    use infra::views::MemoryViewStore;
+    use orderflow_tests::CountedReads;
+    use projections::Notifier;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(
+        SqliteEventStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap(),
+    );
+    let commands = Commands::new(sqlite.clone());
+    let metadata = domain::EventMetadata {
+        correlation_id: uuid::Uuid::now_v7(),
+        actor: "test".into(),
+        ..Default::default()
+    };
+    let sku = Sku::parse("NOTE-1").unwrap();
+    commands
+        .list_product(
+            sku.clone(),
+            "Item",
+            100,
+            Currency::parse("EUR").unwrap(),
+            &metadata,
+        )
+        .await
+        .unwrap();
+    let order_id = orderflow_tests::place_directly(&commands, &sku).await;
+    commands
+        .order(order_id, domain::order::OrderCommand::Confirm, &metadata)
+        .await
+        .unwrap();
+    let events = sqlite
+        .read_stream(&format!("order-{order_id}"), 1)
+        .await
+        .unwrap();
+    let store = Arc::new(CountedReads::new(sqlite));
+    let notifier = |views: Arc<MemoryViewStore>| {
+        let push = Arc::new(LogPush::new(views.clone(), None).unwrap());
+        (Notifier::new(store.clone(), views, push.clone()), push)
+    };
+
+    let (running, push) = notifier(Arc::new(MemoryViewStore::new()));
+    running.handle(&events[0]).await.unwrap();
+    running.handle(&events[1]).await.unwrap();
+    assert_eq!(store.stream_reads(), 0, "the placement named the customer");
+    let sent = push.sent();
+    assert_eq!(sent.len(), 1, "the confirmation was pushed");
+    assert_eq!(sent[0].status, "confirmed");
+
+    let (restarted, push) = notifier(Arc::new(MemoryViewStore::new()));
+    restarted.handle(&events[1]).await.unwrap();
+    assert_eq!(store.stream_reads(), 1, "read from the stream");
+    assert_eq!(push.sent()[0].customer_id, sent[0].customer_id);
 }
