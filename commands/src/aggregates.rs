@@ -1,11 +1,12 @@
 //! Running a command against an aggregate: load, decide, append with the expected version.
 //!
-//! Three things keep this fast and correct under concurrency:
+//! What keeps this fast and correct under concurrency:
 //! - a per-stream async lock, so commands on one stream *in this process* take turns instead of
 //!   racing and retrying (other processes still race; the store's expected-version check
 //!   settles that and the loser decides again on fresh state);
 //! - a cache of the last state seen per stream, so a hot stream (a popular SKU) is caught up
-//!   from its tail instead of folded from version 1 on every command; states are shared
+//!   from its tail instead of folded from version 1 on every command (bounded by `Recent`,
+//!   which keeps the streams in use); states are shared
 //!   (`Arc`); a command decides on its own copy while the cache keeps the committed state for
 //!   readers (who would otherwise fold the whole stream from the store);
 //! - a first decision on what the process knows, without reading the store: the cached state,
@@ -16,7 +17,6 @@
 //!   event that makes the same decision appends the same ids and the store answers "already
 //!   appended" instead of writing twice.
 
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -27,11 +27,12 @@ use domain::{EventMetadata, NewEvent, RecordedEvent};
 use tokio::sync::Mutex as AsyncMutex;
 use uuid::Uuid;
 
+use crate::recent::Recent;
 use crate::store::{EventStore, StoreError};
 
 /// How many times a command is decided again after losing a race to another writer.
 const MAX_ATTEMPTS: u32 = 16;
-/// Streams whose state is kept between commands; past this the cache starts over.
+/// Streams whose state is kept between commands, per generation of the cache (`Recent`).
 const CACHE_CAPACITY: usize = 50_000;
 const LOCK_SHARDS: usize = 256;
 
@@ -61,7 +62,7 @@ pub struct Handled {
 /// The command side of one aggregate type.
 pub struct Aggregates<A: Aggregate> {
     store: Arc<dyn EventStore>,
-    cache: Mutex<HashMap<String, (u64, Arc<A>)>>,
+    cache: Mutex<Recent<String, (u64, Arc<A>)>>,
     locks: Vec<AsyncMutex<()>>,
 }
 
@@ -73,7 +74,7 @@ where
     pub fn new(store: Arc<dyn EventStore>) -> Self {
         Self {
             store,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Recent::new(CACHE_CAPACITY)),
             locks: (0..LOCK_SHARDS).map(|_| AsyncMutex::new(())).collect(),
         }
     }
@@ -232,12 +233,16 @@ where
         self.cache
             .lock()
             .ok()
-            .and_then(|c| c.get(stream).cloned())
+            .and_then(|mut c| c.get(stream).cloned())
             .unwrap_or_default()
     }
 
     async fn load_stream(&self, stream: &str) -> Result<(u64, Arc<A>), CommandError<A::Error>> {
-        let cached = self.cache.lock().ok().and_then(|c| c.get(stream).cloned());
+        let cached = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(stream).cloned());
         let (mut version, mut state) = cached.unwrap_or_default();
         let tail = self.store.read_stream(stream, version + 1).await?;
         if !tail.is_empty() {
@@ -251,11 +256,14 @@ where
         Ok((version, state))
     }
 
+    /// Keeps `state` unless the cache already holds a later version (a read racing a command
+    /// on the same stream).
     fn remember(&self, stream: String, version: u64, state: Arc<A>) {
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
-            }
+        if let Ok(mut cache) = self.cache.lock()
+            && cache
+                .get(&stream)
+                .is_none_or(|(known, _)| *known <= version)
+        {
             cache.insert(stream, (version, state));
         }
     }

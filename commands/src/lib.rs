@@ -5,6 +5,8 @@
 //!   version, retry on conflict; per-stream turns and a state cache keep hot streams fast.
 //! - [`service`]: the commands people send (`Commands`: place with idempotency, cancel, ship,
 //!   deliver, list and restock products) and how their failures read.
+//! - [`recent`]: a bounded map that keeps what is used (the state cache, the notifier's
+//!   customers).
 //! - [`payment`]: the `PaymentGateway` port.
 //! - [`processor`]: the order processor (process manager): reserve, pay, confirm or reject,
 //!   release stock on rejection or cancellation.
@@ -12,6 +14,7 @@
 pub mod aggregates;
 pub mod payment;
 pub mod processor;
+pub mod recent;
 pub mod service;
 pub mod store;
 

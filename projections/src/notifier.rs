@@ -5,11 +5,11 @@
 //! store before anything is sent: a second delivery finds the claim and sends nothing. A send
 //! that fails gives the claim back, so the retry can try again.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use commands::recent::Recent;
 use commands::store::EventStore;
 use domain::RecordedEvent;
 use domain::envelope::{DecodeError, decode, stream_key};
@@ -156,10 +156,10 @@ pub struct Notifier {
     push: Arc<dyn PushSender>,
     /// Each order's customer, as its placement named it: every later event of the order
     /// needs it, and reading it from the stream was a store read per status change.
-    customers: Mutex<HashMap<Uuid, Uuid>>,
+    customers: Mutex<Recent<Uuid, Uuid>>,
 }
 
-/// Orders whose customer the notifier remembers; past this it starts over.
+/// Orders whose customer the notifier remembers, per generation (`Recent`).
 const CUSTOMERS_KEPT: usize = 100_000;
 
 impl Notifier {
@@ -172,7 +172,7 @@ impl Notifier {
             store,
             views,
             push,
-            customers: Mutex::default(),
+            customers: Mutex::new(Recent::new(CUSTOMERS_KEPT)),
         }
     }
 
@@ -258,9 +258,6 @@ impl Notifier {
 
     fn remember(&self, order_id: Uuid, customer_id: Uuid) {
         if let Ok(mut customers) = self.customers.lock() {
-            if customers.len() >= CUSTOMERS_KEPT {
-                customers.clear();
-            }
             customers.insert(order_id, customer_id);
         }
     }
