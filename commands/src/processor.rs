@@ -90,15 +90,23 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
-    /// The order as of the event or later (without reading the store when the event is the
-    /// next one this process has not folded, as a placement always is).
+    /// The order as of the event or later, without reading the store when this process has
+    /// seen the event or it is the next one: for what never changes after the placement
+    /// (the lines), not for the order's status.
     async fn load(&self) -> Result<(u64, Arc<Order>), ProcessError> {
         Ok(self.commands.orders.load_after(self.event).await?)
     }
 
     /// Reserve every line, take payment, confirm; or release and reject.
     async fn decide(&self) -> Result<(), ProcessError> {
-        let (_, order) = self.load().await?;
+        // The status as stored, not as folded from the event: a redelivered placement (after
+        // a restart, or to another processor) of an order since rejected or cancelled must
+        // find it so before it reserves stock and takes payment again.
+        let (_, order) = self
+            .commands
+            .orders
+            .load(&self.order_id.to_string())
+            .await?;
         if order.status != OrderStatus::Placed {
             // Already decided (or cancelled): a redelivery has nothing left to do.
             return Ok(());

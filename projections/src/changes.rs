@@ -99,6 +99,11 @@ impl OrderChanges {
                     },
                 }
             }
+            // A subscription that ends at once (the cache refusing it) is not retried in a loop.
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
         }
     }
 }

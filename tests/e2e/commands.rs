@@ -195,3 +195,44 @@ async fn reactions_and_pricing_read_the_store_only_for_what_the_process_has_not_
         "a seen listing is not read again"
     );
 }
+
+/// A placement redelivered to a processor that never saw the order (a restart, or another
+/// processor) after the order was rejected for want of stock and the SKU restocked: the
+/// processor reads the order's status from the store and does nothing. Folding the placement
+/// alone would show the order as placed, and it would reserve stock and charge the customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_placement_of_a_rejected_order_reserves_and_charges_nothing() {
+    use commands::processor::OrderProcessor;
+    use infra::payment::SandboxPayments;
+    use infra::views::MemoryViewStore;
+
+    let (_dir, store, one, _, metadata) = two_processes().await;
+    let sku = Sku::parse("GONE-1").unwrap();
+    let eur = Currency::parse("EUR").unwrap();
+    one.list_product(sku.clone(), "Item", 100, eur, &metadata)
+        .await
+        .unwrap();
+    let order = place_directly(&one, &sku).await;
+    let stream = domain::envelope::stream_id(domain::order::STREAM_TYPE, order);
+    let placed = store.read_stream(&stream, 1).await.unwrap().remove(0);
+    let payments = Arc::new(SandboxPayments::new(Arc::new(MemoryViewStore::new())));
+    let first = OrderProcessor::new(one.clone(), payments.clone());
+    first.handle(&placed).await.unwrap();
+    let (_, rejected) = one.orders.load(&order.to_string()).await.unwrap();
+    assert_eq!(rejected.status, OrderStatus::Rejected, "nothing in stock");
+    one.restock(&sku, 5, &metadata).await.unwrap();
+
+    let restarted = OrderProcessor::new(Commands::new(store.clone()), payments.clone());
+    restarted.handle(&placed).await.unwrap();
+
+    assert_eq!(payments.captured(), 0, "nobody was charged");
+    let fresh = Commands::new(store.clone());
+    let (_, stock) = fresh.inventory.load(sku.as_str()).await.unwrap();
+    assert_eq!(
+        (stock.reserved(), stock.available()),
+        (0, 5),
+        "nothing reserved"
+    );
+    let (_, order) = fresh.orders.load(&order.to_string()).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Rejected);
+}
