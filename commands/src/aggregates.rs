@@ -33,7 +33,7 @@ use crate::store::{EventStore, StoreError};
 /// How many times a command is decided again after losing a race to another writer.
 const MAX_ATTEMPTS: u32 = 16;
 /// Streams whose state is kept between commands, per generation of the cache (`Recent`).
-const CACHE_CAPACITY: usize = 50_000;
+const CACHE_CAPACITY: usize = 20_000;
 const LOCK_SHARDS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,7 @@ impl<K: Hash + Eq, V> Recent<K, V> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            young: HashMap::new(),
+            young: HashMap::with_capacity(capacity.max(1)),
             old: HashMap::new(),
         }
     }
@@ -45,7 +45,10 @@ impl<K: Hash + Eq, V> Recent<K, V> {
 
     pub fn insert(&mut self, key: K, value: V) {
         if self.young.len() >= self.capacity && !self.young.contains_key(&key) {
-            self.old = std::mem::take(&mut self.young);
+            // Sized once for the whole generation: a map that grows rehashes all it holds at
+            // once, under the caller's lock.
+            let young = HashMap::with_capacity(self.capacity);
+            self.old = std::mem::replace(&mut self.young, young);
         }
         self.old.remove(&key);
         self.young.insert(key, value);

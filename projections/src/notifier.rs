@@ -160,7 +160,7 @@ pub struct Notifier {
 }
 
 /// Orders whose customer the notifier remembers, per generation (`Recent`).
-const CUSTOMERS_KEPT: usize = 100_000;
+const CUSTOMERS_KEPT: usize = 50_000;
 
 impl Notifier {
     pub fn new(
