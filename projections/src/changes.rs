@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::view_store::ViewStore;
+use crate::view_store::{ViewStore, follow_channel};
 
 /// The view-store channel the projector announces order view writes on: `"{order_id} {version}"`.
 pub const ORDER_CHANGES_CHANNEL: &str = "order-changes";
@@ -68,43 +68,26 @@ impl OrderChanges {
         self.waiting.lock().map(|w| w.len()).unwrap_or(0)
     }
 
-    /// Follows the view store's announcements into this process's readers, subscribing again
-    /// when the subscription ends, until `shutdown`.
+    /// Follows the view store's announcements into this process's readers, until
+    /// `shutdown`.
     pub async fn follow(
         self: Arc<Self>,
         views: Arc<dyn ViewStore>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
-        use futures_util::StreamExt;
-        while !*shutdown.borrow() {
-            let mut messages = match views.subscribe(ORDER_CHANGES_CHANNEL).await {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, "order changes cannot subscribe; retrying");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
+        let readers = self.clone();
+        follow_channel(
+            views,
+            ORDER_CHANGES_CHANNEL,
+            shutdown,
             // Whatever was announced before this subscription was missed.
-            self.changed_all();
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    message = messages.next() => match message.as_deref().map(parse) {
-                        Some(Some((order_id, version))) => self.changed(order_id, version),
-                        Some(None) => tracing::warn!("unreadable order change announcement"),
-                        None => break,
-                    },
-                }
-            }
-            // A subscription that ends at once (the cache refusing it) is not retried in a loop.
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-            }
-        }
+            || self.changed_all(),
+            |text| match parse(&text) {
+                Some((order_id, version)) => readers.changed(order_id, version),
+                None => tracing::warn!("unreadable order change announcement"),
+            },
+        )
+        .await;
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::view_store::{ViewError, ViewStore};
+use crate::view_store::{ViewError, ViewStore, follow_channel};
 
 pub const SUBSCRIPTION: &str = "notifier";
 
@@ -104,37 +104,23 @@ impl LiveFeed {
     }
 
     /// Feeds this process's browsers from the view store's live channel, whichever process the
-    /// notifier runs in; subscribes again after the connection drops, until `shutdown`.
+    /// notifier runs in, until `shutdown`.
     pub async fn bridge(
         self: Arc<Self>,
         views: Arc<dyn ViewStore>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        use futures_util::StreamExt;
-        while !*shutdown.borrow() {
-            let mut messages = match views.subscribe(LIVE_CHANNEL).await {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, "live feed cannot subscribe; retrying");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    message = messages.next() => match message {
-                        Some(text) => match serde_json::from_str(&text) {
-                            Ok(notification) => self.publish(notification),
-                            Err(error) => tracing::warn!(%error, "unreadable live notification"),
-                        },
-                        None => break,
-                    },
-                }
-            }
-        }
+        follow_channel(
+            views,
+            LIVE_CHANNEL,
+            shutdown,
+            || {},
+            |text| match serde_json::from_str(&text) {
+                Ok(notification) => self.publish(notification),
+                Err(error) => tracing::warn!(%error, "unreadable live notification"),
+            },
+        )
+        .await;
     }
 }
 
@@ -233,14 +219,18 @@ impl Notifier {
             .ok_or_else(|| {
                 NotifyError::Store(format!("not an order stream: {}", event.stream_id))
             })?;
-        let customer_id = match decoded {
-            OrderEvent::OrderPlaced { customer_id, .. } => customer_id.0,
-            _ => match self.remembered(order_id) {
-                Some(customer_id) => customer_id,
-                None => self.customer_of(event).await?,
-            },
+        let customer_id = match (decoded, self.remembered(order_id)) {
+            (_, Some(customer_id)) => customer_id,
+            (OrderEvent::OrderPlaced { customer_id, .. }, None) => {
+                self.remember(order_id, customer_id.0);
+                customer_id.0
+            }
+            (_, None) => {
+                let customer_id = self.customer_of(event).await?;
+                self.remember(order_id, customer_id);
+                customer_id
+            }
         };
-        self.remember(order_id, customer_id);
         Ok(Notification {
             order_id,
             customer_id,

@@ -191,35 +191,40 @@ impl Projector {
     /// concerns. The analytics are not kept per event: [`Projector::catch_up`] folds the log
     /// into them.
     pub async fn handle(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        match event.stream_type.as_str() {
-            order::STREAM_TYPE => self.apply(Projection::Orders, event).await,
-            inventory::STREAM_TYPE => self.apply(Projection::Catalog, event).await,
-            _ => Ok(()),
+        let projection = match event.stream_type.as_str() {
+            order::STREAM_TYPE => Projection::Orders,
+            inventory::STREAM_TYPE => Projection::Catalog,
+            _ => return Ok(()),
+        };
+        // Announced from the live path only: a catch-up after the cache was lost would publish
+        // one message per event of the whole log, for readers that are not waiting.
+        if let Some((view, from)) = self.apply(projection, event).await? {
+            self.announce(&view, from).await;
         }
+        Ok(())
     }
 
-    /// Applies `event` to `projection`'s view of its stream, if this projector keeps it.
+    /// Applies `event` to `projection`'s view of its stream, if this projector keeps it, and
+    /// answers an order's view as written with its version before (to announce).
     async fn apply(
         &self,
         projection: Projection,
         event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<Option<(OrderView, u64)>, ProjectionError> {
         if !self.keeps(projection) {
-            return Ok(());
+            return Ok(None);
         }
         let member = stream_key(event);
         match projection {
             Projection::Orders => {
                 let key = self.name(projection, &format!("order:{member}"));
-                if let Some((view, from)) = self
+                let written = self
                     .project::<OrderView>(&key, &event.stream_id, Some(event))
-                    .await?
-                {
-                    if from == 0 {
-                        self.index_order(&view).await?;
-                    }
-                    self.announce(&view, from).await;
+                    .await?;
+                if let Some((view, 0)) = &written {
+                    self.index_order(view).await?;
                 }
+                return Ok(written);
             }
             Projection::Catalog => {
                 let key = self.name(projection, &format!("catalog:{member}"));
@@ -234,7 +239,7 @@ impl Projector {
             }
             Projection::Analytics => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Applies everything in the log after each projection's checkpoint, then moves the

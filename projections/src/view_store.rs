@@ -4,6 +4,9 @@
 //! so the Redis adapter is a thin mapping and the in-memory one is a few maps. What a document
 //! means is the projector's business, not the store's.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
@@ -83,4 +86,44 @@ pub trait ViewStore: Send + Sync + 'static {
     /// Messages published on `channel` from now on. The stream ends if the connection is lost;
     /// the subscriber subscribes again.
     async fn subscribe(&self, channel: &str) -> Result<BoxStream<'static, String>, ViewError>;
+}
+
+/// Hands each message published on `channel` to `message`, until `shutdown`. The subscription
+/// is started again whenever it ends or cannot start (after a pause, so that one refused at
+/// once is not retried in a loop), and `subscribed` runs each time one starts: whatever was
+/// published before it was missed. How every process follows a channel (the browsers' live
+/// feed, order view announcements).
+pub async fn follow_channel(
+    views: Arc<dyn ViewStore>,
+    channel: &str,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut subscribed: impl FnMut(),
+    mut message: impl FnMut(String),
+) {
+    use futures_util::StreamExt;
+    while !*shutdown.borrow() {
+        let pause = match views.subscribe(channel).await {
+            Ok(mut messages) => {
+                subscribed();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        next = messages.next() => match next {
+                            Some(text) => message(text),
+                            None => break,
+                        },
+                    }
+                }
+                Duration::from_millis(100)
+            }
+            Err(error) => {
+                tracing::warn!(%error, channel, "cannot subscribe to a view store channel; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
 }
