@@ -272,9 +272,7 @@ fn retried(
 ) -> Result<(Appended, bool), StoreError> {
     let first = events[0].event_id;
     if stream != stream_id {
-        return Err(StoreError::Corrupt(format!(
-            "duplicate event id {first}: already stored in stream {stream}"
-        )));
+        return Err(stored_elsewhere(first, &stream));
     }
     let (mut position, mut numbered) = (0, false);
     for (event, version) in events.iter().zip(from..) {
@@ -282,12 +280,7 @@ fn retried(
             Some(place) if place.stream == stream_id && place.version == version => {
                 (position, numbered) = (place.position, place.numbered);
             }
-            _ => {
-                return Err(StoreError::Corrupt(format!(
-                    "event {first} is already in {stream_id} at version {from} with other \
-                     events; a retry must resend the same events"
-                )));
-            }
+            _ => return Err(not_a_retry(first, stream_id, from)),
         }
     }
     let appended = Appended {
@@ -296,4 +289,42 @@ fn retried(
         duplicate: true,
     };
     Ok((appended, numbered))
+}
+
+/// The same rules for an engine's request-by-request fallback, which reads a retry's rows
+/// itself: the first event id was found in `stream` at version `from`, and `stored` are the
+/// ids and positions of the stream's versions from there, as many as `events`, in order.
+pub(super) fn retry_of(
+    stream: &str,
+    from: u64,
+    stream_id: &str,
+    events: &[NewEvent],
+    stored: &[(Uuid, u64)],
+) -> Result<Appended, StoreError> {
+    let first = events[0].event_id;
+    if stream != stream_id {
+        return Err(stored_elsewhere(first, stream));
+    }
+    let ids = stored.iter().map(|(id, _)| *id);
+    if !ids.eq(events.iter().map(|e| e.event_id)) {
+        return Err(not_a_retry(first, stream_id, from));
+    }
+    Ok(Appended {
+        version: from + events.len() as u64 - 1,
+        position: Some(stored.last().map_or(0, |(_, position)| *position)),
+        duplicate: true,
+    })
+}
+
+fn stored_elsewhere(first: Uuid, stream: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "duplicate event id {first}: already stored in stream {stream}"
+    ))
+}
+
+fn not_a_retry(first: Uuid, stream_id: &str, from: u64) -> StoreError {
+    StoreError::Corrupt(format!(
+        "event {first} is already in {stream_id} at version {from} with other events; a retry \
+         must resend the same events"
+    ))
 }

@@ -904,44 +904,23 @@ async fn earlier_append(
         return Ok(None);
     };
     let stored_stream: String = stored.try_get("stream_id").map_err(store_error)?;
-    if stored_stream != stream_id {
-        return Err(StoreError::Corrupt(format!(
-            "duplicate event id {}: already stored in stream {stored_stream}",
-            first.event_id
-        )));
-    }
     let from = get_u64(&stored, "version")?;
     let to = from + events.len() as u64 - 1;
     let rows = sqlx::query(
         "SELECT event_id::text AS event_id, global_position FROM events \
          WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version",
     )
-    .bind(stream_id)
+    .bind(&stored_stream)
     .bind(to_i64(from))
     .bind(to_i64(to))
     .fetch_all(&mut *conn)
     .await
     .map_err(store_error)?;
-    let stored_ids: Vec<Uuid> = rows
+    let stored = rows
         .iter()
-        .map(|row| get_uuid(row, "event_id"))
-        .collect::<Result<_, _>>()?;
-    let retried_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    if stored_ids != retried_ids {
-        return Err(StoreError::Corrupt(format!(
-            "event {} is already in {stream_id} at version {from} with other events; \
-             a retry must resend the same events",
-            first.event_id
-        )));
-    }
-    let position = rows
-        .last()
-        .map_or(Ok(0), |row| get_u64(row, "global_position"))?;
-    Ok(Some(Appended {
-        version: to,
-        position: Some(position),
-        duplicate: true,
-    }))
+        .map(|row| Ok((get_uuid(row, "event_id")?, get_u64(row, "global_position")?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    batch::retry_of(&stored_stream, from, stream_id, events, &stored).map(Some)
 }
 
 async fn stream_version(conn: &mut PgConnection, stream_id: &str) -> Result<u64, StoreError> {

@@ -27,6 +27,7 @@ use commands::{Appended, StoreError};
 use domain::NewEvent;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Statement, ToSql};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use super::super::batch::{self, Keys, Stored};
 use super::super::codec::{format_time, to_i64, to_json, to_u64};
@@ -385,12 +386,6 @@ fn earlier_append(
     let Some((stored_stream, from)) = stored else {
         return Ok(None);
     };
-    if stored_stream != stream_id {
-        return Err(StoreError::Corrupt(format!(
-            "duplicate event id {}: already stored in stream {stored_stream}",
-            first.event_id
-        )));
-    }
     let from = to_u64(from, "version")?;
     let to = from + events.len() as u64 - 1;
     let rows: Vec<(String, i64)> = conn
@@ -399,28 +394,21 @@ fn earlier_append(
              WHERE stream_id = ? AND version BETWEEN ? AND ? ORDER BY version",
         )
         .and_then(|mut read| {
-            read.query_map((stream_id, to_i64(from), to_i64(to)), |row| {
+            read.query_map((&stored_stream, to_i64(from), to_i64(to)), |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })?
             .collect()
         })
         .map_err(store_error)?;
-    let retried: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
-    if rows.iter().map(|(id, _)| id).ne(retried.iter()) {
-        return Err(StoreError::Corrupt(format!(
-            "event {} is already in {stream_id} at version {from} with other events; \
-             a retry must resend the same events",
-            first.event_id
-        )));
-    }
-    let position = rows
-        .last()
-        .map_or(Ok(0), |(_, position)| to_u64(*position, "global_position"))?;
-    Ok(Some(Appended {
-        version: to,
-        position: Some(position),
-        duplicate: true,
-    }))
+    let stored = rows
+        .iter()
+        .map(|(id, position)| {
+            let id = Uuid::parse_str(id)
+                .map_err(|e| StoreError::Corrupt(format!("event id {id:?}: {e}")))?;
+            Ok((id, to_u64(*position, "global_position")?))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    batch::retry_of(&stored_stream, from, stream_id, events, &stored).map(Some)
 }
 
 fn stream_version(conn: &Connection, stream_id: &str) -> Result<u64, StoreError> {
