@@ -463,3 +463,53 @@ impl EventStore for CountedReads {
         self.inner.lease(name).await
     }
 }
+
+/// A SQLite event store in a directory of its own, removed with the `TempDir`.
+pub async fn sqlite_store() -> (tempfile::TempDir, Arc<infra::event_store::SqliteEventStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = infra::event_store::SqliteEventStore::open(&dir.path().join("s.db"))
+        .await
+        .unwrap();
+    (dir, Arc::new(store))
+}
+
+/// The metadata of a test's own commands.
+pub fn test_metadata() -> domain::EventMetadata {
+    domain::EventMetadata {
+        correlation_id: Uuid::now_v7(),
+        actor: "test".into(),
+        ..Default::default()
+    }
+}
+
+/// A fresh store holding one order of `sku` (listed, not stocked), placed and confirmed
+/// directly through the command side, and that order's two events.
+pub async fn confirmed_order(
+    sku: &str,
+) -> (
+    tempfile::TempDir,
+    Arc<infra::event_store::SqliteEventStore>,
+    Uuid,
+    Vec<domain::RecordedEvent>,
+) {
+    use domain::values::{Currency, Sku};
+    let (dir, store) = sqlite_store().await;
+    let commands = commands::Commands::new(store.clone());
+    let metadata = test_metadata();
+    let sku = Sku::parse(sku).unwrap();
+    let eur = Currency::parse("EUR").unwrap();
+    commands
+        .list_product(sku.clone(), "Item", 100, eur, &metadata)
+        .await
+        .unwrap();
+    let order_id = place_directly(&commands, &sku).await;
+    commands
+        .order(order_id, domain::order::OrderCommand::Confirm, &metadata)
+        .await
+        .unwrap();
+    let events = store
+        .read_stream(&format!("order-{order_id}"), 1)
+        .await
+        .unwrap();
+    (dir, store, order_id, events)
+}

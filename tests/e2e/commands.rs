@@ -11,7 +11,7 @@ use domain::inventory::{InventoryCommand, InventoryError};
 use domain::order::{OrderCommand, OrderStatus};
 use domain::values::{Currency, Sku};
 use infra::event_store::SqliteEventStore;
-use orderflow_tests::{CountedReads, place_directly};
+use orderflow_tests::{CountedReads, place_directly, sqlite_store, test_metadata};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,19 +129,9 @@ async fn two_processes() -> (
     Arc<Commands>,
     EventMetadata,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteEventStore::open(&dir.path().join("s.db"))
-            .await
-            .unwrap(),
-    );
+    let (dir, store) = sqlite_store().await;
     let (one, two) = (Commands::new(store.clone()), Commands::new(store.clone()));
-    let metadata = EventMetadata {
-        correlation_id: Uuid::now_v7(),
-        actor: "test".into(),
-        ..Default::default()
-    };
-    (dir, store, one, two, metadata)
+    (dir, store, one, two, test_metadata())
 }
 
 /// A reaction to an order's next event (the processor's to a placement) folds that event into

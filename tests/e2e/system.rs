@@ -445,45 +445,10 @@ async fn a_reader_asking_before_the_first_view_waits_for_it_without_reading_the_
 async fn waiting_reader_answered_by_announcements(placed_view_written: bool) {
     use std::sync::Arc;
 
-    use commands::Commands;
-    use commands::store::EventStore;
-    use domain::values::{Currency, Sku};
-    use infra::event_store::SqliteEventStore;
     use infra::views::MemoryViewStore;
     use projections::Projector;
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteEventStore::open(&dir.path().join("s.db"))
-            .await
-            .unwrap(),
-    );
-    let commands = Commands::new(store.clone());
-    let metadata = domain::EventMetadata {
-        correlation_id: uuid::Uuid::now_v7(),
-        actor: "test".into(),
-        ..Default::default()
-    };
-    let sku = Sku::parse("WAIT-1").unwrap();
-    commands
-        .list_product(
-            sku.clone(),
-            "Item",
-            100,
-            Currency::parse("EUR").unwrap(),
-            &metadata,
-        )
-        .await
-        .unwrap();
-    let order_id = orderflow_tests::place_directly(&commands, &sku).await;
-    commands
-        .order(order_id, domain::order::OrderCommand::Confirm, &metadata)
-        .await
-        .unwrap();
-    let events = store
-        .read_stream(&format!("order-{order_id}"), 1)
-        .await
-        .unwrap();
+    let (_dir, store, order_id, events) = orderflow_tests::confirmed_order("WAIT-1").await;
     let views = Arc::new(MemoryViewStore::new());
     let projector = Projector::new(store.clone(), views.clone());
     let counted = Arc::new(orderflow_tests::CountedReads::new(store.clone()));
@@ -536,16 +501,10 @@ async fn the_relay_reads_the_log_once_a_page_not_once_a_receipt() {
 
     use commands::store::EventStore;
     use infra::bus::{EventBus, MemoryBus, RetryPolicy, consume};
-    use infra::event_store::SqliteEventStore;
     use infra::relay::{CHECKPOINT, Relay, RelayConfig};
     use orderflow_tests::CountedReads;
 
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Arc::new(
-        SqliteEventStore::open(&dir.path().join("s.db"))
-            .await
-            .unwrap(),
-    );
+    let (_dir, sqlite) = orderflow_tests::sqlite_store().await;
     for i in 0..100 {
         let event = domain::NewEvent {
             event_id: uuid::Uuid::now_v7(),
@@ -594,47 +553,12 @@ async fn the_relay_reads_the_log_once_a_page_not_once_a_receipt() {
 async fn the_notifier_reads_an_orders_customer_only_when_it_missed_the_placement() {
     use std::sync::Arc;
 
-    use commands::Commands;
-    use commands::store::EventStore;
-    use domain::values::{Currency, Sku};
-    use infra::event_store::SqliteEventStore;
     use infra::push::LogPush;
     use infra::views::MemoryViewStore;
     use orderflow_tests::CountedReads;
     use projections::Notifier;
 
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Arc::new(
-        SqliteEventStore::open(&dir.path().join("s.db"))
-            .await
-            .unwrap(),
-    );
-    let commands = Commands::new(sqlite.clone());
-    let metadata = domain::EventMetadata {
-        correlation_id: uuid::Uuid::now_v7(),
-        actor: "test".into(),
-        ..Default::default()
-    };
-    let sku = Sku::parse("NOTE-1").unwrap();
-    commands
-        .list_product(
-            sku.clone(),
-            "Item",
-            100,
-            Currency::parse("EUR").unwrap(),
-            &metadata,
-        )
-        .await
-        .unwrap();
-    let order_id = orderflow_tests::place_directly(&commands, &sku).await;
-    commands
-        .order(order_id, domain::order::OrderCommand::Confirm, &metadata)
-        .await
-        .unwrap();
-    let events = sqlite
-        .read_stream(&format!("order-{order_id}"), 1)
-        .await
-        .unwrap();
+    let (_dir, sqlite, _, events) = orderflow_tests::confirmed_order("NOTE-1").await;
     let store = Arc::new(CountedReads::new(sqlite));
     let notifier = |views: Arc<MemoryViewStore>| {
         let push = Arc::new(LogPush::new(views.clone(), None).unwrap());
