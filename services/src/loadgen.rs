@@ -6,6 +6,9 @@
 //! next. Open loop (`rate`): orders are due at fixed intervals whatever the answers, at most
 //! `clients` in flight, and every latency counts from the moment the order was due, so a
 //! server that stalls is charged for the orders it kept waiting (no coordinated omission).
+//! The open loop also reports how late its own timer woke for each order (`pacer_late_*`):
+//! that part of both latencies is the generator's and the machine's, not the server's (tokio's
+//! timer ticks in whole milliseconds, and a virtual CPU woken from idle adds to it).
 //!
 //! It signs its customers in with the development login, so the server must run with
 //! development auth (the embedded default).
@@ -71,6 +74,11 @@ pub struct LoadReport {
     pub e2e_p90_ms: f64,
     pub e2e_p99_ms: f64,
     pub e2e_max_ms: f64,
+    /// Open loop: how late the generator's timer woke for each order after it was due (or
+    /// after it was asked, when the loop came late from waiting for a free client),
+    /// included in both latencies above (0 in a closed loop, which has no due times).
+    pub pacer_late_p50_ms: f64,
+    pub pacer_late_p99_ms: f64,
     /// Failures by kind: the problem's `code`, `http_{status}`, `transport` or `undecided`.
     pub errors: BTreeMap<String, u64>,
 }
@@ -80,6 +88,7 @@ pub struct LoadReport {
 struct Tally {
     accept: Vec<Duration>,
     e2e: Vec<Duration>,
+    pacer_late: Vec<Duration>,
     confirmed: u64,
     rejected: u64,
     errors: BTreeMap<String, u64>,
@@ -204,7 +213,11 @@ async fn open_loop(
         if done {
             break;
         }
+        // The timer's own lateness: from the later of `due` and the moment the loop got here
+        // (it may have waited for a free client before), so a full house is not counted.
+        let asked = Instant::now().max(due);
         tokio::time::sleep_until(due).await;
+        lock(tally).pacer_late.push(asked.elapsed());
         // Waiting for a free client delays the send, not the clock: the order was due at `due`.
         let slot = slots.clone().acquire_owned().await?;
         let (target, tally) = (target.clone(), tally.clone());
@@ -348,6 +361,7 @@ async fn restock(target: &Target) -> anyhow::Result<()> {
 fn report(plan: &LoadPlan, orders: u64, elapsed: Duration, mut tally: Tally) -> LoadReport {
     tally.accept.sort();
     tally.e2e.sort();
+    tally.pacer_late.sort();
     let ms = |sorted: &[Duration], q: f64| {
         if sorted.is_empty() {
             return 0.0;
@@ -378,6 +392,8 @@ fn report(plan: &LoadPlan, orders: u64, elapsed: Duration, mut tally: Tally) -> 
         e2e_p90_ms: ms(&tally.e2e, 0.90),
         e2e_p99_ms: ms(&tally.e2e, 0.99),
         e2e_max_ms: ms(&tally.e2e, 1.0),
+        pacer_late_p50_ms: ms(&tally.pacer_late, 0.50),
+        pacer_late_p99_ms: ms(&tally.pacer_late, 0.99),
         errors: tally.errors,
     }
 }
@@ -410,6 +426,13 @@ impl std::fmt::Display for LoadReport {
             "decided  {:8.2} {:8.2} {:8.2} {:8.2}",
             self.e2e_p50_ms, self.e2e_p90_ms, self.e2e_p99_ms, self.e2e_max_ms
         )?;
+        if self.rate.is_some() {
+            writeln!(
+                f,
+                "pacer    {:8.2}          {:8.2}           (how late the generator's timer woke for an order: part of both lines above)",
+                self.pacer_late_p50_ms, self.pacer_late_p99_ms
+            )?;
+        }
         if self.errors.is_empty() {
             write!(f, "errors   none")
         } else {

@@ -60,6 +60,15 @@ async fn an_open_loop_sends_at_the_rate_asked() {
         "20 orders at 50/s take at least 0.38 s: {report}"
     );
     assert_eq!(report.confirmed + report.rejected, 20);
+    assert!(
+        report.pacer_late_p50_ms <= report.accept_p50_ms
+            && report.pacer_late_p99_ms <= report.accept_p99_ms,
+        "the timer's lateness is a part of each order's latency, never more: {report}"
+    );
+    assert!(
+        report.to_string().contains("pacer"),
+        "the open loop says how late its timer woke: {report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,6 +101,7 @@ async fn the_command_prints_one_json_object_with_the_measures() {
         "accept_p99_ms",
         "e2e_p50_ms",
         "e2e_p99_ms",
+        "pacer_late_p99_ms",
         "errors",
     ] {
         assert!(report.get(field).is_some(), "{field} in {report}");
