@@ -447,8 +447,8 @@ fn insert(
     to_u64(conn.last_insert_rowid(), "global_position")
 }
 
-/// The one place where the writer's SQLite errors become the port's.
-fn store_error(error: rusqlite::Error) -> StoreError {
+/// The one place where rusqlite's errors (the writer's and the readers') become the port's.
+pub(super) fn store_error(error: rusqlite::Error) -> StoreError {
     match &error {
         // Versions are assigned under the write lock, so the only unique key a request can
         // collide on is `event_id`: the caller reused an id from another append.
