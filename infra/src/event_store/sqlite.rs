@@ -4,12 +4,13 @@
 //!
 //! With `synchronous = FULL` every committed transaction costs an fsync, and a disk does a few
 //! hundred of those per second, so appends and checkpoints go through group commit (the
-//! `group_commit` module explains it): one writer task commits every request waiting at that
-//! moment (up to [`MAX_BATCH`]) in ONE `BEGIN IMMEDIATE … COMMIT`, one fsync per batch. The
-//! only write connection lives on a thread of its own (the `writer` module, through rusqlite
-//! on the same libsqlite3 as sqlx), which takes a whole batch at a time: the writer decides
-//! the batch after one lookup and inserts it in multi-row INSERTs; a batch SQLite refuses is
-//! written again request by request, each in its own `SAVEPOINT`.
+//! `group_commit` module explains it): one writer commits every request waiting at that
+//! moment (up to [`MAX_BATCH`]) in ONE `BEGIN IMMEDIATE … COMMIT`, one fsync per batch. It
+//! runs on the only write connection's own thread (the `writer` module, through rusqlite on
+//! the same libsqlite3 as sqlx), which callers hand their requests to directly and which
+//! answers them itself: the writer decides the batch after one lookup and inserts it in
+//! multi-row INSERTs; a batch SQLite refuses is written again request by request, each in its
+//! own `SAVEPOINT`.
 //!
 //! # Reads
 //!
@@ -126,15 +127,16 @@ impl SqliteEventStore {
         let reads = reader::Readers::open(path, READERS, BUSY_TIMEOUT)?;
 
         let (head_tx, head) = watch::channel(head);
-        let writer = GroupCommit::start(
-            // One writer: SQLite takes one write transaction at a time anyway.
-            [engine],
+        // One writer, on the connection's own thread: SQLite takes one write transaction at a
+        // time anyway, and waiting for a fuller batch did not pay in-process (peer bench).
+        let mut engine = engine;
+        let writer = GroupCommit::on_thread(
+            "sqlite-writer",
             MAX_BATCH,
             QUEUE_CAPACITY,
-            // A batch is cheap in-process; waiting for a fuller one did not pay (peer bench).
-            Duration::ZERO,
             head_tx,
-        );
+            move |writes| engine.commit(writes),
+        )?;
         Ok(Self {
             writer,
             reads,

@@ -1,8 +1,9 @@
 //! The SQLite store's write side: the only write connection, on a thread of its own.
 //!
-//! The group-commit task hands this thread a whole batch and waits for one answer; the thread
-//! runs the transaction from `BEGIN IMMEDIATE` to `COMMIT` (the fsync included) in one go,
-//! with prepared statements it keeps. Through sqlx each statement of a batch was a hand-over
+//! The group-commit writer runs on this connection's own thread (`GroupCommit::on_thread`):
+//! callers queue their requests for it, and it runs each batch's transaction from
+//! `BEGIN IMMEDIATE` to `COMMIT` (the fsync included) in one go, with prepared statements it
+//! keeps, and answers each caller itself. Through sqlx each statement of a batch was a hand-over
 //! to sqlx's connection thread and back, five of them for a typical batch (open, lookup,
 //! insert, checkpoint, commit). At 1,000 orders/s embedded the batches took 860 µs on average,
 //! for a fsync of 200 µs and 220 µs of SQLite's own work: the rest was those hand-overs,
@@ -26,12 +27,11 @@ use std::time::Duration;
 use commands::{Appended, StoreError};
 use domain::NewEvent;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Statement, ToSql};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::super::batch::{self, Keys, Stored};
 use super::super::codec::{format_time, to_i64, to_json, to_u64};
-use super::super::group_commit::{Answer, BatchCommit, Write, Written};
+use super::super::group_commit::{Answer, Write, Written};
 
 /// Positions go on from the highest ever handed out (`sqlite_sequence`, as AUTOINCREMENT
 /// would): the head a batch numbers after.
@@ -77,63 +77,33 @@ fn insert_rows(rows: usize) -> &'static str {
     &texts[rows.clamp(1, INSERT_ROWS) - 1]
 }
 
-/// A batch for the thread, and where its answers go.
-struct Job {
-    writes: Vec<Write>,
-    reply: oneshot::Sender<Result<Vec<Answer>, StoreError>>,
-}
-
-/// The group-commit writer's engine: hands each batch to the connection's thread.
+/// The write connection and the checkpoint thread beside it: what the group-commit thread
+/// (`GroupCommit::on_thread`) commits each batch with. Dropped with that thread, it closes
+/// the connection and stops the checkpoint thread.
 pub(super) struct Writer {
-    jobs: mpsc::Sender<Job>,
-    thread: std::thread::JoinHandle<()>,
+    conn: Connection,
     /// Dropped to stop the checkpoint thread.
-    checkpoints: mpsc::Sender<()>,
-    checkpointer: std::thread::JoinHandle<()>,
+    _checkpoints: mpsc::Sender<()>,
 }
 
 impl Writer {
-    /// Opens the write connection to the (migrated) database at `path` and starts its thread.
+    /// Opens the write connection to the (migrated) database at `path` and starts the
+    /// checkpoint thread.
     pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         let conn = connect(path, busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let checkpointing = connect(path, busy_timeout)?;
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let thread = start("sqlite-writer", move || serve(conn, queue))?;
         let (checkpoints, stop) = mpsc::channel::<()>();
-        let checkpointer = start("sqlite-checkpoint", move || checkpoint(checkpointing, stop))?;
+        start("sqlite-checkpoint", move || checkpoint(checkpointing, stop))?;
         Ok(Self {
-            jobs,
-            thread,
-            checkpoints,
-            checkpointer,
+            conn,
+            _checkpoints: checkpoints,
         })
     }
-}
 
-impl BatchCommit for Writer {
-    async fn commit(&mut self, writes: Vec<Write>) -> Result<Vec<Answer>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { writes, reply })
-            .map_err(|_| thread_gone())?;
-        answer.await.map_err(|_| thread_gone())?
-    }
-
-    async fn close(self) {
-        let Self {
-            jobs,
-            thread,
-            checkpoints,
-            checkpointer,
-        } = self;
-        // Each thread ends once its channel is closed, closing its connection.
-        drop((jobs, checkpoints));
-        let joined =
-            tokio::task::spawn_blocking(move || (thread.join(), checkpointer.join())).await;
-        if !matches!(joined, Ok((Ok(()), Ok(())))) {
-            tracing::warn!("the event store's writer threads did not end cleanly");
-        }
+    /// One batch in one transaction; `Err` only for what fails the whole batch (rolled back).
+    pub(super) fn commit(&mut self, writes: Vec<Write>) -> Result<Vec<Answer>, StoreError> {
+        commit(&self.conn, &writes)
     }
 }
 
@@ -152,13 +122,11 @@ fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError
     Ok(conn)
 }
 
-fn start(
-    name: &str,
-    work: impl FnOnce() + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
+fn start(name: &str, work: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(work)
+        .map(drop)
         .map_err(|e| StoreError::Unavailable(format!("cannot start {name}: {e}")))
 }
 
@@ -179,27 +147,11 @@ fn checkpoint(conn: Connection, stop: mpsc::Receiver<()>) {
     }
 }
 
-fn thread_gone() -> StoreError {
-    StoreError::Unavailable("the event store's writer thread is gone".into())
-}
-
 fn open_error(path: &Path, error: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!(
         "cannot open {}: {error}",
         PathBuf::from(path).display()
     ))
-}
-
-/// The thread: one batch after another until the store is dropped.
-fn serve(conn: Connection, jobs: mpsc::Receiver<Job>) {
-    for job in jobs {
-        let answers = commit(&conn, &job.writes);
-        // A store dropped while its batch committed no longer listens.
-        let _ = job.reply.send(answers);
-    }
-    if let Err((_, error)) = conn.close() {
-        tracing::warn!(%error, "closing the event store's write connection failed");
-    }
 }
 
 /// One batch in one transaction; `Err` only for what fails the whole batch (rolled back).
