@@ -485,4 +485,93 @@ mod tests {
         }
         assert_eq!(*sizes.lock().unwrap(), vec![1; 5]);
     }
+
+    /// The writer on a thread of its own: what queues while a batch commits goes in the next
+    /// one, every caller hears its own answer, a failed batch fails each of its callers, and
+    /// the head moves to the newest position of a committed batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_on_a_thread_batches_what_waits_and_answers_each_caller() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (head, mut watched) = watch::channel(0);
+        let recorded = sizes.clone();
+        let writer = Arc::new(
+            GroupCommit::on_thread("test-writer", 64, 256, head, move |writes| {
+                let batch = {
+                    let mut sizes = recorded.lock().unwrap();
+                    sizes.push(writes.len());
+                    sizes.len()
+                };
+                // The first batch is held until the others have queued; the third fails.
+                if batch == 1 {
+                    held.recv().unwrap();
+                }
+                if batch == 3 {
+                    return Err(StoreError::Unavailable("disk gone".into()));
+                }
+                Ok(writes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| {
+                        Ok(Written::Appended(Appended {
+                            version: 1,
+                            position: Some((batch * 100 + i) as u64),
+                            duplicate: false,
+                        }))
+                    })
+                    .collect())
+            })
+            .expect("the writer thread"),
+        );
+        let append = |writer: Arc<GroupCommit>, i: usize| async move {
+            writer
+                .append(&format!("s-{i}"), "test", 0, one_event())
+                .await
+        };
+
+        let first = tokio::spawn(append(writer.clone(), 0));
+        while sizes.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let queued: Vec<_> = (1..=5)
+            .map(|i| tokio::spawn(append(writer.clone(), i)))
+            .collect();
+        // The five wait in the queue while the first batch is held.
+        while writer.requests.capacity() > 256 - 5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        release.send(()).unwrap();
+
+        assert_eq!(first.await.unwrap().expect("committed").position, Some(100));
+        let mut positions = Vec::new();
+        for answer in futures_util::future::join_all(queued).await {
+            positions.push(answer.unwrap().expect("committed").position.unwrap());
+        }
+        // The five queued in whichever order their tasks ran; each got its own answer.
+        positions.sort_unstable();
+        assert_eq!(
+            positions,
+            [200, 201, 202, 203, 204],
+            "one batch, an answer each"
+        );
+        assert_eq!(*sizes.lock().unwrap(), [1, 5]);
+        assert_eq!(
+            *watched.borrow_and_update(),
+            204,
+            "the head moved to the newest"
+        );
+        assert_eq!(writer.batches_committed(), 2);
+
+        let failed = append(writer.clone(), 9).await;
+        assert!(
+            matches!(failed, Err(StoreError::Unavailable(_))),
+            "{failed:?}"
+        );
+        assert_eq!(
+            writer.batches_committed(),
+            2,
+            "a failed batch is not counted"
+        );
+        assert_eq!(*watched.borrow(), 204);
+    }
 }
