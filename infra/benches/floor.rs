@@ -163,13 +163,7 @@ fn fdatasync(path: &Path, count: usize) -> Run {
         file.sync_data().expect("fdatasync");
         latencies.push(sent.elapsed());
     }
-    latencies.sort_unstable();
-    Run {
-        done: count,
-        errors: 0,
-        elapsed: started.elapsed(),
-        latencies,
-    }
+    Run::new(latencies, 0, started.elapsed())
 }
 
 /// Starts `call(i)` for i in 0..total at `rate` a second, each on its own task at its
@@ -191,27 +185,19 @@ where
             call.await.map(|()| intended.elapsed())
         }));
     }
-    let mut run = Run {
-        done: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::with_capacity(total),
-    };
+    let (mut latencies, mut errors) = (Vec::with_capacity(total), 0);
     for task in tasks {
         match task.await.expect("an order's task") {
-            Ok(latency) => run.latencies.push(latency),
+            Ok(latency) => latencies.push(latency),
             Err(error) => {
-                if run.errors == 0 {
+                if errors == 0 {
                     eprintln!("error: {error}");
                 }
-                run.errors += 1;
+                errors += 1;
             }
         }
     }
-    run.elapsed = started.elapsed();
-    run.done = run.latencies.len();
-    run.latencies.sort_unstable();
-    run
+    Run::new(latencies, errors, started.elapsed())
 }
 
 /// A thread that answers at once: what waking another thread and being woken back costs

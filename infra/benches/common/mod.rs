@@ -126,6 +126,18 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run that took `elapsed`: the successful calls' latencies (in any order) and how
+    /// many calls failed.
+    pub fn new(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Self {
+        latencies.sort_unstable();
+        Self {
+            done: latencies.len(),
+            errors,
+            elapsed,
+            latencies,
+        }
+    }
+
     pub fn per_second(&self) -> f64 {
         self.done as f64 / self.elapsed.as_secs_f64()
     }
@@ -193,21 +205,13 @@ where
             })
         })
         .collect();
-    let mut run = Run {
-        done: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::with_capacity(total),
-    };
+    let (mut latencies, mut errors) = (Vec::with_capacity(total), 0);
     for task in tasks {
-        let (latencies, errors) = task.await.expect("a client task");
-        run.latencies.extend(latencies);
-        run.errors += errors;
+        let (client_latencies, client_errors) = task.await.expect("a client task");
+        latencies.extend(client_latencies);
+        errors += client_errors;
     }
-    run.elapsed = started.elapsed();
-    run.done = run.latencies.len();
-    run.latencies.sort_unstable();
-    run
+    Run::new(latencies, errors, started.elapsed())
 }
 
 /// A whole number from the environment, or `default`.

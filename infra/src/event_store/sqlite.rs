@@ -123,13 +123,12 @@ impl SqliteEventStore {
         let head = current_head(&mut conn).await?;
         // Created and migrated: the writer thread opens its own connection.
         conn.close().await.map_err(store_error)?;
-        let engine = writer::Writer::open(path, BUSY_TIMEOUT)?;
+        let mut engine = writer::Writer::open(path, BUSY_TIMEOUT)?;
         let reads = reader::Readers::open(path, READERS, BUSY_TIMEOUT)?;
 
         let (head_tx, head) = watch::channel(head);
         // One writer, on the connection's own thread: SQLite takes one write transaction at a
         // time anyway, and waiting for a fuller batch did not pay in-process (peer bench).
-        let mut engine = engine;
         let writer = GroupCommit::on_thread(
             "sqlite-writer",
             MAX_BATCH,

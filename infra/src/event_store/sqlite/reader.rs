@@ -17,6 +17,8 @@ use commands::StoreError;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
+use super::writer::{open, start};
+
 /// Statements each connection keeps prepared.
 const STATEMENT_CACHE: usize = 16;
 
@@ -30,7 +32,7 @@ pub(super) struct Readers {
 
 impl Readers {
     /// Opens `count` read-only connections to the (migrated) database at `path`, each with
-    /// its thread.
+    /// its thread: each statement sees what was committed when it began (WAL).
     pub(super) fn open(
         path: &Path,
         count: usize,
@@ -39,12 +41,10 @@ impl Readers {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..count.max(1) {
-            let conn = connect(path, busy_timeout)?;
+            let conn = open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, busy_timeout)?;
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("sqlite-reader-{i}"))
-                .spawn(move || serve(conn, &queue))
-                .map_err(|e| StoreError::Unavailable(format!("cannot start a reader: {e}")))?;
+            start(&format!("sqlite-reader-{i}"), move || serve(conn, &queue))?;
         }
         Ok(Self { jobs })
     }
@@ -63,21 +63,6 @@ impl Readers {
         self.jobs.send(job).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
-}
-
-/// A read-only connection: each statement sees what was committed when it began (WAL).
-fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
-    let open = |e: rusqlite::Error| {
-        StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
-    };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(open)?;
-    conn.busy_timeout(busy_timeout).map_err(open)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    Ok(conn)
 }
 
 /// One thread: reads until the queue is closed. The queue's lock is held only while waiting

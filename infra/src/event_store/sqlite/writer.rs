@@ -110,19 +110,27 @@ impl Writer {
 /// A read-write connection to the (migrated) database at `path`, durable at commit: the WAL
 /// is synced before COMMIT answers.
 fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| open_error(path, e))?;
-    conn.busy_timeout(busy_timeout)
-        .map_err(|e| open_error(path, e))?;
+    let conn = open(path, OpenFlags::SQLITE_OPEN_READ_WRITE, busy_timeout)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(|e| open_error(path, e))?;
     Ok(conn)
 }
 
-fn start(name: &str, work: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+/// A connection to the (migrated) database at `path` with `flags`, for one thread's use,
+/// waiting up to `busy_timeout` for another process's lock.
+pub(super) fn open(
+    path: &Path,
+    flags: OpenFlags,
+    busy_timeout: Duration,
+) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| open_error(path, e))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(|e| open_error(path, e))?;
+    Ok(conn)
+}
+
+pub(super) fn start(name: &str, work: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(work)
