@@ -6,11 +6,13 @@
 //! - [`browser`]: a small Chrome DevTools Protocol driver for headless Chromium.
 //! - [`fakes`]: local HTTP fakes of Azure services that enforce their documented contracts.
 //! - [`process`]: `orderflow` as separate OS processes, one per role.
+//! - [`oidc_provider`]: a real OpenID provider (npm `oidc-provider`) and sign-in at it.
 //!
 //! Tracing stays quiet unless `TEST_LOG` is set.
 
 pub mod browser;
 pub mod fakes;
+pub mod oidc_provider;
 /// Running `orderflow` as OS processes: the helpers the services crate's own tests use.
 #[path = "../services/tests/common/mod.rs"]
 pub mod process;
@@ -45,6 +47,17 @@ pub struct TestApp {
 pub async fn spawn_app() -> TestApp {
     let temp = Arc::new(tempfile::tempdir().expect("a temporary directory"));
     let mut app = spawn_app_in(temp.path()).await;
+    app._temp = Some(temp);
+    app
+}
+
+/// Starts the app with a fresh data directory and the settings `configure` makes of the
+/// embedded defaults.
+pub async fn spawn_app_using(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let temp = Arc::new(tempfile::tempdir().expect("a temporary directory"));
+    let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap(), temp.path().to_owned());
+    configure(&mut settings);
+    let mut app = spawn_app_with(settings).await;
     app._temp = Some(temp);
     app
 }

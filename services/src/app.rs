@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::auth::TokenKeys;
+use crate::api::auth::oidc::OidcVerifier;
+use crate::api::auth::{Authenticator, SharedSecret};
 use crate::api::{self, AppState};
 use crate::config::{AuthSettings, Role, Settings, redact};
 use crate::system::System;
@@ -72,26 +73,33 @@ impl Application {
         }
         let (stop, stopped) = watch::channel(false);
         let workers = system.spawn_workers(&settings, stopped.clone()).await?;
-        let (keys, dev_login) = match &settings.auth {
+        let auth = match &settings.auth {
             AuthSettings::Development => {
                 if web {
                     tracing::warn!("{}", api::ops::DEV_NOTICE);
                 }
-                (TokenKeys::development(&settings.data_dir)?, true)
+                Authenticator::Development(SharedSecret::development(&settings.data_dir)?)
             }
-            AuthSettings::Jwt {
+            AuthSettings::SharedSecret {
                 secret,
                 issuer,
                 audience,
-            } => (
-                TokenKeys::new(secret.expose().as_bytes().to_vec(), issuer, audience),
-                false,
+            } => Authenticator::SharedSecret(
+                SharedSecret::new(secret.expose().as_bytes(), issuer, audience)
+                    .map_err(anyhow::Error::msg)?,
             ),
+            AuthSettings::Oidc(client) => {
+                let verifier = OidcVerifier::start(client.verifier.clone())
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                tracing::info!(issuer = %client.verifier.issuer, "tokens from this OpenID provider");
+                Authenticator::Oidc(verifier)
+            }
         };
         let state = AppState {
             system: system.clone(),
-            keys: Arc::new(keys),
-            dev_login,
+            auth: Arc::new(auth),
+            sign_in: Arc::new(api::ops::SignIn::of(&settings.auth)),
             shutdown: stopped,
         };
         let listener = TcpListener::bind(settings.listen)

@@ -15,6 +15,10 @@ use anyhow::{Context, bail};
 use infra::bus::RetryPolicy;
 use serde::Deserialize;
 
+use crate::api::auth::Role as AuthRole;
+use crate::api::auth::oidc::OidcSettings;
+use crate::api::auth::shared_secret::MIN_SECRET_BYTES;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA: &str = "./data";
 
@@ -83,6 +87,7 @@ impl Settings {
             Some(path) => FileSettings::read(path)?,
             None => FileSettings::default(),
         };
+        let auth = AuthSettings::resolve(&overrides, &file)?;
         let listen = pick(overrides.listen, file.listen, DEFAULT_LISTEN.to_owned());
         let listen = listen
             .parse()
@@ -108,19 +113,7 @@ impl Settings {
         {
             settings.processor_concurrency = n.max(1);
         }
-        if let Some(secret) = overrides.jwt_secret.or(file.jwt_secret) {
-            settings.auth = AuthSettings::Jwt {
-                secret: Secret::new(secret),
-                issuer: overrides
-                    .jwt_issuer
-                    .or(file.jwt_issuer)
-                    .context("--jwt-issuer is required with --jwt-secret")?,
-                audience: overrides
-                    .jwt_audience
-                    .or(file.jwt_audience)
-                    .context("--jwt-audience is required with --jwt-secret")?,
-            };
-        }
+        settings.auth = auth;
         Ok(settings)
     }
 
@@ -155,6 +148,37 @@ pub struct Overrides {
     pub jwt_secret: Option<String>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    pub oidc: OidcOverrides,
+}
+
+/// The `--oidc-*` settings, as flags, environment or the config file's `oidc-*` keys give them.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcOverrides {
+    pub issuer: Option<String>,
+    /// Comma-separated.
+    pub audience: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    pub customer_claim: Option<String>,
+    pub roles_claim: Option<String>,
+    /// `PROVIDER_NAME=ROLE,...`
+    pub role_map: Option<String>,
+}
+
+impl OidcOverrides {
+    /// Each setting from `self` where given, else from `file`.
+    fn or(self, file: &FileSettings) -> Self {
+        Self {
+            issuer: self.issuer.or(file.oidc_issuer.clone()),
+            audience: self.audience.or(file.oidc_audience.clone()),
+            client_id: self.client_id.or(file.oidc_client_id.clone()),
+            scope: self.scope.or(file.oidc_scope.clone()),
+            customer_claim: self.customer_claim.or(file.oidc_customer_claim.clone()),
+            roles_claim: self.roles_claim.or(file.oidc_roles_claim.clone()),
+            role_map: self.role_map.or(file.oidc_role_map.clone()),
+        }
+    }
 }
 
 /// The config file's keys (all optional), named like the flags.
@@ -174,6 +198,13 @@ struct FileSettings {
     jwt_secret: Option<String>,
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
+    oidc_issuer: Option<String>,
+    oidc_audience: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_scope: Option<String>,
+    oidc_customer_claim: Option<String>,
+    oidc_roles_claim: Option<String>,
+    oidc_role_map: Option<String>,
 }
 
 impl FileSettings {
@@ -266,25 +297,127 @@ pub enum AuthSettings {
     /// `POST /api/dev/token` hands out tokens signed with a key kept in the data directory.
     /// For laptops and tests only: anyone can sign in as anyone.
     Development,
-    /// Tokens from an identity provider, HS256 with a shared secret, checked for issuer and
+    /// HS256 tokens signed with a shared secret (at least 32 bytes), checked for issuer and
     /// audience. No development login.
-    Jwt {
+    SharedSecret {
         secret: Secret,
         issuer: String,
         audience: String,
     },
+    /// Access tokens from an OpenID Connect provider. No development login.
+    Oidc(OidcClient),
+}
+
+/// The provider's settings, and what the web UI needs to sign in there.
+#[derive(Debug, Clone)]
+pub struct OidcClient {
+    pub verifier: OidcSettings,
+    /// The public client the web UI signs in with (authorization code + PKCE, no secret).
+    pub client_id: Option<String>,
+    /// What the web UI asks for: `openid` and whatever gives a token for this API.
+    pub scope: String,
+}
+
+pub const DEFAULT_OIDC_SCOPE: &str = "openid profile";
+
+impl AuthSettings {
+    fn resolve(overrides: &Overrides, file: &FileSettings) -> anyhow::Result<Self> {
+        let oidc = overrides.oidc.clone().or(file);
+        let secret = overrides.jwt_secret.clone().or(file.jwt_secret.clone());
+        match (oidc.issuer.clone(), secret) {
+            (Some(_), Some(_)) => bail!(
+                "set either --oidc-issuer (an OpenID provider) or ORDERFLOW_JWT_SECRET (a shared secret), not both"
+            ),
+            (Some(issuer), None) => Ok(Self::Oidc(OidcClient::resolve(&issuer, oidc)?)),
+            (None, Some(secret)) => {
+                if secret.len() < MIN_SECRET_BYTES {
+                    bail!(
+                        "ORDERFLOW_JWT_SECRET is {} bytes; it must be at least {MIN_SECRET_BYTES} (generate one with `openssl rand -hex 32`)",
+                        secret.len()
+                    );
+                }
+                Ok(Self::SharedSecret {
+                    secret: Secret::new(secret),
+                    issuer: overrides
+                        .jwt_issuer
+                        .clone()
+                        .or(file.jwt_issuer.clone())
+                        .context("ORDERFLOW_JWT_ISSUER is required with ORDERFLOW_JWT_SECRET")?,
+                    audience: overrides
+                        .jwt_audience
+                        .clone()
+                        .or(file.jwt_audience.clone())
+                        .context("ORDERFLOW_JWT_AUDIENCE is required with ORDERFLOW_JWT_SECRET")?,
+                })
+            }
+            (None, None) => Ok(Self::Development),
+        }
+    }
+}
+
+impl OidcClient {
+    fn resolve(issuer: &str, oidc: OidcOverrides) -> anyhow::Result<Self> {
+        let audiences: Vec<String> = oidc
+            .audience
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if audiences.is_empty() {
+            bail!(
+                "--oidc-audience is required with --oidc-issuer: the `aud` your provider puts in access tokens for this API"
+            );
+        }
+        let mut verifier = OidcSettings::new(issuer.trim(), audiences);
+        verifier.discovery_url().map_err(anyhow::Error::msg)?;
+        if let Some(claim) = oidc.customer_claim.filter(|c| !c.trim().is_empty()) {
+            verifier.customer_claim = claim.trim().to_owned();
+        }
+        if let Some(claim) = oidc.roles_claim.filter(|c| !c.trim().is_empty()) {
+            verifier.roles_claim = claim.trim().to_owned();
+        }
+        verifier.role_map = parse_role_map(oidc.role_map.as_deref().unwrap_or(""))?;
+        Ok(Self {
+            verifier,
+            client_id: oidc.client_id.filter(|c| !c.trim().is_empty()),
+            scope: oidc
+                .scope
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_OIDC_SCOPE.to_owned()),
+        })
+    }
+}
+
+/// `Orders.Operator=operator,Orders.Analyst=analyst`: the provider's role names to orderflow's.
+fn parse_role_map(raw: &str) -> anyhow::Result<Vec<(String, AuthRole)>> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, role) = pair
+                .rsplit_once('=')
+                .with_context(|| format!("--oidc-role-map: {pair:?} is not PROVIDER_ROLE=ROLE"))?;
+            let role = AuthRole::parse(role.trim()).with_context(|| {
+                format!("--oidc-role-map: {role:?} is not customer, operator or analyst")
+            })?;
+            Ok((name.trim().to_owned(), role))
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Development => f.write_str("Development"),
-            Self::Jwt {
+            Self::SharedSecret {
                 issuer, audience, ..
             } => write!(
                 f,
-                "Jwt {{ issuer: {issuer:?}, audience: {audience:?}, secret: *** }}"
+                "SharedSecret {{ issuer: {issuer:?}, audience: {audience:?}, secret: *** }}"
             ),
+            Self::Oidc(client) => write!(f, "Oidc({client:?})"),
         }
     }
 }
@@ -454,6 +587,99 @@ mod tests {
         assert_eq!(url.param("endpoint"), Some("http://x"));
         assert!(AzureUrl::parse("servicebus://shop-ns").is_err());
         assert!(AzureUrl::parse("servicebus:///events").is_err());
+    }
+
+    #[test]
+    fn a_short_shared_secret_is_refused_at_start_up() {
+        let resolve = |secret: &str| {
+            Settings::resolve(Overrides {
+                jwt_secret: Some(secret.into()),
+                jwt_issuer: Some("https://id.example".into()),
+                jwt_audience: Some("orderflow".into()),
+                ..Default::default()
+            })
+        };
+        let error = resolve(&"s".repeat(31)).unwrap_err();
+        assert!(format!("{error:#}").contains("at least 32"), "{error:#}");
+        assert!(matches!(
+            resolve(&"s".repeat(32)).unwrap().auth,
+            AuthSettings::SharedSecret { .. }
+        ));
+    }
+
+    #[test]
+    fn oidc_settings_come_from_flags_or_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("orderflow.toml");
+        std::fs::write(
+            &file,
+            "oidc-issuer = \"https://login.microsoftonline.com/t/v2.0\"\n\
+             oidc-audience = \"api://orderflow, 0000-app-id\"\n\
+             oidc-customer-claim = \"oid\"\n\
+             oidc-role-map = \"Orders.Operator=operator, Orders.Analyst=analyst\"\n",
+        )
+        .unwrap();
+        let settings = Settings::resolve(Overrides {
+            config: Some(file),
+            oidc: OidcOverrides {
+                client_id: Some("spa-client".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        let AuthSettings::Oidc(client) = settings.auth else {
+            panic!("OIDC expected, got {:?}", settings.auth);
+        };
+        assert_eq!(
+            client.verifier.issuer,
+            "https://login.microsoftonline.com/t/v2.0"
+        );
+        assert_eq!(
+            client.verifier.audiences,
+            ["api://orderflow", "0000-app-id"]
+        );
+        assert_eq!(client.verifier.customer_claim, "oid");
+        assert_eq!(client.verifier.roles_claim, "roles");
+        assert_eq!(
+            client.verifier.role_map,
+            [
+                ("Orders.Operator".to_owned(), AuthRole::Operator),
+                ("Orders.Analyst".to_owned(), AuthRole::Analyst)
+            ]
+        );
+        assert_eq!(client.client_id.as_deref(), Some("spa-client"));
+        assert_eq!(client.scope, DEFAULT_OIDC_SCOPE);
+
+        let oidc = |issuer: &str, audience: Option<&str>, map: Option<&str>| {
+            Settings::resolve(Overrides {
+                oidc: OidcOverrides {
+                    issuer: Some(issuer.into()),
+                    audience: audience.map(Into::into),
+                    role_map: map.map(Into::into),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+        };
+        assert!(
+            oidc("http://id.example", Some("a"), None)
+                .unwrap_err()
+                .contains("https://")
+        );
+        assert!(oidc("http://127.0.0.1:4000", Some("a"), None).is_ok());
+        assert!(
+            oidc("https://id.example", None, None)
+                .unwrap_err()
+                .contains("--oidc-audience")
+        );
+        assert!(
+            oidc("https://id.example", Some("a"), Some("Admins=root"))
+                .unwrap_err()
+                .contains("root")
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ enum Command {
         /// Events the order processor works on at once [default: 8].
         #[arg(long, env = "ORDERFLOW_PROCESSOR_CONCURRENCY", value_name = "N")]
         processor_concurrency: Option<usize>,
+        #[command(flatten)]
+        oidc: OidcArgs,
     },
     /// Prints an order's timeline from the event store and the order as it was at a moment or
     /// version (folded from its events); exits 1 if there is no such order.
@@ -158,6 +160,49 @@ struct Engines {
     push: Option<String>,
 }
 
+/// Sign-in through an OpenID Connect provider (without these: the development login, or the
+/// shared secret of ORDERFLOW_JWT_SECRET).
+#[derive(Args)]
+struct OidcArgs {
+    /// The provider's issuer, exactly as its tokens' `iss` says
+    /// (https://login.microsoftonline.com/TENANT/v2.0 for Entra ID); https:// except on loopback.
+    #[arg(long, env = "ORDERFLOW_OIDC_ISSUER", value_name = "URL")]
+    oidc_issuer: Option<String>,
+    /// The `aud` the provider puts in access tokens for this API (several: comma-separated).
+    #[arg(long, env = "ORDERFLOW_OIDC_AUDIENCE", value_name = "AUD")]
+    oidc_audience: Option<String>,
+    /// The public client id the web UI signs in with (authorization code + PKCE, no secret).
+    #[arg(long, env = "ORDERFLOW_OIDC_CLIENT_ID", value_name = "ID")]
+    oidc_client_id: Option<String>,
+    /// The scopes the web UI asks for [default: "openid profile"].
+    #[arg(long, env = "ORDERFLOW_OIDC_SCOPE", value_name = "SCOPES")]
+    oidc_scope: Option<String>,
+    /// The claim that names the customer [default: sub] (Entra ID: oid is stable across apps).
+    #[arg(long, env = "ORDERFLOW_OIDC_CUSTOMER_CLAIM", value_name = "CLAIM")]
+    oidc_customer_claim: Option<String>,
+    /// The claim that carries roles [default: roles]; a dotted path reaches into objects.
+    #[arg(long, env = "ORDERFLOW_OIDC_ROLES_CLAIM", value_name = "CLAIM")]
+    oidc_roles_claim: Option<String>,
+    /// The provider's role names to orderflow's: NAME=ROLE,... with ROLE customer, operator or
+    /// analyst [default: the names customer, operator and analyst themselves].
+    #[arg(long, env = "ORDERFLOW_OIDC_ROLE_MAP", value_name = "MAP")]
+    oidc_role_map: Option<String>,
+}
+
+impl OidcArgs {
+    fn overrides(self) -> services::config::OidcOverrides {
+        services::config::OidcOverrides {
+            issuer: self.oidc_issuer,
+            audience: self.oidc_audience,
+            client_id: self.oidc_client_id,
+            scope: self.oidc_scope,
+            customer_claim: self.oidc_customer_claim,
+            roles_claim: self.oidc_roles_claim,
+            role_map: self.oidc_role_map,
+        }
+    }
+}
+
 impl Engines {
     fn overrides(self) -> Overrides {
         Overrides {
@@ -208,8 +253,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_seed,
             push_log,
             processor_concurrency,
+            oidc,
         } => {
             let settings = Settings::resolve(Overrides {
+                oidc: oidc.overrides(),
                 role,
                 listen: listen.map(|address| address.to_string()),
                 no_seed,

@@ -8,4 +8,5 @@ mod loadgen;
 mod orders;
 mod replay;
 mod schema_evolution;
+mod sign_in;
 mod system;

@@ -1,7 +1,7 @@
 //! The HTTP API (`/api`, `/health`, `/ready`, `/metrics`, `/openapi.json`) and the web UI.
 //!
 //! Each area has its own `router()`, merged here; handlers get an [`AppState`] holding the
-//! running [`System`](crate::system::System) and the token keys.
+//! running [`System`](crate::system::System) and the token checks.
 //!
 //! - [`auth`]: bearer tokens and the `Caller` extractor.
 //! - [`error`]: `ApiError`, answered as problem+json.
@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
 use crate::system::System;
-use auth::TokenKeys;
+use auth::Authenticator;
 use error::ApiError;
 
 /// Request bodies above this are refused with 413 (a 100-line order is ~10 KiB).
@@ -48,9 +48,10 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub system: Arc<System>,
-    pub keys: Arc<TokenKeys>,
-    /// Whether `POST /api/dev/token` exists.
-    pub dev_login: bool,
+    /// Checks bearer tokens (and signs them, for the development login).
+    pub auth: Arc<Authenticator>,
+    /// How the web UI and apps sign in here (`GET /api/auth/config`).
+    pub sign_in: Arc<ops::SignIn>,
     /// Turns true when the process stops; long-lived responses (SSE) end on it.
     pub shutdown: watch::Receiver<bool>,
 }

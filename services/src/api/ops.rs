@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::auth::Role;
 use super::error::{ApiError, Problem};
 use super::{ApiJson, AppState};
+use crate::config::AuthSettings;
 use crate::metrics::gauge;
 
 /// What every process serves.
@@ -27,9 +28,70 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-/// The development login, served by the web role.
+/// The development login and the sign-in settings, served by the web role.
 pub fn identity_router() -> Router<AppState> {
-    Router::new().route("/api/dev/token", post(dev_token))
+    Router::new()
+        .route("/api/dev/token", post(dev_token))
+        .route("/api/auth/config", get(auth_config))
+}
+
+/// How clients sign in to this server: what `GET /api/auth/config` answers, and the OpenAPI
+/// document that matches it (the development login listed only when it exists).
+pub struct SignIn {
+    pub config: AuthConfig,
+    openapi: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuthConfig {
+    /// `development` (the dev login signs anyone in), `oidc` (sign in at the provider) or
+    /// `shared_secret` (tokens come from elsewhere).
+    #[schema(example = "oidc")]
+    pub mode: &'static str,
+    /// The OpenID provider's issuer; its discovery document is under
+    /// `{issuer}/.well-known/openid-configuration`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The public client the web UI signs in with (authorization code + PKCE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The scopes to ask for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl SignIn {
+    pub fn of(auth: &AuthSettings) -> Self {
+        let config = match auth {
+            AuthSettings::Development => AuthConfig {
+                mode: "development",
+                issuer: None,
+                client_id: None,
+                scope: None,
+            },
+            AuthSettings::SharedSecret { .. } => AuthConfig {
+                mode: "shared_secret",
+                issuer: None,
+                client_id: None,
+                scope: None,
+            },
+            AuthSettings::Oidc(client) => AuthConfig {
+                mode: "oidc",
+                issuer: Some(client.verifier.issuer.clone()),
+                client_id: client.client_id.clone(),
+                scope: Some(client.scope.clone()),
+            },
+        };
+        let openapi = document(auth);
+        Self { config, openapi }
+    }
+}
+
+/// How to sign in here: the development login, or which OpenID provider and client.
+#[utoipa::path(get, path = "/api/auth/config", tag = "identity",
+    responses((status = 200, body = AuthConfig)))]
+pub async fn auth_config(State(state): State<AppState>) -> Json<AuthConfig> {
+    Json(state.sign_in.config.clone())
 }
 
 pub const DEV_NOTICE: &str = "DEVELOPMENT LOGIN: anyone can sign in as anyone. \
@@ -62,13 +124,13 @@ pub async fn dev_token(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<DevTokenRequest>,
 ) -> Result<Json<DevToken>, ApiError> {
-    if !state.dev_login {
+    let Some(keys) = state.auth.development() else {
         return Err(ApiError::NotFound);
-    }
+    };
     let customer =
         CustomerId::parse(&body.customer_id).map_err(|m| ApiError::field("customer_id", &m))?;
     let role = body.role.unwrap_or(Role::Customer);
-    let token = state.keys.issue(customer.0, role, body.customer_id.trim());
+    let token = keys.issue(customer.0, role, body.customer_id.trim());
     Ok(Json(DevToken {
         token,
         customer_id: customer.0,
@@ -177,7 +239,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         super::events::list_events, super::analytics::summary,
         super::replays::start_replay, super::replays::replay_status,
         super::live::stream, super::live::put_installation, super::live::delete_installation,
-        dev_token, health, ready, metrics,
+        dev_token, auth_config, health, ready, metrics,
     ),
     modifiers(&BearerAuth),
 )]
@@ -200,7 +262,38 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The OpenAPI document, generated from the handlers and types above.
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The OpenAPI document, generated from the handlers and types above, as this server's
+/// sign-in makes it: the development login only with development auth, and the provider's
+/// `openIdConnect` scheme beside `bearer` when tokens come from one.
+fn document(auth: &AuthSettings) -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if !matches!(auth, AuthSettings::Development)
+        && let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut())
+    {
+        paths.remove("/api/dev/token");
+    }
+    if let AuthSettings::Oidc(client) = auth
+        && let Ok(discovery) = client.verifier.discovery_url()
+    {
+        doc["components"]["securitySchemes"]["openIdConnect"] =
+            json!({"type": "openIdConnect", "openIdConnectUrl": discovery.as_str()});
+        let operations = doc
+            .get_mut("paths")
+            .and_then(|p| p.as_object_mut())
+            .into_iter()
+            .flat_map(|paths| paths.values_mut())
+            .filter_map(|item| item.as_object_mut())
+            .flat_map(|item| item.values_mut());
+        for operation in operations {
+            if let Some(security) = operation.get_mut("security").and_then(|s| s.as_array_mut()) {
+                // Alternatives: the same bearer token, described either way.
+                security.push(json!({"openIdConnect": []}));
+            }
+        }
+    }
+    doc
+}
+
+pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.sign_in.openapi.clone())
 }
