@@ -54,10 +54,18 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the app with a fresh data directory and the settings `configure` makes of the
 /// embedded defaults.
 pub async fn spawn_app_using(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_using_on(None, configure).await
+}
+
+/// [`spawn_app_using`] on a listener bound beforehand.
+pub async fn spawn_app_using_on(
+    listener: Option<std::net::TcpListener>,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let temp = Arc::new(tempfile::tempdir().expect("a temporary directory"));
     let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap(), temp.path().to_owned());
     configure(&mut settings);
-    let mut app = spawn_app_with(settings).await;
+    let mut app = spawn_app_on(settings, listener).await;
     app._temp = Some(temp);
     app
 }
@@ -69,7 +77,15 @@ pub async fn spawn_app_in(data_dir: &Path) -> TestApp {
 }
 
 /// Starts the app with these settings (fast retries are set here).
-pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    spawn_app_on(settings, None).await
+}
+
+/// Starts the app on a listener bound beforehand, or binds `settings.listen`.
+pub async fn spawn_app_on(
+    mut settings: Settings,
+    listener: Option<std::net::TcpListener>,
+) -> TestApp {
     let data_dir = settings.data_dir.clone();
     TRACING.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
@@ -78,7 +94,9 @@ pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
     });
     // Retries that fit in a test's patience.
     settings.retry.base_delay = Duration::from_millis(20);
-    let app = Application::build(settings).await.expect("the app builds");
+    let app = Application::build_on(settings, listener)
+        .await
+        .expect("the app builds");
     let address = format!("http://{}", app.address());
     let system = app.system();
     let stopper = app.stopper();

@@ -283,6 +283,30 @@ impl Drop for Provider {
     }
 }
 
+/// orderflow's settings for tokens from `issuer` with the fixture's audience, role names and
+/// web client; an unknown `kid` may refetch the keys every `refresh` (five seconds in
+/// production, less in tests that rotate keys).
+pub fn auth_settings(issuer: &str, refresh: Duration) -> services::config::AuthSettings {
+    let mut verifier =
+        services::api::auth::oidc::OidcSettings::new(issuer, vec![AUDIENCE.to_owned()]);
+    verifier.role_map = ROLE_MAP
+        .split(',')
+        .map(|pair| {
+            let (name, role) = pair.split_once('=').unwrap();
+            (
+                name.to_owned(),
+                services::api::auth::Role::parse(role).unwrap(),
+            )
+        })
+        .collect();
+    verifier.refresh_min_interval = refresh;
+    services::config::AuthSettings::Oidc(services::config::OidcClient {
+        verifier,
+        client_id: Some(WEB_CLIENT.into()),
+        scope: "openid profile".into(),
+    })
+}
+
 /// A JWT's header and claims, unchecked: for asserting what the provider issued.
 pub fn peek(token: &str) -> (Value, Value) {
     let mut parts = token.split('.');

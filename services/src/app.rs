@@ -40,6 +40,15 @@ impl Stopper {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_on(settings, None).await
+    }
+
+    /// Builds on a listener bound beforehand (a test that must know the address first, to
+    /// register it at an identity provider); `None` binds `settings.listen`.
+    pub async fn build_on(
+        settings: Settings,
+        listener: Option<std::net::TcpListener>,
+    ) -> anyhow::Result<Self> {
         let roles = &settings.roles;
         tracing::info!(
             roles = ?roles.names(),
@@ -102,9 +111,15 @@ impl Application {
             sign_in: Arc::new(api::ops::SignIn::of(&settings.auth)),
             shutdown: stopped,
         };
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("listening on {}", settings.listen))?;
+        let listener = match listener {
+            Some(bound) => {
+                bound.set_nonblocking(true)?;
+                TcpListener::from_std(bound)?
+            }
+            None => TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("listening on {}", settings.listen))?,
+        };
         let address = listener.local_addr()?;
         Ok(Self {
             listener,

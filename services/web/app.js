@@ -3,9 +3,15 @@
  *
  * How this file is laid out (top to bottom):
  *   1. Constants and shared state  — storage keys, statuses, a little in-memory state.
- *   2. Session                     — bearer token in localStorage "orderflow.token", and
- *                                    {name, role, customer_id, development, notice} in "orderflow.session";
- *                                    the last shipping address in "orderflow.address" (cleared on sign-out).
+ *   2. Session                     — bearer token in sessionStorage "orderflow.token" (never localStorage:
+ *                                    a token should not outlive the tab), {name, role, customer_id,
+ *                                    development, notice, provider, expires_at} in "orderflow.session";
+ *                                    the last shipping address in localStorage "orderflow.address"
+ *                                    (cleared on sign-out). How this server signs users in comes from
+ *                                    GET /api/auth/config: the development login, or an OpenID provider
+ *                                    (authorization code + PKCE through oidc.mjs, the refresh token in
+ *                                    sessionStorage "orderflow.refresh", renewed before expiry, sign-out
+ *                                    at the provider).
  *   3. DOM helpers and formatting  — el(), mount(), money (minor units) and time formatting.
  *                                    Data only ever reaches the DOM through textContent /
  *                                    createElement; innerHTML is never used.
@@ -33,6 +39,7 @@
 
 const TOKEN_KEY = 'orderflow.token';
 const SESSION_KEY = 'orderflow.session';
+const REFRESH_KEY = 'orderflow.refresh';
 const CANCELLABLE = new Set(['placed', 'confirmed']);
 const STAFF_ROLES = new Set(['operator', 'analyst']);
 const ADDRESS_KEY = 'orderflow.address';
@@ -68,20 +75,24 @@ const state = {
 
 // ---------- 2. Session ----------
 
-function storageGet(key) {
-  try { return localStorage.getItem(key); } catch { return null; }
+/** localStorage for what outlives a tab (the last address), sessionStorage for tokens. */
+function area(kind) {
+  return kind === 'session' ? sessionStorage : localStorage;
 }
-function storageSet(key, value) {
-  try { localStorage.setItem(key, value); } catch { /* private mode: session lasts for this page only */ }
+function storageGet(key, kind = 'local') {
+  try { return area(kind).getItem(key); } catch { return null; }
 }
-function storageRemove(key) {
-  try { localStorage.removeItem(key); } catch { /* nothing stored */ }
+function storageSet(key, value, kind = 'local') {
+  try { area(kind).setItem(key, value); } catch { /* private mode: session lasts for this page only */ }
+}
+function storageRemove(key, kind = 'local') {
+  try { area(kind).removeItem(key); } catch { /* nothing stored */ }
 }
 
 const session = {
-  token() { return storageGet(TOKEN_KEY); },
+  token() { return storageGet(TOKEN_KEY, 'session'); },
   info() {
-    const raw = storageGet(SESSION_KEY);
+    const raw = storageGet(SESSION_KEY, 'session');
     if (!raw) return null;
     try {
       const value = JSON.parse(raw);
@@ -93,14 +104,153 @@ const session = {
   signedIn() { return Boolean(this.token() && this.info()); },
   role() { const info = this.info(); return info ? info.role : ''; },
   save(token, info) {
-    storageSet(TOKEN_KEY, token);
-    storageSet(SESSION_KEY, JSON.stringify(info));
+    storageSet(TOKEN_KEY, token, 'session');
+    storageSet(SESSION_KEY, JSON.stringify(info), 'session');
   },
   clear() {
-    storageRemove(TOKEN_KEY);
-    storageRemove(SESSION_KEY);
+    storageRemove(TOKEN_KEY, 'session');
+    storageRemove(SESSION_KEY, 'session');
+    storageRemove(REFRESH_KEY, 'session');
+    clearTimeout(auth.renewTimer);
+    $('#session-banner').hidden = true;
   },
 };
+
+/**
+ * How this server signs users in (GET /api/auth/config, read at boot): `development` (the dev
+ * login form), `oidc` (sign in at the provider; `oidc` holds the oidc.mjs module and `doc` its
+ * discovery document once read) or `shared_secret` (tokens come from elsewhere).
+ */
+const auth = { config: { mode: 'development' }, oidc: null, doc: null, renewTimer: 0 };
+
+async function loadAuthConfig() {
+  try {
+    const { data } = await api('/api/auth/config', { anonymous: true });
+    if (data && data.mode) auth.config = data;
+  } catch {
+    // An older server without the endpoint has the development login.
+  }
+  if (auth.config.mode === 'oidc') auth.oidc = await import('/oidc.mjs');
+}
+
+async function providerDoc() {
+  if (!auth.doc) auth.doc = await auth.oidc.discover(auth.config.issuer);
+  return auth.doc;
+}
+
+/** The provider sends users back to the UI's root; the hash route is kept aside meanwhile. */
+function redirectUri() {
+  return `${location.origin}/`;
+}
+
+/** Leaves for the provider's sign-in page; the PKCE verifier and state wait in sessionStorage. */
+async function startProviderSignIn() {
+  const o = auth.oidc;
+  if (!auth.config.client_id) throw new Error('This server names no OpenID client for the web UI (ORDERFLOW_OIDC_CLIENT_ID).');
+  const doc = await providerDoc();
+  const returnTo = location.hash && !location.hash.startsWith('#/login') ? location.hash : '';
+  const pending = { state: o.randomString(), nonce: o.randomString(), verifier: o.randomString(48), returnTo };
+  storageSet(o.PENDING_KEY, JSON.stringify(pending), 'session');
+  location.assign(o.authorizeUrl(doc, {
+    clientId: auth.config.client_id,
+    scope: auth.config.scope || 'openid profile',
+    redirectUri: redirectUri(),
+    challenge: await o.challengeOf(pending.verifier),
+    state: pending.state,
+    nonce: pending.nonce,
+  }));
+}
+
+/** Finishes a sign-in the provider sent back (`?code=`): exchanges the code, cleans the URL. */
+async function finishProviderSignIn() {
+  const o = auth.oidc;
+  const back = o && o.callbackParams(location.search);
+  if (!back) return;
+  let pending = null;
+  try { pending = JSON.parse(storageGet(o.PENDING_KEY, 'session') || 'null'); } catch { /* unreadable */ }
+  storageRemove(o.PENDING_KEY, 'session');
+  // The code must not stay in the address bar or the history.
+  history.replaceState(null, '', `/${location.hash}`);
+  try {
+    if (back.error) throw new Error(`The identity provider refused: ${back.errorDescription || back.error}.`);
+    if (!pending || pending.state !== back.state) throw new Error('This sign-in was not started in this tab. Please sign in again.');
+    const doc = await providerDoc();
+    const tokens = await o.requestTokens(doc, o.tokenForm({
+      clientId: auth.config.client_id, code: back.code, redirectUri: redirectUri(), verifier: pending.verifier,
+    }));
+    const claims = tokens.id_token ? o.decodeJwt(tokens.id_token) : null;
+    if (tokens.id_token) {
+      const problem = o.idTokenProblem(claims, {
+        issuer: auth.config.issuer, clientId: auth.config.client_id, nonce: pending.nonce, nowSeconds: Date.now() / 1000,
+      });
+      if (problem) throw new Error(`Sign-in refused: ${problem}.`);
+    }
+    await acceptProviderTokens(tokens, claims);
+    navigate(pending.returnTo || homeFor(session.role()), true);
+  } catch (err) {
+    session.clear();
+    state.loginNotice = err.message || 'Signing in failed.';
+    navigate('#/login', true);
+  }
+}
+
+/** Keeps the provider's tokens, with who the API says the caller is (roles are its call). */
+async function acceptProviderTokens(tokens, claims) {
+  const { data: me } = await api('/api/me', { token: tokens.access_token });
+  const previous = session.info();
+  const name = (claims && (claims.name || claims.preferred_username || claims.email))
+    || (previous && previous.name) || me.customer_id;
+  session.save(tokens.access_token, {
+    name,
+    role: me.role,
+    roles: me.roles,
+    customer_id: me.customer_id,
+    development: false,
+    provider: true,
+    expires_at: Date.parse(me.expires_at),
+    id_token: tokens.id_token || (previous && previous.id_token) || '',
+  });
+  if (tokens.refresh_token) storageSet(REFRESH_KEY, tokens.refresh_token, 'session');
+  $('#session-banner').hidden = true;
+  scheduleRenewal();
+  // The live stream ends when the token it opened with expires: reopen it with the new one.
+  live.stop();
+  live.start();
+  renderChrome();
+}
+
+function scheduleRenewal() {
+  clearTimeout(auth.renewTimer);
+  const info = session.info();
+  if (!info || !info.provider || !info.expires_at || !auth.oidc) return;
+  auth.renewTimer = setTimeout(renewSession, auth.oidc.renewDelay(info.expires_at, Date.now()));
+}
+
+/** Before the token expires: a silent refresh, or else an offer to sign in again. */
+async function renewSession() {
+  const refreshToken = storageGet(REFRESH_KEY, 'session');
+  if (refreshToken) {
+    try {
+      const o = auth.oidc;
+      const tokens = await o.requestTokens(await providerDoc(), o.tokenForm({ clientId: auth.config.client_id, refreshToken }));
+      await acceptProviderTokens(tokens, tokens.id_token ? o.decodeJwt(tokens.id_token) : null);
+      return;
+    } catch (err) {
+      storageRemove(REFRESH_KEY, 'session');
+      console.warn('renewing the session failed', err);
+    }
+  }
+  const info = session.info();
+  if (!info) return;
+  const banner = $('#session-banner');
+  $('#session-banner-text').textContent = `Your session ends at ${new Date(info.expires_at).toLocaleTimeString()}.`;
+  banner.hidden = false;
+}
+
+/** Every role the caller holds: a provider may grant several (the dev login one). */
+function rolesOf(info) {
+  return info && Array.isArray(info.roles) && info.roles.length ? info.roles : [info ? info.role : ''];
+}
 
 function homeFor(role) {
   if (role === 'analyst') return '#/analyst';
@@ -124,6 +274,7 @@ function signIn(data, name, role) {
 }
 
 function logout() {
+  const info = session.info();
   live.stop();
   session.clear();
   storageRemove(ADDRESS_KEY);
@@ -133,6 +284,14 @@ function logout() {
   state.loginNotice = 'You have signed out.';
   renderChrome();
   announce('Signed out.');
+  if (info && info.provider && auth.oidc) {
+    // Sign out at the provider too, or its session would sign the next person straight back in.
+    providerDoc()
+      .then((doc) => auth.oidc.endSessionUrl(doc, { idToken: info.id_token, postLogoutRedirectUri: redirectUri(), clientId: auth.config.client_id }))
+      .then((url) => (url ? location.assign(url) : navigate('#/login')))
+      .catch(() => navigate('#/login'));
+    return;
+  }
   navigate('#/login');
 }
 
@@ -312,8 +471,8 @@ function clientProblem(title, errors = []) {
  * carrying the problem+json body otherwise (status 0 = network failure). `anonymous` leaves the
  * bearer token off (the development login).
  */
-async function api(path, { method = 'GET', body, headers = {}, anonymous = false } = {}) {
-  const token = anonymous ? null : session.token();
+async function api(path, { method = 'GET', body, headers = {}, anonymous = false, token: explicit } = {}) {
+  const token = anonymous ? null : (explicit || session.token());
   const h = new Headers({ Accept: 'application/json, application/problem+json' });
   for (const [name, value] of Object.entries(headers)) h.set(name, value);
   if (body !== undefined) h.set('Content-Type', 'application/json');
@@ -340,7 +499,7 @@ async function api(path, { method = 'GET', body, headers = {}, anonymous = false
   if (res.ok) return { status: res.status, data, headers: res.headers };
 
   const err = new ApiError(toProblem(res, data));
-  if (res.status === 401 && token) {
+  if (res.status === 401 && token && !explicit) {
     err.sessionExpired = true;
     expireSession();
   }
@@ -777,6 +936,21 @@ function orderPager({ ctx, rows, limit, query = () => ({}), more, empty, errors 
 
 function loginView({ main, ctx }) {
   mount(main, 'tpl-login');
+  const mode = auth.config.mode;
+  $('#login-dev', main).hidden = mode !== 'development';
+  $('#login-provider', main).hidden = mode !== 'oidc';
+  $('#login-external', main).hidden = mode !== 'shared_secret';
+  const providerButton = $('#login-provider-button', main);
+  providerButton.addEventListener('click', async () => {
+    setBusy(providerButton, true, 'Opening sign-in…');
+    try {
+      await startProviderSignIn();
+    } catch (err) {
+      if (!ctx.alive) return;
+      setBusy(providerButton, false);
+      showProblem($('#login-errors', main), new ApiError({ title: 'Cannot sign in here', status: 0, detail: err.message }));
+    }
+  });
   const form = $('#login-form', main);
   const nameInput = $('#login-name', main);
   const roleSelect = $('#login-role', main);
@@ -1940,7 +2114,7 @@ function renderChrome() {
   const info = session.signedIn() ? session.info() : null;
   const role = info ? info.role : '';
   for (const item of $$('#site-nav [data-roles]')) {
-    item.hidden = !info || !item.dataset.roles.split(' ').includes(role);
+    item.hidden = !info || !item.dataset.roles.split(' ').some((r) => rolesOf(info).includes(r));
   }
   $('#nav-orders').textContent = STAFF_ROLES.has(role) ? 'All orders' : 'My orders';
 
@@ -2008,7 +2182,7 @@ function route() {
   const match = matchRoute(location.hash.replace(/^#/, ''));
   if (!match) return navigate(info ? homeFor(info.role) : '#/login', true);
   if (!match.route.public && !info) return navigate('#/login', true);
-  if (match.route.roles && !match.route.roles.has(info.role)) return navigate(homeFor(info.role), true);
+  if (match.route.roles && !rolesOf(info).some((r) => match.route.roles.has(r))) return navigate(homeFor(info.role), true);
 
   leaveRoute();
   const ctx = { alive: true, cleanups: [] };
@@ -2036,21 +2210,22 @@ function route() {
   return undefined;
 }
 
-function boot() {
+async function boot() {
   $('#logout').addEventListener('click', logout);
   $('#skip-link').addEventListener('click', (event) => {
     event.preventDefault(); // a plain #main would be taken for a route
     $('#main').focus();
   });
-  window.addEventListener('hashchange', route);
-  // Signing in or out in another tab changes this tab's session too.
-  window.addEventListener('storage', (event) => {
-    if (event.key !== TOKEN_KEY && event.key !== null) return;
-    live.stop();
-    if (session.signedIn()) live.start();
-    route();
+  $('#session-renew').addEventListener('click', () => {
+    startProviderSignIn().catch((err) => { $('#session-banner-text').textContent = err.message; });
   });
-  if (session.signedIn()) live.start();
+  window.addEventListener('hashchange', route);
+  await loadAuthConfig();
+  await finishProviderSignIn();
+  if (session.signedIn()) {
+    live.start();
+    scheduleRenewal();
+  }
   route();
 }
 

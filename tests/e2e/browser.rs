@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use orderflow_tests::browser::{Browser, Page};
-use orderflow_tests::{spawn_app, unique_sku};
+use orderflow_tests::oidc_provider::{Provider, auth_settings};
+use orderflow_tests::{spawn_app, spawn_app_using_on, unique_sku};
 
 /// Sets an input's value the way typing would, so the page's listeners see it.
 fn fill(selector: &str, value: &str) -> String {
@@ -222,4 +223,127 @@ async fn an_analyst_reads_the_summary_filters_the_log_travels_in_time_and_replay
     if let Ok(dir) = std::env::var("ORDERFLOW_SCREENSHOTS") {
         let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("analyst.png"));
     }
+}
+
+/// Sign-in at a real OpenID provider in Chromium: its own login page, back to the shop with a
+/// token the page keeps only for the tab, an order confirmed, and sign-out at the provider.
+#[tokio::test]
+async fn a_customer_signs_in_at_the_provider_orders_and_signs_out_there() {
+    let Some(browser) = chromium().await else {
+        return;
+    };
+    // The provider must know where to send the browser back: the app's address, so bind first.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let root = format!("http://{}/", listener.local_addr().unwrap());
+    let provider = Provider::start(&["--redirect-uri", &root, "--post-logout-redirect-uri", &root]);
+    let app = spawn_app_using_on(Some(listener), |settings| {
+        settings.auth = auth_settings(&provider.issuer, Duration::from_secs(5));
+    })
+    .await;
+    let sku = unique_sku("OIDC");
+    app.list_product(&sku, 450, 5).await;
+    let wait = Duration::from_secs(20);
+    let page = browser.new_page(&app.url("/#/login")).await.unwrap();
+
+    // No development login here: one button that leaves for the provider.
+    page.wait_for(
+        "!document.querySelector('#login-provider').hidden && document.querySelector('#login-dev').hidden",
+        wait,
+    )
+    .await
+    .unwrap();
+    page.eval("document.querySelector('#login-provider-button').click()")
+        .await
+        .unwrap();
+    page.wait_for(
+        &format!(
+            "location.origin === {} && !!document.querySelector('input[name=login]')",
+            json!(provider.issuer)
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+    page.eval(&fill("input[name=login]", "bea")).await.unwrap();
+    page.eval(&fill("input[name=password]", "any"))
+        .await
+        .unwrap();
+    page.eval("document.querySelector('input[name=login]').form.requestSubmit()")
+        .await
+        .unwrap();
+
+    // Back in the shop, the code gone from the address, the token in this tab only.
+    let quantity = format!("input.qty[data-sku={}]", json!(sku));
+    page.wait_for(
+        &format!("!!document.querySelector({})", json!(quantity)),
+        wait,
+    )
+    .await
+    .unwrap();
+    let kept = page
+        .eval(
+            "({search: location.search, session: !!sessionStorage.getItem('orderflow.token'), \
+              local: Object.keys(localStorage).filter((k) => /token|refresh/.test(k)), \
+              who: document.querySelector('#whoami').textContent, \
+              banner: document.querySelector('#dev-banner').hidden})",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kept,
+        json!({"search": "", "session": true, "local": [], "who": "Bea (customer)", "banner": true})
+    );
+
+    page.wait_for(
+        "document.querySelector('#live')?.textContent.trim() === 'live'",
+        wait,
+    )
+    .await
+    .unwrap();
+    page.eval(&fill(&quantity, "1")).await.unwrap();
+    for (field, value) in [
+        ("#ship-name", "Bea Browser"),
+        ("#ship-line1", "1 Chromium Way"),
+        ("#ship-city", "Berlin"),
+        ("#ship-postal", "10115"),
+        ("#ship-country", "DE"),
+    ] {
+        page.eval(&fill(field, value)).await.unwrap();
+    }
+    page.eval("document.querySelector('#order-form').requestSubmit()")
+        .await
+        .unwrap();
+    page.wait_for(
+        "document.querySelector('#orders tr[data-order-id] .status')?.textContent.trim() === 'confirmed'",
+        wait,
+    )
+    .await
+    .unwrap();
+
+    // Sign out here and at the provider, which asks first and then sends the browser back.
+    page.eval("document.querySelector('#logout').click()")
+        .await
+        .unwrap();
+    page.wait_for(
+        "!!document.querySelector('button[name=logout][value=yes]')",
+        wait,
+    )
+    .await
+    .unwrap();
+    page.eval("document.querySelector('button[name=logout][value=yes]').click()")
+        .await
+        .unwrap();
+    page.wait_for(
+        &format!(
+            "location.href.startsWith({}) && !!document.querySelector('#login-provider-button') \
+             && !sessionStorage.getItem('orderflow.token')",
+            json!(root)
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+    let shot = app.data_dir.join("signed-out.png");
+    page.screenshot(&shot).await.unwrap();
+    app.stop().await;
 }

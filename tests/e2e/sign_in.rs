@@ -6,38 +6,15 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use services::api::auth::oidc::OidcSettings;
-use services::config::{AuthSettings, OidcClient};
 use uuid::Uuid;
 
 use orderflow_tests::oidc_provider::{
-    AUDIENCE, NATIVE_REDIRECT, Provider, ROLE_MAP, WEB_CLIENT, peek,
+    AUDIENCE, NATIVE_REDIRECT, Provider, WEB_CLIENT, auth_settings, peek,
 };
 use orderflow_tests::{TestApp, eventually, spawn_app_using, unique_sku};
 
-/// The app, taking tokens from `issuer`; an unknown `kid` may refetch the keys every
-/// `refresh` (five seconds in production; less here so rotation tests need not wait).
 async fn app_for(issuer: &str, refresh: Duration) -> TestApp {
-    let mut verifier = OidcSettings::new(issuer, vec![AUDIENCE.into()]);
-    verifier.role_map = ROLE_MAP
-        .split(',')
-        .map(|pair| {
-            let (name, role) = pair.split_once('=').unwrap();
-            (
-                name.to_owned(),
-                services::api::auth::Role::parse(role).unwrap(),
-            )
-        })
-        .collect();
-    verifier.refresh_min_interval = refresh;
-    spawn_app_using(|settings| {
-        settings.auth = AuthSettings::Oidc(OidcClient {
-            verifier,
-            client_id: Some(WEB_CLIENT.into()),
-            scope: "openid profile".into(),
-        });
-    })
-    .await
+    spawn_app_using(|settings| settings.auth = auth_settings(issuer, refresh)).await
 }
 
 async fn status_of(app: &TestApp, token: &str) -> (StatusCode, Value) {

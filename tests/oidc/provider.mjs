@@ -20,6 +20,8 @@ const { values: args } = parseArgs({
     audience: { type: 'string', default: 'api://orderflow' },
     'access-token-ttl': { type: 'string', default: '300' },
     'access-token-alg': { type: 'string', default: 'RS256' },
+    // For a script that runs the fixture in the background (stdin is /dev/null there).
+    'ignore-stdin': { type: 'boolean', default: false },
   },
 });
 
@@ -298,6 +300,8 @@ function shutdown(why) {
 }
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));
-process.stdin.on('end', () => shutdown('stdin closed'));
-process.stdin.on('error', () => shutdown('stdin error'));
-process.stdin.resume();
+if (!args['ignore-stdin']) {
+  process.stdin.on('end', () => shutdown('stdin closed'));
+  process.stdin.on('error', () => shutdown('stdin error'));
+  process.stdin.resume();
+}

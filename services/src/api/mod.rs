@@ -68,7 +68,7 @@ pub fn router(state: AppState, web: bool) -> Router {
             .merge(analytics::router())
             .merge(replays::router())
             .merge(live::router())
-            .merge(crate::web::router());
+            .merge(crate::web::router(state.sign_in.config.issuer.as_deref()));
     }
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), measure))

@@ -13,7 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use super::auth::Role;
+use super::auth::{Caller, Role};
 use super::error::{ApiError, Problem};
 use super::{ApiJson, AppState};
 use crate::config::AuthSettings;
@@ -33,6 +33,33 @@ pub fn identity_router() -> Router<AppState> {
     Router::new()
         .route("/api/dev/token", post(dev_token))
         .route("/api/auth/config", get(auth_config))
+        .route("/api/me", get(me))
+}
+
+/// The caller, as this server reads their token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    /// The id orders are placed under (from the provider's claim, or the dev login's name).
+    pub customer_id: Uuid,
+    /// The most powerful role held: what the UI opens on.
+    pub role: Role,
+    /// Every role held.
+    pub roles: Vec<Role>,
+    /// When the token expires.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Who the bearer token says the caller is.
+#[utoipa::path(get, path = "/api/me", tag = "identity",
+    responses((status = 200, body = Me), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn me(caller: Caller) -> Json<Me> {
+    Json(Me {
+        customer_id: caller.id,
+        role: caller.role(),
+        roles: caller.roles.iter().collect(),
+        expires_at: chrono::DateTime::from_timestamp(caller.expires_at, 0).unwrap_or_default(),
+    })
 }
 
 /// How clients sign in to this server: what `GET /api/auth/config` answers, and the OpenAPI
@@ -239,7 +266,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         super::events::list_events, super::analytics::summary,
         super::replays::start_replay, super::replays::replay_status,
         super::live::stream, super::live::put_installation, super::live::delete_installation,
-        dev_token, auth_config, health, ready, metrics,
+        dev_token, auth_config, me, health, ready, metrics,
     ),
     modifiers(&BearerAuth),
 )]
