@@ -34,6 +34,8 @@ static TRACING: Once = Once::new();
 
 pub struct TestApp {
     pub address: String,
+    /// `http://HOST:PORT` of `/metrics` when `--metrics-listen` moved it off `address`.
+    pub metrics_address: Option<String>,
     pub client: reqwest::Client,
     pub system: Arc<System>,
     pub data_dir: PathBuf,
@@ -98,11 +100,13 @@ pub async fn spawn_app_on(
         .await
         .expect("the app builds");
     let address = format!("http://{}", app.address());
+    let metrics_address = app.metrics_address().map(|a| format!("http://{a}"));
     let system = app.system();
     let stopper = app.stopper();
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        metrics_address,
         client: reqwest::Client::new(),
         system,
         data_dir,

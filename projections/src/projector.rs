@@ -571,12 +571,14 @@ impl Projector {
 
     /// Waits until the order's view reaches `min_version`, up to `wait`; then, if the cache is
     /// still behind, catches the view up from the store. Read-your-writes for a version that a
-    /// command returned.
+    /// command returned. An order `visible` refuses is `None` as soon as it is seen, without
+    /// waiting: a stranger must not learn from the wait that the order exists.
     pub async fn order_at_least(
         &self,
         order_id: Uuid,
         min_version: u64,
         wait: Duration,
+        visible: impl Fn(&OrderView) -> bool,
     ) -> Result<Option<OrderView>, ProjectionError> {
         let deadline = tokio::time::Instant::now() + wait;
         // Watching before the first read: a write in between still wakes this reader.
@@ -592,6 +594,7 @@ impl Projector {
         loop {
             let view = self.order(order_id).await?;
             match &view {
+                Some(v) if !visible(v) => return Ok(None),
                 Some(v) if v.version >= min_version => return Ok(view),
                 None => return Ok(None),
                 Some(_) if tokio::time::Instant::now() >= deadline => {

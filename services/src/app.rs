@@ -14,6 +14,7 @@ use crate::api::auth::oidc::OidcVerifier;
 use crate::api::auth::{Authenticator, SharedSecret};
 use crate::api::{self, AppState};
 use crate::config::{AuthSettings, Role, Settings, redact};
+use crate::serve::ServeLimits;
 use crate::system::System;
 
 /// How long stopping waits for workers to finish what they hold.
@@ -22,6 +23,9 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
+    /// `/metrics` on a listener of its own (`--metrics-listen`).
+    metrics: Option<(TcpListener, axum::Router)>,
+    limits: ServeLimits,
     router: axum::Router,
     system: Arc<System>,
     workers: Vec<JoinHandle<()>>,
@@ -110,6 +114,7 @@ impl Application {
             auth: Arc::new(auth),
             sign_in: Arc::new(api::ops::SignIn::of(&settings.auth)),
             shutdown: stopped,
+            edge: api::edge::Edge::new(settings.edge.clone()),
         };
         let listener = match listener {
             Some(bound) => {
@@ -121,9 +126,26 @@ impl Application {
                 .with_context(|| format!("listening on {}", settings.listen))?,
         };
         let address = listener.local_addr()?;
+        let metrics = match settings.edge.metrics_listen {
+            Some(at) => {
+                let bound = TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("listening on {at} for /metrics"))?;
+                tracing::info!(address = %bound.local_addr()?, "/metrics served apart");
+                Some((bound, api::metrics_router(state.clone())))
+            }
+            None => None,
+        };
+        let limits = ServeLimits {
+            max_connections: settings.edge.max_connections,
+            header_timeout: settings.edge.header_timeout,
+            drain: DRAIN,
+        };
         Ok(Self {
             listener,
             address,
+            metrics,
+            limits,
             router: api::router(state, web),
             system,
             workers,
@@ -133,6 +155,13 @@ impl Application {
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where `/metrics` is served when `--metrics-listen` moved it.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     pub fn port(&self) -> u16 {
@@ -157,13 +186,27 @@ impl Application {
             tracing::info!("signal received; stopping");
             stopper.stop();
         });
-        let mut stopped = self.stop.subscribe();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .await
-            .context("serving HTTP")?;
+        let stopped = |mut stop: watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let metrics = self.metrics.map(|(listener, router)| {
+            tokio::spawn(crate::serve::serve(
+                listener,
+                router,
+                self.limits,
+                stopped(self.stop.subscribe()),
+            ))
+        });
+        crate::serve::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            stopped(self.stop.subscribe()),
+        )
+        .await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         self.stop.send_replace(true);
         signals.abort();
         for worker in self.workers {

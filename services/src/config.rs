@@ -53,6 +53,178 @@ pub struct Settings {
     pub seed_catalog: bool,
     /// Append every push the embedded push sender makes to this file, one JSON object a line.
     pub push_log: Option<PathBuf>,
+    /// What the HTTP edge allows each client before refusing.
+    pub edge: EdgeSettings,
+}
+
+/// The HTTP edge's limits: every one configurable, every refusal a problem+json.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// Open connections at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this (a client trickling bytes is cut off).
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this, all of it.
+    pub body_timeout: Duration,
+    /// A handler's answer must start within this (longer than the longest `min_version` wait).
+    pub request_timeout: Duration,
+    /// Commands (POST, PUT, DELETE) per second per customer, sustained.
+    pub command_rate: u32,
+    /// Commands a customer may send at once before the rate applies.
+    pub command_burst: u32,
+    /// Development logins per minute per client address.
+    pub dev_login_rate: u32,
+    /// Live streams open at once, in all.
+    pub max_streams: usize,
+    /// Live streams open at once per customer.
+    pub max_streams_per_customer: usize,
+    /// `min_version` reads waiting at once, in all.
+    pub max_waiters: usize,
+    /// Origins whose pages may call the API (CORS); none by default.
+    pub cors_origins: Vec<String>,
+    /// Serve `/metrics` here instead of on `listen` (an internal address).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl EdgeSettings {
+    /// With development auth anyone may sign in as any number of customers, so a command
+    /// limit per customer protects nothing and would only throttle `orderflow loadgen`: it is
+    /// off (a rate no client reaches) unless set. Every other limit holds.
+    pub fn development() -> Self {
+        Self {
+            command_rate: DEVELOPMENT_COMMAND_RATE,
+            command_burst: DEVELOPMENT_COMMAND_RATE,
+            ..Self::default()
+        }
+    }
+}
+
+/// Commands per second per customer under development auth: more than any client sends.
+pub const DEVELOPMENT_COMMAND_RATE: u32 = 1_000_000;
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            command_rate: 10,
+            command_burst: 40,
+            dev_login_rate: 120,
+            max_streams: 2000,
+            max_streams_per_customer: 5,
+            max_waiters: 2000,
+            cors_origins: Vec::new(),
+            metrics_listen: None,
+        }
+    }
+}
+
+/// The edge settings the command line, environment or config file gave; `None` where none did.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EdgeOverrides {
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<u64>,
+    pub body_timeout: Option<u64>,
+    pub request_timeout: Option<u64>,
+    pub command_rate: Option<u32>,
+    pub command_burst: Option<u32>,
+    pub dev_login_rate: Option<u32>,
+    pub max_live_streams: Option<usize>,
+    pub max_live_streams_per_customer: Option<usize>,
+    pub max_waiters: Option<usize>,
+    /// Comma-separated.
+    pub cors_origins: Option<String>,
+    pub metrics_listen: Option<String>,
+}
+
+impl EdgeOverrides {
+    fn or(self, file: EdgeOverrides) -> Self {
+        Self {
+            max_connections: self.max_connections.or(file.max_connections),
+            header_timeout: self.header_timeout.or(file.header_timeout),
+            body_timeout: self.body_timeout.or(file.body_timeout),
+            request_timeout: self.request_timeout.or(file.request_timeout),
+            command_rate: self.command_rate.or(file.command_rate),
+            command_burst: self.command_burst.or(file.command_burst),
+            dev_login_rate: self.dev_login_rate.or(file.dev_login_rate),
+            max_live_streams: self.max_live_streams.or(file.max_live_streams),
+            max_live_streams_per_customer: self
+                .max_live_streams_per_customer
+                .or(file.max_live_streams_per_customer),
+            max_waiters: self.max_waiters.or(file.max_waiters),
+            cors_origins: self.cors_origins.or(file.cors_origins),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+        }
+    }
+
+    fn resolve(self, base: EdgeSettings) -> anyhow::Result<EdgeSettings> {
+        let mut edge = base;
+        let positive = |value: Option<u64>, name: &str, default: Duration| match value {
+            Some(0) => bail!("--{name} must be at least 1 second"),
+            Some(seconds) => Ok(Duration::from_secs(seconds)),
+            None => Ok(default),
+        };
+        edge.header_timeout = positive(self.header_timeout, "header-timeout", edge.header_timeout)?;
+        edge.body_timeout = positive(self.body_timeout, "body-timeout", edge.body_timeout)?;
+        edge.request_timeout = positive(
+            self.request_timeout,
+            "request-timeout",
+            edge.request_timeout,
+        )?;
+        let at_least_one = |value: Option<usize>, name: &str, default: usize| match value {
+            Some(0) => bail!("--{name} must be at least 1"),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        edge.max_connections = at_least_one(
+            self.max_connections,
+            "max-connections",
+            edge.max_connections,
+        )?;
+        edge.max_streams =
+            at_least_one(self.max_live_streams, "max-live-streams", edge.max_streams)?;
+        edge.max_streams_per_customer = at_least_one(
+            self.max_live_streams_per_customer,
+            "max-live-streams-per-customer",
+            edge.max_streams_per_customer,
+        )?;
+        edge.max_waiters = at_least_one(self.max_waiters, "max-waiters", edge.max_waiters)?;
+        let rate = |value: Option<u32>, name: &str, default: u32| match value {
+            Some(0) => bail!("--{name} must be at least 1"),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        edge.command_rate = rate(self.command_rate, "command-rate", edge.command_rate)?;
+        edge.command_burst = rate(self.command_burst, "command-burst", edge.command_burst)?;
+        edge.dev_login_rate = rate(self.dev_login_rate, "dev-login-rate", edge.dev_login_rate)?;
+        edge.cors_origins = self
+            .cors_origins
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(|origin| {
+                let url = url::Url::parse(origin)
+                    .ok()
+                    .filter(|u| u.origin().is_tuple() && (u.path() == "/" || u.path().is_empty()))
+                    .with_context(|| {
+                        format!("--cors-origins: {origin:?} is not an origin like https://shop.example.com")
+                    })?;
+                Ok(url.origin().ascii_serialization())
+            })
+            .collect::<anyhow::Result<_>>()?;
+        edge.metrics_listen = self
+            .metrics_listen
+            .map(|raw| {
+                raw.parse()
+                    .with_context(|| format!("--metrics-listen {raw:?} is not HOST:PORT"))
+            })
+            .transpose()?;
+        Ok(edge)
+    }
 }
 
 impl Settings {
@@ -77,6 +249,7 @@ impl Settings {
             processor_concurrency: 8,
             seed_catalog: true,
             push_log: None,
+            edge: EdgeSettings::development(),
         }
     }
 
@@ -88,6 +261,11 @@ impl Settings {
             None => FileSettings::default(),
         };
         let auth = AuthSettings::resolve(&overrides, &file)?;
+        let base = match auth {
+            AuthSettings::Development => EdgeSettings::development(),
+            _ => EdgeSettings::default(),
+        };
+        let edge = overrides.edge.clone().or(file.edge.clone()).resolve(base)?;
         let listen = pick(overrides.listen, file.listen, DEFAULT_LISTEN.to_owned());
         let listen = listen
             .parse()
@@ -114,6 +292,7 @@ impl Settings {
             settings.processor_concurrency = n.max(1);
         }
         settings.auth = auth;
+        settings.edge = edge;
         Ok(settings)
     }
 
@@ -149,6 +328,7 @@ pub struct Overrides {
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub oidc: OidcOverrides,
+    pub edge: EdgeOverrides,
 }
 
 /// The `--oidc-*` settings, as flags, environment or the config file's `oidc-*` keys give them.
@@ -205,6 +385,8 @@ struct FileSettings {
     oidc_customer_claim: Option<String>,
     oidc_roles_claim: Option<String>,
     oidc_role_map: Option<String>,
+    #[serde(flatten)]
+    edge: EdgeOverrides,
 }
 
 impl FileSettings {
@@ -679,6 +861,76 @@ mod tests {
             oidc("https://id.example", Some("a"), Some("Admins=root"))
                 .unwrap_err()
                 .contains("root")
+        );
+    }
+
+    #[test]
+    fn edge_limits_come_from_flags_or_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("orderflow.toml");
+        std::fs::write(
+            &file,
+            "max-connections = 100\ncommand-rate = 3\ncors-origins = \"https://shop.example.com, http://127.0.0.1:3000\"\n",
+        )
+        .unwrap();
+        let settings = Settings::resolve(Overrides {
+            config: Some(file.clone()),
+            jwt_secret: Some("s".repeat(32)),
+            jwt_issuer: Some("i".into()),
+            jwt_audience: Some("a".into()),
+            edge: EdgeOverrides {
+                max_connections: Some(50),
+                header_timeout: Some(3),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        let edge = settings.edge;
+        assert_eq!(edge.max_connections, 50, "the flag wins over the file");
+        assert_eq!(edge.header_timeout, Duration::from_secs(3));
+        assert_eq!(edge.command_rate, 3);
+        assert_eq!(edge.command_burst, EdgeSettings::default().command_burst);
+        assert_eq!(
+            edge.cors_origins,
+            ["https://shop.example.com", "http://127.0.0.1:3000"]
+        );
+        let development = Settings::resolve(Overrides::default()).unwrap().edge;
+        assert_eq!(development.command_rate, DEVELOPMENT_COMMAND_RATE);
+        assert_eq!(
+            development.max_streams_per_customer, 5,
+            "the other limits hold"
+        );
+
+        let refused = |edge: EdgeOverrides| {
+            Settings::resolve(Overrides {
+                edge,
+                ..Default::default()
+            })
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+        };
+        assert!(
+            refused(EdgeOverrides {
+                cors_origins: Some("https://shop.example.com/path".into()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .contains("origin")
+        );
+        assert!(
+            refused(EdgeOverrides {
+                max_connections: Some(0),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            refused(EdgeOverrides {
+                metrics_listen: Some("nowhere".into()),
+                ..Default::default()
+            })
+            .is_err()
         );
     }
 

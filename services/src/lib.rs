@@ -5,6 +5,7 @@
 //!   consumers (order processor, projector, notifier).
 //! - [`app`]: `Application::build(settings)`, `port()`, `run_until_stopped()`.
 //! - [`api`]: the HTTP API (orders, catalog, live updates, operations) and its errors.
+//! - [`serve`]: the HTTP server loop (header timeout, connection cap, graceful stop).
 //! - [`web`]: the browser UI, compiled in.
 //! - [`seed`]: the demo catalog of a fresh embedded server.
 //! - [`history`]: `orderflow history`, an order's timeline and its state at a point.
@@ -25,6 +26,7 @@ pub mod progress;
 pub mod replay;
 pub mod replays;
 pub mod seed;
+pub mod serve;
 pub mod system;
 pub mod telemetry;
 pub mod web;

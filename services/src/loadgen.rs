@@ -320,13 +320,30 @@ async fn catalog_skus(http: &reqwest::Client, url: &str) -> anyhow::Result<Vec<S
 }
 
 async fn dev_token(target: &Target, name: &str, role: &str) -> anyhow::Result<String> {
-    let answer = target
-        .http
-        .post(format!("{}/api/dev/token", target.url))
-        .json(&json!({"customer_id": name, "name": name, "role": role}))
-        .send()
-        .await
-        .context("signing a customer in")?;
+    // The development login is rate-limited per address (--dev-login-rate): with more clients
+    // than its burst, sign-in waits as long as the server's Retry-After says, a few times.
+    let mut waits = 0;
+    let answer = loop {
+        let answer = target
+            .http
+            .post(format!("{}/api/dev/token", target.url))
+            .json(&json!({"customer_id": name, "name": name, "role": role}))
+            .send()
+            .await
+            .context("signing a customer in")?;
+        let retry_after = answer
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match retry_after {
+            Some(seconds) if answer.status().as_u16() == 429 && waits < 60 => {
+                waits += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(seconds.clamp(1, 10))).await;
+            }
+            _ => break answer,
+        }
+    };
     if !answer.status().is_success() {
         bail!(
             "the development login answered {}: loadgen needs a server with development auth",

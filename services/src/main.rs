@@ -17,6 +17,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Runs this process's roles (all of them by default: the web UI and API, the relay, the
@@ -42,6 +44,8 @@ enum Command {
         processor_concurrency: Option<usize>,
         #[command(flatten)]
         oidc: OidcArgs,
+        #[command(flatten)]
+        edge: EdgeArgs,
     },
     /// Prints an order's timeline from the event store and the order as it was at a moment or
     /// version (folded from its events); exits 1 if there is no such order.
@@ -189,6 +193,70 @@ struct OidcArgs {
     oidc_role_map: Option<String>,
 }
 
+/// What the HTTP edge allows a client before it refuses (429, 503, 408, all problem+json).
+#[derive(Args)]
+struct EdgeArgs {
+    /// Open connections at once [default: 4096].
+    #[arg(long, env = "ORDERFLOW_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Seconds a request's headers may take to arrive [default: 10].
+    #[arg(long, env = "ORDERFLOW_HEADER_TIMEOUT", value_name = "S")]
+    header_timeout: Option<u64>,
+    /// Seconds a request's whole body may take to arrive [default: 10].
+    #[arg(long, env = "ORDERFLOW_BODY_TIMEOUT", value_name = "S")]
+    body_timeout: Option<u64>,
+    /// Seconds a handler may take to answer [default: 60].
+    #[arg(long, env = "ORDERFLOW_REQUEST_TIMEOUT", value_name = "S")]
+    request_timeout: Option<u64>,
+    /// Commands (POST, PUT, DELETE) per second per customer [default: 10].
+    #[arg(long, env = "ORDERFLOW_COMMAND_RATE", value_name = "N")]
+    command_rate: Option<u32>,
+    /// Commands a customer may send at once before the rate applies [default: 40].
+    #[arg(long, env = "ORDERFLOW_COMMAND_BURST", value_name = "N")]
+    command_burst: Option<u32>,
+    /// Development logins per minute per client address [default: 120].
+    #[arg(long, env = "ORDERFLOW_DEV_LOGIN_RATE", value_name = "N")]
+    dev_login_rate: Option<u32>,
+    /// Live streams open at once, in all [default: 2000].
+    #[arg(long, env = "ORDERFLOW_MAX_LIVE_STREAMS", value_name = "N")]
+    max_live_streams: Option<usize>,
+    /// Live streams open at once per customer [default: 5].
+    #[arg(
+        long,
+        env = "ORDERFLOW_MAX_LIVE_STREAMS_PER_CUSTOMER",
+        value_name = "N"
+    )]
+    max_live_streams_per_customer: Option<usize>,
+    /// `min_version` reads waiting at once, in all [default: 2000].
+    #[arg(long, env = "ORDERFLOW_MAX_WAITERS", value_name = "N")]
+    max_waiters: Option<usize>,
+    /// Origins whose pages may call the API, comma-separated (CORS) [default: none].
+    #[arg(long, env = "ORDERFLOW_CORS_ORIGINS", value_name = "ORIGINS")]
+    cors_origins: Option<String>,
+    /// Serve /metrics on this address instead of --listen (keep it internal).
+    #[arg(long, env = "ORDERFLOW_METRICS_LISTEN", value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
+}
+
+impl EdgeArgs {
+    fn overrides(self) -> services::config::EdgeOverrides {
+        services::config::EdgeOverrides {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            request_timeout: self.request_timeout,
+            command_rate: self.command_rate,
+            command_burst: self.command_burst,
+            dev_login_rate: self.dev_login_rate,
+            max_live_streams: self.max_live_streams,
+            max_live_streams_per_customer: self.max_live_streams_per_customer,
+            max_waiters: self.max_waiters,
+            cors_origins: self.cors_origins,
+            metrics_listen: self.metrics_listen,
+        }
+    }
+}
+
 impl OidcArgs {
     fn overrides(self) -> services::config::OidcOverrides {
         services::config::OidcOverrides {
@@ -254,9 +322,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             push_log,
             processor_concurrency,
             oidc,
+            edge,
         } => {
             let settings = Settings::resolve(Overrides {
                 oidc: oidc.overrides(),
+                edge: edge.overrides(),
                 role,
                 listen: listen.map(|address| address.to_string()),
                 no_seed,

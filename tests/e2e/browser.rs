@@ -44,6 +44,34 @@ async fn sign_in(page: &Page, name: &str, role: &str, wait: Duration) {
         .unwrap();
 }
 
+/// In the shop: waits for `sku`'s row and the live feed, orders `quantity` of it to a
+/// Berlin address and submits.
+async fn order_in_the_shop(page: &Page, sku: &str, quantity: &str, wait: Duration) {
+    let input = format!("input.qty[data-sku={}]", json!(sku));
+    page.wait_for(&format!("!!document.querySelector({})", json!(input)), wait)
+        .await
+        .unwrap();
+    page.wait_for(
+        "document.querySelector('#live')?.textContent.trim() === 'live'",
+        wait,
+    )
+    .await
+    .unwrap();
+    page.eval(&fill(&input, quantity)).await.unwrap();
+    for (field, value) in [
+        ("#ship-name", "Bea Browser"),
+        ("#ship-line1", "1 Chromium Way"),
+        ("#ship-city", "Berlin"),
+        ("#ship-postal", "10115"),
+        ("#ship-country", "DE"),
+    ] {
+        page.eval(&fill(field, value)).await.unwrap();
+    }
+    page.eval("document.querySelector('#order-form').requestSubmit()")
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_live() {
     let Some(browser) = chromium().await else {
@@ -56,35 +84,12 @@ async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_liv
     let page = browser.new_page(&app.url("/#/login")).await.unwrap();
 
     sign_in(&page, "browser-bea", "customer", wait).await;
-    let quantity = format!("input.qty[data-sku={}]", json!(sku));
-    page.wait_for(
-        &format!("!!document.querySelector({})", json!(quantity)),
-        wait,
-    )
-    .await
-    .unwrap();
-    page.wait_for(
-        "document.querySelector('#live')?.textContent.trim() === 'live'",
-        wait,
-    )
-    .await
-    .unwrap();
-
-    page.eval(&fill(&quantity, "2")).await.unwrap();
-    for (field, value) in [
-        ("#ship-name", "Bea Browser"),
-        ("#ship-line1", "1 Chromium Way"),
-        ("#ship-city", "Berlin"),
-        ("#ship-postal", "10115"),
-        ("#ship-country", "DE"),
-    ] {
-        page.eval(&fill(field, value)).await.unwrap();
-    }
     // A marker that a page reload would wipe: the updates below must arrive without one.
-    page.eval("window.__noReload = true").await.unwrap();
-    page.eval("document.querySelector('#order-form').requestSubmit()")
+    page.wait_for("document.readyState === 'complete'", wait)
         .await
         .unwrap();
+    page.eval("window.__noReload = true").await.unwrap();
+    order_in_the_shop(&page, &sku, "2", wait).await;
 
     let row_status =
         "document.querySelector('#orders tr[data-order-id] .status')?.textContent.trim()";
@@ -294,25 +299,7 @@ async fn a_customer_signs_in_at_the_provider_orders_and_signs_out_there() {
         json!({"search": "", "session": true, "local": [], "who": "Bea (customer)", "banner": true})
     );
 
-    page.wait_for(
-        "document.querySelector('#live')?.textContent.trim() === 'live'",
-        wait,
-    )
-    .await
-    .unwrap();
-    page.eval(&fill(&quantity, "1")).await.unwrap();
-    for (field, value) in [
-        ("#ship-name", "Bea Browser"),
-        ("#ship-line1", "1 Chromium Way"),
-        ("#ship-city", "Berlin"),
-        ("#ship-postal", "10115"),
-        ("#ship-country", "DE"),
-    ] {
-        page.eval(&fill(field, value)).await.unwrap();
-    }
-    page.eval("document.querySelector('#order-form').requestSubmit()")
-        .await
-        .unwrap();
+    order_in_the_shop(&page, &sku, "1", wait).await;
     page.wait_for(
         "document.querySelector('#orders tr[data-order-id] .status')?.textContent.trim() === 'confirmed'",
         wait,

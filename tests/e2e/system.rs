@@ -464,7 +464,7 @@ async fn waiting_reader_answered_by_announcements(placed_view_written: bool) {
     let reader = web.clone();
     let waiting = tokio::spawn(async move {
         reader
-            .order_at_least(order_id, 2, Duration::from_secs(10))
+            .order_at_least(order_id, 2, Duration::from_secs(10), |_| true)
             .await
     });
     for _ in 0..10 {

@@ -71,10 +71,7 @@ pub async fn restock(
     let metadata = EventMetadata {
         correlation_id: Uuid::now_v7(),
         actor: caller.actor(),
-        traceparent: headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        traceparent: super::traceparent(&headers),
         ..Default::default()
     };
     let handled = state

@@ -39,6 +39,22 @@ pub enum ApiError {
     /// An engine is down or overloaded; the client should retry.
     #[error("the service is temporarily unavailable, retry shortly")]
     Unavailable(String),
+    /// A limit of this client's: retry after `retry_after` seconds.
+    #[error("{detail}")]
+    TooManyRequests {
+        code: &'static str,
+        detail: String,
+        retry_after: u64,
+    },
+    /// A limit of the whole server's (connections, streams, waiters): retry shortly.
+    #[error("{0}; retry shortly")]
+    Busy(String),
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
+    #[error("the request took too long to arrive or to answer")]
+    RequestTimeout,
+    #[error("something went wrong on our side")]
+    Internal,
 }
 
 /// The problem+json body (RFC 9457), with a stable `code` and, for 422, every field error.
@@ -104,6 +120,25 @@ impl ApiError {
                 "unavailable",
                 "Service unavailable",
             ),
+            Self::TooManyRequests { code, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, code, "Too many requests")
+            }
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy", "Server busy"),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request timeout",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
         }
     }
 
@@ -115,6 +150,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.parts();
+        let retry_after = match &self {
+            Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
         if let Self::Unavailable(internal) = &self {
             tracing::error!(error = %internal, "request failed: engine unavailable");
         }
@@ -135,8 +175,8 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

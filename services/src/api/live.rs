@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
-use super::auth::Caller;
+use super::auth::{Caller, LEEWAY_SECONDS};
 use super::error::{ApiError, Problem};
 use super::{ApiJson, AppState};
 
@@ -34,21 +34,34 @@ pub fn router() -> Router<AppState> {
 /// pass the token as `?access_token=`. An `event: resync` means updates were missed: re-read.
 #[utoipa::path(get, path = "/api/notifications/stream", tag = "live",
     params(("access_token" = Option<String>, Query, description = "The bearer token, for EventSource")),
-    responses((status = 200, description = "text/event-stream of `order` events", body = Notification,
-        content_type = "text/event-stream"), (status = 401, body = Problem)),
+    responses((status = 200, description = "text/event-stream of `order` events; it ends when the token expires", body = Notification,
+        content_type = "text/event-stream"), (status = 401, body = Problem),
+        (status = 429, body = Problem, description = "Too many streams open for this customer"),
+        (status = 503, body = Problem, description = "Too many streams open in all")),
     security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = state.edge.open_stream(caller.id)?;
     let updates = state.system.live.subscribe();
     let shutdown = state.shutdown.clone();
+    // The stream ends when its token does (once the server refuses it: the leeway for clocks,
+    // and the second `exp` counts in, included): the client reconnects with a fresh one.
+    let expires = token_deadline(caller.expires_at.saturating_add(LEEWAY_SECONDS as i64 + 1));
     let events = futures_util::stream::unfold(
-        (updates, shutdown, caller),
-        |(mut updates, mut shutdown, caller)| async move {
+        (
+            updates,
+            shutdown,
+            caller,
+            Box::pin(tokio::time::sleep_until(expires)),
+            permit,
+        ),
+        |(mut updates, mut shutdown, caller, mut expiry, permit)| async move {
             loop {
                 let received = tokio::select! {
                     _ = infra::stopped(&mut shutdown) => return None,
+                    () = &mut expiry => return None,
                     received = updates.recv() => received,
                 };
                 let event = match received {
@@ -63,11 +76,17 @@ pub async fn stream(
                     }
                     Err(RecvError::Closed) => return None,
                 };
-                return Some((Ok(event), (updates, shutdown, caller)));
+                return Some((Ok(event), (updates, shutdown, caller, expiry, permit)));
             }
         },
     );
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The moment a token that expires at `expires_at` (Unix seconds) runs out, on tokio's clock.
+fn token_deadline(expires_at: i64) -> tokio::time::Instant {
+    let left = expires_at.saturating_sub(chrono::Utc::now().timestamp());
+    tokio::time::Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -121,6 +140,18 @@ pub async fn delete_installation(
     }
 }
 
+/// Tags an installation may carry (the server adds the customer's own to them).
+const MAX_TAGS: usize = 60;
+
+/// What Notification Hubs accepts as a tag: up to 120 characters, alphanumeric and `_ @ # . : -`
+/// ("Routing and tag expressions", learn.microsoft.com/azure/notification-hubs).
+fn is_hub_tag(tag: &str) -> bool {
+    (1..=120).contains(&tag.len())
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_@#.:-".contains(c))
+}
+
 fn validate_installation(
     id: &str,
     body: InstallationBody,
@@ -128,14 +159,17 @@ fn validate_installation(
 ) -> Result<Installation, ApiError> {
     let own_tag = format!("customer:{customer_id}");
     let mut errors = Vec::new();
+    // `.` and `..` would be path segments in the Notification Hubs URL the id ends up in.
     let id_ok = (1..=128).contains(&id.len())
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && id != "."
+        && id != "..";
     if !id_ok {
         errors.push(FieldError::new(
             "installation_id",
-            "must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' and '.'",
+            "must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' and '.', and not . or ..",
         ));
     }
     if !["apns", "fcmv1", "wns"].contains(&body.platform.as_str()) {
@@ -145,16 +179,16 @@ fn validate_installation(
     if channel.is_empty() || channel.len() > 2048 {
         errors.push(FieldError::new("push_channel", "must be 1-2048 characters"));
     }
-    if body.tags.len() > 60
-        || body
-            .tags
-            .iter()
-            .any(|t| t.is_empty() || t.len() > 120 || t.chars().any(char::is_whitespace))
-    {
-        errors.push(FieldError::new(
-            "tags",
-            "at most 60 tags of 1-120 characters without spaces",
-        ));
+    if body.tags.len() > MAX_TAGS {
+        errors.push(FieldError::new("tags", "at most 60 tags"));
+    }
+    for (i, tag) in body.tags.iter().enumerate() {
+        if !is_hub_tag(tag) {
+            errors.push(FieldError::new(
+                format!("tags[{i}]"),
+                "must be 1-120 characters of A-Z, a-z, 0-9 and _ @ # . : - (Notification Hubs' tag rule)",
+            ));
+        }
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));

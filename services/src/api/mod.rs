@@ -5,6 +5,7 @@
 //!
 //! - [`auth`]: bearer tokens and the `Caller` extractor.
 //! - [`error`]: `ApiError`, answered as problem+json.
+//! - [`body`]: `ApiJson`, the one way JSON bodies are read and refused.
 //! - [`orders`]: place, read, list, cancel, ship, deliver, an order's events.
 //! - [`catalog`]: the catalog and restocking.
 //! - [`events`]: the event log for analysts, filtered and paged.
@@ -12,10 +13,13 @@
 //! - [`replays`]: start a replay of the read models, follow its progress.
 //! - [`live`]: the SSE stream of order updates and push installations.
 //! - [`ops`]: the development login, health, readiness, metrics, OpenAPI.
+//! - [`edge`]: rate limits, caps on streams and waiters, problem+json for every error.
 
 pub mod analytics;
 pub mod auth;
+pub mod body;
 pub mod catalog;
+pub mod edge;
 pub mod error;
 pub mod events;
 pub mod live;
@@ -25,21 +29,24 @@ pub mod replays;
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{
-    DefaultBodyLimit, FromRequest, FromRequestParts, Json, MatchedPath, Query, Request, State,
-};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Query, Request, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::watch;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::system::System;
 use auth::Authenticator;
+pub use body::ApiJson;
 use error::ApiError;
 
 /// Request bodies above this are refused with 413 (a 100-line order is ~10 KiB).
@@ -54,11 +61,46 @@ pub struct AppState {
     pub sign_in: Arc<ops::SignIn>,
     /// Turns true when the process stops; long-lived responses (SSE) end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// Rate limits and caps.
+    pub edge: Arc<edge::Edge>,
 }
 
+/// A `traceparent` header if it is the W3C Trace Context format (version 00-fe, a trace id and
+/// a parent id not all zero), else none: a malformed one is ignored, never stored.
+pub fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
+    match parts.as_slice() {
+        [version, trace, parent, flags]
+            if hex(version, 2)
+                && *version != "ff"
+                && hex(trace, 32)
+                && !zero(trace)
+                && hex(parent, 16)
+                && !zero(parent)
+                && hex(flags, 2) =>
+        {
+            Some(value.to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// The HTTP methods `/metrics` names; any other is counted as `other`, so no request can
+/// add a series.
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
 /// Every process serves the operations endpoints; the web role adds the API and the UI.
+/// `/metrics` is here unless `--metrics-listen` serves it elsewhere.
 pub fn router(state: AppState, web: bool) -> Router {
     let mut router = Router::new().merge(ops::router());
+    if state.edge.settings.metrics_listen.is_none() {
+        router = router.merge(ops::metrics_router());
+    }
     if web {
         router = router
             .merge(ops::identity_router())
@@ -70,24 +112,88 @@ pub fn router(state: AppState, web: bool) -> Router {
             .merge(live::router())
             .merge(crate::web::router(state.sign_in.config.issuer.as_deref()));
     }
+    edge_layers(router, &state)
+}
+
+/// `/metrics` alone, for `--metrics-listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    edge_layers(ops::metrics_router(), &state)
+}
+
+/// What every response passes through, innermost first: the metrics, the body limits and
+/// deadlines, the request timeout, problem+json for every error, CORS, the security headers,
+/// the trace span.
+fn edge_layers(router: Router<AppState>, state: &AppState) -> Router {
+    let settings = &state.edge.settings;
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(
+            settings
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        ))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+        ])
+        .max_age(Duration::from_secs(600));
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), measure))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(Extension(edge::BodyDeadline(settings.body_timeout)))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
+        // Refused on its Content-Length before any route reads it, on every route.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(middleware::from_fn(edge::problem_for_every_error))
+        .layer(cors)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        // API answers are never cached; the UI's files say `no-cache` themselves.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            edge::no_store(),
+        ))
         // Spans name the path only: the query may carry a token (`access_token`).
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
         }))
-        .with_state(state)
+        .with_state(state.clone())
 }
 
 /// Counts every routed request by method, route and status, and times it by route.
 async fn measure(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = METHODS
+        .into_iter()
+        .find(|m| *m == request.method().as_str())
+        .unwrap_or("other");
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let metrics = &state.system.metrics;
     metrics.incr(
@@ -103,22 +209,6 @@ async fn measure(State(state): State<AppState>, request: Request, next: Next) ->
         started.elapsed(),
     );
     response
-}
-
-/// `Json` whose rejections are problem+json (422 with the field, 400, 413, 415).
-pub struct ApiJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = Json::<T>::from_request(request, state).await?;
-        Ok(Self(value))
-    }
 }
 
 /// `Query` whose rejections are a 422 naming the parameter.

@@ -24,8 +24,12 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+}
+
+/// `/metrics`: on the main listener, or on `--metrics-listen` alone.
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 /// The development login and the sign-in settings, served by the web role.
@@ -146,14 +150,18 @@ pub struct DevToken {
 /// Development login: a token for any customer id or name (development auth only).
 #[utoipa::path(post, path = "/api/dev/token", tag = "identity", request_body = DevTokenRequest,
     responses((status = 200, body = DevToken), (status = 404, description = "Not running with development auth"),
-        (status = 422, body = Problem)))]
+        (status = 422, body = Problem), (status = 429, body = Problem, description = "Too many logins from this address")))]
 pub async fn dev_token(
     State(state): State<AppState>,
+    extensions: axum::http::Extensions,
     ApiJson(body): ApiJson<DevTokenRequest>,
 ) -> Result<Json<DevToken>, ApiError> {
     let Some(keys) = state.auth.development() else {
         return Err(ApiError::NotFound);
     };
+    if let Some(peer) = crate::serve::peer(&extensions) {
+        state.edge.dev_login(peer.ip())?;
+    }
     let customer =
         CustomerId::parse(&body.customer_id).map_err(|m| ApiError::field("customer_id", &m))?;
     let role = body.role.unwrap_or(Role::Customer);

@@ -162,7 +162,8 @@ pub struct OrderQuery {
         (status = 401, body = Problem),
         (status = 403, description = "Time travel is for the owner and analysts", body = Problem),
         (status = 404, description = "No such order (at that point), or another customer's", body = Problem),
-        (status = 422, description = "Bad as_of, or both as_of and at_version", body = Problem)),
+        (status = 422, description = "Bad as_of, or both as_of and at_version", body = Problem),
+        (status = 503, description = "Too many reads waiting for a version, or an engine down", body = Problem)),
     security(("bearer" = [])))]
 pub async fn get_order(
     State(state): State<AppState>,
@@ -189,8 +190,11 @@ pub async fn get_order(
         Some(min_version) => {
             let wait =
                 Duration::from_millis(query.wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
+            let _waiting = state.edge.wait_permit()?;
             projector
-                .order_at_least(order_id, min_version, wait)
+                .order_at_least(order_id, min_version, wait, |v| {
+                    caller.may_see(v.customer_id)
+                })
                 .await?
         }
         None => projector.order(order_id).await?,
@@ -300,10 +304,13 @@ pub async fn cancel_order(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Customer, Role::Operator])?;
     let order_id = parse_id(&id)?;
+    // The body is optional; when there is one it is JSON like every other.
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
         CancelBody::default()
+    } else if !super::body::is_json(&headers) {
+        return Err(ApiError::UnsupportedMediaType);
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::field("body", &e.to_string()))?
+        super::body::parse(&body)?
     };
     let reason = body
         .reason
@@ -459,11 +466,7 @@ fn metadata(caller: &Caller, headers: &HeaderMap) -> EventMetadata {
     EventMetadata {
         correlation_id: Uuid::now_v7(),
         actor: caller.actor(),
-        traceparent: headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 55)
-            .map(str::to_owned),
+        traceparent: super::traceparent(headers),
         ..Default::default()
     }
 }

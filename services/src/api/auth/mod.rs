@@ -17,6 +17,7 @@ pub mod shared_secret;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
+use axum::http::Method;
 use axum::http::request::Parts;
 use jsonwebtoken::errors::ErrorKind;
 use serde::{Deserialize, Serialize};
@@ -237,7 +238,12 @@ impl FromRequestParts<AppState> for Caller {
             })
             .flatten();
         let token = header.or(query).ok_or(AuthError::Missing)?;
-        Ok(state.auth.verify(token.trim()).await?)
+        let caller = state.auth.verify(token.trim()).await?;
+        // Anything but a read is a command, and commands are rate-limited per customer.
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            state.edge.command(caller.id)?;
+        }
+        Ok(caller)
     }
 }
 

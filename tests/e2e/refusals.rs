@@ -1,0 +1,363 @@
+//! Input that must be refused: 422 (or 415) problem+json naming what is wrong, and nothing
+//! written.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+use orderflow_tests::{TestApp, order_body, spawn_app, unique_sku};
+
+async fn raw(
+    app: &TestApp,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .header("Idempotency-Key", Uuid::new_v4().to_string())
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn my_orders(app: &TestApp, token: &str) -> usize {
+    let list: Value = app.get(token, "/api/orders").await.json().await.unwrap();
+    list["items"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn orders_with_duplicate_keys_or_hidden_characters_are_refused_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let sku = unique_sku("REFUSE");
+    app.list_product(&sku, 100, 10).await;
+    let token = app.new_customer().await;
+    let post = reqwest::Method::POST;
+
+    let good = order_body(&[(&sku, 1)]).to_string();
+    // The same key twice: one parser would read 1, another 900.
+    let twice = good.replacen(r#""quantity":1"#, r#""quantity":1,"quantity":900"#, 1);
+    assert_ne!(twice, good);
+    let (status, problem) = raw(
+        &app,
+        &token,
+        post.clone(),
+        "/api/orders",
+        "application/json",
+        &twice,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(fields(&problem), ["lines[0].quantity"]);
+
+    let mut nul = order_body(&[(&sku, 1)]);
+    nul["shipping_address"]["name"] = json!("Ada\u{0}Lovelace");
+    let mut bidi = order_body(&[(&sku, 1)]);
+    bidi["shipping_address"]["city"] = json!("London\u{202E}nodnoL");
+    let mut isolate = order_body(&[(&sku, 1)]);
+    isolate["shipping_address"]["line2"] = json!("Flat \u{2067}2\u{2069}");
+    for (body, field) in [
+        (nul, "shipping_address.name"),
+        (bidi, "shipping_address.city"),
+        (isolate, "shipping_address.line2"),
+    ] {
+        let (status, problem) = raw(
+            &app,
+            &token,
+            post.clone(),
+            "/api/orders",
+            "application/json",
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(fields(&problem), [field]);
+    }
+    assert_eq!(my_orders(&app, &token).await, 0, "nothing was written");
+
+    // Every JSON endpoint wants JSON.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+    ] {
+        let (status, problem) = raw(
+            &app,
+            &token,
+            post.clone(),
+            "/api/orders",
+            content_type,
+            &good,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}: {problem}"
+        );
+        assert_eq!(problem["code"], "unsupported_media_type");
+    }
+    assert_eq!(my_orders(&app, &token).await, 0, "nothing was written");
+    let (status, _) = raw(
+        &app,
+        &token,
+        post,
+        "/api/orders",
+        "application/json; charset=utf-8",
+        &good,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "JSON with a charset is JSON");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn commands_refuse_hidden_text_and_non_json_bodies() {
+    let app = spawn_app().await;
+    let sku = unique_sku("REFUSE");
+    app.list_product(&sku, 100, 10).await;
+    let customer = app.new_customer().await;
+    let operator = app.token("olga", "operator").await;
+    let analyst = app.token("ann", "analyst").await;
+    let order = app.place_ok(&customer, &[(&sku, 1)]).await;
+    app.settled(&customer, &order).await;
+    let post = reqwest::Method::POST;
+    let cancel = format!("/api/orders/{order}/cancel");
+    let ship = format!("/api/orders/{order}/ship");
+    let restock = format!("/api/catalog/{sku}/restock");
+
+    let cases: Vec<(&str, &str, &str, &str, StatusCode)> = vec![
+        (
+            &customer,
+            &cancel,
+            "application/json",
+            r#"{"reason": "changed my mind\u0000"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &customer,
+            &cancel,
+            "text/plain",
+            r#"{"reason": "changed my mind"}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            &customer,
+            &cancel,
+            "application/json",
+            r#"{"reason": "a", "reason": "b"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &operator,
+            &ship,
+            "application/json",
+            "{\"carrier\": \"DHL\u{202D}\", \"tracking\": \"JD1\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &operator,
+            &ship,
+            "text/plain",
+            r#"{"carrier": "DHL", "tracking": "JD1"}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            &operator,
+            &restock,
+            "text/plain",
+            r#"{"quantity": 1}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            &operator,
+            &restock,
+            "application/json",
+            r#"[{"quantity": 1}]"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &analyst,
+            "/api/replays",
+            "application/json",
+            "[]",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &analyst,
+            "/api/replays",
+            "application/json",
+            r#"[["analytics"]]"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &analyst,
+            "/api/replays",
+            "application/json",
+            r#""analytics""#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &analyst,
+            "/api/replays",
+            "text/plain",
+            "{}",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ];
+    for (token, path, content_type, body, expected) in cases {
+        let (status, problem) = raw(&app, token, post.clone(), path, content_type, body).await;
+        assert_eq!(status, expected, "{path} {content_type} {body}: {problem}");
+        assert_eq!(problem["status"], expected.as_u16(), "{problem}");
+    }
+    // Nothing moved: the order is as it was, confirmed at version 2.
+    let view = app.view(&customer, &order).await;
+    assert_eq!(
+        (view["status"].as_str(), view["version"].as_u64()),
+        (Some("confirmed"), Some(2))
+    );
+    let dev = app
+        .client
+        .post(app.url("/api/dev/token"))
+        .header("content-type", "text/plain")
+        .body(r#"{"customer_id": "x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dev.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn installations_refuse_dot_ids_and_tags_notification_hubs_would_refuse() {
+    let app = spawn_app().await;
+    let token = app.new_customer().await;
+    let put = reqwest::Method::PUT;
+    let body = |tags: Value| {
+        json!({"platform": "fcmv1", "push_channel": "device-token", "tags": tags}).to_string()
+    };
+    // Sent as raw bytes: an HTTP client resolves `.`, `..` and even `%2E%2E` as dot segments
+    // itself (the URL standard says so), but a hostile client need not.
+    for id in [".", "..", "%2E", "%2E%2E"] {
+        let payload = body(json!([]));
+        let request = format!(
+            "PUT /api/installations/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+            payload.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_string(&mut answer),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 422"), "{id}: {answer}");
+        assert!(answer.contains("installation_id"), "{id}: {answer}");
+    }
+    let too_long = "t".repeat(121);
+    for (tag, why) in [
+        ("with space", "space"),
+        ("emoji-🙂", "emoji"),
+        ("a/b", "slash"),
+        ("", "empty"),
+        (too_long.as_str(), "121 chars"),
+    ] {
+        let (status, problem) = raw(
+            &app,
+            &token,
+            put.clone(),
+            "/api/installations/phone-1",
+            "application/json",
+            &body(json!(["ok", tag])),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{why}: {problem}");
+        assert_eq!(fields(&problem), ["tags[1]"], "{why}");
+    }
+    let (status, installation) = raw(
+        &app,
+        &token,
+        put,
+        "/api/installations/phone-1",
+        "application/json",
+        &body(json!(["lang:en-GB", "vip_tier#2", "team@shop"])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{installation}");
+    assert_eq!(installation["tags"].as_array().unwrap().len(), 4);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_traceparent_that_is_not_w3c_is_ignored() {
+    let app = spawn_app().await;
+    let sku = unique_sku("TRACE");
+    app.list_product(&sku, 100, 10).await;
+    let token = app.new_customer().await;
+    let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut stored = Vec::new();
+    for traceparent in [
+        valid,
+        "not-a-traceparent",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\"><script>",
+    ] {
+        let response = app
+            .client
+            .post(app.url("/api/orders"))
+            .bearer_auth(&token)
+            .header("traceparent", traceparent)
+            .json(&order_body(&[(&sku, 1)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::ACCEPTED,
+            "{traceparent}: the order is not refused"
+        );
+        let order: Value = response.json().await.unwrap();
+        let events: Value = app
+            .get(
+                &token,
+                &format!("/api/orders/{}/events", order["order_id"].as_str().unwrap()),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        stored.push(events[0]["metadata"]["traceparent"].clone());
+    }
+    assert_eq!(stored[0], valid);
+    assert!(stored[1..].iter().all(Value::is_null), "{stored:?}");
+    app.stop().await;
+}
