@@ -344,5 +344,12 @@ async fn a_provider_that_never_answered_is_a_503_not_a_401() {
         .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("identity provider")),
+        "{problem}"
+    );
     app.stop().await;
 }

@@ -181,7 +181,8 @@ impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         match error {
             // Not the client's fault: a 503 says retry, a 401 would send it to sign in again.
-            AuthError::ProviderUnavailable => ApiError::Unavailable(error.to_string()),
+            // Busy, not Unavailable: the detail names the provider, and no engine is down.
+            AuthError::ProviderUnavailable => ApiError::Busy(error.to_string()),
             _ => ApiError::Unauthenticated(error.to_string()),
         }
     }
