@@ -20,6 +20,10 @@ use crate::values::{
 
 pub const STREAM_TYPE: &str = "order";
 
+/// Longest carrier name or tracking number, in characters.
+pub const SHIPMENT_TEXT_MAX: usize = 100;
+/// Longest reason a cancellation may give, in characters as sent.
+pub const CANCEL_REASON_MAX: usize = 500;
 /// The most lines one order may have.
 pub const MAX_LINES: usize = 100;
 
@@ -272,7 +276,8 @@ impl Order {
             },
             OrderCommand::Ship { carrier, tracking } => {
                 let printable = |s: &str| {
-                    (1..=100).contains(&s.chars().count()) && !s.chars().any(char::is_control)
+                    (1..=SHIPMENT_TEXT_MAX).contains(&s.chars().count())
+                        && !s.chars().any(char::is_control)
                 };
                 if !printable(&carrier) || !printable(&tracking) {
                     return Err(OrderError::InvalidTracking);

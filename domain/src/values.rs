@@ -152,10 +152,8 @@ pub struct CustomerId(pub Uuid);
 impl CustomerId {
     /// A UUID is taken as it is; anything else (a name) maps to a stable UUID v5.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let raw = raw.trim();
-        if raw.is_empty() || raw.len() > 100 {
-            return Err("must be a UUID or a name of 1-100 characters".into());
-        }
+        let raw = line_of_text(raw, CUSTOMER_NAME_MAX)
+            .map_err(|_| "must be a UUID or a name of 1-100 printable characters".to_owned())?;
         Ok(Self(Uuid::parse_str(raw).unwrap_or_else(|_| {
             Uuid::new_v5(&CUSTOMER_NAMESPACE, raw.to_lowercase().as_bytes())
         })))
@@ -169,6 +167,32 @@ impl fmt::Display for CustomerId {
 }
 
 const CUSTOMER_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7266_6c6f_7763_7573_746f_6d65);
+
+/// Longest name on an address, in characters as sent.
+pub const NAME_MAX: usize = 100;
+/// Longest address line.
+pub const LINE_MAX: usize = 200;
+/// Longest city.
+pub const CITY_MAX: usize = 100;
+/// Longest postal code.
+pub const POSTAL_CODE_MAX: usize = 20;
+/// Longest customer name of the development login.
+pub const CUSTOMER_NAME_MAX: usize = 100;
+
+/// One line of text as a person typed it: at most `max` characters as sent, no control
+/// characters (tab and line breaks included), and something left once white space is trimmed
+/// off both ends, which is what is kept.
+pub fn line_of_text(raw: &str, max: usize) -> Result<&str, String> {
+    if raw.chars().count() > max || raw.chars().any(char::is_control) {
+        return Err(format!(
+            "must be at most {max} printable characters on one line"
+        ));
+    }
+    match raw.trim() {
+        "" => Err("is required".into()),
+        text => Ok(text),
+    }
+}
 
 /// Where an order goes. Every text field is trimmed and length-checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,36 +220,45 @@ impl ShippingAddress {
     ) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut text = |field: &str, value: Option<&str>, max: usize| -> String {
-            match value.map(str::trim) {
-                None | Some("") => {
-                    errors.push(FieldError::new(format!("{prefix}.{field}"), "is required"));
+            match line_of_text(value.unwrap_or(""), max) {
+                Ok(v) => v.to_owned(),
+                Err(message) => {
+                    errors.push(FieldError::new(format!("{prefix}.{field}"), message));
                     String::new()
                 }
-                Some(v) if v.chars().count() > max || v.chars().any(char::is_control) => {
-                    errors.push(FieldError::new(
-                        format!("{prefix}.{field}"),
-                        format!("must be at most {max} printable characters"),
-                    ));
-                    String::new()
-                }
-                Some(v) => v.to_owned(),
             }
         };
-        let name = text("name", name, 100);
-        let line1 = text("line1", line1, 200);
+        let name = text("name", name, NAME_MAX);
+        let line1 = text("line1", line1, LINE_MAX);
+        // A blank second line is no second line; one with text follows the same rule.
         let line2 = match line2.map(str::trim) {
-            None | Some("") => None,
-            Some(_) => Some(text("line2", line2, 200)),
+            None | Some("") => match line2 {
+                Some(raw)
+                    if raw.chars().count() > LINE_MAX || raw.chars().any(char::is_control) =>
+                {
+                    Some(text("line2", line2, LINE_MAX))
+                }
+                _ => None,
+            },
+            Some(_) => Some(text("line2", line2, LINE_MAX)),
         };
-        let city = text("city", city, 100);
-        let postal_code = text("postal_code", postal_code, 20);
-        let country = text("country", country, 100);
-        if !country.is_empty() && !is_country(&country.to_ascii_uppercase()) {
-            errors.push(FieldError::new(
-                format!("{prefix}.country"),
-                "must be an ISO 3166-1 alpha-2 code such as DE",
-            ));
-        }
+        let city = text("city", city, CITY_MAX);
+        let postal_code = text("postal_code", postal_code, POSTAL_CODE_MAX);
+        // The code exactly as ISO assigns it: the API's schema lists them.
+        let country = match country {
+            None | Some("") => {
+                errors.push(FieldError::new(format!("{prefix}.country"), "is required"));
+                String::new()
+            }
+            Some(code) if is_country(code) => code.to_owned(),
+            Some(_) => {
+                errors.push(FieldError::new(
+                    format!("{prefix}.country"),
+                    "must be an assigned ISO 3166-1 alpha-2 code in capitals, such as DE",
+                ));
+                String::new()
+            }
+        };
         if errors.is_empty() {
             Ok(Self {
                 name,
@@ -233,7 +266,7 @@ impl ShippingAddress {
                 line2,
                 city,
                 postal_code,
-                country: country.to_ascii_uppercase(),
+                country,
             })
         } else {
             Err(errors)
@@ -242,7 +275,7 @@ impl ShippingAddress {
 }
 
 /// The officially assigned ISO 3166-1 alpha-2 codes.
-const COUNTRIES: &str = concat!(
+pub const COUNTRY_CODES: &str = concat!(
     "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ ",
     "BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM ",
     "DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS ",
@@ -256,7 +289,7 @@ const COUNTRIES: &str = concat!(
 
 /// Whether `code` (uppercase) is an assigned ISO 3166-1 alpha-2 country code.
 pub fn is_country(code: &str) -> bool {
-    code.len() == 2 && COUNTRIES.split_ascii_whitespace().any(|c| c == code)
+    code.len() == 2 && COUNTRY_CODES.split_ascii_whitespace().any(|c| c == code)
 }
 
 /// Why the order processor turned an order down.
@@ -309,9 +342,47 @@ mod tests {
 
     #[test]
     fn countries_are_the_249_assigned_codes() {
-        assert_eq!(COUNTRIES.split_ascii_whitespace().count(), 249);
+        assert_eq!(COUNTRY_CODES.split_ascii_whitespace().count(), 249);
         assert!(is_country("DE") && is_country("GB") && is_country("ZW"));
         assert!(!is_country("ZZ") && !is_country("UK") && !is_country("D"));
+    }
+
+    #[test]
+    fn a_line_of_text_is_trimmed_and_measured_as_sent() {
+        assert_eq!(line_of_text("  Ada Lovelace ", 100), Ok("Ada Lovelace"));
+        assert_eq!(
+            line_of_text(&"x".repeat(100), 100),
+            Ok("x".repeat(100).as_str())
+        );
+        // Measured before trimming: what the document's maxLength counts.
+        assert!(line_of_text(&format!("{} ", "x".repeat(100)), 100).is_err());
+        assert_eq!(
+            line_of_text(" \u{3000}\t", 100),
+            Err("must be at most 100 printable characters on one line".into())
+        );
+        assert_eq!(line_of_text(" \u{3000}", 100), Err("is required".into()));
+        for hidden in ["a\nb", "a\rb", "a\u{0}b", "a\u{85}b"] {
+            assert!(line_of_text(hidden, 100).is_err(), "{hidden:?}");
+        }
+    }
+
+    #[test]
+    fn a_country_is_an_assigned_code_exactly_as_written() {
+        let parse = |country| {
+            ShippingAddress::parse(
+                "a",
+                Some("Ada"),
+                Some("1 Main St"),
+                None,
+                Some("Berlin"),
+                Some("10115"),
+                Some(country),
+            )
+        };
+        assert_eq!(parse("DE").unwrap().country, "DE");
+        for refused in ["de", " DE", "ZZ", "DEU", ""] {
+            assert!(parse(refused).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

@@ -327,7 +327,7 @@ async fn dev_token(target: &Target, name: &str, role: &str) -> anyhow::Result<St
         let answer = target
             .http
             .post(format!("{}/api/dev/token", target.url))
-            .json(&json!({"customer_id": name, "name": name, "role": role}))
+            .json(&json!({"customer_id": name, "role": role}))
             .send()
             .await
             .context("signing a customer in")?;

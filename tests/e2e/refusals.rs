@@ -315,6 +315,129 @@ async fn installations_refuse_dot_ids_and_tags_notification_hubs_would_refuse() 
     app.stop().await;
 }
 
+/// What the OpenAPI document says and the server keeps (schemathesis holds the two together
+/// in `.ci/run`; these are the rules it found loose, one by one).
+#[tokio::test]
+async fn requests_outside_the_documented_contract_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let sku = unique_sku("CONTRACT");
+    app.list_product(&sku, 100, 10).await;
+    let token = app.new_customer().await;
+    let post = reqwest::Method::POST;
+    let order = |edit: &dyn Fn(&mut Value)| {
+        let mut body = order_body(&[(&sku, 1)]);
+        edit(&mut body);
+        body.to_string()
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "an unknown field",
+            order(&|b| b["gift_wrap"] = json!(true)),
+            "gift_wrap",
+        ),
+        (
+            "an unknown line field",
+            order(&|b| b["lines"][0]["colour"] = json!("red")),
+            "lines[0].colour",
+        ),
+        (
+            "an unknown address field",
+            order(&|b| b["shipping_address"]["state"] = json!("CA")),
+            "shipping_address.state",
+        ),
+        (
+            "a lowercase country",
+            order(&|b| b["shipping_address"]["country"] = json!("gb")),
+            "shipping_address.country",
+        ),
+        (
+            "an unassigned country",
+            order(&|b| b["shipping_address"]["country"] = json!("ZZ")),
+            "shipping_address.country",
+        ),
+        (
+            "a SKU with a space",
+            order(&|b| b["lines"][0]["sku"] = json!(format!(" {sku}"))),
+            "lines[0].sku",
+        ),
+        (
+            "a name over 100 characters once its spaces count",
+            order(&|b| b["shipping_address"]["name"] = json!(format!("{} ", "n".repeat(100)))),
+            "shipping_address.name",
+        ),
+        (
+            "a line break in a city",
+            order(&|b| b["shipping_address"]["city"] = json!("Lon\ndon")),
+            "shipping_address.city",
+        ),
+    ];
+    for (why, body, field) in cases {
+        let (status, problem) = raw(
+            &app,
+            &token,
+            post.clone(),
+            "/api/orders",
+            "application/json",
+            &body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{why}: {problem}");
+        assert_eq!(fields(&problem), [field], "{why}");
+    }
+    // A whole number written with a fraction is still a whole number, as JSON Schema counts.
+    let (status, placed) = raw(
+        &app,
+        &token,
+        post.clone(),
+        "/api/orders",
+        "application/json",
+        &order(&|b| b["lines"][0]["quantity"] = json!(2.0)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
+    assert_eq!(
+        my_orders(&app, &token).await,
+        1,
+        "only the good order is written"
+    );
+
+    for (query, field) in [
+        ("/api/orders?status=", "status"),
+        ("/api/orders?cursor=", "cursor"),
+        (
+            &*format!(
+                "/api/orders/{}?min_version=1&wait_ms=30001",
+                placed["order_id"].as_str().unwrap()
+            ),
+            "wait_ms",
+        ),
+        (
+            &*format!(
+                "/api/orders/{}?at_version=0",
+                placed["order_id"].as_str().unwrap()
+            ),
+            "at_version",
+        ),
+    ] {
+        let answer = app.get(&token, query).await;
+        assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        let problem: Value = answer.json().await.unwrap();
+        assert_eq!(fields(&problem), [field], "{query}");
+    }
+    let (status, problem) = raw(
+        &app,
+        &token,
+        reqwest::Method::PUT,
+        "/api/installations/.hidden",
+        "application/json",
+        &json!({"platform": "fcmv1", "push_channel": "token\nsecond line"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(fields(&problem), ["installation_id", "push_channel"]);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_traceparent_that_is_not_w3c_is_ignored() {
     let app = spawn_app().await;

@@ -320,7 +320,7 @@ async fn replays_are_for_analysts_and_operators_and_name_known_projections() {
     assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
     assert_eq!(unknown.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = unknown.json().await.unwrap();
-    assert_eq!(problem["errors"][0]["field"], "projections", "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "projections[0]", "{problem}");
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
     let nothing_started = app.system.views.get("projections:replays").await.unwrap();
     assert_eq!(nothing_started, None, "a refused request starts nothing");

@@ -22,12 +22,14 @@ const DEFAULT_TOP: usize = 10;
 const MAX_TOP: usize = 100;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SummaryQuery {
     /// Revenue of this UTC day (`2026-11-30`) and later only.
     pub since: Option<NaiveDate>,
     /// Revenue of this UTC day and earlier only.
     pub until: Option<NaiveDate>,
     /// How many SKUs `top_skus` lists, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub top: Option<usize>,
 }
 

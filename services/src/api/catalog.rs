@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use domain::EventMetadata;
 use domain::inventory::MAX_RESTOCK;
-use domain::values::Sku;
+use domain::values::{FieldError, Sku};
 use projections::CatalogItem;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -47,7 +47,7 @@ pub struct Restocked {
 
 /// Add stock to a SKU (operator).
 #[utoipa::path(post, path = "/api/catalog/{sku}/restock", tag = "operations",
-    params(("sku" = String, Path)), request_body = RestockBody,
+    params(("sku" = String, Path, pattern = "^[A-Z][A-Z0-9-]{1,31}$")), request_body = RestockBody,
     responses((status = 202, body = Restocked), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -60,14 +60,24 @@ pub async fn restock(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Operator])?;
     let sku = Sku::parse(&sku).map_err(|_| ApiError::NotFound)?;
+    let mut errors = Vec::new();
+    if let Some(fields) = body.as_object() {
+        super::orders::unknown_fields(fields, &["quantity"], "", &mut errors);
+    }
     let quantity = body
         .get("quantity")
-        .and_then(serde_json::Value::as_u64)
+        .and_then(super::orders::whole_number)
         .and_then(|q| u32::try_from(q).ok())
-        .filter(|q| (1..=MAX_RESTOCK).contains(q))
-        .ok_or_else(|| {
-            ApiError::field("quantity", &format!("must be between 1 and {MAX_RESTOCK}"))
-        })?;
+        .filter(|q| (1..=MAX_RESTOCK).contains(q));
+    if quantity.is_none() {
+        errors.push(FieldError::new(
+            "quantity",
+            format!("must be between 1 and {MAX_RESTOCK}"),
+        ));
+    }
+    let Some(quantity) = quantity.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
     let metadata = EventMetadata {
         correlation_id: Uuid::now_v7(),
         actor: caller.actor(),

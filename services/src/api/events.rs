@@ -28,6 +28,7 @@ const MAX_LIMIT: usize = 500;
 const MAX_SCAN: usize = 5000;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
     /// Only these event types, comma-separated (`OrderPlaced,OrderRejected`).
     #[serde(rename = "type")]
@@ -39,8 +40,10 @@ pub struct EventQuery {
     /// Only this order's events (its whole stream, in one page).
     pub order_id: Option<Uuid>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Events per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
 }
 
@@ -103,6 +106,9 @@ pub async fn list_events(
     ApiQuery(query): ApiQuery<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
     caller.require(&[Role::Analyst])?;
+    if query.cursor.as_deref() == Some("") {
+        return Err(ApiError::field("cursor", "is not a cursor this log gave"));
+    }
     let filter = Filter::from_query(&query)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {

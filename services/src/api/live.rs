@@ -90,20 +90,37 @@ fn token_deadline(expires_at: i64) -> tokio::time::Instant {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct InstallationBody {
-    /// `apns`, `fcmv1` or `wns`.
-    #[schema(example = "fcmv1")]
+    #[schema(example = "fcmv1", value_type = PushPlatform)]
     pub platform: String,
     /// The device token (APNs, FCM) or channel URI (WNS).
     pub push_channel: String,
     /// Extra tags; `customer:{id}` is added by the server, other customers' tags are refused.
     #[serde(default)]
+    #[schema(max_items = 60)]
     pub tags: Vec<String>,
 }
 
+/// The push services an installation can use.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum PushPlatform {
+    Apns,
+    Fcmv1,
+    Wns,
+}
+
+/// What a tag may be (see [`is_hub_tag`]), for the document.
+pub(crate) const HUB_TAG_PATTERN: &str = "^[A-Za-z0-9_@#.:-]{1,120}$";
+
+/// Longest device token or channel URI.
+pub const PUSH_CHANNEL_MAX: usize = 2048;
+
 /// Register or replace this device's push installation.
 #[utoipa::path(put, path = "/api/installations/{installation_id}", tag = "live",
-    params(("installation_id" = String, Path)), request_body = InstallationBody,
+    params(("installation_id" = String, Path, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")), request_body = InstallationBody,
     responses((status = 200, body = Installation), (status = 403, body = Problem),
         (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -120,7 +137,7 @@ pub async fn put_installation(
 
 /// Remove this device's push installation.
 #[utoipa::path(delete, path = "/api/installations/{installation_id}", tag = "live",
-    params(("installation_id" = String, Path)),
+    params(("installation_id" = String, Path, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
     responses((status = 204), (status = 404, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn delete_installation(
@@ -164,21 +181,21 @@ fn validate_installation(
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && id != "."
-        && id != "..";
+        && !id.starts_with('.');
     if !id_ok {
         errors.push(FieldError::new(
             "installation_id",
-            "must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' and '.', and not . or ..",
+            "must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' and '.', not starting with '.'",
         ));
     }
     if !["apns", "fcmv1", "wns"].contains(&body.platform.as_str()) {
         errors.push(FieldError::new("platform", "must be apns, fcmv1 or wns"));
     }
-    let channel = body.push_channel.trim();
-    if channel.is_empty() || channel.len() > 2048 {
-        errors.push(FieldError::new("push_channel", "must be 1-2048 characters"));
-    }
+    let channel = domain::values::line_of_text(&body.push_channel, PUSH_CHANNEL_MAX)
+        .unwrap_or_else(|message| {
+            errors.push(FieldError::new("push_channel", message));
+            ""
+        });
     if body.tags.len() > MAX_TAGS {
         errors.push(FieldError::new("tags", "at most 60 tags"));
     }

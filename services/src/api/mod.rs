@@ -23,6 +23,7 @@ pub mod edge;
 pub mod error;
 pub mod events;
 pub mod live;
+pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod replays;

@@ -8,9 +8,7 @@ use axum::{Json, Router};
 use commands::LogCursor;
 use domain::values::CustomerId;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{Caller, Role};
@@ -113,7 +111,7 @@ impl SignIn {
                 scope: Some(client.scope.clone()),
             },
         };
-        let openapi = document(auth);
+        let openapi = super::openapi::document(auth);
         Self { config, openapi }
     }
 }
@@ -129,6 +127,7 @@ pub const DEV_NOTICE: &str = "DEVELOPMENT LOGIN: anyone can sign in as anyone. \
     This server runs with development auth; never expose it to real users.";
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DevTokenRequest {
     /// A UUID, or any name (mapped to a stable UUID).
     #[schema(example = "alice")]
@@ -149,7 +148,7 @@ pub struct DevToken {
 
 /// Development login: a token for any customer id or name (development auth only).
 #[utoipa::path(post, path = "/api/dev/token", tag = "identity", request_body = DevTokenRequest,
-    responses((status = 200, body = DevToken), (status = 404, description = "Not running with development auth"),
+    responses((status = 200, body = DevToken),
         (status = 422, body = Problem), (status = 429, body = Problem, description = "Too many logins from this address")))]
 pub async fn dev_token(
     State(state): State<AppState>,
@@ -175,15 +174,42 @@ pub async fn dev_token(
     }))
 }
 
+/// What `/health` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
 /// The process is up.
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200)))]
-pub async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// What `/ready` answers: each engine's check, `ok` or what went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    pub checks: ReadinessChecks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessChecks {
+    #[schema(example = "ok")]
+    pub event_store: String,
+    #[schema(example = "ok")]
+    pub view_store: String,
+    #[schema(example = "ok")]
+    pub topic: String,
 }
 
 /// Every engine this process uses answers.
 #[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200), (status = 503, description = "An engine does not answer")))]
+    responses((status = 200, body = Readiness),
+        (status = 503, description = "An engine does not answer", body = Readiness)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let system = &state.system;
     let store = system.store.ping().await.err().map(|e| e.to_string());
@@ -192,14 +218,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let bus = system.bus.ping().await.err().map(|e| e.to_string());
     let ready = store.is_none() && views.is_none() && bus.is_none();
     let status = |problem: Option<String>| problem.unwrap_or_else(|| "ok".into());
-    let body = json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "checks": {
-            "event_store": status(store),
-            "view_store": status(views),
-            "topic": status(bus),
+    let body = Readiness {
+        status: if ready { "ready" } else { "not ready" },
+        checks: ReadinessChecks {
+            event_store: status(store),
+            view_store: status(views),
+            topic: status(bus),
         },
-    });
+    };
     let code = if ready {
         StatusCode::OK
     } else {
@@ -262,71 +288,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     system.metrics.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "orderflow", description = "Event-sourced order processing: the HTTP contract of the web UI and mobile apps."),
-    paths(
-        super::orders::place_order, super::orders::get_order, super::orders::list_orders,
-        super::orders::cancel_order, super::orders::ship_order, super::orders::deliver_order,
-        super::orders::order_events, super::catalog::catalog, super::catalog::restock,
-        super::events::list_events, super::analytics::summary,
-        super::replays::start_replay, super::replays::replay_status,
-        super::live::stream, super::live::put_installation, super::live::delete_installation,
-        dev_token, auth_config, me, health, ready, metrics,
-    ),
-    modifiers(&BearerAuth),
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
-
-/// The OpenAPI document, generated from the handlers and types above, as this server's
-/// sign-in makes it: the development login only with development auth, and the provider's
-/// `openIdConnect` scheme beside `bearer` when tokens come from one.
-fn document(auth: &AuthSettings) -> serde_json::Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    if !matches!(auth, AuthSettings::Development)
-        && let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut())
-    {
-        paths.remove("/api/dev/token");
-    }
-    if let AuthSettings::Oidc(client) = auth
-        && let Ok(discovery) = client.verifier.discovery_url()
-    {
-        doc["components"]["securitySchemes"]["openIdConnect"] =
-            json!({"type": "openIdConnect", "openIdConnectUrl": discovery.as_str()});
-        let operations = doc
-            .get_mut("paths")
-            .and_then(|p| p.as_object_mut())
-            .into_iter()
-            .flat_map(|paths| paths.values_mut())
-            .filter_map(|item| item.as_object_mut())
-            .flat_map(|item| item.values_mut());
-        for operation in operations {
-            if let Some(security) = operation.get_mut("security").and_then(|s| s.as_array_mut()) {
-                // Alternatives: the same bearer token, described either way.
-                security.push(json!({"openIdConnect": []}));
-            }
-        }
-    }
-    doc
 }
 
 pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -14,7 +14,7 @@ use commands::PlaceOrder;
 use domain::EventMetadata;
 use domain::envelope::stream_id;
 use domain::order::{self, MAX_LINES, OrderCommand, OrderStatus};
-use domain::values::{CustomerId, FieldError, Quantity, ShippingAddress, Sku};
+use domain::values::{CustomerId, FieldError, Quantity, ShippingAddress, Sku, line_of_text};
 use projections::OrderView;
 use projections::projector::{ALL_ORDERS_INDEX, Cutoff, customer_index, parse_cursor};
 use serde::{Deserialize, Serialize};
@@ -61,21 +61,19 @@ pub struct LineBody {
     quantity: u32,
 }
 
+/// Each text is one line, trimmed; its length and pattern are in the document (`openapi.rs`
+/// writes them from the domain's limits).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct AddressBody {
-    #[schema(max_length = 100)]
     name: String,
-    #[schema(max_length = 200)]
     line1: String,
-    #[schema(max_length = 200)]
+    /// Blank or absent: no second line.
     line2: Option<String>,
-    #[schema(max_length = 100)]
     city: String,
-    #[schema(max_length = 20)]
     postal_code: String,
-    /// ISO 3166-1 alpha-2.
-    #[schema(example = "DE", pattern = "^[A-Za-z]{2}$")]
+    /// ISO 3166-1 alpha-2, in capitals.
+    #[schema(example = "DE")]
     country: String,
 }
 
@@ -97,7 +95,8 @@ pub struct CommandAccepted {
 /// Place an order.
 #[utoipa::path(post, path = "/api/orders", tag = "orders",
     request_body = PlaceOrderBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a retry with the same key and body gets the same answer")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters; a retry with the same key and body gets the same answer")),
     responses(
         (status = 202, description = "Accepted; the order processor decides next", body = OrderAccepted,
             headers(("Location" = String, description = "The order's URL"))),
@@ -141,15 +140,21 @@ pub async fn place_order(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OrderQuery {
     /// Wait until the view has reached this version (read-your-writes).
-    pub min_version: Option<u64>,
+    #[param(minimum = 0)]
+    pub min_version: Option<i64>,
     /// How long to wait for `min_version`, in ms (default 2000, at most 30000).
+    #[param(minimum = 0, maximum = 30000)]
     pub wait_ms: Option<u64>,
     /// The order as it was at this moment (RFC 3339): folded from its events. Owner or analyst.
+    /// Not with `at_version`.
+    #[param(format = DateTime)]
     pub as_of: Option<String>,
-    /// The order as it was at this stream version. Owner or analyst.
-    pub at_version: Option<u64>,
+    /// The order as it was at this stream version. Owner or analyst. Not with `as_of`.
+    #[param(minimum = 1)]
+    pub at_version: Option<i64>,
 }
 
 /// Read an order.
@@ -174,6 +179,15 @@ pub async fn get_order(
 ) -> Result<Response, ApiError> {
     let order_id = parse_id(&id)?;
     let projector = &state.system.projector;
+    let wait_ms = query.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
+    if wait_ms > MAX_WAIT_MS {
+        return Err(ApiError::field("wait_ms", "must be at most 30000"));
+    }
+    let min_version = match query.min_version.map(u64::try_from) {
+        None => None,
+        Some(Ok(version)) => Some(version),
+        Some(Err(_)) => return Err(ApiError::field("min_version", "must not be negative")),
+    };
     if let Some(cutoff) = cutoff(&query)? {
         let view = projector
             .order_as_of(order_id, cutoff)
@@ -186,10 +200,9 @@ pub async fn get_order(
         }
         return Ok(Json(view).into_response());
     }
-    let view = match query.min_version {
+    let view = match min_version {
         Some(min_version) => {
-            let wait =
-                Duration::from_millis(query.wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
+            let wait = Duration::from_millis(wait_ms);
             let _waiting = state.edge.wait_permit()?;
             projector
                 .order_at_least(order_id, min_version, wait, |v| {
@@ -221,13 +234,30 @@ pub async fn get_order(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only orders in this status.
+    #[param(inline, value_type = Option<StatusFilter>)]
     pub status: Option<String>,
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
+}
+
+/// The statuses `GET /api/orders?status=` filters on (the document's enum).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum StatusFilter {
+    Placed,
+    Confirmed,
+    Rejected,
+    Cancelled,
+    Shipped,
+    Delivered,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -250,7 +280,7 @@ pub async fn list_orders(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 100"));
     }
-    let status = query.status.as_deref().filter(|s| !s.is_empty());
+    let status = query.status.as_deref();
     if let Some(s) = status
         && OrderStatus::parse(s).is_none()
     {
@@ -260,7 +290,7 @@ pub async fn list_orders(
         ));
     }
     let cursor =
-        match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+        match query.cursor.as_deref() {
             None => None,
             Some(raw) => Some(parse_cursor(raw).ok_or_else(|| {
                 ApiError::field("cursor", "is not a next_cursor this API returned")
@@ -283,15 +313,17 @@ pub async fn list_orders(
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CancelBody {
-    /// Up to 500 characters.
+    /// Up to 500 characters, over several lines if need be; blank is no reason.
     pub reason: Option<String>,
 }
 
 /// Cancel an order (before shipment; reserved stock is released).
 #[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders",
-    params(("id" = Uuid, Path)), request_body(content = Option<CancelBody>),
+    params(("id" = Uuid, Path)), request_body(content = CancelBody, description = "Optional: no body is no reason"),
     responses((status = 202, body = CommandAccepted),
+        (status = 403, description = "Analysts read, they do not cancel", body = Problem),
         (status = 404, body = Problem),
         (status = 409, description = "Already shipped", body = Problem)),
     security(("bearer" = [])))]
@@ -312,18 +344,23 @@ pub async fn cancel_order(
     } else {
         super::body::parse(&body)?
     };
+    if body
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > order::CANCEL_REASON_MAX)
+    {
+        return Err(ApiError::field("reason", "must be at most 500 characters"));
+    }
     let reason = body
         .reason
         .map(|r| r.trim().to_owned())
         .filter(|r| !r.is_empty());
-    if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
-        return Err(ApiError::field("reason", "must be at most 500 characters"));
-    }
     let command = OrderCommand::Cancel { reason };
     run(&state, &caller, &headers, order_id, command).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ShipBody {
     #[schema(example = "DHL")]
     pub carrier: String,
@@ -346,10 +383,19 @@ pub async fn ship_order(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Operator])?;
     let order_id = parse_id(&id)?;
-    let command = OrderCommand::Ship {
-        carrier: body.carrier.trim().to_owned(),
-        tracking: body.tracking.trim().to_owned(),
+    let carrier = line_of_text(&body.carrier, order::SHIPMENT_TEXT_MAX);
+    let tracking = line_of_text(&body.tracking, order::SHIPMENT_TEXT_MAX);
+    let (carrier, tracking) = match (carrier, tracking) {
+        (Ok(carrier), Ok(tracking)) => (carrier.to_owned(), tracking.to_owned()),
+        (carrier, tracking) => {
+            let errors = [("carrier", carrier), ("tracking", tracking)]
+                .into_iter()
+                .filter_map(|(field, checked)| Some(FieldError::new(field, checked.err()?)))
+                .collect();
+            return Err(ApiError::Validation(errors));
+        }
     };
+    let command = OrderCommand::Ship { carrier, tracking };
     run(&state, &caller, &headers, order_id, command).await
 }
 
@@ -499,6 +545,7 @@ fn parse_order(body: &Value) -> Result<ValidOrder, Vec<FieldError>> {
         return Err(vec![FieldError::new("body", "must be a JSON object")]);
     };
     let mut errors = Vec::new();
+    unknown_fields(body, &["lines", "shipping_address"], "", &mut errors);
     let lines = match body.get("lines") {
         None | Some(Value::Null) => {
             errors.push(FieldError::new("lines", "is required"));
@@ -540,15 +587,26 @@ fn parse_lines(items: &[Value], errors: &mut Vec<FieldError>) -> Vec<(Sku, Quant
     }
     let mut lines: Vec<(Sku, Quantity)> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
+        match item.as_object() {
+            Some(fields) => unknown_fields(
+                fields,
+                &["sku", "quantity"],
+                &format!("lines[{i}]."),
+                errors,
+            ),
+            None => {
+                errors.push(FieldError::new(format!("lines[{i}]"), "must be an object"));
+                continue;
+            }
+        }
         let sku = match item.get("sku") {
             None | Some(Value::Null) => Err("is required".to_owned()),
-            Some(Value::String(raw)) => Sku::parse(raw.trim()),
+            Some(Value::String(raw)) => Sku::parse(raw),
             Some(_) => Err("must be a string".to_owned()),
         };
         let quantity = match item.get("quantity") {
             None | Some(Value::Null) => Err("is required".to_owned()),
-            Some(q) => q
-                .as_i64()
+            Some(q) => whole_number(q)
                 .ok_or_else(|| "must be a whole number".to_owned())
                 .and_then(Quantity::parse),
         };
@@ -579,6 +637,7 @@ fn parse_address(
     fields: &serde_json::Map<String, Value>,
     errors: &mut Vec<FieldError>,
 ) -> Option<ShippingAddress> {
+    unknown_fields(fields, &ADDRESS_FIELDS, "shipping_address.", errors);
     let mut mistyped = Vec::new();
     let mut text = |key: &str| match fields.get(key) {
         None | Some(Value::Null) => None,
@@ -616,6 +675,35 @@ fn parse_address(
     None
 }
 
+/// The fields of a shipping address, in the order of the form.
+const ADDRESS_FIELDS: [&str; 6] = ["name", "line1", "line2", "city", "postal_code", "country"];
+
+/// Notes every key of `fields` that is not one of `known`: a misspelt field is refused, not
+/// ignored (the document closes every request object with `additionalProperties: false`).
+pub fn unknown_fields(
+    fields: &serde_json::Map<String, Value>,
+    known: &[&str],
+    prefix: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    for key in fields.keys().filter(|k| !known.contains(&k.as_str())) {
+        errors.push(FieldError::new(
+            format!("{prefix}{key}"),
+            "is not a field of this request",
+        ));
+    }
+}
+
+/// A JSON number that is a whole number, as JSON Schema's `integer` counts them (`2.0` is).
+pub fn whole_number(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
 /// The order in which address errors are listed: the order of the form.
 const ADDRESS_ORDER: [&str; 6] = [
     ".name",
@@ -634,8 +722,10 @@ fn cutoff(query: &OrderQuery) -> Result<Option<Cutoff>, ApiError> {
             "as_of",
             "use either as_of or at_version, not both",
         )),
-        (None, Some(0)) => Err(ApiError::field("at_version", "versions start at 1")),
-        (None, Some(version)) => Ok(Some(Cutoff::Version(version))),
+        (None, Some(version)) => match u64::try_from(version) {
+            Ok(version) if version >= 1 => Ok(Some(Cutoff::Version(version))),
+            _ => Err(ApiError::field("at_version", "versions start at 1")),
+        },
         (Some(raw), None) => chrono::DateTime::parse_from_rfc3339(raw)
             .map(|t| Some(Cutoff::Time(t.with_timezone(&Utc))))
             .map_err(|_| {

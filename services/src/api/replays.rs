@@ -29,9 +29,20 @@ pub fn router() -> Router<AppState> {
 pub struct StartReplay {
     /// `all` (the default: `{}` is a replay of every projection), or any of `orders`,
     /// `catalog`, `analytics`.
-    #[schema(example = json!(["analytics"]))]
+    #[schema(example = json!(["analytics"]), value_type = Vec<ProjectionName>)]
     #[serde(default)]
     pub projections: Vec<String>,
+}
+
+/// A projection a replay can rebuild, or `all` of them.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ProjectionName {
+    All,
+    Orders,
+    Catalog,
+    Analytics,
 }
 
 /// Rebuilds projections from the whole log into a new generation and switches readers to
@@ -51,11 +62,24 @@ pub async fn start_replay(
     ApiJson(body): ApiJson<StartReplay>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Analyst, Role::Operator])?;
-    let projections = match body.projections.as_slice() {
-        [] => Projection::ALL.to_vec(),
-        names => Projection::parse_list(&names.join(","))
-            .map_err(|message| ApiError::field("projections", &message))?,
-    };
+    let mut projections = Vec::new();
+    for (i, name) in body.projections.iter().enumerate() {
+        match (name.as_str(), Projection::parse(name)) {
+            ("all", _) => projections.extend(Projection::ALL),
+            (_, Some(projection)) => projections.push(projection),
+            (_, None) => {
+                return Err(ApiError::field(
+                    &format!("projections[{i}]"),
+                    "must be all, orders, catalog or analytics",
+                ));
+            }
+        }
+    }
+    if projections.is_empty() {
+        projections = Projection::ALL.to_vec();
+    }
+    projections.sort();
+    projections.dedup();
     let status = state
         .system
         .replays
