@@ -186,7 +186,7 @@ async fn servers(dir: &std::path::Path) -> (Request, Request) {
         async move {
             let answer: Value = http
                 .post(format!("{base}/api/dev/token"))
-                .json(&json!({"customer_id": "bench", "name": "bench", "role": role}))
+                .json(&json!({"customer_id": "bench", "role": role}))
                 .send()
                 .await
                 .expect("dev login")

@@ -19,7 +19,8 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -78,8 +79,12 @@ pub async fn serve(
                 request
             },
         );
-        let connection =
-            builder(limits.header_timeout).serve_connection(io, TowerToHyperService::new(service));
+        // hyper-util's connection builder (HTTP/1 only), as axum::serve uses it: serving
+        // through hyper's http1::Builder directly measured a third slower on the status query
+        // (docs/BENCHMARKS.md, 2026-12-03), with the same settings.
+        let connection = connection_builder(limits.header_timeout)
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -98,6 +103,15 @@ pub async fn serve(
             limits.drain
         );
     }
+}
+
+fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Some(header_timeout));
+    builder
 }
 
 fn builder(header_timeout: Duration) -> http1::Builder {

@@ -42,7 +42,8 @@ use serde::de::DeserializeOwned;
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::watch;
-use tower_http::set_header::SetResponseHeaderLayer;
+use tower::ServiceBuilder;
+use tower::util::MapResponseLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::system::System;
@@ -54,7 +55,26 @@ use error::ApiError;
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+/// Handlers read `state.system`, `state.auth` and the rest through this: every request clones
+/// the state (each `State` extractor and middleware does), so it is one reference count to
+/// bump, not one per part.
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub system: Arc<System>,
     /// Checks bearer tokens (and signs them, for the development login).
     pub auth: Arc<Authenticator>,
@@ -116,6 +136,27 @@ pub fn router(state: AppState, web: bool) -> Router {
     edge_layers(router, &state)
 }
 
+/// The headers every answer carries unless its handler set them: no MIME sniffing, no
+/// referrer, no framing, and no caching of API answers (the UI's files say `no-cache`).
+fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::CACHE_CONTROL, edge::no_store()),
+    ] {
+        headers.entry(name).or_insert(value);
+    }
+    response
+}
+
 /// `/metrics` alone, for `--metrics-listen`.
 pub fn metrics_router(state: AppState) -> Router {
     edge_layers(ops::metrics_router(), &state)
@@ -148,39 +189,32 @@ fn edge_layers(router: Router<AppState>, state: &AppState) -> Router {
             header::WWW_AUTHENTICATE,
         ])
         .max_age(Duration::from_secs(600));
-    router
-        .route_layer(middleware::from_fn_with_state(state.clone(), measure))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(Extension(edge::BodyDeadline(settings.body_timeout)))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout,
-        ))
-        // Refused on its Content-Length before any route reads it, on every route.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(middleware::from_fn(edge::problem_for_every_error))
-        .layer(cors)
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        // API answers are never cached; the UI's files say `no-cache` themselves.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            edge::no_store(),
-        ))
+    // Without allowed origins there is nothing for CORS to answer: a browser on another origin
+    // is refused by its own same-origin rule.
+    let cors = (!settings.cors_origins.is_empty()).then_some(cors);
+    // One stack, applied with one `layer` call: axum boxes each `layer` call's service around
+    // every route and clones and boxes it again on every request, so eight calls cost eight
+    // boxed clones and futures per request (the status query ran at half its earlier rate).
+    // Outermost first.
+    let edge = ServiceBuilder::new()
         // Spans name the path only: the query may carry a token (`access_token`).
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
         }))
+        .layer(MapResponseLayer::new(security_headers))
+        .option_layer(cors)
+        .layer(middleware::from_fn(edge::problem_for_every_error))
+        // Refused on its Content-Length before any route reads it, on every route.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
+        .layer(Extension(edge::BodyDeadline(settings.body_timeout)))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    router
+        .route_layer(middleware::from_fn_with_state(state.clone(), measure))
+        .layer(edge)
         .with_state(state.clone())
 }
 
