@@ -230,18 +230,15 @@ impl ShippingAddress {
         };
         let name = text("name", name, NAME_MAX);
         let line1 = text("line1", line1, LINE_MAX);
-        // A blank second line is no second line; one with text follows the same rule.
-        let line2 = match line2.map(str::trim) {
-            None | Some("") => match line2 {
-                Some(raw)
-                    if raw.chars().count() > LINE_MAX || raw.chars().any(char::is_control) =>
-                {
-                    Some(text("line2", line2, LINE_MAX))
-                }
-                _ => None,
-            },
-            Some(_) => Some(text("line2", line2, LINE_MAX)),
-        };
+        // A blank second line is no second line (unless it is too long or hides a control
+        // character); anything else follows the same rule as the others.
+        let line2 = line2
+            .filter(|raw| {
+                !raw.trim().is_empty()
+                    || raw.chars().count() > LINE_MAX
+                    || raw.chars().any(char::is_control)
+            })
+            .map(|raw| text("line2", Some(raw), LINE_MAX));
         let city = text("city", city, CITY_MAX);
         let postal_code = text("postal_code", postal_code, POSTAL_CODE_MAX);
         // The code exactly as ISO assigns it: the API's schema lists them.

@@ -18,7 +18,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -114,21 +113,13 @@ fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> 
     builder
 }
 
-fn builder(header_timeout: Duration) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Some(header_timeout));
-    builder
-}
-
 /// Reads the request (within the header timeout) and answers 503, then closes.
 async fn refuse(io: TokioIo<tokio::net::TcpStream>, header_timeout: Duration) {
     let service = hyper::service::service_fn(|_request: hyper::Request<Incoming>| async {
         Ok::<_, std::convert::Infallible>(crate::api::edge::busy())
     });
-    let mut builder = builder(header_timeout);
-    builder.keep_alive(false);
+    let mut builder = connection_builder(header_timeout);
+    builder.http1().keep_alive(false);
     let _ = tokio::time::timeout(header_timeout * 2, builder.serve_connection(io, service)).await;
 }
 

@@ -16,6 +16,7 @@ use axum::extract::{FromRequest, Json, Request};
 use axum::http::{HeaderMap, header};
 use domain::values::FieldError;
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 use super::edge::BodyDeadline;
 use super::error::ApiError;
@@ -97,6 +98,32 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
     let Json(value) = Json::<T>::from_bytes(bytes)?;
     Ok(value)
+}
+
+/// Notes every key of `fields` that is not one of `known`: a misspelt field is refused, not
+/// ignored (the document closes every request object with `additionalProperties: false`).
+pub fn unknown_fields(
+    fields: &serde_json::Map<String, Value>,
+    known: &[&str],
+    prefix: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    for key in fields.keys().filter(|k| !known.contains(&k.as_str())) {
+        errors.push(FieldError::new(
+            format!("{prefix}{key}"),
+            "is not a field of this request",
+        ));
+    }
+}
+
+/// A JSON number that is a whole number, as JSON Schema's `integer` counts them (`2.0` is).
+pub fn whole_number(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
 }
 
 /// A character that must not be in a text: it hides or reorders what a person would read.

@@ -62,11 +62,11 @@ pub async fn restock(
     let sku = Sku::parse(&sku).map_err(|_| ApiError::NotFound)?;
     let mut errors = Vec::new();
     if let Some(fields) = body.as_object() {
-        super::orders::unknown_fields(fields, &["quantity"], "", &mut errors);
+        super::body::unknown_fields(fields, &["quantity"], "", &mut errors);
     }
     let quantity = body
         .get("quantity")
-        .and_then(super::orders::whole_number)
+        .and_then(super::body::whole_number)
         .and_then(|q| u32::try_from(q).ok())
         .filter(|q| (1..=MAX_RESTOCK).contains(q));
     if quantity.is_none() {

@@ -92,7 +92,8 @@ fn token_deadline(expires_at: i64) -> tokio::time::Instant {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstallationBody {
-    #[schema(example = "fcmv1", value_type = PushPlatform)]
+    /// One of [`PLATFORMS`].
+    #[schema(example = "fcmv1")]
     pub platform: String,
     /// The device token (APNs, FCM) or channel URI (WNS).
     pub push_channel: String,
@@ -102,15 +103,8 @@ pub struct InstallationBody {
     pub tags: Vec<String>,
 }
 
-/// The push services an installation can use.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum PushPlatform {
-    Apns,
-    Fcmv1,
-    Wns,
-}
+/// The push services an installation can use (the document's enum, and the check).
+pub(crate) const PLATFORMS: [&str; 3] = ["apns", "fcmv1", "wns"];
 
 /// What a tag may be (see [`is_hub_tag`]), for the document.
 pub(crate) const HUB_TAG_PATTERN: &str = "^[A-Za-z0-9_@#.:-]{1,120}$";
@@ -188,7 +182,7 @@ fn validate_installation(
             "must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' and '.', not starting with '.'",
         ));
     }
-    if !["apns", "fcmv1", "wns"].contains(&body.platform.as_str()) {
+    if !PLATFORMS.contains(&body.platform.as_str()) {
         errors.push(FieldError::new("platform", "must be apns, fcmv1 or wns"));
     }
     let channel = domain::values::line_of_text(&body.push_channel, PUSH_CHANNEL_MAX)

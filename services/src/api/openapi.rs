@@ -92,7 +92,7 @@ fn operations(doc: &mut Value) -> impl Iterator<Item = (String, String, &mut Map
 
 /// What the annotations leave out because every operation of a kind shares it.
 fn complete(doc: &mut Value) {
-    text_rules(doc);
+    contract_rules(doc);
     close_request_bodies(doc);
     links(doc);
     for (_, method, operation) in operations(doc) {
@@ -374,7 +374,19 @@ const TEXT_FIELDS: &[(&str, &str, Text, usize)] = &[
     ),
 ];
 
-fn text_rules(doc: &mut Value) {
+/// The rules the server checks that annotations cannot take from its code: the text fields'
+/// patterns and lengths, and the enums of the lists the handlers check against.
+fn contract_rules(doc: &mut Value) {
+    let statuses: Vec<&str> = domain::order::OrderStatus::ALL
+        .map(domain::order::OrderStatus::as_str)
+        .to_vec();
+    if let Some(status) = doc
+        .pointer_mut("/paths/~1api~1orders/get/parameters")
+        .and_then(Value::as_array_mut)
+        .and_then(|parameters| parameters.iter_mut().find(|p| p["name"] == "status"))
+    {
+        status["schema"] = json!({"type": "string", "enum": statuses});
+    }
     let schemas = &mut doc["components"]["schemas"];
     for (schema, property, text, max) in TEXT_FIELDS {
         let field = &mut schemas[*schema]["properties"][*property];
@@ -386,6 +398,12 @@ fn text_rules(doc: &mut Value) {
         field["pattern"] = json!(pattern);
         field["maxLength"] = json!(max);
     }
+    // Enums from the lists the server checks against.
+    schemas["InstallationBody"]["properties"]["platform"]["enum"] = json!(super::live::PLATFORMS);
+    let projections: Vec<&str> = std::iter::once("all")
+        .chain(projections::Projection::ALL.map(projections::Projection::as_str))
+        .collect();
+    schemas["StartReplay"]["properties"]["projections"]["items"]["enum"] = json!(projections);
     schemas["InstallationBody"]["properties"]["tags"]["items"]["pattern"] =
         json!(super::live::HUB_TAG_PATTERN);
     schemas["AddressBody"]["properties"]["country"]["enum"] = json!(
@@ -468,5 +486,25 @@ mod tests {
                 .unwrap()
                 .len();
         assert_eq!(countries, 249);
+        let enum_of = |pointer: &str| {
+            let values = doc.pointer(pointer).unwrap_or_else(|| panic!("{pointer}"));
+            values.as_array().unwrap().len()
+        };
+        assert_eq!(
+            enum_of("/components/schemas/InstallationBody/properties/platform/enum"),
+            3
+        );
+        assert_eq!(
+            enum_of("/components/schemas/StartReplay/properties/projections/items/enum"),
+            4
+        );
+        let status = doc["paths"]["/api/orders"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "status")
+            .unwrap();
+        assert_eq!(status["in"], "query");
+        assert_eq!(status["schema"]["enum"].as_array().unwrap().len(), 6);
     }
 }

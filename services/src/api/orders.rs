@@ -236,8 +236,7 @@ pub async fn get_order(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only orders in this status.
-    #[param(inline, value_type = Option<StatusFilter>)]
+    /// Only orders in this status (the document lists `OrderStatus::ALL`).
     pub status: Option<String>,
     /// 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -245,19 +244,6 @@ pub struct ListQuery {
     /// `next_cursor` of the previous page.
     #[param(min_length = 1)]
     pub cursor: Option<String>,
-}
-
-/// The statuses `GET /api/orders?status=` filters on (the document's enum).
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum StatusFilter {
-    Placed,
-    Confirmed,
-    Rejected,
-    Cancelled,
-    Shipped,
-    Delivered,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -545,7 +531,7 @@ fn parse_order(body: &Value) -> Result<ValidOrder, Vec<FieldError>> {
         return Err(vec![FieldError::new("body", "must be a JSON object")]);
     };
     let mut errors = Vec::new();
-    unknown_fields(body, &["lines", "shipping_address"], "", &mut errors);
+    super::body::unknown_fields(body, &["lines", "shipping_address"], "", &mut errors);
     let lines = match body.get("lines") {
         None | Some(Value::Null) => {
             errors.push(FieldError::new("lines", "is required"));
@@ -588,7 +574,7 @@ fn parse_lines(items: &[Value], errors: &mut Vec<FieldError>) -> Vec<(Sku, Quant
     let mut lines: Vec<(Sku, Quantity)> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         match item.as_object() {
-            Some(fields) => unknown_fields(
+            Some(fields) => super::body::unknown_fields(
                 fields,
                 &["sku", "quantity"],
                 &format!("lines[{i}]."),
@@ -606,7 +592,7 @@ fn parse_lines(items: &[Value], errors: &mut Vec<FieldError>) -> Vec<(Sku, Quant
         };
         let quantity = match item.get("quantity") {
             None | Some(Value::Null) => Err("is required".to_owned()),
-            Some(q) => whole_number(q)
+            Some(q) => super::body::whole_number(q)
                 .ok_or_else(|| "must be a whole number".to_owned())
                 .and_then(Quantity::parse),
         };
@@ -637,7 +623,7 @@ fn parse_address(
     fields: &serde_json::Map<String, Value>,
     errors: &mut Vec<FieldError>,
 ) -> Option<ShippingAddress> {
-    unknown_fields(fields, &ADDRESS_FIELDS, "shipping_address.", errors);
+    super::body::unknown_fields(fields, &ADDRESS_FIELDS, "shipping_address.", errors);
     let mut mistyped = Vec::new();
     let mut text = |key: &str| match fields.get(key) {
         None | Some(Value::Null) => None,
@@ -677,32 +663,6 @@ fn parse_address(
 
 /// The fields of a shipping address, in the order of the form.
 const ADDRESS_FIELDS: [&str; 6] = ["name", "line1", "line2", "city", "postal_code", "country"];
-
-/// Notes every key of `fields` that is not one of `known`: a misspelt field is refused, not
-/// ignored (the document closes every request object with `additionalProperties: false`).
-pub fn unknown_fields(
-    fields: &serde_json::Map<String, Value>,
-    known: &[&str],
-    prefix: &str,
-    errors: &mut Vec<FieldError>,
-) {
-    for key in fields.keys().filter(|k| !known.contains(&k.as_str())) {
-        errors.push(FieldError::new(
-            format!("{prefix}{key}"),
-            "is not a field of this request",
-        ));
-    }
-}
-
-/// A JSON number that is a whole number, as JSON Schema's `integer` counts them (`2.0` is).
-pub fn whole_number(value: &Value) -> Option<i64> {
-    value.as_i64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-            .map(|f| f as i64)
-    })
-}
 
 /// The order in which address errors are listed: the order of the form.
 const ADDRESS_ORDER: [&str; 6] = [

@@ -29,20 +29,9 @@ pub fn router() -> Router<AppState> {
 pub struct StartReplay {
     /// `all` (the default: `{}` is a replay of every projection), or any of `orders`,
     /// `catalog`, `analytics`.
-    #[schema(example = json!(["analytics"]), value_type = Vec<ProjectionName>)]
+    #[schema(example = json!(["analytics"]))]
     #[serde(default)]
     pub projections: Vec<String>,
-}
-
-/// A projection a replay can rebuild, or `all` of them.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum ProjectionName {
-    All,
-    Orders,
-    Catalog,
-    Analytics,
 }
 
 /// Rebuilds projections from the whole log into a new generation and switches readers to
