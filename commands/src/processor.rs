@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use domain::envelope::{decode, stream_key};
+use domain::envelope::{DecodeError, decode, stream_key};
 use domain::inventory::{InventoryCommand, InventoryError};
 use domain::order::{self, Order, OrderCommand, OrderError, OrderEvent, OrderStatus};
 use domain::values::RejectionReason;
@@ -17,19 +17,58 @@ use domain::{EventMetadata, RecordedEvent};
 use uuid::Uuid;
 
 use crate::aggregates::CommandError;
-use crate::payment::{PaymentGateway, PaymentOutcome};
+use crate::fault::{Classify, Fault};
+use crate::payment::{PaymentError, PaymentGateway, PaymentOutcome};
 use crate::service::Commands;
 
 pub const SUBSCRIPTION: &str = "order-processor";
 
-/// A step failed for a reason that may pass (engine down, contention): redeliver later.
+/// A step failed: why, and whether it was an engine, a busy stream or the event itself.
 #[derive(Debug, thiserror::Error)]
-#[error("order processor: {0}")]
-pub struct ProcessError(String);
+#[error("order processor: {reason}")]
+pub struct ProcessError {
+    fault: Fault,
+    reason: String,
+}
+
+impl ProcessError {
+    /// The event cannot be processed as it is.
+    fn malformed(reason: String) -> Self {
+        Self {
+            fault: Fault::Message,
+            reason,
+        }
+    }
+
+    fn of(error: &(impl Classify + std::fmt::Display)) -> Self {
+        Self {
+            fault: error.fault(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+impl Classify for ProcessError {
+    fn fault(&self) -> Fault {
+        self.fault
+    }
+}
 
 impl<E: std::error::Error> From<CommandError<E>> for ProcessError {
     fn from(error: CommandError<E>) -> Self {
-        Self(error.to_string())
+        Self::of(&error)
+    }
+}
+
+impl From<PaymentError> for ProcessError {
+    fn from(error: PaymentError) -> Self {
+        Self::of(&error)
+    }
+}
+
+impl From<DecodeError> for ProcessError {
+    fn from(error: DecodeError) -> Self {
+        Self::of(&error)
     }
 }
 
@@ -51,7 +90,9 @@ impl OrderProcessor {
         }
         let order_id = stream_key(order::STREAM_TYPE, &event.stream_id)
             .and_then(|key| Uuid::parse_str(key).ok())
-            .ok_or_else(|| ProcessError(format!("not an order stream: {}", event.stream_id)))?;
+            .ok_or_else(|| {
+                ProcessError::malformed(format!("not an order stream: {}", event.stream_id))
+            })?;
         let metadata = EventMetadata {
             correlation_id: event.metadata.correlation_id,
             causation_id: Some(event.event_id),
@@ -66,7 +107,7 @@ impl OrderProcessor {
             metadata,
             event,
         };
-        match decode::<OrderEvent>(event).map_err(|e| ProcessError(e.to_string()))? {
+        match decode::<OrderEvent>(event)? {
             OrderEvent::OrderPlaced { .. } => step.decide().await,
             OrderEvent::OrderCancelled { .. } => {
                 let (_, order) = step.load().await?;
@@ -107,23 +148,31 @@ impl Step<'_> {
             .orders
             .load(&self.order_id.to_string())
             .await?;
-        if order.status != OrderStatus::Placed {
-            // Already decided (or cancelled): a redelivery has nothing left to do.
-            return Ok(());
+        match order.status {
+            OrderStatus::Placed => {}
+            OrderStatus::Cancelled => {
+                // Cancelled while a processor was deciding it, and that processor failed
+                // before it could undo its work: it may have reserved stock after the
+                // cancellation's own release ran, or taken the payment. Both undo steps do
+                // nothing when there is nothing to undo.
+                self.release(&order).await?;
+                return self.refund().await;
+            }
+            // Already decided: a redelivery has nothing left to do (a rejected order's stock
+            // was released before the rejection was recorded).
+            _ => return Ok(()),
         }
         if !self.reserve(&order).await? {
             self.release(&order).await?;
             return self.reject(RejectionReason::OutOfStock).await;
         }
-        let currency = order
-            .currency
-            .clone()
-            .ok_or_else(|| ProcessError(format!("order {} has no currency", self.order_id)))?;
+        let currency = order.currency.clone().ok_or_else(|| {
+            ProcessError::malformed(format!("order {} has no currency", self.order_id))
+        })?;
         let outcome = self
             .payments
             .capture(&self.payment_key(), order.total, &currency)
-            .await
-            .map_err(|e| ProcessError(e.to_string()))?;
+            .await?;
         if let PaymentOutcome::Declined { reason } = outcome {
             tracing::info!(order_id = %self.order_id, %reason, "payment declined");
             self.release(&order).await?;
@@ -188,10 +237,7 @@ impl Step<'_> {
     }
 
     async fn refund(&self) -> Result<(), ProcessError> {
-        self.payments
-            .refund(&self.payment_key())
-            .await
-            .map_err(|e| ProcessError(e.to_string()))
+        Ok(self.payments.refund(&self.payment_key()).await?)
     }
 
     fn payment_key(&self) -> String {

@@ -234,7 +234,7 @@ mod tests {
             let fail_once = fail_once.clone();
             Box::pin(async move {
                 if fail_once.swap(false, Ordering::SeqCst) {
-                    return Err("transient".to_owned());
+                    return Err("transient".into());
                 }
                 seen.lock()
                     .unwrap()

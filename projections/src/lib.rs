@@ -26,5 +26,5 @@ pub mod views;
 pub use notifier::{Installation, LiveFeed, Notification, Notifier, PushError, PushSender};
 pub use projection::Projection;
 pub use projector::{OrderPage, ProjectionError, Projector};
-pub use view_store::{Doc, ViewError, ViewStore};
+pub use view_store::{Claim, Doc, ViewError, ViewStore};
 pub use views::{CatalogItem, OrderView};

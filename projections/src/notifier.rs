@@ -2,15 +2,23 @@
 //! into the browser's live feed.
 //!
 //! Redelivery is normal on an at-least-once topic, so each event id is claimed in the view
-//! store before anything is sent: a second delivery finds the claim and sends nothing. A send
-//! that fails gives the claim back, so the retry can try again.
+//! store before anything is sent, and the claim is completed once the push has gone: a later
+//! delivery finds it done and sends nothing. A send that fails gives the claim back, so the
+//! retry can try again at once. A claim is a lease ([`CLAIM_LEASE`]): a notifier that dies
+//! between its claim and the completion leaves a lease that ends, and the redelivery of the
+//! event (the topic never saw it settled) takes the claim over and sends. No push is lost;
+//! one is sent twice only when a notifier dies after the push service answered and before it
+//! completed the claim, and the device collapses those two because each notification carries
+//! its event id as the collapse key (see `docs/notifications.md`).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use commands::recent::Recent;
-use commands::store::EventStore;
+use commands::store::{EventStore, StoreError};
+use commands::{Classify, Engine, Fault};
 use domain::RecordedEvent;
 use domain::envelope::{DecodeError, decode, stream_key};
 use domain::order::{self, OrderEvent, OrderStatus};
@@ -19,7 +27,7 @@ use tokio::sync::broadcast;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::view_store::{ViewError, ViewStore, follow_channel};
+use crate::view_store::{Claim, ViewError, ViewStore, follow_channel};
 
 pub const SUBSCRIPTION: &str = "notifier";
 
@@ -64,9 +72,21 @@ pub struct Installation {
 pub enum PushError {
     #[error("push service unavailable: {0}")]
     Unavailable(String),
+    /// The push service refused this request, and would refuse it again.
+    #[error("push service refused the request: {0}")]
+    Refused(String),
     /// The installation id belongs to another customer.
     #[error("installation belongs to another customer")]
     NotOwner,
+}
+
+impl Classify for PushError {
+    fn fault(&self) -> Fault {
+        match self {
+            Self::Unavailable(_) => Fault::Outage(Engine::Push),
+            Self::Refused(_) | Self::NotOwner => Fault::Message,
+        }
+    }
 }
 
 /// The push port: Notification Hubs in production, a log (and the browser feed) embedded.
@@ -132,18 +152,45 @@ pub enum NotifyError {
     Push(#[from] PushError),
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The event is not what an order's stream holds.
     #[error("notifier: {0}")]
-    Store(String),
+    Malformed(String),
+    /// Another notifier holds this event's claim for about this much longer.
+    #[error("another notifier holds this event for {0:?} more")]
+    Claimed(Duration),
+}
+
+impl Classify for NotifyError {
+    fn fault(&self) -> Fault {
+        match self {
+            Self::View(error) => error.fault(),
+            Self::Push(error) => error.fault(),
+            Self::Decode(error) => error.fault(),
+            Self::Store(error) => error.fault(),
+            Self::Malformed(_) => Fault::Message,
+            // A little after the lease ends, so that the next claim finds it ended.
+            Self::Claimed(left) => Fault::Later(*left + Duration::from_millis(20)),
+        }
+    }
 }
 
 pub struct Notifier {
     store: Arc<dyn EventStore>,
     views: Arc<dyn ViewStore>,
     push: Arc<dyn PushSender>,
+    /// How long a claim is held before another notifier may take it over.
+    lease: Duration,
     /// Each order's customer, as its placement named it: every later event of the order
     /// needs it, and reading it from the stream was a store read per status change.
     customers: Mutex<Recent<Uuid, Uuid>>,
 }
+
+/// How long a notifier holds an event's claim: far longer than a push takes (the Notification
+/// Hubs adapter gives up within its retry budget, well inside this), so a live notifier is not
+/// overtaken, and short enough that a dead one's pushes go out soon after.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(30);
 
 /// Orders whose customer the notifier remembers, per generation (`Recent`).
 const CUSTOMERS_KEPT: usize = 50_000;
@@ -158,8 +205,15 @@ impl Notifier {
             store,
             views,
             push,
+            lease: CLAIM_LEASE,
             customers: Mutex::new(Recent::new(CUSTOMERS_KEPT)),
         }
+    }
+
+    /// Takes over claims after `lease` instead of [`CLAIM_LEASE`] (tests).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     pub async fn handle(&self, event: &RecordedEvent) -> Result<(), NotifyError> {
@@ -181,8 +235,11 @@ impl Notifier {
             OrderEvent::OrderDelivered => (OrderStatus::Delivered, None, true),
         };
         let claim = format!("notified:{}", event.event_id);
-        if !self.views.claim(&claim).await? {
-            return Ok(());
+        match self.views.claim(&claim, self.lease).await? {
+            Claim::Taken => {}
+            Claim::Done => return Ok(()),
+            // Another notifier is at it, or died at it: its lease ends, then this one takes over.
+            Claim::Held(left) => return Err(NotifyError::Claimed(left)),
         }
         let notification = match self.notification(event, &decoded, status, reason).await {
             Ok(n) => n,
@@ -195,6 +252,10 @@ impl Notifier {
             self.views.unclaim(&claim).await?;
             return Err(e.into());
         }
+        // Dying here, after the push went and before this, is the one way to push twice: the
+        // lease ends, a redelivery sends again, and the device collapses the two (the event id
+        // is the notification's collapse key).
+        self.views.complete(&claim).await?;
         // Live updates are best effort: a browser that misses one re-reads on reconnect.
         match serde_json::to_string(&notification) {
             Ok(text) => {
@@ -217,7 +278,7 @@ impl Notifier {
         let order_id = stream_key(order::STREAM_TYPE, &event.stream_id)
             .and_then(|k| Uuid::parse_str(k).ok())
             .ok_or_else(|| {
-                NotifyError::Store(format!("not an order stream: {}", event.stream_id))
+                NotifyError::Malformed(format!("not an order stream: {}", event.stream_id))
             })?;
         let customer_id = match (decoded, self.remembered(order_id)) {
             (_, Some(customer_id)) => customer_id,
@@ -254,14 +315,10 @@ impl Notifier {
 
     /// The customer named by the stream's `OrderPlaced`.
     async fn customer_of(&self, event: &RecordedEvent) -> Result<Uuid, NotifyError> {
-        let first = self
-            .store
-            .read_stream(&event.stream_id, 1)
-            .await
-            .map_err(|e| NotifyError::Store(e.to_string()))?;
+        let first = self.store.read_stream(&event.stream_id, 1).await?;
         match first.first().map(decode::<OrderEvent>).transpose()? {
             Some(OrderEvent::OrderPlaced { customer_id, .. }) => Ok(customer_id.0),
-            _ => Err(NotifyError::Store(format!(
+            _ => Err(NotifyError::Malformed(format!(
                 "{} does not start with OrderPlaced",
                 event.stream_id
             ))),

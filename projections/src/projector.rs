@@ -63,6 +63,18 @@ pub enum ProjectionError {
     Contention(String),
 }
 
+impl commands::Classify for ProjectionError {
+    fn fault(&self) -> commands::Fault {
+        match self {
+            Self::View(error) => error.fault(),
+            Self::Store(error) => error.fault(),
+            Self::Decode(error) => error.fault(),
+            Self::Corrupt { .. } => commands::Fault::Message,
+            Self::Contention(_) => commands::Fault::Later(commands::fault::CONTENTION_PAUSE),
+        }
+    }
+}
+
 /// The index of one customer's orders.
 pub fn customer_index(customer_id: Uuid) -> String {
     format!("orders:customer:{customer_id}")

@@ -1,6 +1,6 @@
 //! The view-store port: a cache of versioned JSON documents and sorted indexes.
 //!
-//! It is deliberately shaped like Redis (strings with a version, sorted sets, set-if-absent),
+//! It is deliberately shaped like Redis (strings with a version, sorted sets, leases that expire),
 //! so the Redis adapter is a thin mapping and the in-memory one is a few maps. What a document
 //! means is the projector's business, not the store's.
 
@@ -17,10 +17,29 @@ pub struct Doc {
     pub body: String,
 }
 
+/// What [`ViewStore::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This call holds the lease: do the work, then complete (or unclaim on failure).
+    Taken,
+    /// Another worker holds the lease, for about this much longer.
+    Held(Duration),
+    /// The work is done.
+    Done,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ViewError {
     #[error("view store unavailable: {0}")]
     Unavailable(String),
+}
+
+impl commands::Classify for ViewError {
+    fn fault(&self) -> commands::Fault {
+        match self {
+            Self::Unavailable(_) => commands::Fault::Outage(commands::Engine::Cache),
+        }
+    }
 }
 
 #[async_trait]
@@ -43,10 +62,16 @@ pub trait ViewStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(i64, String)>, ViewError>;
 
-    /// Sets `key` if it is absent; `true` when this call set it.
-    async fn claim(&self, key: &str) -> Result<bool, ViewError>;
+    /// Takes `key` for `lease` if nobody holds it and its work is not done: the work of one
+    /// event, done once by whichever worker takes it. A lease that ends before
+    /// [`complete`](Self::complete) (its worker died) lets the next claim take over.
+    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, ViewError>;
 
-    /// Undoes a claim whose work failed, so a retry can claim again.
+    /// Records that the claimed work is done: every later claim answers [`Claim::Done`].
+    async fn complete(&self, key: &str) -> Result<(), ViewError>;
+
+    /// Gives back a lease whose work failed, so a retry can claim again at once. A completed
+    /// claim stays completed.
     async fn unclaim(&self, key: &str) -> Result<(), ViewError>;
 
     async fn ping(&self) -> Result<(), ViewError>;

@@ -20,7 +20,8 @@ use anyhow::{Context, bail};
 use commands::payment::PaymentGateway;
 use commands::processor::{self, OrderProcessor};
 use commands::{Commands, EventStore};
-use infra::bus::{EventBus, Handler, MemoryBus, RabbitBus, consume};
+use commands::{Failure, Fault};
+use infra::bus::{Breakers, EngineDown, EventBus, Handler, MemoryBus, RabbitBus, consume_with};
 use infra::event_store::{PostgresEventStore, SqliteEventStore};
 use infra::payment::SandboxPayments;
 use infra::push::LogPush;
@@ -68,6 +69,8 @@ pub struct System {
     pub replays: Arc<crate::replays::Replays>,
     /// Wakes the analytics fold when the projector has handled events.
     analytics_due: Arc<tokio::sync::Notify>,
+    /// Each subscription's circuit breakers, per engine (read by `/ready`).
+    breakers: [(&'static str, Arc<Breakers>); 3],
 }
 
 impl System {
@@ -100,6 +103,7 @@ impl System {
             notifier: Arc::new(Notifier::new(store.clone(), views.clone(), push.clone())),
             live: Arc::new(LiveFeed::default()),
             analytics_due: Arc::default(),
+            breakers: SUBSCRIPTIONS.map(|name| (name, Arc::new(Breakers::new()))),
             replays: Arc::new(crate::replays::Replays::new(store.clone(), views.clone())),
             store,
             bus,
@@ -154,15 +158,32 @@ impl System {
                 .subscribe(name)
                 .await
                 .with_context(|| format!("subscribing {name}"))?;
-            workers.push(tokio::spawn(consume(
+            workers.push(tokio::spawn(consume_with(
                 name,
                 subscription,
                 concurrency,
                 handler,
+                self.breakers_of(name),
                 shutdown.clone(),
             )));
         }
         Ok(workers)
+    }
+
+    fn breakers_of(&self, subscription: &str) -> Arc<Breakers> {
+        self.breakers
+            .iter()
+            .find(|(name, _)| *name == subscription)
+            .map(|(_, breakers)| breakers.clone())
+            .unwrap_or_default()
+    }
+
+    /// The engines this process's consumers found down and wait for, per subscription.
+    pub fn paused(&self) -> Vec<(&'static str, EngineDown)> {
+        self.breakers
+            .iter()
+            .flat_map(|(name, breakers)| breakers.down().into_iter().map(move |d| (*name, d)))
+            .collect()
     }
 
     fn consumers(&self, settings: &Settings) -> [(Role, &'static str, usize, Handler); 3] {
@@ -177,7 +198,7 @@ impl System {
                 settings.processor_concurrency,
                 self.handler(processor::SUBSCRIPTION, move |e| {
                     let p = processor.clone();
-                    async move { p.handle(&e).await.map_err(|e| e.to_string()) }
+                    async move { p.handle(&e).await.map_err(Failure::from) }
                 }),
             ),
             (
@@ -187,7 +208,7 @@ impl System {
                 self.handler(projector::SUBSCRIPTION, move |e| {
                     let (p, due) = (projector.clone(), analytics_due.clone());
                     async move {
-                        p.handle(&e).await.map_err(|e| e.to_string())?;
+                        p.handle(&e).await?;
                         due.notify_one();
                         Ok(())
                     }
@@ -199,7 +220,7 @@ impl System {
                 4,
                 self.handler(notifier::SUBSCRIPTION, move |e| {
                     let n = notifier.clone();
-                    async move { n.handle(&e).await.map_err(|e| e.to_string()) }
+                    async move { n.handle(&e).await.map_err(Failure::from) }
                 }),
             ),
         ]
@@ -258,7 +279,7 @@ impl System {
     fn handler<F, Fut>(&self, subscription: &'static str, handle: F) -> Handler
     where
         F: Fn(domain::RecordedEvent) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        Fut: Future<Output = Result<(), Failure>> + Send + 'static,
     {
         let metrics = self.metrics.clone();
         let handle = Arc::new(handle);
@@ -267,7 +288,14 @@ impl System {
             let handle = handle.clone();
             Box::pin(async move {
                 let result = handle(event).await;
-                let outcome = if result.is_ok() { "ok" } else { "failed" };
+                let outcome = match &result {
+                    Ok(()) => "ok",
+                    Err(failure) => match failure.fault {
+                        Fault::Outage(_) => "engine_down",
+                        Fault::Later(_) => "later",
+                        Fault::Message => "failed",
+                    },
+                };
                 metrics.incr(
                     "orderflow_consumer_events_total",
                     format!("subscription=\"{subscription}\",outcome=\"{outcome}\""),

@@ -189,6 +189,11 @@ async fn a_send_renders_for_every_platform_of_the_customer_only() {
                 assert_eq!(payload["aps"]["alert"], format!("Order {short} rejected"));
                 assert_eq!(payload["status"], "rejected");
                 assert_eq!(payload["order_id"], change.order_id.to_string());
+                assert_eq!(
+                    delivery.headers["apns-collapse-id"],
+                    change.event_id.to_string(),
+                    "a second push of the event collapses into the first"
+                );
             }
             "fcmv1" => {
                 let payload: serde_json::Value = serde_json::from_str(&delivery.payload).unwrap();
@@ -197,6 +202,15 @@ async fn a_send_renders_for_every_platform_of_the_customer_only() {
                     format!("Order {short} rejected")
                 );
                 assert_eq!(payload["message"]["data"]["status"], "rejected");
+                assert_eq!(
+                    payload["message"]["android"]["notification"]["tag"],
+                    change.event_id.to_string(),
+                    "a second push of the event replaces the first in the drawer"
+                );
+                assert!(
+                    payload["message"]["android"]["collapse_key"].is_null(),
+                    "no collapse key: FCM keeps only four per device"
+                );
             }
             "wns" => {
                 assert!(
@@ -208,6 +222,11 @@ async fn a_send_renders_for_every_platform_of_the_customer_only() {
                     delivery
                         .payload
                         .contains(&format!("Order {short} rejected"))
+                );
+                assert_eq!(
+                    delivery.headers["X-WNS-Tag"],
+                    change.event_id.simple().to_string()[..16],
+                    "a second toast of the event replaces the first"
                 );
             }
             other => panic!("unexpected platform {other}"),

@@ -226,3 +226,60 @@ async fn a_redelivered_placement_of_a_rejected_order_reserves_and_charges_nothin
     let (_, order) = fresh.orders.load(&order.to_string()).await.unwrap();
     assert_eq!(order.status, OrderStatus::Rejected);
 }
+
+/// A processor reserved stock and took the payment for an order that the customer cancelled
+/// meanwhile (the cancellation's own release ran before that reservation), then died before
+/// it could confirm and find out. The placement is delivered again: the order is cancelled,
+/// and the processor gives back what the dead one held instead of returning at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_redelivered_after_a_cancellation_gives_back_what_a_dead_processor_held() {
+    use commands::payment::PaymentGateway;
+    use commands::processor::OrderProcessor;
+    use domain::inventory::InventoryCommand;
+    use infra::payment::SandboxPayments;
+    use infra::views::MemoryViewStore;
+
+    let (_dir, store, one, _, metadata) = two_processes().await;
+    let sku = Sku::parse("RACE-1").unwrap();
+    let eur = Currency::parse("EUR").unwrap();
+    one.list_product(sku.clone(), "Item", 100, eur.clone(), &metadata)
+        .await
+        .unwrap();
+    one.restock(&sku, 5, &metadata).await.unwrap();
+    let order = place_directly(&one, &sku).await;
+    let stream = domain::envelope::stream_id(domain::order::STREAM_TYPE, order);
+    let placed = store.read_stream(&stream, 1).await.unwrap().remove(0);
+    let payments = Arc::new(SandboxPayments::new(Arc::new(MemoryViewStore::new())));
+    let processor = OrderProcessor::new(Commands::new(store.clone()), payments.clone());
+    one.order(order, OrderCommand::Cancel { reason: None }, &metadata)
+        .await
+        .unwrap();
+    let cancelled = store.read_stream(&stream, 2).await.unwrap().remove(0);
+    processor.handle(&cancelled).await.unwrap();
+    // The dead processor's work, after the cancellation's release.
+    let reserve = InventoryCommand::Reserve {
+        order_id: order,
+        quantity: 1,
+    };
+    one.inventory
+        .execute(sku.as_str(), reserve, &metadata)
+        .await
+        .unwrap();
+    payments
+        .capture(&format!("order-{order}"), 100, &eur)
+        .await
+        .unwrap();
+
+    processor.handle(&placed).await.unwrap();
+
+    let fresh = Commands::new(store.clone());
+    let (_, stock) = fresh.inventory.load(sku.as_str()).await.unwrap();
+    assert_eq!(
+        (stock.reserved(), stock.available()),
+        (0, 5),
+        "the reservation is given back"
+    );
+    assert_eq!(payments.refunded(), 1, "the payment is given back");
+    let (_, order) = fresh.orders.load(&order.to_string()).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Cancelled);
+}

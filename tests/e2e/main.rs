@@ -6,6 +6,7 @@ mod browser;
 mod commands;
 mod edge;
 mod loadgen;
+mod notifications;
 mod orders;
 mod refusals;
 mod replay;

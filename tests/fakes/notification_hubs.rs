@@ -26,8 +26,9 @@
 //! later) — else 400. Templates are checked per platform: APNs and FCM v1 bodies must be JSON,
 //! a WNS body a well-nested `<toast>` document with an `X-WNS-Type` header. A send renders each
 //! template of every matching installation by substituting `$(property)` (escaped for JSON or
-//! XML) and checks the result has its platform's shape; the rendering is recorded for tests to
-//! inspect. [`FakeNotificationHubs::fail_next`] makes the next requests answer 429 (with
+//! XML) and checks the result has its platform's shape, and renders the template's headers
+//! the same way within their limits (`apns-collapse-id` 64 bytes, `X-WNS-Tag` 16
+//! characters); the rendering is recorded for tests to inspect. [`FakeNotificationHubs::fail_next`] makes the next requests answer 429 (with
 //! `Retry-After`) or 503.
 //!
 //! Not modelled: native sends, registrations, tag expressions with operators, quotas, PNS
@@ -66,6 +67,8 @@ pub struct Delivery {
     pub platform: String,
     /// The template body with the properties substituted.
     pub payload: String,
+    /// The template's headers with the properties substituted.
+    pub headers: BTreeMap<String, String>,
 }
 
 /// A template send as the fake accepted it.
@@ -367,10 +370,23 @@ impl Hub {
                 if let Err(why) = check_body(&platform, &payload) {
                     return bad_request(format!("rendered payload for {id}: {why}"));
                 }
+                let headers: BTreeMap<String, String> = template["headers"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, value)| {
+                        let value = value.as_str().unwrap_or_default();
+                        (name.clone(), render(value, &properties, false))
+                    })
+                    .collect();
+                if let Err(why) = check_headers(&platform, &headers) {
+                    return bad_request(format!("rendered headers for {id}: {why}"));
+                }
                 deliveries.push(Delivery {
                     installation_id: id.clone(),
                     platform: platform.clone(),
                     payload,
+                    headers,
                 });
             }
         }
@@ -465,6 +481,26 @@ fn validate_installation(id: &str, installation: &Value, version: &str) -> Resul
         }
         if !matches!(template["tags"], Value::Null | Value::Array(_)) {
             return Err(format!("template {name}: tags must be an array"));
+        }
+    }
+    Ok(())
+}
+
+/// Rendered headers within what the platform takes: Apple's "Sending notification requests
+/// to APNs" limits `apns-collapse-id` to 64 bytes; Microsoft's "Push notification service
+/// request and response headers" (WNS) limits `X-WNS-Tag` to 16 characters.
+fn check_headers(platform: &str, headers: &BTreeMap<String, String>) -> Result<(), String> {
+    for (name, value) in headers {
+        if value.is_empty() {
+            return Err(format!("header {name} rendered empty"));
+        }
+        let limit = match (platform, name.to_ascii_lowercase().as_str()) {
+            ("apns", "apns-collapse-id") => 64,
+            ("wns", "x-wns-tag") => 16,
+            _ => continue,
+        };
+        if value.len() > limit {
+            return Err(format!("{name} is {} bytes, over {limit}", value.len()));
         }
     }
     Ok(())

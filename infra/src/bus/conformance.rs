@@ -86,6 +86,8 @@ macro_rules! event_bus_conformance {
             one_consumer_sees_publish_order,
             an_unknown_subscription_is_an_error,
             an_empty_batch_is_safe_at_once,
+            an_outage_holds_deliveries_without_spending_their_attempts,
+            a_consumer_stopping_during_an_outage_hands_its_deliveries_back,
         );
     };
     (@cases $factory:path; $($case:ident),+ $(,)?) => {
@@ -351,6 +353,140 @@ pub async fn an_empty_batch_is_safe_at_once(bus: Arc<dyn EventBus>) {
     let receipt = bus.publish(Vec::new()).await.expect("publish nothing");
 
     settled(receipt).await;
+}
+
+/// How long the engine stays down in the outage cases: longer than a Service Bus fake's lock
+/// (2 s), so a held delivery must be kept alive.
+pub const OUTAGE: Duration = Duration::from_secs(3);
+
+/// A handler whose engine is down while `down` is set, recording each success.
+fn engine_handler(
+    down: Arc<std::sync::atomic::AtomicBool>,
+    calls: Arc<AtomicU64>,
+    handled: Arc<Mutex<Vec<Uuid>>>,
+) -> super::Handler {
+    Arc::new(move |event: RecordedEvent| {
+        let (down, calls, handled) = (down.clone(), calls.clone(), handled.clone());
+        Box::pin(async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if down.load(Ordering::SeqCst) {
+                return Err(commands::Failure {
+                    fault: commands::Fault::Outage(commands::Engine::Store),
+                    reason: "connection refused".into(),
+                });
+            }
+            if let Ok(mut handled) = handled.lock() {
+                handled.push(event.event_id);
+            }
+            Ok(())
+        })
+    })
+}
+
+pub async fn an_outage_holds_deliveries_without_spending_their_attempts(bus: Arc<dyn EventBus>) {
+    use std::sync::atomic::AtomicBool;
+    let down = Arc::new(AtomicBool::new(true));
+    let (calls, handled) = (Arc::new(AtomicU64::new(0)), Arc::default());
+    let breakers = Arc::new(super::Breakers::new());
+    let (stop, stopped) = watch::channel(false);
+    let subscription = bus.subscribe("a").await.expect("subscribe to a");
+    let consumer = tokio::spawn(super::consume_with(
+        "a",
+        subscription,
+        4,
+        engine_handler(down.clone(), calls.clone(), Arc::clone(&handled)),
+        breakers.clone(),
+        stopped,
+    ));
+    let b = spawn_consumer(bus.clone(), "b", ack_all).await;
+    let sent = events(6);
+
+    let receipt = publish(&bus, &sent).await;
+    eventually("the consumer finds the engine down", || {
+        !breakers.down().is_empty()
+    })
+    .await;
+    tokio::time::sleep(OUTAGE).await;
+    let during = calls.load(Ordering::SeqCst);
+    let reported = breakers.down();
+    down.store(false, Ordering::SeqCst);
+    eventually("every event is handled once the engine is back", || {
+        handled.lock().map(|h| h.len()).unwrap_or_default() >= sent.len()
+    })
+    .await;
+    settled(receipt).await;
+    tokio::time::sleep(QUIET).await;
+
+    assert_eq!(reported.len(), 1, "one engine reported down: {reported:?}");
+    assert_eq!(reported[0].engine, commands::Engine::Store);
+    assert_eq!(reported[0].reason, "connection refused");
+    // Four in flight, each failing once before the breaker opened, then one probe at a time
+    // with growing pauses: about 4 + 5 in 3 s. Hammering would be hundreds.
+    assert!(
+        during <= 24,
+        "the breaker held the deliveries back: {during} calls in {OUTAGE:?}"
+    );
+    let mut handled = handled.lock().map(|h| h.clone()).unwrap_or_default();
+    handled.sort_unstable();
+    let mut expected = event_ids(&sent);
+    expected.sort_unstable();
+    assert_eq!(
+        handled, expected,
+        "each event handled once: none was handed to another consumer while held"
+    );
+    assert_eq!(
+        dead_letters(&bus).await,
+        vec![],
+        "an outage spends no delivery attempts"
+    );
+    assert!(breakers.down().is_empty(), "the breaker closed again");
+    stop.send_replace(true);
+    tokio::time::timeout(WAIT, consumer)
+        .await
+        .expect("the consumer stops")
+        .expect("the consumer task");
+    b.stop().await;
+}
+
+pub async fn a_consumer_stopping_during_an_outage_hands_its_deliveries_back(
+    bus: Arc<dyn EventBus>,
+) {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let calls = Arc::new(AtomicU64::new(0));
+    let (stop, stopped) = watch::channel(false);
+    let subscription = bus.subscribe("a").await.expect("subscribe to a");
+    let consumer = tokio::spawn(super::consume_with(
+        "a",
+        subscription,
+        4,
+        engine_handler(down, calls.clone(), Arc::default()),
+        Arc::new(super::Breakers::new()),
+        stopped,
+    ));
+    let b = spawn_consumer(bus.clone(), "b", ack_all).await;
+    let sent = events(1);
+
+    let receipt = publish(&bus, &sent).await;
+    eventually("the handler was tried", || calls.load(Ordering::SeqCst) > 0).await;
+    stop.send_replace(true);
+    tokio::time::timeout(WAIT, consumer)
+        .await
+        .expect("a consumer holding a delivery through an outage still stops")
+        .expect("the consumer task");
+    let a = spawn_consumer(bus.clone(), "a", ack_all).await;
+    eventually("the held event is delivered again", || !a.seen().is_empty()).await;
+    settled(receipt).await;
+
+    let seen = a.seen();
+    assert_eq!(seen[0].event, sent[0], "the same event, intact");
+    assert!(
+        (1..=2).contains(&seen[0].attempt),
+        "handed back, not failed: attempt {} (Service Bus counts every lock)",
+        seen[0].attempt
+    );
+    assert_eq!(dead_letters(&bus).await, vec![]);
+    a.stop().await;
+    b.stop().await;
 }
 
 /// One delivery a test consumer saw, in arrival order.

@@ -210,6 +210,13 @@ impl Settle for MemorySettle {
     async fn nack(mut self: Box<Self>, reason: String) {
         self.fail(reason);
     }
+
+    async fn release(mut self: Box<Self>) {
+        if let Some(message) = self.message.take() {
+            // The same attempt again; if the topic is gone, the relay republishes the batch.
+            let _ = self.queue.sender.send(message);
+        }
+    }
 }
 
 impl Drop for MemorySettle {
@@ -262,7 +269,7 @@ mod tests {
             Box::pin(async move {
                 let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
                 if n <= failures {
-                    Err(format!("failure {n}"))
+                    Err(format!("failure {n}").into())
                 } else {
                     Ok(())
                 }

@@ -7,7 +7,9 @@
 //! - `service_bus` (feature `azure`): the Azure Service Bus topic (REST, peek-lock, abandon
 //!   with the retry delay, dead-lettering by the subscriptions' max delivery count).
 //! - [`consumer`]: the loop that runs a handler over a subscription with bounded concurrency,
-//!   acking after the handler's side effect and nacking (retry, then dead letter) on failure.
+//!   acking after the handler's side effect, nacking (retry, then dead letter) when the
+//!   message failed, and holding it through an engine outage behind a circuit breaker per
+//!   engine, without spending its attempts.
 //! - [`conformance`]: the port's one conformance suite. Every adapter runs it through
 //!   [`event_bus_conformance!`](crate::event_bus_conformance), so they all keep the same
 //!   promises: every subscription gets every event, retries with growing delays, dead letters
@@ -24,7 +26,7 @@ use async_trait::async_trait;
 use domain::RecordedEvent;
 use futures_util::future::BoxFuture;
 
-pub use consumer::{Handler, consume};
+pub use consumer::{Breakers, EngineDown, Handler, consume, consume_with};
 pub use memory::MemoryBus;
 pub use rabbitmq::RabbitBus;
 
@@ -115,7 +117,16 @@ pub struct Delivery {
 #[async_trait]
 pub trait Settle: Send {
     async fn ack(self: Box<Self>);
+    /// A failed attempt of the message itself: retried after the policy's delay, or
+    /// dead-lettered once its attempts are spent.
     async fn nack(self: Box<Self>, reason: String);
+    /// Hands the delivery back untried (the consumer is stopping while it waited out an
+    /// outage): it comes again at once, and the attempt is not counted where the topic's own
+    /// count allows (Service Bus counts every lock).
+    async fn release(self: Box<Self>);
+    /// Called while the consumer holds the delivery through an outage or a lease: keeps it
+    /// from being taken back (Service Bus renews the lock when it is due).
+    async fn keep(&mut self) {}
 }
 
 #[cfg(test)]

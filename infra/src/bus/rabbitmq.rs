@@ -984,6 +984,19 @@ impl Settle for RabbitSettle {
             pending.fail(reason).await;
         }
     }
+
+    async fn release(mut self: Box<Self>) {
+        if let Some(pending) = self.0.take() {
+            // Back to the queue as it is: its `x-attempt` is unchanged.
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            if let Err(error) = pending.acker.nack(requeue).await {
+                tracing::debug!(event_id = %pending.event_id, %error, "release failed; the broker redelivers when the channel closes");
+            }
+        }
+    }
 }
 
 impl Drop for RabbitSettle {

@@ -423,6 +423,7 @@ impl Subscription for ServiceBusSubscription {
                         attempt,
                         policy: self.policy,
                         lock_duration: self.lock_duration,
+                        renewed: tokio::time::Instant::now(),
                     }));
                     return Some(Delivery {
                         event,
@@ -448,6 +449,8 @@ struct Locked {
     attempt: u32,
     policy: RetryPolicy,
     lock_duration: Duration,
+    /// When the lock was taken or last renewed.
+    renewed: tokio::time::Instant,
 }
 
 impl Locked {
@@ -491,6 +494,31 @@ impl Settle for ServiceBusSettle {
         if let Some(locked) = self.0.take() {
             let wait = locked.retry_wait();
             locked.abandon(&reason, wait).await;
+        }
+    }
+
+    async fn release(mut self: Box<Self>) {
+        if let Some(locked) = self.0.take()
+            && let Err(error) = locked.lock.unlock_message().await
+        {
+            tracing::debug!(event_id = %locked.event_id, error = %service_bus_error("release", &error), "release not recorded; the message comes back when its lock expires");
+        }
+    }
+
+    /// Renews the lock once a third of the lock duration has passed since it was taken or
+    /// last renewed, so a delivery held through an outage is not handed to another consumer.
+    async fn keep(&mut self) {
+        let Some(locked) = self.0.as_mut() else {
+            return;
+        };
+        if locked.renewed.elapsed() < locked.lock_duration / 3 {
+            return;
+        }
+        match locked.lock.renew_message_lock().await {
+            Ok(()) => locked.renewed = tokio::time::Instant::now(),
+            Err(error) => {
+                tracing::warn!(subscription = %locked.subscription, event_id = %locked.event_id, error = %service_bus_error("renew the lock", &error), "lock not renewed; the message may be delivered again")
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The embedded push sender: there is no push service, so each push is a log line, and
-//! optionally a line in a JSONL file (`--push-log`) that operators and tests can read. The
+//! optionally a line in a JSONL file (`--push-log`) that operators and tests can read: the
+//! notification and its `collapse_id` (the event id), each line written whole. The
 //! browser's live feed is fed by the notifier separately. Installations are kept in the view
 //! store, so every process (the web role registers them, the notifier reads them) sees them.
 
@@ -76,6 +77,15 @@ impl LogPush {
     }
 }
 
+/// One line of the push log: the notification, and the collapse key a device would get (the
+/// event id), so that a reader counts a push sent twice as one seen.
+#[derive(serde::Serialize)]
+struct Logged<'a> {
+    #[serde(flatten)]
+    notification: &'a Notification,
+    collapse_id: Uuid,
+}
+
 fn key(id: &str) -> String {
     format!("installation:{id}")
 }
@@ -96,10 +106,16 @@ impl PushSender for LogPush {
             "push (embedded: logged, not sent to a device)"
         );
         if let Some(file) = &self.file {
-            let line = serde_json::to_string(notification).map_err(unavailable)?;
+            let logged = Logged {
+                notification,
+                collapse_id: notification.event_id,
+            };
+            let mut line = serde_json::to_string(&logged).map_err(unavailable)?;
+            // The line and its newline in one write to an append-only file: a process killed
+            // mid-push leaves a whole line or none, never half of one glued to the next.
+            line.push('\n');
             let mut file = file.lock().map_err(unavailable)?;
-            writeln!(file, "{line}").map_err(unavailable)?;
-            file.flush().map_err(unavailable)?;
+            file.write_all(line.as_bytes()).map_err(unavailable)?;
         }
         let mut sent = self.sent.lock().map_err(unavailable)?;
         if sent.len() == KEEP_SENT {

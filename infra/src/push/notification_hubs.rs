@@ -11,12 +11,16 @@
 //!   [`PushError::NotOwner`]) and deletes it.
 //! - [`PushSender::send`] posts a template notification to the tag expression
 //!   `customer:{id}` with string properties `title`, `order_id`, `status`, `version`,
-//!   `event_id` and `reason` (when there is one); the event id lets a device drop a duplicate.
+//!   `event_id`, `collapse_tag` and `reason` (when there is one). Each template collapses a
+//!   second push of one event into the first on the device: APNs by the `apns-collapse-id`
+//!   header, Android by the notification's `tag`, WNS by the `X-WNS-Tag` header, all from
+//!   the event id.
 //! - Every request carries a fresh SAS token (`sr`, `sig`, `se`, `skn`; valid for
 //!   [`NotificationHubsSettings::token_ttl`]) and the api-version [`API_VERSION`]. 429 and 5xx
 //!   (and transport errors) are retried with exponential backoff, honouring `Retry-After`, for
-//!   at most [`RetryPolicy::attempts`] attempts; any other 4xx fails at once. All failures map
-//!   to [`PushError::Unavailable`] with the status and a clipped body, in one function (`failure`).
+//!   at most [`RetryPolicy::attempts`] attempts; any other 4xx fails at once. Failures map, in
+//!   one function (`failure`), to [`PushError::Refused`] for a 4xx that says the request itself
+//!   is wrong, and otherwise to [`PushError::Unavailable`], with the status and a clipped body.
 //!
 //! Microsoft documentation followed (learn.microsoft.com, REST API reference for Notification
 //! Hubs, `rest/api/notificationhubs/...`):
@@ -38,7 +42,8 @@
 //! `Retry-After` given as an HTTP date (only delay-seconds is read). Register is a read then a
 //! write, not atomic: Notification Hubs has no conditional PUT for installations, so two
 //! customers registering one new id at the same instant can race (the last write wins). A send
-//! retried after a 5xx may reach a device twice; devices de-duplicate by `event_id`.
+//! retried after a 5xx may reach a device twice; the device collapses the two, and apps can
+//! also drop a duplicate by `event_id`.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,10 +65,20 @@ const BODY_CLIP: usize = 300;
 
 /// The APNs template: the alert shows the title; the order and status travel as custom keys.
 pub const APNS_TEMPLATE: &str = r#"{"aps":{"alert":"$(title)"},"order_id":"$(order_id)","status":"$(status)","event_id":"$(event_id)"}"#;
-/// The FCM v1 template: a notification with the title, the order and status as data.
-pub const FCMV1_TEMPLATE: &str = r#"{"message":{"notification":{"title":"$(title)"},"data":{"order_id":"$(order_id)","status":"$(status)","event_id":"$(event_id)"}}}"#;
+/// The FCM v1 template: a notification with the title, the order and status as data. The
+/// Android notification's `tag` is the event id, so a second push of one event replaces the
+/// first in the drawer. Not `collapse_key`: FCM keeps at most four collapse keys per device
+/// while it is offline and drops the others without saying which, so one key per event would
+/// lose notifications; messages without one are kept (up to 100).
+pub const FCMV1_TEMPLATE: &str = r#"{"message":{"notification":{"title":"$(title)"},"android":{"notification":{"tag":"$(event_id)"}},"data":{"order_id":"$(order_id)","status":"$(status)","event_id":"$(event_id)"}}}"#;
 /// The WNS toast template.
 pub const WNS_TEMPLATE: &str = r#"<toast launch="order=$(order_id)"><visual><binding template="ToastText02"><text id="1">$(title)</text><text id="2">$(status)</text></binding></visual></toast>"#;
+
+/// APNs collapses notifications with one `apns-collapse-id` (at most 64 bytes): the event id.
+const APNS_COLLAPSE_HEADER: &str = "apns-collapse-id";
+/// WNS replaces a toast with the same `X-WNS-Tag` (at most 16 characters): the event id's
+/// first 16 hex digits.
+const WNS_TAG_HEADER: &str = "X-WNS-Tag";
 
 /// The name under which an installation carries its template.
 const TEMPLATE_NAME: &str = "order-status";
@@ -283,12 +298,19 @@ enum Cause<'a> {
     Unreadable(serde_json::Error),
 }
 
-/// Every failure of this adapter, in one place: the port knows only "unavailable" (NotOwner is
+/// Every failure of this adapter, in one place: "refused" or "unavailable" (NotOwner is
 /// decided before any write, from a successful read). A 401 names the credentials, so an
 /// operator sees a wrong key at once; the body is clipped and the token is never part of it.
 fn failure(method: &Method, url: &str, cause: Cause<'_>) -> PushError {
     let path = path_of(url);
     let detail = match cause {
+        Cause::Answer(answer) if refused(answer.status) => {
+            let body: String = answer.body.chars().take(BODY_CLIP).collect();
+            return PushError::Refused(format!(
+                "notification hubs {method} {path}: {} request refused: {body}",
+                answer.status.as_u16()
+            ));
+        }
         Cause::Answer(answer) => {
             let what = match answer.status {
                 StatusCode::UNAUTHORIZED => "the SAS token was refused (wrong key or key name?)",
@@ -305,6 +327,21 @@ fn failure(method: &Method, url: &str, cause: Cause<'_>) -> PushError {
         Cause::Unreadable(error) => format!("unreadable answer: {error}"),
     };
     PushError::Unavailable(format!("notification hubs {method} {path}: {detail}"))
+}
+
+/// A 4xx that says this request is wrong and would be again (a bad body, a payload too
+/// large), not that the hub cannot take it now: 401 and 403 are the credentials or the quota,
+/// 404 a hub that is not there (configuration, for an operator to mend), 408 and 429 pass.
+fn refused(status: StatusCode) -> bool {
+    status.is_client_error()
+        && ![
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::TOO_MANY_REQUESTS,
+        ]
+        .contains(&status)
 }
 
 /// The URL's path, for messages (the host is configuration, the query is the api-version).
@@ -344,15 +381,19 @@ fn encode(text: &str) -> String {
 /// The installation body: platform, channel, tags, and the one template of its platform.
 fn installation_body(installation: &Installation) -> Result<Value, PushError> {
     let template = match installation.platform.as_str() {
-        "apns" => json!({ "body": APNS_TEMPLATE, "tags": [TEMPLATE_NAME] }),
+        "apns" => json!({
+            "body": APNS_TEMPLATE,
+            "headers": { APNS_COLLAPSE_HEADER: "$(event_id)" },
+            "tags": [TEMPLATE_NAME],
+        }),
         "fcmv1" => json!({ "body": FCMV1_TEMPLATE, "tags": [TEMPLATE_NAME] }),
         "wns" => json!({
             "body": WNS_TEMPLATE,
-            "headers": { "X-WNS-Type": "wns/toast" },
+            "headers": { "X-WNS-Type": "wns/toast", WNS_TAG_HEADER: "$(collapse_tag)" },
             "tags": [TEMPLATE_NAME],
         }),
         other => {
-            return Err(PushError::Unavailable(format!(
+            return Err(PushError::Refused(format!(
                 "platform {other} is not apns, fcmv1 or wns"
             )));
         }
@@ -375,6 +416,7 @@ fn properties(notification: &Notification) -> Value {
         "status": notification.status,
         "version": notification.version.to_string(),
         "event_id": notification.event_id.to_string(),
+        "collapse_tag": &notification.event_id.simple().to_string()[..16],
     });
     if let Some(reason) = &notification.reason {
         properties["reason"] = Value::String(reason.clone());

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use projections::view_store::{Doc, ViewStore};
+use projections::view_store::{Claim, Doc, ViewStore};
 
 /// How long a subscriber waits for a message that must come.
 const WAIT: Duration = Duration::from_secs(5);
@@ -62,6 +62,8 @@ macro_rules! view_store_conformance {
             a_cursor_that_is_not_in_the_index_still_pages_strictly_after_it,
             re_adding_a_member_re_scores_it,
             a_claim_is_taken_once_until_unclaimed,
+            a_completed_claim_is_done_for_good,
+            a_claim_whose_lease_ended_is_taken_over,
             publish_reaches_current_subscribers_only,
             delete_prefix_deletes_only_the_names_under_it,
             index_add_many_is_index_add_for_each,
@@ -316,18 +318,88 @@ pub async fn a_claim_is_taken_once_until_unclaimed(store: Arc<dyn ViewStore>) {
         .await
         .expect("unclaim of nothing");
 
-    assert!(first, "the first claim takes the key");
-    assert!(!second, "a taken claim is refused");
-    assert!(other, "claims are per key");
-    assert!(after_unclaim, "an unclaimed key can be claimed again");
+    assert_eq!(first, Claim::Taken, "the first claim takes the key");
+    match second {
+        Claim::Held(left) => assert!(
+            left <= LEASE,
+            "the lease left is at most the lease: {left:?}"
+        ),
+        other => panic!("a taken claim is held by its taker, not {other:?}"),
+    }
+    assert_eq!(other, Claim::Taken, "claims are per key");
+    assert_eq!(
+        after_unclaim,
+        Claim::Taken,
+        "an unclaimed key can be claimed again"
+    );
     assert_eq!(get(&store, key).await, None, "claims are not documents");
     assert!(
         put(&store, key, 0, doc(1, "doc")).await,
         "nor do they block one"
     );
     assert!(
-        !claim(&store, key).await,
+        matches!(claim(&store, key).await, Claim::Held(_)),
         "and a document does not free a claim"
+    );
+}
+
+pub async fn a_completed_claim_is_done_for_good(store: Arc<dyn ViewStore>) {
+    let key = "notified:event-3";
+
+    assert_eq!(claim(&store, key).await, Claim::Taken);
+    store.complete(key).await.expect("complete");
+    let after = claim(&store, key).await;
+    store.unclaim(key).await.expect("unclaim");
+    let after_unclaim = claim(&store, key).await;
+    store
+        .complete("notified:never-claimed")
+        .await
+        .expect("complete without a claim");
+
+    assert_eq!(after, Claim::Done, "completed work is not taken again");
+    assert_eq!(
+        after_unclaim,
+        Claim::Done,
+        "unclaim does not undo a completion"
+    );
+    assert_eq!(
+        claim(&store, "notified:never-claimed").await,
+        Claim::Done,
+        "a completion needs no lease first"
+    );
+}
+
+/// A worker that dies holding a claim does not block the work for good: its lease ends and
+/// the next claim takes the work over.
+pub async fn a_claim_whose_lease_ended_is_taken_over(store: Arc<dyn ViewStore>) {
+    let key = "notified:event-4";
+    let short = Duration::from_millis(300);
+
+    let first = store.claim(key, short).await.expect("claim");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut answers = Vec::new();
+    loop {
+        let answer = store.claim(key, LEASE).await.expect("claim");
+        answers.push(answer);
+        if answer == Claim::Taken || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    assert_eq!(first, Claim::Taken);
+    assert!(
+        matches!(answers[0], Claim::Held(left) if left <= short),
+        "held while the lease runs: {answers:?}"
+    );
+    assert_eq!(
+        answers.last(),
+        Some(&Claim::Taken),
+        "taken over once the lease ended, within {WAIT:?}: {answers:?}"
+    );
+    assert!(
+        matches!(claim(&store, key).await, Claim::Held(left) if left > short),
+        "the new holder's lease is the one it asked for"
     );
 }
 
@@ -403,7 +475,7 @@ pub async fn delete_prefix_deletes_only_the_names_under_it(store: Arc<dyn ViewSt
         .index_add("orders:all", 1, "a")
         .await
         .expect("index_add");
-    assert!(store.claim("g7:claim").await.expect("claim"));
+    assert_eq!(claim(&store, "g7:claim").await, Claim::Taken);
 
     let deleted = store.delete_prefix("g7:").await.expect("delete_prefix");
     let globbed = store.delete_prefix("g*:").await.expect("delete_prefix");
@@ -427,7 +499,7 @@ pub async fn delete_prefix_deletes_only_the_names_under_it(store: Arc<dyn ViewSt
         .expect("index_page");
     assert_eq!(page.len(), 1, "another index stays");
     assert!(
-        !store.claim("g7:claim").await.expect("claim"),
+        matches!(claim(&store, "g7:claim").await, Claim::Held(_)),
         "claims stay"
     );
 }
@@ -435,7 +507,7 @@ pub async fn delete_prefix_deletes_only_the_names_under_it(store: Arc<dyn ViewSt
 pub async fn two_stores_do_not_see_each_others_keys(a: Arc<dyn ViewStore>, b: Arc<dyn ViewStore>) {
     assert!(put(&a, "order:1", 0, doc(1, "from a")).await);
     add(&a, "orders", 1, "from-a").await;
-    assert!(claim(&a, "notified:1").await);
+    assert_eq!(claim(&a, "notified:1").await, Claim::Taken);
     let mut b_live = subscribe(&b, "live").await;
 
     let b_doc = get(&b, "order:1").await;
@@ -453,7 +525,7 @@ pub async fn two_stores_do_not_see_each_others_keys(a: Arc<dyn ViewStore>, b: Ar
         "a's is untouched"
     );
     assert!(b_index.is_empty(), "b does not see a's index");
-    assert!(b_claimed, "b does not see a's claim");
+    assert_eq!(b_claimed, Claim::Taken, "b does not see a's claim");
     assert_eq!(
         next(&mut b_live).await,
         "from b",
@@ -541,8 +613,11 @@ async fn page_owned(
         .expect("index_page")
 }
 
-async fn claim(store: &Arc<dyn ViewStore>, key: &str) -> bool {
-    store.claim(key).await.expect("claim")
+/// The lease the conformance cases take when the lease itself is not the point.
+const LEASE: Duration = Duration::from_secs(60);
+
+async fn claim(store: &Arc<dyn ViewStore>, key: &str) -> Claim {
+    store.claim(key, LEASE).await.expect("claim")
 }
 
 async fn publish(store: &Arc<dyn ViewStore>, channel: &str, message: &str) {

@@ -8,13 +8,14 @@
 //! past 28,000 (the times matched; the likeliest cause, not a proven one).
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
-use projections::view_store::{Doc, ViewError, ViewStore};
+use projections::view_store::{Claim, Doc, ViewError, ViewStore};
 use tokio::sync::broadcast;
 
 /// Maps the documents and claims are spread over.
@@ -23,7 +24,13 @@ const SHARDS: usize = 32;
 #[derive(Default)]
 struct Shard {
     docs: HashMap<String, Doc>,
-    claims: HashSet<String>,
+    claims: HashMap<String, Held>,
+}
+
+/// A claim: leased until an instant, or done.
+enum Held {
+    Until(Instant),
+    Done,
 }
 
 /// One sorted index, and the score each member has in it, so re-adding re-scores.
@@ -150,12 +157,30 @@ impl ViewStore for MemoryViewStore {
         Ok(page)
     }
 
-    async fn claim(&self, key: &str) -> Result<bool, ViewError> {
-        Ok(self.shard(key)?.claims.insert(key.to_owned()))
+    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, ViewError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key)?;
+        match shard.claims.get(key) {
+            Some(Held::Done) => return Ok(Claim::Done),
+            Some(Held::Until(until)) if *until > now => return Ok(Claim::Held(*until - now)),
+            _ => {}
+        }
+        shard
+            .claims
+            .insert(key.to_owned(), Held::Until(now + lease));
+        Ok(Claim::Taken)
+    }
+
+    async fn complete(&self, key: &str) -> Result<(), ViewError> {
+        self.shard(key)?.claims.insert(key.to_owned(), Held::Done);
+        Ok(())
     }
 
     async fn unclaim(&self, key: &str) -> Result<(), ViewError> {
-        self.shard(key)?.claims.remove(key);
+        let mut shard = self.shard(key)?;
+        if let Some(Held::Until(_)) = shard.claims.get(key) {
+            shard.claims.remove(key);
+        }
         Ok(())
     }
 

@@ -267,8 +267,16 @@ pub(crate) mod tests {
             .await
             .expect("put");
         store.index_add("orders", 5, "m").await.expect("index_add");
-        store.claim("notified:1").await.expect("claim");
+        store
+            .claim("notified:1", std::time::Duration::from_secs(60))
+            .await
+            .expect("claim");
         let raw = raw_client().await;
+        let lease_ttl: i64 = raw
+            .ttl(format!("{prefix}:claim:notified:1"))
+            .await
+            .expect("ttl");
+        store.complete("notified:1").await.expect("complete");
 
         let found = scan_all(&raw, &format!("{prefix}:*")).await;
         let claim_ttl: i64 = raw
@@ -286,10 +294,14 @@ pub(crate) mod tests {
                 format!("{prefix}:idx:orders"),
             ]
         );
+        assert!(
+            (1..=60).contains(&lease_ttl),
+            "a leased claim lives as long as its lease, TTL {lease_ttl}s"
+        );
         let days = claim_ttl / 86_400;
         assert!(
             (29..=30).contains(&days),
-            "a claim is kept 30 days, TTL {claim_ttl}s"
+            "a completed claim is kept 30 days, TTL {claim_ttl}s"
         );
         assert_eq!(deleted, 3, "clear deletes the prefix's keys");
         assert!(left.is_empty(), "and leaves none: {left:?}");

@@ -17,11 +17,13 @@
 //! |---|---|---|
 //! | document `key` | `{prefix}:doc:{key}` | hash `{v: version, b: body}` |
 //! | index `index` | `{prefix}:idx:{index}` | sorted set, score = the index score |
-//! | claim `key` | `{prefix}:claim:{key}` | string `1`, expires after 30 days |
+//! | claim `key` | `{prefix}:claim:{key}` | string: `lease` with the lease as its TTL, then `done` for 30 days |
 //! | channel `channel` | `{prefix}:chan:{channel}` | pub/sub channel (channels ignore `/db`, the prefix does not) |
 //!
-//! A claim expires because it only has to outlive redeliveries of one event; 30 days is far
-//! beyond any retry schedule and keeps the keyspace from growing forever.
+//! A claim is taken by [`CLAIM_LUA`]: a leased claim expires with its lease (`PX`), so a worker
+//! that dies before it completes the work leaves nothing behind once the lease ends; a done
+//! claim expires after 30 days because it only has to outlive redeliveries of one event, far
+//! beyond any retry schedule, and that keeps the keyspace from growing forever.
 //!
 //! # Compare-on-version
 //!
@@ -69,12 +71,12 @@ use async_trait::async_trait;
 use fred::prelude::{
     Builder, Client, ClientLike, Config, Error as FredError, EventInterface, Expiration, FromValue,
     HashesInterface, KeysInterface, LuaInterface, Pool, PubsubInterface, ReconnectPolicy,
-    SetOptions, SortedSetsInterface,
+    SortedSetsInterface,
 };
 use fred::types::config::ServerConfig;
 use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Message};
 use futures_util::stream::BoxStream;
-use projections::view_store::{Doc, ViewError, ViewStore};
+use projections::view_store::{Claim, Doc, ViewError, ViewStore};
 use tokio::sync::broadcast;
 
 use super::redis_bulk::{Bulk, Commands};
@@ -82,7 +84,7 @@ use super::redis_bulk::{Bulk, Commands};
 /// The prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "orderflow";
 
-/// How long a claim is kept (`EX`): 30 days.
+/// How long a completed claim is kept (`EX`): 30 days.
 const CLAIM_SECONDS: i64 = 30 * 24 * 60 * 60;
 
 /// Connections in the pool; commands go round-robin.
@@ -140,6 +142,30 @@ end
 return redis.call('ZREVRANGE', key, start, start + limit - 1, 'WITHSCORES')
 ";
 
+/// Takes a claim. `KEYS[1]`: the claim. `ARGV[1]`: the lease in milliseconds. Answers -2 when
+/// this call took it, -1 when its work is done, or the milliseconds left on another's lease.
+/// A claim's value is `lease` while leased and anything else once done (claims written before
+/// leases existed hold `1`: done).
+pub const CLAIM_LUA: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held == 'lease' then
+  return math.max(redis.call('PTTL', KEYS[1]), 0)
+end
+if held then
+  return -1
+end
+redis.call('SET', KEYS[1], 'lease', 'PX', ARGV[1])
+return -2
+";
+
+/// Gives a lease back. `KEYS[1]`: the claim. A done claim stays.
+pub const UNCLAIM_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == 'lease' then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// A Lua script and the SHA1 Redis knows it by.
 struct Script {
     lua: &'static str,
@@ -159,6 +185,8 @@ pub struct RedisViewStore {
     prefix: String,
     put_script: Script,
     page_script: Script,
+    claim_script: Script,
+    unclaim_script: Script,
     /// Makes the connection of each subscription: the pool's configuration, no reconnection.
     subscriber: Builder,
     /// `overwrite_many` and `index_add_many`, in Redis's protocol on connections of their own.
@@ -198,12 +226,16 @@ impl RedisViewStore {
         pool.init().await.map_err(view_error)?;
         let put_script = Script::load(&pool, PUT_LUA).await?;
         let page_script = Script::load(&pool, PAGE_LUA).await?;
+        let claim_script = Script::load(&pool, CLAIM_LUA).await?;
+        let unclaim_script = Script::load(&pool, UNCLAIM_LUA).await?;
         tracing::info!(%prefix, "connected to the Redis view store");
         Ok(Self {
             pool,
             prefix,
             put_script,
             page_script,
+            claim_script,
+            unclaim_script,
             subscriber,
             bulk,
         })
@@ -384,28 +416,39 @@ impl ViewStore for RedisViewStore {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn claim(&self, key: &str) -> Result<bool, ViewError> {
-        let set: Option<String> = self
+    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, ViewError> {
+        let millis = lease.as_millis().clamp(1, i64::MAX as u128).to_string();
+        let answer: i64 = self
+            .eval(&self.claim_script, self.key("claim", key), vec![millis])
+            .await?;
+        Ok(match answer {
+            -2 => Claim::Taken,
+            -1 => Claim::Done,
+            left => Claim::Held(Duration::from_millis(left.max(0) as u64)),
+        })
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn complete(&self, key: &str) -> Result<(), ViewError> {
+        let _: Option<String> = self
             .pool
             .set(
                 self.key("claim", key),
-                "1",
+                "done",
                 Some(Expiration::EX(CLAIM_SECONDS)),
-                Some(SetOptions::NX),
+                None,
                 false,
             )
             .await
             .map_err(view_error)?;
-        Ok(set.is_some())
+        Ok(())
     }
 
     #[tracing::instrument(skip(self))]
     async fn unclaim(&self, key: &str) -> Result<(), ViewError> {
         let _: i64 = self
-            .pool
-            .del(self.key("claim", key))
-            .await
-            .map_err(view_error)?;
+            .eval(&self.unclaim_script, self.key("claim", key), Vec::new())
+            .await?;
         Ok(())
     }
 

@@ -281,6 +281,10 @@ impl From<PushError> for ApiError {
                 Self::NotYours("this installation id belongs to another customer")
             }
             PushError::Unavailable(e) => Self::Unavailable(e),
+            PushError::Refused(e) => {
+                tracing::error!(error = %e, "the push service refused a request");
+                Self::Internal
+            }
         }
     }
 }

@@ -187,13 +187,31 @@ pub async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// What `/ready` answers: each engine's check, `ok` or what went wrong.
+/// What `/ready` answers: each engine's check, `ok` or what went wrong, and the consumers of
+/// this process that hold their deliveries because an engine they need is down.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
     /// `ready` or `not ready`.
     #[schema(example = "ready")]
     pub status: &'static str,
     pub checks: ReadinessChecks,
+    /// Empty when every consumer is running.
+    pub paused: Vec<PausedConsumer>,
+}
+
+/// A consumer waiting out an engine outage: it retries with backoff and spends no delivery
+/// attempts meanwhile.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PausedConsumer {
+    #[schema(example = "order-processor")]
+    pub subscription: &'static str,
+    /// `event_store`, `view_store`, `topic`, `push` or `payments`.
+    #[schema(example = "event_store")]
+    pub engine: &'static str,
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// The last failure, as the engine reported it.
+    pub reason: String,
+    pub failed_probes: u32,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -216,7 +234,18 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let views = system.views.ping().await.err().map(|e| e.to_string());
     // A web-only process has no topic connection; its inert in-process topic always answers.
     let bus = system.bus.ping().await.err().map(|e| e.to_string());
-    let ready = store.is_none() && views.is_none() && bus.is_none();
+    let paused: Vec<PausedConsumer> = system
+        .paused()
+        .into_iter()
+        .map(|(subscription, down)| PausedConsumer {
+            subscription,
+            engine: down.engine.as_str(),
+            since: down.since,
+            reason: down.reason,
+            failed_probes: down.failed_probes,
+        })
+        .collect();
+    let ready = store.is_none() && views.is_none() && bus.is_none() && paused.is_empty();
     let status = |problem: Option<String>| problem.unwrap_or_else(|| "ok".into());
     let body = Readiness {
         status: if ready { "ready" } else { "not ready" },
@@ -225,6 +254,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             view_store: status(views),
             topic: status(bus),
         },
+        paused,
     };
     let code = if ready {
         StatusCode::OK
