@@ -202,6 +202,137 @@ async fn five_hundred_orders_survive_a_killed_processor_across_separate_processe
     engines.flush_cache().await;
 }
 
+/// PostgreSQL unreachable for the processors for 15 s while they have a backlog: they hold
+/// their deliveries and wait behind their breakers (saying so on `/ready`), spend no delivery
+/// attempts, and decide every order once it is back. Before this, 327 of 400 orders were
+/// dead-lettered by a 6 s outage and stayed `placed` for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreachable_for_15_s_under_a_processor_backlog_parks_nothing() {
+    let engines = Engines::fresh();
+    let data = tempfile::tempdir().unwrap();
+    let migrate = std::process::Command::new(common::binary())
+        .args(["migrate", "--store", &engines.store])
+        .status()
+        .unwrap();
+    assert!(migrate.success(), "orderflow migrate failed");
+    // The processors reach PostgreSQL through a link the test can sever; the others do not.
+    let (host, rest) = engines.store["postgres://".len()..]
+        .split_once('/')
+        .map(|(authority, rest)| (authority.rsplit('@').next().unwrap().to_owned(), rest))
+        .unwrap();
+    let link = common::Severable::to(&host).await;
+    let user = engines.store["postgres://".len()..]
+        .split_once('@')
+        .map_or(String::new(), |(user, _)| format!("{user}@"));
+    let severable_store = format!("postgres://{user}127.0.0.1:{}/{rest}", link.port);
+    let args = engines.args();
+    let mut processor_args = args.clone();
+    processor_args[1] = &severable_store;
+    let web = Process::serve("web", data.path(), "web", &args, &[]);
+    wait_ready(&web.url).await;
+    let _others = [
+        Process::serve("relay", data.path(), "relay", &args, &[]),
+        Process::serve("projector", data.path(), "projector", &args, &[]),
+    ];
+    let processors = [
+        Process::serve(
+            "processor-1",
+            data.path(),
+            "processor",
+            &processor_args,
+            &[],
+        ),
+        Process::serve(
+            "processor-2",
+            data.path(),
+            "processor",
+            &processor_args,
+            &[],
+        ),
+    ];
+    for processor in &processors {
+        wait_ready(&processor.url).await;
+    }
+    let api = Arc::new(Api::new(&web.url));
+    let analyst = api.token("ann", "analyst").await;
+    let tokens: Vec<String> = futures_util::future::join_all((0..20).map(|c| {
+        let api = api.clone();
+        async move { api.token(&format!("outage-{c}"), "customer").await }
+    }))
+    .await;
+
+    link.sever();
+    let severed_at = Instant::now();
+    let mut ids = Vec::new();
+    for chunk in (0..200).collect::<Vec<_>>().chunks(20) {
+        let placing = chunk.iter().map(|&i| {
+            let (api, token) = (api.clone(), tokens[i % 20].clone());
+            async move { api.place(&token, lines_for(i)).await }
+        });
+        ids.extend(futures_util::future::join_all(placing).await);
+    }
+    // The processors notice and say so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        let ready: Value = api
+            .client
+            .get(format!("{}/ready", processors[0].url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["paused"].as_array().is_some_and(|p| !p.is_empty()) {
+            break ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the processor never reported the outage: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let outage = Duration::from_secs(15).saturating_sub(severed_at.elapsed());
+    tokio::time::sleep(outage).await;
+    link.restore();
+
+    let views = settle(&api, &analyst, &ids, Duration::from_secs(120)).await;
+
+    assert_eq!(ready["status"], "not ready", "{ready}");
+    assert_eq!(ready["paused"][0]["subscription"], "order-processor");
+    assert_eq!(ready["paused"][0]["engine"], "event_store");
+    assert_decided_as_their_events_say(&api, &analyst, &views).await;
+    for processor in &processors {
+        let metrics = api
+            .client
+            .get(format!("{}/metrics", processor.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("orderflow_dead_letters 0"),
+            "{}: {metrics}",
+            processor.name
+        );
+        let ready = api
+            .client
+            .get(format!("{}/ready", processor.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ready.status(),
+            StatusCode::OK,
+            "{} is ready again",
+            processor.name
+        );
+    }
+    engines.flush_cache().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_stay_correct_when_redis_is_flushed_mid_run() {
     let engines = Engines::fresh();

@@ -8,6 +8,7 @@ mod edge;
 mod loadgen;
 mod notifications;
 mod orders;
+mod outages;
 mod refusals;
 mod replay;
 mod schema_evolution;

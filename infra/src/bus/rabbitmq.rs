@@ -47,7 +47,9 @@
 //! found closed is replaced on next use, with the topology declared again. A publish that finds
 //! the connection gone reconnects once and otherwise fails (the relay retries on its own
 //! schedule); [`Subscription::next`] never gives up while the bus is open: it re-consumes,
-//! reconnecting with backoff (0.1 s doubling to 5 s), so a consumer loop outlives broker restarts.
+//! reconnecting with backoff (0.1 s doubling to 5 s), so a consumer loop outlives broker restarts;
+//! while it waits it knocks on the broker every 200 ms (the AMQP protocol header, answered or not)
+//! and reconnects as soon as a broker that did not answer answers again.
 //! Deliveries handed out before the loss cannot be acked any more (their channel is gone): the
 //! broker redelivers them, and ones still buffered from the dead channel are skipped, not handed
 //! out. `next` answers `None` only after [`RabbitBus::close`].
@@ -154,6 +156,7 @@ impl RabbitBus {
         );
         let link = |role: &str| Link {
             url: endpoint.url.clone(),
+            address: broker_address(&endpoint.url),
             shown: endpoint.shown.clone(),
             name: format!("orderflow {} {role} ({instance})", endpoint.prefix),
             topology: topology.clone(),
@@ -560,6 +563,8 @@ async fn open_connection(url: &str, shown: &str, name: &str) -> Result<Connectio
 /// declared on it, which is how a reconnect (or a queue deleted under us) declares it again.
 struct Link {
     url: String,
+    /// `host:port`, to knock on while reconnecting.
+    address: Option<String>,
     shown: String,
     name: String,
     topology: Arc<Topology>,
@@ -722,6 +727,71 @@ async fn confirmed(confirms: Vec<PublisherConfirm>) -> Result<(), BusError> {
     Ok(())
 }
 
+/// How often a consumer waiting to reconnect knocks on the broker's port.
+const KNOCK: Duration = Duration::from_millis(200);
+
+/// Resolves once a broker found not answering answers again: after an outage the consumers
+/// reconnect within about [`KNOCK`] of the broker's return instead of at the end of a backoff
+/// that has grown to [`MAX_BACKOFF`] (after an 11 s stop they took 19 s to heal). A knock
+/// sends AMQP's protocol header and waits for the first byte of the broker's answer, so a
+/// proxy or load balancer that takes the connection and closes it counts as down. If the first
+/// knock is answered (the broker is up and the trouble is elsewhere), it never resolves and
+/// the backoff paces the retries; nor when the address is unknown.
+async fn broker_back(address: Option<String>) {
+    let Some(address) = address else {
+        return std::future::pending().await;
+    };
+    let mut seen_down = false;
+    loop {
+        match knock(&address).await {
+            true if seen_down => return,
+            true => return std::future::pending().await,
+            false => seen_down = true,
+        }
+        tokio::time::sleep(KNOCK).await;
+    }
+}
+
+/// Whether a broker answers at `address`: the AMQP 0-9-1 protocol header, then any byte back
+/// (its `connection.start`), each step within a second.
+async fn knock(address: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let step = Duration::from_secs(1);
+    let answered = async {
+        let mut stream = tokio::time::timeout(step, tokio::net::TcpStream::connect(address))
+            .await
+            .ok()?
+            .ok()?;
+        stream.write_all(b"AMQP\x00\x00\x09\x01").await.ok()?;
+        let mut first = [0u8; 1];
+        let read = tokio::time::timeout(step, stream.read(&mut first))
+            .await
+            .ok()?
+            .ok()?;
+        (read == 1).then_some(())
+    };
+    answered.await.is_some()
+}
+
+/// `host:port` of an AMQP URL, for knocking (the port defaults to 5672, or 5671 for `amqps`).
+fn broker_address(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    if host_port.is_empty() {
+        return None;
+    }
+    let has_port = match host_port.rfind(']') {
+        Some(bracket) => host_port[bracket..].contains(':'),
+        None => host_port.contains(':'),
+    };
+    if has_port {
+        return Some(host_port.to_owned());
+    }
+    let port = if scheme == "amqps" { 5671 } else { 5672 };
+    Some(format!("{host_port}:{port}"))
+}
+
 #[derive(Clone, Copy)]
 struct Backoff(Duration);
 
@@ -813,13 +883,16 @@ impl RabbitSubscription {
         }
     }
 
-    /// Forgets a lost consumer and waits before the next try; `false` if the bus closed meanwhile.
+    /// Forgets a lost consumer and waits before the next try, or less if the broker comes back
+    /// meanwhile; `false` if the bus closed meanwhile.
     async fn lost(&mut self, closed: &mut watch::Receiver<bool>) -> bool {
         self.consuming = None;
         let wait = self.backoff.next();
+        let back = broker_back(self.shared.consumers.address.clone());
         tokio::select! {
             _ = crate::stopped(closed) => false,
             _ = tokio::time::sleep(wait) => true,
+            () = back => true,
         }
     }
 }
@@ -1090,6 +1163,28 @@ pub(crate) mod tests {
     use crate::bus::conformance::{self, BusFixture};
 
     const ENV: &str = "ORDERFLOW_TEST_AMQP";
+
+    #[test]
+    fn the_broker_address_comes_from_the_url_with_the_default_port() {
+        use super::broker_address;
+        assert_eq!(
+            broker_address("amqp://guest:guest@127.0.0.1:5672/%2f").as_deref(),
+            Some("127.0.0.1:5672")
+        );
+        assert_eq!(
+            broker_address("amqps://u:p@broker.example/vh?x=1").as_deref(),
+            Some("broker.example:5671")
+        );
+        assert_eq!(
+            broker_address("amqp://[::1]/").as_deref(),
+            Some("[::1]:5672")
+        );
+        assert_eq!(
+            broker_address("amqp://[::1]:5673").as_deref(),
+            Some("[::1]:5673")
+        );
+        assert_eq!(broker_address("amqp:///"), None);
+    }
     const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
     /// A bus on the test broker under a fresh prefix, whose exchange and queues are deleted when

@@ -167,7 +167,8 @@ pub async fn problem_for_every_error(request: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/problem+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    let documented = response.extensions().get::<DocumentedBody>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem || documented {
         return response;
     }
     let (mut parts, _) = response.into_parts();
@@ -179,6 +180,11 @@ pub async fn problem_for_every_error(request: Request, next: Next) -> Response {
     }
     Response::from_parts(parts, body)
 }
+
+/// Marks an error response whose body the contract documents as it is (`/ready`'s 503 with
+/// its checks), so [`problem_for_every_error`] leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentedBody;
 
 /// `Cache-Control: no-store` for everything but the UI's files, which set their own.
 pub fn no_store() -> HeaderValue {

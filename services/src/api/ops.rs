@@ -261,7 +261,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(body)).into_response()
+    let mut response = (code, Json(body)).into_response();
+    response
+        .extensions_mut()
+        .insert(super::edge::DocumentedBody);
+    response
 }
 
 /// Prometheus metrics.
