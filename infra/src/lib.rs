@@ -4,6 +4,8 @@
 //!   all pass.
 //! - [`bus`]: the `EventBus` (topic) port, its adapters (in-process, RabbitMQ, and Azure Service
 //!   Bus behind the `azure` feature), their conformance suite, and the consumer loop.
+//! - [`kept`]: the SQLite file beside the embedded engines that keeps what they promise across
+//!   restarts (completed claims, installations, sandbox payments, dead letters).
 //! - [`relay`]: publishes the store's global log to the topic from a durable checkpoint, while
 //!   it holds the store's relay lease.
 //! - [`sas`]: the Azure shared access key type both Azure adapters sign with.
@@ -14,6 +16,7 @@
 
 pub mod bus;
 pub mod event_store;
+pub mod kept;
 pub mod payment;
 pub mod push;
 pub mod relay;

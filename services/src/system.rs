@@ -23,6 +23,7 @@ use commands::{Commands, EventStore};
 use commands::{Failure, Fault};
 use infra::bus::{Breakers, EngineDown, EventBus, Handler, MemoryBus, RabbitBus, consume_with};
 use infra::event_store::{PostgresEventStore, SqliteEventStore};
+use infra::kept::{Kept, KeptFile};
 use infra::payment::SandboxPayments;
 use infra::push::LogPush;
 use infra::relay::{Relay, RelayConfig};
@@ -77,9 +78,21 @@ impl System {
     /// Connects to the engines the settings name and builds every service on them.
     pub async fn build(settings: &Settings) -> anyhow::Result<Arc<Self>> {
         let store = open_store(settings).await?;
-        let views = open_cache(&settings.cache).await?;
+        let kept = open_kept(settings)?;
+        let views = match &kept {
+            Some((file, kept)) if scheme(&settings.cache) == "memory" => Arc::new(
+                MemoryViewStore::keeping(file.clone(), kept, &KEPT_DOCS, &KEPT_INDEXES),
+            )
+                as Arc<dyn ViewStore>,
+            _ => open_cache(&settings.cache).await?,
+        };
         let bus = if uses_topic(settings) {
-            open_bus(settings).await?
+            match kept {
+                Some((file, kept)) if scheme(&settings.bus) == "memory" => Arc::new(
+                    MemoryBus::new(&SUBSCRIPTIONS, settings.retry).keeping(file, kept.dead_letters),
+                ),
+                _ => open_bus(settings).await?,
+            }
         } else {
             // The web role only appends and reads: it needs no connection to the topic.
             Arc::new(MemoryBus::new(&[], settings.retry)) as Arc<dyn EventBus>
@@ -305,6 +318,43 @@ impl System {
         })
     }
 }
+
+/// What the embedded view store keeps across restarts besides completed claims: devices
+/// registered for pushes and the sandbox gateway's answers (a capture must not be taken twice).
+const KEPT_DOCS: [&str; 3] = [
+    infra::push::embedded::KEY_PREFIX,
+    infra::payment::sandbox::PAYMENT_PREFIX,
+    infra::payment::sandbox::REFUND_PREFIX,
+];
+const KEPT_INDEXES: [&str; 1] = [infra::push::embedded::INDEX_PREFIX];
+
+/// The file the embedded engines keep their promises in (`kept.db` in the data directory),
+/// when this process uses the in-memory cache or topic.
+fn open_kept(settings: &Settings) -> anyhow::Result<Option<(Arc<KeptFile>, Kept)>> {
+    let embedded_bus = scheme(&settings.bus) == "memory" && uses_topic(settings);
+    if scheme(&settings.cache) != "memory" && !embedded_bus {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let path = settings.data_dir.join(KEPT_FILE);
+    let (file, kept) = KeptFile::open(&path).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        path = %path.display(),
+        claims = kept.done.len(),
+        documents = kept.docs.len(),
+        dead_letters = kept.dead_letters.len(),
+        "kept state of the embedded engines loaded"
+    );
+    Ok(Some((Arc::new(file), kept)))
+}
+
+/// The kept state's file name in the data directory.
+pub const KEPT_FILE: &str = "kept.db";
 
 /// Whether any of this process's roles publishes to or consumes from the topic.
 pub fn uses_topic(settings: &Settings) -> bool {

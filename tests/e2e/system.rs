@@ -46,6 +46,90 @@ async fn a_restart_keeps_every_order_and_status() {
     );
 }
 
+/// The embedded engines keep what they promise across a restart of `orderflow serve`:
+/// registered devices, the notifier's completed claims (a redelivered event is not pushed
+/// again), the sandbox's captures, and the in-process topic's dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_installations_claims_and_dead_letters() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(temp.path()).await;
+    let token = app.token("kept", "customer").await;
+    let registered = app
+        .client
+        .put(app.url("/api/installations/kept-phone"))
+        .bearer_auth(&token)
+        .json(&json!({"platform": "apns", "push_channel": "apns-token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::OK);
+    let order = app.place_ok(&token, &[("TEA-001", 1)]).await;
+    assert_eq!(app.settled(&token, &order).await["status"], "confirmed");
+    let events = app
+        .system
+        .store
+        .read_stream(&format!("order-{order}"), 1)
+        .await
+        .unwrap();
+    eventually("the confirmation is pushed", || async {
+        match app.system.log_push.sent().len() {
+            1 => Ok(()),
+            n => Err(format!("{n} pushes")),
+        }
+    })
+    .await;
+    // An event no handler can read, published straight to the topic: dead-lettered by each
+    // of the three subscriptions after its attempts.
+    let mut poison = events[0].clone();
+    poison.event_id = uuid::Uuid::now_v7();
+    poison.stream_id = format!("order-{}", uuid::Uuid::now_v7());
+    poison.payload = json!({"not": "an order"}).into();
+    let receipt = app.system.bus.publish(vec![poison.clone()]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), receipt)
+        .await
+        .expect("the poison is settled")
+        .unwrap();
+    let dead_before = app.system.bus.dead_letters().await.unwrap();
+    assert_eq!(dead_before.len(), 3, "{dead_before:?}");
+    app.stop().await;
+
+    let app = spawn_app_in(temp.path()).await;
+
+    let mut dead_after = app.system.bus.dead_letters().await.unwrap();
+    dead_after.sort_by(|a, b| a.subscription.cmp(&b.subscription));
+    let mut dead_before = dead_before;
+    dead_before.sort_by(|a, b| a.subscription.cmp(&b.subscription));
+    assert_eq!(dead_after, dead_before, "the dead letters are still there");
+    let installation = app
+        .system
+        .views
+        .get("installation:kept-phone")
+        .await
+        .unwrap()
+        .expect("the device is still registered");
+    assert!(installation.body.contains("apns-token"));
+    for event in &events {
+        app.system.notifier.handle(event).await.unwrap();
+    }
+    assert_eq!(
+        app.system.log_push.sent(),
+        vec![],
+        "an event pushed before the restart is not pushed again"
+    );
+    let deleted = app
+        .client
+        .delete(app.url("/api/installations/kept-phone"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted.status(),
+        StatusCode::NO_CONTENT,
+        "and it is still theirs"
+    );
+}
+
 #[tokio::test]
 async fn fifty_concurrent_orders_against_stock_of_twenty_confirm_exactly_twenty() {
     let app = spawn_app().await;

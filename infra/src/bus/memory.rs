@@ -13,6 +13,7 @@ use domain::RecordedEvent;
 use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot};
 
 use super::{BusError, DeadLetter, Delivery, EventBus, Receipt, RetryPolicy, Settle, Subscription};
+use crate::kept::{Keep, KeptFile};
 
 struct Message {
     event: RecordedEvent,
@@ -46,6 +47,7 @@ pub struct MemoryBus {
     queues: Vec<Arc<Queue>>,
     policy: RetryPolicy,
     dead: Arc<Mutex<Vec<DeadLetter>>>,
+    kept: Option<Arc<KeptFile>>,
 }
 
 impl MemoryBus {
@@ -66,7 +68,16 @@ impl MemoryBus {
             queues,
             policy,
             dead: Arc::default(),
+            kept: None,
         }
+    }
+
+    /// Keeps dead letters in `file` from now on, starting with `dead` (the ones it held when
+    /// it opened): the embedded mode, across restarts.
+    pub fn keeping(mut self, file: Arc<KeptFile>, dead: Vec<DeadLetter>) -> Self {
+        self.dead = Arc::new(Mutex::new(dead));
+        self.kept = Some(file);
+        self
     }
 }
 
@@ -112,6 +123,7 @@ impl EventBus for MemoryBus {
             queue: queue.clone(),
             policy: self.policy,
             dead: self.dead.clone(),
+            kept: self.kept.clone(),
         }))
     }
 
@@ -124,6 +136,7 @@ struct MemorySubscription {
     queue: Arc<Queue>,
     policy: RetryPolicy,
     dead: Arc<Mutex<Vec<DeadLetter>>>,
+    kept: Option<Arc<KeptFile>>,
 }
 
 #[async_trait]
@@ -138,6 +151,7 @@ impl Subscription for MemorySubscription {
                 queue: self.queue.clone(),
                 policy: self.policy,
                 dead: self.dead.clone(),
+                kept: self.kept.clone(),
             }),
         })
     }
@@ -148,6 +162,7 @@ struct MemorySettle {
     queue: Arc<Queue>,
     policy: RetryPolicy,
     dead: Arc<Mutex<Vec<DeadLetter>>>,
+    kept: Option<Arc<KeptFile>>,
 }
 
 impl MemorySettle {
@@ -165,15 +180,30 @@ impl MemorySettle {
                 %reason,
                 "dead-lettered"
             );
+            let letter = DeadLetter {
+                subscription: self.queue.name.clone(),
+                event: message.event.clone(),
+                attempts: message.attempt,
+                reason,
+            };
             if let Ok(mut dead) = self.dead.lock() {
-                dead.push(DeadLetter {
-                    subscription: self.queue.name.clone(),
-                    event: message.event.clone(),
-                    attempts: message.attempt,
-                    reason,
-                });
+                dead.push(letter.clone());
             }
-            message.batch.settle_one();
+            let (Some(kept), Ok(runtime)) =
+                (self.kept.clone(), tokio::runtime::Handle::try_current())
+            else {
+                message.batch.settle_one();
+                return;
+            };
+            // Settled only once it is kept: until then the relay's checkpoint stays before it,
+            // and a crash meanwhile publishes it again instead of losing it.
+            runtime.spawn(async move {
+                if let Err(error) = kept.keep(vec![Keep::DeadLetter(Box::new(letter))]).await {
+                    // Settled all the same: a receipt that never resolves would stop the relay.
+                    tracing::error!(%error, "a dead letter was not kept; a restart forgets it");
+                }
+                message.batch.settle_one();
+            });
             return;
         }
         tracing::warn!(

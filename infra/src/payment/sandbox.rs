@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub const DECLINE_ABOVE: MinorUnits = 100_000;
+/// Where a capture's answer is remembered: `payment:{key}`.
+pub const PAYMENT_PREFIX: &str = "payment:";
+/// Where a refund is remembered: `refund:{key}`.
+pub const REFUND_PREFIX: &str = "refund:";
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -92,7 +96,9 @@ impl PaymentGateway for SandboxPayments {
                 payment_id: Uuid::now_v7().to_string(),
             }
         };
-        let (stored, first) = self.remember(&format!("payment:{key}"), decision).await?;
+        let (stored, first) = self
+            .remember(&format!("{PAYMENT_PREFIX}{key}"), decision)
+            .await?;
         Ok(match stored {
             Stored::Captured { payment_id } => {
                 if first {
@@ -105,7 +111,7 @@ impl PaymentGateway for SandboxPayments {
     }
 
     async fn refund(&self, key: &str) -> Result<(), PaymentError> {
-        let captured = match self.memory.get(&format!("payment:{key}")).await {
+        let captured = match self.memory.get(&format!("{PAYMENT_PREFIX}{key}")).await {
             Ok(Some(doc)) => matches!(serde_json::from_str(&doc.body), Ok(Stored::Captured { .. })),
             Ok(None) => false,
             Err(error) => return Err(unavailable(error)),
@@ -116,7 +122,11 @@ impl PaymentGateway for SandboxPayments {
         let refund = Stored::Declined {
             reason: "refunded".into(),
         };
-        if self.remember(&format!("refund:{key}"), refund).await?.1 {
+        if self
+            .remember(&format!("{REFUND_PREFIX}{key}"), refund)
+            .await?
+            .1
+        {
             self.refunded.fetch_add(1, Ordering::SeqCst);
             tracing::info!(%key, "payment refunded (sandbox)");
         }

@@ -61,7 +61,7 @@ impl LogPush {
     }
 
     async fn devices(&self, customer: Uuid) -> Result<usize, PushError> {
-        let index = format!("installations:customer:{customer}");
+        let index = format!("{INDEX_PREFIX}{customer}");
         let members = self
             .views
             .index_page(&index, None, 1000)
@@ -86,8 +86,13 @@ struct Logged<'a> {
     collapse_id: Uuid,
 }
 
+/// Where an installation is kept in the view store: `installation:{id}`.
+pub const KEY_PREFIX: &str = "installation:";
+/// The index of a customer's installations: `installations:customer:{customer_id}`.
+pub const INDEX_PREFIX: &str = "installations:customer:";
+
 fn key(id: &str) -> String {
-    format!("installation:{id}")
+    format!("{KEY_PREFIX}{id}")
 }
 
 fn unavailable(error: impl std::fmt::Display) -> PushError {
@@ -150,7 +155,7 @@ impl PushSender for LogPush {
                 "installation changed concurrently; retry".into(),
             ));
         }
-        let index = format!("installations:customer:{}", installation.customer_id);
+        let index = format!("{INDEX_PREFIX}{}", installation.customer_id);
         self.views
             .index_add(&index, 0, &id)
             .await

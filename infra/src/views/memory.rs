@@ -10,13 +10,15 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use projections::view_store::{Claim, Doc, ViewError, ViewStore};
 use tokio::sync::broadcast;
+
+use crate::kept::{Keep, Kept, KeptFile};
 
 /// Maps the documents and claims are spread over.
 const SHARDS: usize = 32;
@@ -44,6 +46,15 @@ pub struct MemoryViewStore {
     shards: Vec<Mutex<Shard>>,
     indexes: Mutex<BTreeMap<String, Index>>,
     channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
+    keeping: Option<Keeping>,
+}
+
+/// What this store writes through to a [`KeptFile`]: completed claims, and the documents and
+/// indexes under these prefixes.
+struct Keeping {
+    file: Arc<KeptFile>,
+    docs: &'static [&'static str],
+    indexes: &'static [&'static str],
 }
 
 impl Default for MemoryViewStore {
@@ -52,6 +63,7 @@ impl Default for MemoryViewStore {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             indexes: Mutex::default(),
             channels: Mutex::default(),
+            keeping: None,
         }
     }
 }
@@ -59,6 +71,55 @@ impl Default for MemoryViewStore {
 impl MemoryViewStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that keeps its completed claims, and the documents and indexes whose names
+    /// start with one of `docs` and `indexes`, in `file`, starting with what `kept` holds
+    /// (the embedded mode, across restarts).
+    pub fn keeping(
+        file: Arc<KeptFile>,
+        kept: &Kept,
+        docs: &'static [&'static str],
+        indexes: &'static [&'static str],
+    ) -> Self {
+        let store = Self {
+            keeping: Some(Keeping {
+                file,
+                docs,
+                indexes,
+            }),
+            ..Self::default()
+        };
+        for key in &kept.done {
+            if let Ok(mut shard) = store.shard(key) {
+                shard.claims.insert(key.clone(), Held::Done);
+            }
+        }
+        for (key, doc) in &kept.docs {
+            if let Ok(mut shard) = store.shard(key) {
+                shard.docs.insert(key.clone(), doc.clone());
+            }
+        }
+        if let Ok(mut indexes) = store.indexes() {
+            for (index, score, member) in &kept.index {
+                let index = indexes.entry(index.clone()).or_default();
+                index.scores.insert(member.clone(), *score);
+                index.members.insert((*score, member.clone()));
+            }
+        }
+        store
+    }
+
+    /// Writes through what this store keeps, once it is changed in memory.
+    async fn keep(&self, changes: impl FnOnce(&Keeping) -> Vec<Keep>) -> Result<(), ViewError> {
+        let Some(keeping) = &self.keeping else {
+            return Ok(());
+        };
+        keeping
+            .file
+            .keep(changes(keeping))
+            .await
+            .map_err(ViewError::Unavailable)
     }
 
     fn channel(&self, name: &str) -> Result<broadcast::Sender<String>, ViewError> {
@@ -85,6 +146,16 @@ impl MemoryViewStore {
     }
 }
 
+impl Keeping {
+    fn keeps_doc(&self, key: &str) -> bool {
+        self.docs.iter().any(|prefix| key.starts_with(prefix))
+    }
+
+    fn keeps_index(&self, index: &str) -> bool {
+        self.indexes.iter().any(|prefix| index.starts_with(prefix))
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, ViewError> {
     mutex
         .lock()
@@ -98,20 +169,33 @@ impl ViewStore for MemoryViewStore {
     }
 
     async fn put(&self, key: &str, expected: u64, doc: Doc) -> Result<bool, ViewError> {
-        let mut shard = self.shard(key)?;
-        let current = shard.docs.get(key).map_or(0, |d| d.version);
-        if current != expected {
-            return Ok(false);
+        {
+            let mut shard = self.shard(key)?;
+            let current = shard.docs.get(key).map_or(0, |d| d.version);
+            if current != expected {
+                return Ok(false);
+            }
+            shard.docs.insert(key.to_owned(), doc.clone());
         }
-        shard.docs.insert(key.to_owned(), doc);
+        self.keep(|k| match k.keeps_doc(key) {
+            true => vec![Keep::Doc(key.to_owned(), doc)],
+            false => Vec::new(),
+        })
+        .await?;
         Ok(true)
     }
 
     async fn overwrite_many(&self, docs: Vec<(String, Doc)>) -> Result<(), ViewError> {
-        for (key, doc) in docs {
-            self.shard(&key)?.docs.insert(key, doc);
+        for (key, doc) in &docs {
+            self.shard(key)?.docs.insert(key.clone(), doc.clone());
         }
-        Ok(())
+        self.keep(|k| {
+            docs.into_iter()
+                .filter(|(key, _)| k.keeps_doc(key))
+                .map(|(key, doc)| Keep::Doc(key, doc))
+                .collect()
+        })
+        .await
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, ViewError> {
@@ -130,13 +214,19 @@ impl ViewStore for MemoryViewStore {
     }
 
     async fn index_add(&self, index: &str, score: i64, member: &str) -> Result<(), ViewError> {
-        let mut indexes = self.indexes()?;
-        let index = indexes.entry(index.to_owned()).or_default();
-        if let Some(old) = index.scores.insert(member.to_owned(), score) {
-            index.members.remove(&(old, member.to_owned()));
+        {
+            let mut indexes = self.indexes()?;
+            let entries = indexes.entry(index.to_owned()).or_default();
+            if let Some(old) = entries.scores.insert(member.to_owned(), score) {
+                entries.members.remove(&(old, member.to_owned()));
+            }
+            entries.members.insert((score, member.to_owned()));
         }
-        index.members.insert((score, member.to_owned()));
-        Ok(())
+        self.keep(|k| match k.keeps_index(index) {
+            true => vec![Keep::Index(index.to_owned(), score, member.to_owned())],
+            false => Vec::new(),
+        })
+        .await
     }
 
     async fn index_page(
@@ -173,7 +263,7 @@ impl ViewStore for MemoryViewStore {
 
     async fn complete(&self, key: &str) -> Result<(), ViewError> {
         self.shard(key)?.claims.insert(key.to_owned(), Held::Done);
-        Ok(())
+        self.keep(|_| vec![Keep::Done(key.to_owned())]).await
     }
 
     async fn unclaim(&self, key: &str) -> Result<(), ViewError> {
