@@ -226,10 +226,12 @@ pub async fn consume_with(
     // delivery count grows without a handler ever running (five of those and it is
     // dead-lettered). So a receive, once started, is never dropped when an event in flight
     // finishes first: the stream keeps it and the next poll resumes it.
-    let deliveries = futures_util::stream::unfold(subscription, |mut subscription| async move {
-        let delivery = subscription.next().await?;
-        Some((delivery, subscription))
-    });
+    let subscription = Arc::new(tokio::sync::Mutex::new(subscription));
+    let deliveries =
+        futures_util::stream::unfold(subscription.clone(), |subscription| async move {
+            let delivery = subscription.lock().await.next().await?;
+            Some((delivery, subscription))
+        });
     let mut deliveries = Box::pin(deliveries);
     let mut in_flight = FuturesUnordered::new();
     loop {
@@ -249,10 +251,12 @@ pub async fn consume_with(
             }
         }
     }
-    // The receive waiting for the next message goes first: left pending, it would take a
-    // message that a held delivery hands back below and strand it (on Service Bus, locked
-    // for nobody until the lock expires).
+    // The receive waiting for the next message goes first, then the subscription stops: left
+    // receiving, it would take a message that a held delivery hands back below and strand it
+    // (on Service Bus, locked for nobody until the lock expires; on RabbitMQ, returned again
+    // when the channel closes, and counted).
     drop(deliveries);
+    subscription.lock().await.stop().await;
     while in_flight.next().await.is_some() {}
     tracing::info!(subscription = %name, "consumer stopped");
 }

@@ -2,8 +2,8 @@
 //! group) gets every event at least once.
 //!
 //! - [`memory`]: the in-process topic (the embedded default).
-//! - [`rabbitmq`]: the RabbitMQ topic (durable queues per subscription, publisher confirms,
-//!   retry queues with growing delays, dead-letter queues, reconnects).
+//! - [`rabbitmq`]: the RabbitMQ topic (quorum queues per subscription with a delivery limit,
+//!   publisher confirms, retry queues with growing delays, dead-letter queues, reconnects).
 //! - `service_bus` (feature `azure`): the Azure Service Bus topic (REST, peek-lock, abandon
 //!   with the retry delay, dead-lettering by the subscriptions' max delivery count).
 //! - [`consumer`]: the loop that runs a handler over a subscription with bounded concurrency,
@@ -103,6 +103,10 @@ pub trait EventBus: Send + Sync + 'static {
 pub trait Subscription: Send {
     /// The next delivery; `None` once the topic is closed.
     async fn next(&mut self) -> Option<Delivery>;
+
+    /// Stops receiving: deliveries already handed out can still be settled, and those handed
+    /// back from now on go to other consumers. Called when a consumer shuts down.
+    async fn stop(&mut self) {}
 }
 
 /// One delivery of one event. Settle it with `ack` after the side effect, or `nack` with the
@@ -121,8 +125,8 @@ pub trait Settle: Send {
     /// dead-lettered once its attempts are spent.
     async fn nack(self: Box<Self>, reason: String);
     /// Hands the delivery back untried (the consumer is stopping while it waited out an
-    /// outage): it comes again at once, and the attempt is not counted where the topic's own
-    /// count allows (Service Bus counts every lock).
+    /// outage): it comes again at once. The in-process topic does not count it as an attempt;
+    /// RabbitMQ's quorum queues and Service Bus count every delivery the broker made.
     async fn release(self: Box<Self>);
     /// Called while the consumer holds the delivery through an outage or a lease: keeps it
     /// from being taken back (Service Bus renews the lock when it is due).
