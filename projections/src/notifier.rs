@@ -9,7 +9,7 @@
 //! event (the topic never saw it settled) takes the claim over and sends. No push is lost;
 //! one is sent twice only when a notifier dies after the push service answered and before it
 //! completed the claim, and the device collapses those two because each notification carries
-//! its event id as the collapse key (see `docs/notifications.md`).
+//! its event id as the collapse key (see "What is promised" in `docs/mobile.md`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
