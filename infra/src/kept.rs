@@ -163,7 +163,7 @@ fn load(conn: &Connection) -> rusqlite::Result<Kept> {
         kept.index.push(entry?);
     }
     let mut dead = conn.prepare(
-        "SELECT subscription, event, attempts, reason FROM dead_letters ORDER BY at, event_id",
+        "SELECT subscription, event, attempts, reason, at FROM dead_letters ORDER BY at, event_id",
     )?;
     let rows = dead.query_map([], |row| {
         Ok((
@@ -171,16 +171,18 @@ fn load(conn: &Connection) -> rusqlite::Result<Kept> {
             row.get::<_, String>(1)?,
             row.get::<_, i64>(2)?,
             row.get::<_, String>(3)?,
+            row.get::<_, i64>(4)?,
         ))
     })?;
     for row in rows {
-        let (subscription, event, attempts, reason) = row?;
+        let (subscription, event, attempts, reason, at) = row?;
         match serde_json::from_str::<RecordedEvent>(&event) {
             Ok(event) => kept.dead_letters.push(DeadLetter {
                 subscription,
                 event,
                 attempts: attempts as u32,
                 reason,
+                dead_at: chrono::DateTime::from_timestamp(at, 0),
             }),
             Err(error) => tracing::warn!(%error, %subscription, "an unreadable kept dead letter"),
         }
@@ -244,7 +246,7 @@ fn commit(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
                     event,
                     dead.attempts,
                     dead.reason,
-                    now
+                    dead.dead_at.map_or(now, |at| at.timestamp())
                 ])?;
             }
             Keep::NoLongerDead(subscription, event_id) => {
@@ -275,6 +277,7 @@ mod tests {
                 event: event.clone(),
                 attempts: 5,
                 reason: "undecodable".into(),
+                dead_at: chrono::DateTime::from_timestamp(1_790_000_000, 0),
             };
             file.keep(vec![
                 Keep::Done("notified:1".into()),
@@ -311,5 +314,10 @@ mod tests {
         assert_eq!(kept.dead_letters.len(), 1, "the discarded one is gone");
         assert_eq!(kept.dead_letters[0].subscription, "notifier");
         assert_eq!(kept.dead_letters[0].event, event);
+        assert_eq!(
+            kept.dead_letters[0].dead_at,
+            chrono::DateTime::from_timestamp(1_790_000_000, 0),
+            "when it was parked"
+        );
     }
 }

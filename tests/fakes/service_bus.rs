@@ -23,6 +23,12 @@
 //!   `DeadLetterReason` `MaxDeliveryCountExceeded`. The dead-letter queue is read the same way,
 //!   and never dead-letters again.
 //!
+//! - *Topic filters and actions* (SQL filter `sys.To IS NULL OR sys.To = '{name}'`, the rule
+//!   `docs/deploy-azure.md` gives each subscription in place of `$Default`): a message with a
+//!   `To` reaches only the subscription of that name; one without reaches all. With
+//!   [`ServiceBusConfig::routes_by_to`] off, every subscription keeps `$Default` (the true
+//!   filter) and gets every message.
+//!
 //! Locks run on Tokio's clock; the configured lock duration and windows are short in tests.
 
 use std::collections::HashMap;
@@ -58,6 +64,8 @@ pub struct ServiceBusConfig {
     pub lock_duration: Duration,
     pub max_delivery_count: u32,
     pub duplicate_detection_window: Duration,
+    /// Whether the subscriptions have the `To` rule of the deploy guide (see the module docs).
+    pub routes_by_to: bool,
 }
 
 impl ServiceBusConfig {
@@ -75,6 +83,7 @@ impl ServiceBusConfig {
             lock_duration: Duration::from_secs(2),
             max_delivery_count,
             duplicate_detection_window: Duration::from_secs(600),
+            routes_by_to: true,
         }
     }
 }
@@ -192,6 +201,7 @@ struct Message {
     sequence: i64,
     message_id: String,
     label: Option<String>,
+    to: Option<String>,
     content_type: Option<String>,
     body: Bytes,
     enqueued: DateTime<Utc>,
@@ -396,6 +406,7 @@ fn send(shared: &Shared, headers: &HeaderMap, body: Bytes) -> Answer {
         sequence,
         message_id,
         label: text("Label"),
+        to: text("To"),
         content_type: headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -406,8 +417,12 @@ fn send(shared: &Shared, headers: &HeaderMap, body: Bytes) -> Answer {
         lock: None,
         dead_letter_reason: None,
     };
-    for subscription in state.subscriptions.values_mut() {
-        subscription.active.push(message.clone());
+    let routes_by_to = shared.config.routes_by_to;
+    for (name, subscription) in state.subscriptions.iter_mut() {
+        let filtered_out = routes_by_to && message.to.as_ref().is_some_and(|to| to != name);
+        if !filtered_out {
+            subscription.active.push(message.clone());
+        }
     }
     drop(state);
     shared.arrived.notify_waiters();
@@ -460,6 +475,7 @@ fn take(shared: &Shared, sub: &str, dead: bool) -> Option<Answer> {
         "EnqueuedSequenceNumber": message.sequence,
         "EnqueuedTimeUtc": http_date(message.enqueued),
         "Label": message.label,
+        "To": message.to,
         "LockToken": lock.token.to_string(),
         "LockedUntilUtc": http_date(lock.until_utc),
         "MessageId": message.message_id,

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{BusError, DeadLetter, EventBus, Receipt, RetryPolicy};
+use super::{BusError, DeadLetter, DeadLetterFilter, EventBus, Receipt, RetryPolicy};
 
 /// The subscriptions every case's bus is built with.
 pub const SUBSCRIPTIONS: &[&str] = &["a", "b"];
@@ -88,6 +88,7 @@ macro_rules! event_bus_conformance {
             an_empty_batch_is_safe_at_once,
             an_outage_holds_deliveries_without_spending_their_attempts,
             a_consumer_stopping_during_an_outage_hands_its_deliveries_back,
+            dead_letters_are_redriven_to_their_subscription_or_discarded,
         );
     };
     (@cases $factory:path; $($case:ident),+ $(,)?) => {
@@ -212,6 +213,7 @@ pub async fn after_max_attempts_the_event_is_dead_lettered_with_the_last_reason(
     .await;
     let b = spawn_consumer(bus.clone(), "b", ack_all).await;
     let sent = events(1);
+    let before = Utc::now();
 
     settled(publish(&bus, &sent).await).await;
     let deadline = Instant::now() + WAIT;
@@ -232,11 +234,14 @@ pub async fn after_max_attempts_the_event_is_dead_lettered_with_the_last_reason(
         }
         _ => "failure 3".into(),
     };
+    let dead_at = dead.first().and_then(|d| d.dead_at);
+    assert_parked_between(dead_at, before);
     let expected = DeadLetter {
         subscription: "a".into(),
         event: sent[0].clone(),
         attempts: 3,
         reason,
+        dead_at,
     };
     assert_eq!(
         dead,
@@ -251,6 +256,154 @@ pub async fn after_max_attempts_the_event_is_dead_lettered_with_the_last_reason(
         "reading the dead letters does not take them away"
     );
     assert_eq!(b.seen().len(), 1, "another subscription is not affected");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A dead letter's time, where the topic records one, is between `before` and now (to the
+/// second: brokers keep whole seconds).
+fn assert_parked_between(dead_at: Option<chrono::DateTime<Utc>>, before: chrono::DateTime<Utc>) {
+    if let Some(at) = dead_at {
+        let earliest = before - chrono::Duration::seconds(1);
+        let latest = Utc::now() + chrono::Duration::seconds(1);
+        assert!(
+            earliest <= at && at <= latest,
+            "parked at {at}, not between {before} and now"
+        );
+    }
+}
+
+/// Dead letters are an operator's to act on: one re-driven goes back to its own subscription
+/// only, as a first delivery of the same event; a discarded one is gone for good; a filter
+/// selects a set; nothing is re-driven twice.
+pub async fn dead_letters_are_redriven_to_their_subscription_or_discarded(bus: Arc<dyn EventBus>) {
+    let mended = Arc::new(AtomicBool::new(false));
+    let fixed = mended.clone();
+    let a = spawn_consumer(bus.clone(), "a", move |_, attempt| {
+        if fixed.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(format!("not mended yet ({attempt})"))
+        }
+    })
+    .await;
+    let b = spawn_consumer(bus.clone(), "b", ack_all).await;
+    let mut sent = events(3);
+    sent[2].event_type = "OrderFlagged".into();
+    let before = Utc::now();
+    settled(publish(&bus, &sent).await).await;
+
+    let deadline = Instant::now() + WAIT;
+    let dead = loop {
+        let dead = dead_letters(&bus).await;
+        if dead.len() >= 3 {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "three dead letters: {dead:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut listed: Vec<Uuid> = dead.iter().map(|d| d.event.event_id).collect();
+    listed.sort();
+    assert_eq!(listed, event_ids(&sent), "each event once");
+    for letter in &dead {
+        assert_eq!(
+            (letter.subscription.as_str(), letter.attempts),
+            ("a", 3),
+            "{letter:?}"
+        );
+        assert!(!letter.reason.is_empty(), "a reason: {letter:?}");
+        assert_parked_between(letter.dead_at, before);
+    }
+    mended.store(true, Ordering::SeqCst);
+    let seen_before = a.seen().len();
+
+    let redriven = bus
+        .redrive(&DeadLetterFilter::one("a", sent[0].event_id))
+        .await
+        .unwrap_or_else(|e| panic!("redrive failed: {e}"));
+    assert_eq!(
+        redriven
+            .iter()
+            .map(|d| d.event.event_id)
+            .collect::<Vec<_>>(),
+        [sent[0].event_id],
+        "one re-driven"
+    );
+    eventually("a gets the re-driven event again", || {
+        a.seen().len() > seen_before
+    })
+    .await;
+    let again = &a.seen()[seen_before];
+    assert_eq!(again.event, sent[0], "the same event, unchanged");
+    assert_eq!(again.attempt, 1, "a fresh retry budget");
+
+    let discarded = bus
+        .discard(
+            &DeadLetterFilter::one("a", sent[1].event_id),
+            "operator: the order was settled by hand",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("discard failed: {e}"));
+    assert_eq!(
+        discarded
+            .iter()
+            .map(|d| d.event.event_id)
+            .collect::<Vec<_>>(),
+        [sent[1].event_id],
+        "one discarded"
+    );
+    let left = dead_letters(&bus).await;
+    assert_eq!(
+        left.iter().map(|d| d.event.event_id).collect::<Vec<_>>(),
+        [sent[2].event_id],
+        "the re-driven and the discarded are no longer dead"
+    );
+
+    let elsewhere = DeadLetterFilter {
+        subscription: Some("b".into()),
+        ..DeadLetterFilter::default()
+    };
+    assert_eq!(
+        bus.redrive(&elsewhere).await.map(|d| d.len()),
+        Ok(0),
+        "b has none"
+    );
+    let flagged = DeadLetterFilter {
+        event_type: Some("OrderFlagged".into()),
+        ..DeadLetterFilter::default()
+    };
+    let redriven = bus
+        .redrive(&flagged)
+        .await
+        .unwrap_or_else(|e| panic!("redrive failed: {e}"));
+    assert_eq!(redriven.len(), 1, "the filtered set: {redriven:?}");
+    eventually("a gets the flagged event again", || {
+        a.seen()[seen_before..]
+            .iter()
+            .any(|s| s.event.event_id == sent[2].event_id)
+    })
+    .await;
+    assert_eq!(
+        bus.redrive(&DeadLetterFilter::default())
+            .await
+            .map(|d| d.len()),
+        Ok(0),
+        "nothing is left to re-drive"
+    );
+
+    tokio::time::sleep(QUIET).await;
+    let after: Vec<Uuid> = ids(&a.seen()[seen_before..]);
+    assert_eq!(
+        after,
+        [sent[0].event_id, sent[2].event_id],
+        "each re-driven event once, the discarded one never"
+    );
+    assert_eq!(
+        b.seen().len(),
+        3,
+        "another subscription gets no re-driven copy"
+    );
+    assert_eq!(dead_letters(&bus).await, vec![], "no dead letter left");
     a.stop().await;
     b.stop().await;
 }

@@ -12,13 +12,18 @@ use async_trait::async_trait;
 use domain::RecordedEvent;
 use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot};
 
-use super::{BusError, DeadLetter, Delivery, EventBus, Receipt, RetryPolicy, Settle, Subscription};
+use super::{
+    BusError, DeadLetter, DeadLetterFilter, Delivery, EventBus, Receipt, RetryPolicy, Settle,
+    Subscription,
+};
 use crate::kept::{Keep, KeptFile};
 
 struct Message {
     event: RecordedEvent,
     attempt: u32,
     batch: Arc<Batch>,
+    /// Re-driven from the dead letters: its kept dead letter is removed once it is acked.
+    redriven: bool,
 }
 
 /// Counts the settlements a published batch still waits for.
@@ -28,6 +33,14 @@ struct Batch {
 }
 
 impl Batch {
+    /// A batch nobody waits for (a re-driven dead letter, long past the relay's checkpoint).
+    fn detached() -> Arc<Self> {
+        Arc::new(Self {
+            remaining: AtomicUsize::new(1),
+            done: Mutex::new(None),
+        })
+    }
+
     fn settle_one(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
             && let Some(done) = self.done.lock().ok().and_then(|mut d| d.take())
@@ -99,6 +112,7 @@ impl EventBus for MemoryBus {
                     event: event.clone(),
                     attempt: 1,
                     batch: batch.clone(),
+                    redriven: false,
                 };
                 queue
                     .sender
@@ -129,6 +143,67 @@ impl EventBus for MemoryBus {
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
         Ok(self.dead.lock().map(|d| d.clone()).unwrap_or_default())
+    }
+
+    async fn redrive(&self, which: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
+        let chosen = self.take_dead(which);
+        for letter in &chosen {
+            let Some(queue) = self.queues.iter().find(|q| q.name == letter.subscription) else {
+                continue;
+            };
+            tracing::info!(subscription = %letter.subscription, event_id = %letter.event.event_id, "dead letter re-driven");
+            let message = Message {
+                event: letter.event.clone(),
+                attempt: 1,
+                batch: Batch::detached(),
+                redriven: true,
+            };
+            // Its kept dead letter stays until the copy is acked: a restart before that lists
+            // it again instead of losing it with the in-memory queue.
+            if queue.sender.send(message).is_err() {
+                return Err(BusError::Unavailable("topic closed".into()));
+            }
+        }
+        Ok(chosen)
+    }
+
+    async fn discard(
+        &self,
+        which: &DeadLetterFilter,
+        reason: &str,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        let chosen = self.take_dead(which);
+        if let Some(kept) = &self.kept {
+            let gone = chosen
+                .iter()
+                .map(|l| Keep::NoLongerDead(l.subscription.clone(), l.event.event_id))
+                .collect();
+            if let Err(error) = kept.keep(gone).await {
+                // Back as they were: what the file still holds must stay listed.
+                if let Ok(mut dead) = self.dead.lock() {
+                    dead.extend(chosen);
+                }
+                return Err(BusError::Unavailable(format!(
+                    "the discard could not be kept: {error}"
+                )));
+            }
+        }
+        for letter in &chosen {
+            super::log_discarded(letter, reason);
+        }
+        Ok(chosen)
+    }
+}
+
+impl MemoryBus {
+    /// Takes the dead letters `which` selects out of the list.
+    fn take_dead(&self, which: &DeadLetterFilter) -> Vec<DeadLetter> {
+        let Ok(mut dead) = self.dead.lock() else {
+            return Vec::new();
+        };
+        let (chosen, rest) = dead.drain(..).partition(|l| which.matches(l));
+        *dead = rest;
+        chosen
     }
 }
 
@@ -185,6 +260,7 @@ impl MemorySettle {
                 event: message.event.clone(),
                 attempts: message.attempt,
                 reason,
+                dead_at: Some(chrono::Utc::now()),
             };
             if let Ok(mut dead) = self.dead.lock() {
                 dead.push(letter.clone());
@@ -233,6 +309,14 @@ impl MemorySettle {
 impl Settle for MemorySettle {
     async fn ack(mut self: Box<Self>) {
         if let Some(message) = self.message.take() {
+            if message.redriven
+                && let Some(kept) = &self.kept
+            {
+                let gone = Keep::NoLongerDead(self.queue.name.clone(), message.event.event_id);
+                if let Err(error) = kept.keep(vec![gone]).await {
+                    tracing::warn!(%error, event_id = %message.event.event_id, "a re-driven dead letter was handled but stays kept; a restart lists it again");
+                }
+            }
             message.batch.settle_one();
         }
     }
@@ -397,6 +481,56 @@ mod tests {
         );
         assert_eq!(dead[0].reason, "failure 3");
         assert_eq!(dead[0].subscription, "a");
+    }
+
+    /// The in-process queue is memory: a re-driven dead letter stays in the kept file until its
+    /// copy is acked, so a restart before then lists it again instead of losing it; a discard
+    /// is kept before it answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redriven_dead_letter_stays_kept_until_its_copy_is_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kept.db");
+        let kept_dead = || KeptFile::open(&path).unwrap().1.dead_letters;
+        let (file, kept) = KeptFile::open(&path).unwrap();
+        let bus = MemoryBus::new(&["a"], quick(1)).keeping(Arc::new(file), kept.dead_letters);
+        let mut subscription = bus.subscribe("a").await.unwrap();
+        let (poison, other) = (event(1), event(2));
+        let receipt = bus
+            .publish(vec![poison.clone(), other.clone()])
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let delivery = subscription.next().await.unwrap();
+            delivery.settle.nack("boom".into()).await;
+        }
+        receipt.await.unwrap();
+        assert_eq!(kept_dead().len(), 2, "both dead letters are kept");
+
+        let redriven = bus
+            .redrive(&DeadLetterFilter::one("a", poison.event_id))
+            .await
+            .unwrap();
+        assert_eq!(redriven.len(), 1);
+        let again = subscription.next().await.unwrap();
+        assert_eq!((again.event.event_id, again.attempt), (poison.event_id, 1));
+        assert_eq!(kept_dead().len(), 2, "kept until the copy is handled");
+        again.settle.ack().await;
+        let left = kept_dead();
+        assert_eq!(
+            left.iter().map(|d| d.event.event_id).collect::<Vec<_>>(),
+            [other.event_id]
+        );
+
+        let discarded = bus
+            .discard(&DeadLetterFilter::default(), "operator: not needed")
+            .await
+            .unwrap();
+        assert_eq!(discarded.len(), 1);
+        assert!(
+            kept_dead().is_empty(),
+            "a discard is kept before it answers"
+        );
+        assert!(bus.dead_letters().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -10,6 +10,10 @@
 //!   acking after the handler's side effect, nacking (retry, then dead letter) when the
 //!   message failed, and holding it through an engine outage behind a circuit breaker per
 //!   engine, without spending its attempts.
+//! - **Dead letters** are the operators' to act on through the same port: list them
+//!   ([`EventBus::dead_letters`]), send a selection back to its subscription
+//!   ([`EventBus::redrive`]) or remove it with a logged reason ([`EventBus::discard`]),
+//!   selected by a [`DeadLetterFilter`].
 //! - [`conformance`]: the port's one conformance suite. Every adapter runs it through
 //!   [`event_bus_conformance!`](crate::event_bus_conformance), so they all keep the same
 //!   promises: every subscription gets every event, retries with growing delays, dead letters
@@ -23,8 +27,10 @@ pub mod rabbitmq;
 pub mod service_bus;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use domain::RecordedEvent;
 use futures_util::future::BoxFuture;
+use uuid::Uuid;
 
 pub use consumer::{Breakers, EngineDown, Handler, consume, consume_with};
 pub use memory::MemoryBus;
@@ -42,13 +48,77 @@ pub enum BusError {
     UnknownSubscription(String),
 }
 
-/// A message given up on after the retry budget, with why.
+/// A message given up on after the retry budget, with why and when.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     pub subscription: String,
     pub event: RecordedEvent,
     pub attempts: u32,
     pub reason: String,
+    /// When it was parked, where the topic records it (the in-process topic and RabbitMQ do;
+    /// Service Bus keeps no such time, so `None` there).
+    pub dead_at: Option<DateTime<Utc>>,
+}
+
+/// Which dead letters an operator means: every field set must match, and a filter with
+/// nothing set means all of them ([`DeadLetterFilter::everything`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    pub subscription: Option<String>,
+    /// Any of these events; empty for any event.
+    pub event_ids: Vec<Uuid>,
+    pub event_type: Option<String>,
+    pub stream_id: Option<String>,
+}
+
+impl DeadLetterFilter {
+    /// One subscription's dead letter of one event.
+    pub fn one(subscription: &str, event_id: Uuid) -> Self {
+        Self {
+            subscription: Some(subscription.to_owned()),
+            event_ids: vec![event_id],
+            ..Self::default()
+        }
+    }
+
+    /// Whether this selects every dead letter of every subscription.
+    pub fn everything(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        self.subscription
+            .as_ref()
+            .is_none_or(|s| *s == letter.subscription)
+            && (self.event_ids.is_empty() || self.event_ids.contains(&letter.event.event_id))
+            && self
+                .event_type
+                .as_ref()
+                .is_none_or(|t| *t == letter.event.event_type)
+            && self
+                .stream_id
+                .as_ref()
+                .is_none_or(|s| *s == letter.event.stream_id)
+    }
+
+    /// Whether this can select anything of `subscription` (so an adapter skips the rest).
+    pub fn covers(&self, subscription: &str) -> bool {
+        self.subscription.as_ref().is_none_or(|s| s == subscription)
+    }
+}
+
+/// The one log line of a discarded dead letter: operators find why it went in the logs.
+fn log_discarded(letter: &DeadLetter, reason: &str) {
+    tracing::warn!(
+        subscription = %letter.subscription,
+        event_id = %letter.event.event_id,
+        event_type = %letter.event.event_type,
+        stream_id = %letter.event.stream_id,
+        attempts = letter.attempts,
+        dead_letter_reason = %letter.reason,
+        %reason,
+        "dead letter discarded"
+    );
 }
 
 /// How a subscription retries: `max_attempts` deliveries in all, waiting `base_delay`,
@@ -83,8 +153,23 @@ pub trait EventBus: Send + Sync + 'static {
     /// Joins the named consumer group; handles to one name compete for its messages.
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, BusError>;
 
-    /// Messages dead-lettered so far, for operators and tests.
+    /// Messages dead-lettered so far, for operators and tests, oldest first per subscription.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// Sends the dead letters `which` selects back to their own subscription's queue (and only
+    /// there), as the same message with the same event: consumers, idempotent by event, may
+    /// see it again as a new delivery with a fresh retry budget. Answers what it re-drove.
+    /// A dead letter is taken out of the dead-letter queue only once its copy is safely
+    /// queued, so a failure midway leaves it where it was.
+    async fn redrive(&self, which: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// Removes the dead letters `which` selects for good, logging each one with `reason`
+    /// (at warn, with the event), and answers what it removed.
+    async fn discard(
+        &self,
+        which: &DeadLetterFilter,
+        reason: &str,
+    ) -> Result<Vec<DeadLetter>, BusError>;
 
     /// Whether the topic answers (for `/ready`). An in-process topic always does.
     async fn ping(&self) -> Result<(), BusError> {

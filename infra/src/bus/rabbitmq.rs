@@ -48,6 +48,11 @@
 //! [`EventBus::dead_letters`] reads the dead-letter queues with `basic.get` and hands every message
 //! back (`basic.nack`, requeue) before it returns; reads are serialised within a process, but a
 //! read in another process at the same moment sees fewer (an operator's view, not a ledger).
+//! [`EventBus::redrive`] reads the same way and publishes each selected message (confirmed) to
+//! the subscription's own queue through the default exchange, same body, same `message_id`,
+//! `x-attempt` 1 and without the dead-letter headers, and only then acks the dead letter;
+//! [`EventBus::discard`] acks the selected ones and logs them. A handler's dead letter carries
+//! `x-orderflow-dead-at`; a broker-parked one has its `x-death` time.
 //!
 //! **Unsettled deliveries.** Dropping a [`Delivery`] without settling it counts as a failed attempt,
 //! as the port says: its `Drop` spawns the same nack (on the current Tokio runtime). If that cannot
@@ -77,6 +82,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use domain::RecordedEvent;
 use futures_util::StreamExt;
 use lapin::message::Delivery as AmqpDelivery;
@@ -94,7 +100,10 @@ use lapin::{
 use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
-use super::{BusError, DeadLetter, Delivery, EventBus, Receipt, RetryPolicy, Settle, Subscription};
+use super::{
+    BusError, DeadLetter, DeadLetterFilter, Delivery, EventBus, Receipt, RetryPolicy, Settle,
+    Subscription,
+};
 
 /// Names start with this unless the URL has `?prefix=NAME`.
 pub const DEFAULT_PREFIX: &str = "orderflow";
@@ -106,6 +115,8 @@ const ATTEMPT: &str = "x-attempt";
 const DELIVERY_COUNT: &str = "x-delivery-count";
 const REASON: &str = "x-orderflow-reason";
 const SUBSCRIPTION: &str = "x-orderflow-subscription";
+/// When a handler's last failure parked the message (milliseconds since the epoch).
+const DEAD_AT: &str = "x-orderflow-dead-at";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -284,69 +295,194 @@ impl EventBus for RabbitBus {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
+        self.on_dead_letters(&DeadLetterFilter::default(), Act::List)
+            .await
+    }
+
+    async fn redrive(&self, which: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
+        self.on_dead_letters(which, Act::Redrive).await
+    }
+
+    async fn discard(
+        &self,
+        which: &DeadLetterFilter,
+        reason: &str,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.on_dead_letters(which, Act::Discard(reason)).await
+    }
+}
+
+/// What to do with the dead letters a filter selects.
+#[derive(Clone, Copy)]
+enum Act<'a> {
+    List,
+    Redrive,
+    Discard(&'a str),
+}
+
+impl RabbitBus {
+    /// Reads the dead-letter queues of the subscriptions `which` covers with `basic.get`, acts
+    /// on each dead letter it selects, and hands every message it did not take back
+    /// (`basic.nack`, requeue) before it returns. A re-driven copy is published (confirmed) to
+    /// the subscription's queue before its dead letter is acked, so a failure in between leaves
+    /// a duplicate, never a loss.
+    async fn on_dead_letters(
+        &self,
+        which: &DeadLetterFilter,
+        act: Act<'_>,
+    ) -> Result<Vec<DeadLetter>, BusError> {
         let _one_reader = self.shared.reading_dead_letters.lock().await;
         let channel = self.shared.consumers.channel().await?;
-        let mut dead = Vec::new();
+        let mut chosen = Vec::new();
         let mut result = Ok(());
         for names in &self.shared.topology.subscriptions {
-            if let Err(error) =
-                read_dead_letters(&channel, names, &self.shared.topology.policy, &mut dead).await
+            if !which.covers(&names.subscription) {
+                continue;
+            }
+            if let Err(error) = self
+                .act_on_queue(&channel, names, which, act, &mut chosen)
+                .await
             {
                 result = Err(error);
                 break;
             }
         }
-        // Hand back everything this channel holds; closing it would too, if the nack got lost.
+        // Hand back everything this channel still holds; closing it would too, if the nack got lost.
         let hand_back = BasicNackOptions {
             multiple: true,
             requeue: true,
         };
         let _ = channel.basic_nack(0, hand_back).await;
         let _ = channel.close(200, "OK".into()).await;
-        result.map(|()| dead)
+        result.map(|()| chosen)
+    }
+
+    async fn act_on_queue(
+        &self,
+        channel: &Channel,
+        names: &Names,
+        which: &DeadLetterFilter,
+        act: Act<'_>,
+        into: &mut Vec<DeadLetter>,
+    ) -> Result<(), BusError> {
+        let policy = &self.shared.topology.policy;
+        for _ in 0..DEAD_LETTER_READ_LIMIT {
+            let got = channel
+                .basic_get(
+                    names.dead.as_str().into(),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await
+                .map_err(|e| amqp_error("read the dead-letter queue", e))?;
+            let Some(message) = got else {
+                return Ok(());
+            };
+            let delivery = &message.delivery;
+            let event = match serde_json::from_slice::<RecordedEvent>(&delivery.data) {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::warn!(queue = %names.dead, %error, "undecodable dead letter skipped");
+                    continue;
+                }
+            };
+            let letter = dead_letter(names, event, &delivery.properties, policy);
+            if !which.matches(&letter) {
+                continue;
+            }
+            let tag = delivery.delivery_tag;
+            let single = BasicAckOptions { multiple: false };
+            match act {
+                Act::List => {}
+                Act::Redrive => {
+                    let copy = Outgoing {
+                        exchange: String::new(),
+                        routing_key: names.queue.clone(),
+                        body: delivery.data.clone(),
+                        properties: redriven(&delivery.properties),
+                    };
+                    self.shared.publisher.send_confirmed(vec![copy]).await?;
+                    channel
+                        .basic_ack(tag, single)
+                        .await
+                        .map_err(|e| amqp_error("take a re-driven dead letter out", e))?;
+                    tracing::info!(subscription = %letter.subscription, event_id = %letter.event.event_id, "dead letter re-driven");
+                }
+                Act::Discard(reason) => {
+                    channel
+                        .basic_ack(tag, single)
+                        .await
+                        .map_err(|e| amqp_error("discard a dead letter", e))?;
+                    super::log_discarded(&letter, reason);
+                }
+            }
+            into.push(letter);
+        }
+        tracing::warn!(queue = %names.dead, limit = DEAD_LETTER_READ_LIMIT, "dead letters read up to the limit");
+        Ok(())
     }
 }
 
-async fn read_dead_letters(
-    channel: &Channel,
+/// A dead letter as its message says: parked by a handler (our headers) or by the broker's
+/// delivery limit (its `x-death` history).
+fn dead_letter(
     names: &Names,
+    event: RecordedEvent,
+    properties: &BasicProperties,
     policy: &RetryPolicy,
-    into: &mut Vec<DeadLetter>,
-) -> Result<(), BusError> {
-    for _ in 0..DEAD_LETTER_READ_LIMIT {
-        let got = channel
-            .basic_get(
-                names.dead.as_str().into(),
-                BasicGetOptions { no_ack: false },
-            )
-            .await
-            .map_err(|e| amqp_error("read the dead-letter queue", e))?;
-        let Some(message) = got else {
-            return Ok(());
-        };
-        let properties = &message.delivery.properties;
-        match serde_json::from_slice::<RecordedEvent>(&message.delivery.data) {
-            Ok(event) => {
-                let attempts = header_u32(properties, ATTEMPT).unwrap_or(1);
-                let (attempts, reason) = match header_string(properties, REASON) {
-                    Some(reason) => (attempts, reason),
-                    // Parked by the broker (its delivery limit), not by a handler.
-                    None => (attempts.max(policy.max_attempts), broker_reason(properties)),
-                };
-                into.push(DeadLetter {
-                    subscription: names.subscription.clone(),
-                    event,
-                    attempts,
-                    reason,
-                });
-            }
-            Err(error) => {
-                tracing::warn!(queue = %names.dead, %error, "undecodable dead letter skipped")
-            }
-        }
+) -> DeadLetter {
+    let attempts = header_u32(properties, ATTEMPT).unwrap_or(1);
+    let (attempts, reason, dead_at) = match header_string(properties, REASON) {
+        Some(reason) => (attempts, reason, header_millis(properties, DEAD_AT)),
+        // Parked by the broker (its delivery limit), not by a handler.
+        None => (
+            attempts.max(policy.max_attempts),
+            broker_reason(properties),
+            broker_dead_at(properties),
+        ),
+    };
+    DeadLetter {
+        subscription: names.subscription.clone(),
+        event,
+        attempts,
+        reason,
+        dead_at,
     }
-    tracing::warn!(queue = %names.dead, limit = DEAD_LETTER_READ_LIMIT, "dead letters read up to the limit");
-    Ok(())
+}
+
+/// The properties of a re-driven copy: the original's (message id included), without the
+/// dead-lettering, as a first delivery.
+fn redriven(original: &BasicProperties) -> BasicProperties {
+    let properties = forwarded(original, 1, None);
+    let mut headers = properties
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default();
+    headers.retain(|key, _| ![REASON, SUBSCRIPTION, DEAD_AT].contains(&key.as_str()));
+    properties.with_headers(headers.into())
+}
+
+/// When the broker dead-lettered a message: the `time` of its newest `x-death` entry.
+fn broker_dead_at(properties: &BasicProperties) -> Option<DateTime<Utc>> {
+    let Some(AMQPValue::FieldArray(deaths)) = header(properties, "x-death") else {
+        return None;
+    };
+    let Some(AMQPValue::FieldTable(death)) = deaths.as_slice().first() else {
+        return None;
+    };
+    match death.inner().get("time") {
+        Some(AMQPValue::Timestamp(seconds)) => {
+            DateTime::from_timestamp(i64::try_from(*seconds).ok()?, 0)
+        }
+        _ => None,
+    }
+}
+
+fn header_millis(properties: &BasicProperties, key: &str) -> Option<DateTime<Utc>> {
+    match header(properties, key)? {
+        AMQPValue::LongLongInt(ms) => DateTime::from_timestamp_millis(*ms),
+        _ => None,
+    }
 }
 
 /// Why the broker dead-lettered a message, from its `x-death` history.
@@ -1195,14 +1331,22 @@ fn forwarded(
         .as_ref()
         .map(|h| h.inner().clone())
         .unwrap_or_default();
+    // The broker's own counts belong to the queue it came from: a copy starts afresh.
     headers.retain(|key, _| {
         let key = key.as_str();
-        key != "x-death" && !key.starts_with("x-first-death-") && !key.starts_with("x-last-death-")
+        key != "x-death"
+            && key != DELIVERY_COUNT
+            && !key.starts_with("x-first-death-")
+            && !key.starts_with("x-last-death-")
     });
     headers.insert(ATTEMPT.into(), AMQPValue::LongLongInt(attempt.into()));
     if let Some((subscription, reason)) = dead {
         headers.insert(SUBSCRIPTION.into(), long_string(subscription));
         headers.insert(REASON.into(), long_string(reason));
+        headers.insert(
+            DEAD_AT.into(),
+            AMQPValue::LongLongInt(Utc::now().timestamp_millis()),
+        );
     }
     original
         .clone()
@@ -1382,6 +1526,7 @@ pub(crate) mod tests {
         headers.insert("event_type".into(), long_string("OrderPlaced"));
         headers.insert("x-death".into(), AMQPValue::Void);
         headers.insert("x-first-death-queue".into(), long_string("q"));
+        headers.insert(DELIVERY_COUNT.into(), AMQPValue::LongLongInt(2));
         let original = BasicProperties::default()
             .with_message_id("id".into())
             .with_headers(headers);
@@ -1395,13 +1540,37 @@ pub(crate) mod tests {
             Some("OrderPlaced")
         );
         assert!(
-            header(&copy, "x-death").is_none() && header(&copy, "x-first-death-queue").is_none()
+            header(&copy, "x-death").is_none()
+                && header(&copy, "x-first-death-queue").is_none()
+                && header(&copy, DELIVERY_COUNT).is_none()
         );
         assert_eq!(
             copy.message_id().as_ref().map(ShortString::as_str),
             Some("id")
         );
         assert_eq!(clip("héllo", 2), "h", "clipped at a character boundary");
+        assert!(
+            header_millis(&copy, DEAD_AT).is_some(),
+            "when it was parked"
+        );
+
+        let again = redriven(&copy);
+        assert_eq!(
+            header_u32(&again, ATTEMPT),
+            Some(1),
+            "a first delivery again"
+        );
+        assert!(
+            [REASON, SUBSCRIPTION, DEAD_AT]
+                .iter()
+                .all(|key| header(&again, key).is_none()),
+            "a re-driven copy is no dead letter"
+        );
+        assert_eq!(
+            again.message_id().as_ref().map(ShortString::as_str),
+            Some("id"),
+            "the same message id"
+        );
     }
 
     /// Closes this test's own connections (matched by the prefix in their names) the way a

@@ -37,6 +37,18 @@
 //!   reading does not take them away. `attempts` is the policy's `max_attempts` (what the max
 //!   delivery count means), because the REST receive counts every read of the dead-letter queue
 //!   in `DeliveryCount` too. Several readers at once see fewer (an operator's view, not a ledger).
+//!   Service Bus records no time of dead-lettering, so `dead_at` is `None`.
+//! - [`EventBus::redrive`]: Service Bus cannot send to one subscription, so the copy goes to the
+//!   topic with `To` = the subscription's name, and each subscription's rule
+//!   (`sys.To IS NULL OR sys.To = '{name}'`, provisioned by `docs/deploy-azure.md`) lets only
+//!   that subscription take it; without the rules every subscription gets it again (harmless,
+//!   since every consumer is idempotent by event, but wasted work). The body is the same event;
+//!   the `MessageId` cannot be the event id, which duplicate detection would drop within its
+//!   window ("a message with a MessageId seen within the window is accepted and dropped"), so it
+//!   is `{event id}.{subscription}.{sequence number of the dead letter}`: the same on a retry of
+//!   the same re-drive, which duplicate detection then absorbs. The dead letter is completed
+//!   after the send succeeded. [`EventBus::discard`] completes the selected dead letters and
+//!   logs them.
 //!
 //! **Errors** all become [`BusError::Unavailable`] in [`service_bus_error`]; a refused SAS token
 //! (401) says so. [`Subscription::next`] never gives up while the bus is open: failed receives are
@@ -65,7 +77,10 @@ use azure_messaging_servicebus::service_bus::{
 use domain::RecordedEvent;
 use tokio::sync::{Mutex, watch};
 
-use super::{BusError, DeadLetter, Delivery, EventBus, Receipt, RetryPolicy, Settle, Subscription};
+use super::{
+    BusError, DeadLetter, DeadLetterFilter, Delivery, EventBus, Receipt, RetryPolicy, Settle,
+    Subscription,
+};
 
 /// The long poll of one receive unless configured otherwise (Service Bus allows up to 60 s).
 pub const DEFAULT_RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -278,15 +293,51 @@ impl EventBus for ServiceBusTopic {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
+        self.on_dead_letters(&DeadLetterFilter::default(), Act::List)
+            .await
+    }
+
+    async fn redrive(&self, which: &DeadLetterFilter) -> Result<Vec<DeadLetter>, BusError> {
+        self.on_dead_letters(which, Act::Redrive).await
+    }
+
+    async fn discard(
+        &self,
+        which: &DeadLetterFilter,
+        reason: &str,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.on_dead_letters(which, Act::Discard(reason)).await
+    }
+}
+
+/// What to do with the dead letters a filter selects.
+#[derive(Clone, Copy)]
+enum Act<'a> {
+    List,
+    Redrive,
+    Discard(&'a str),
+}
+
+impl ServiceBusTopic {
+    /// Peek-locks the dead-letter queues of the subscriptions `which` covers, acts on each
+    /// dead letter it selects, and unlocks everything it did not take before it returns.
+    async fn on_dead_letters(
+        &self,
+        which: &DeadLetterFilter,
+        act: Act<'_>,
+    ) -> Result<Vec<DeadLetter>, BusError> {
         let _one_reader = self.reading_dead_letters.lock().await;
-        let mut dead = Vec::new();
+        let mut chosen = Vec::new();
         let mut held = Vec::new();
         let mut result = Ok(());
         for name in &self.subscriptions {
+            if !which.covers(name) {
+                continue;
+            }
             let queue = format!("{name}/{DEAD_LETTER_QUEUE}");
             let receiver = self.client.subscription_receiver(&queue);
             if let Err(error) = self
-                .read_dead_letters(name, &receiver, &mut dead, &mut held)
+                .act_on_queue(name, &receiver, which, act, &mut chosen, &mut held)
                 .await
             {
                 result = Err(error);
@@ -299,15 +350,15 @@ impl EventBus for ServiceBusTopic {
                 tracing::debug!(error = %service_bus_error("unlock a dead letter", &error), "dead letter stays locked until its lock expires");
             }
         }
-        result.map(|()| dead)
+        result.map(|()| chosen)
     }
-}
 
-impl ServiceBusTopic {
-    async fn read_dead_letters(
+    async fn act_on_queue(
         &self,
         subscription: &str,
         receiver: &SubscriptionReceiver,
+        which: &DeadLetterFilter,
+        act: Act<'_>,
         into: &mut Vec<DeadLetter>,
         held: &mut Vec<PeekLockResponse>,
     ) -> Result<(), BusError> {
@@ -317,25 +368,86 @@ impl ServiceBusTopic {
             else {
                 return Ok(());
             };
-            match serde_json::from_str::<RecordedEvent>(&locked.body()) {
-                Ok(event) => into.push(DeadLetter {
-                    subscription: subscription.to_owned(),
-                    event,
-                    attempts: self.policy.max_attempts,
-                    reason: locked
-                        .custom_properties::<DeadLetterReason>()
-                        .map(|r| r.0)
-                        .unwrap_or_default(),
-                }),
+            let event = match serde_json::from_str::<RecordedEvent>(&locked.body()) {
+                Ok(event) => event,
                 Err(error) => {
-                    tracing::warn!(%subscription, %error, "undecodable dead letter skipped")
+                    tracing::warn!(%subscription, %error, "undecodable dead letter skipped");
+                    held.push(locked);
+                    continue;
+                }
+            };
+            let letter = DeadLetter {
+                subscription: subscription.to_owned(),
+                event,
+                attempts: self.policy.max_attempts,
+                reason: locked
+                    .custom_properties::<DeadLetterReason>()
+                    .map(|r| r.0)
+                    .unwrap_or_default(),
+                dead_at: None,
+            };
+            if !which.matches(&letter) {
+                held.push(locked);
+                continue;
+            }
+            if let Act::List = act {
+                into.push(letter);
+                held.push(locked);
+                continue;
+            }
+            if let Act::Redrive = act {
+                let sequence = locked
+                    .broker_properties()
+                    .map(|p| p.sequence_number)
+                    .unwrap_or_default();
+                let options = SendMessageOptions {
+                    content_type: Some("application/json".into()),
+                    broker_properties: Some(SettableBrokerProperties {
+                        message_id: Some(redrive_message_id(&letter, sequence)),
+                        label: Some(letter.event.event_type.clone()),
+                        to: Some(subscription.to_owned()),
+                        ..Default::default()
+                    }),
+                    custom_properties: None,
+                };
+                let sent = self
+                    .sender
+                    .lock()
+                    .await
+                    .send_message(&locked.body(), Some(options))
+                    .await;
+                if let Err(error) = sent {
+                    held.push(locked);
+                    return Err(service_bus_error("re-drive a dead letter", &error));
                 }
             }
-            held.push(locked);
+            // Completed only now: a failure before this leaves it dead (and a re-drive again
+            // sends the same message id, which duplicate detection drops).
+            locked
+                .delete_message()
+                .await
+                .map_err(|e| service_bus_error("take a dead letter out", &e))?;
+            match act {
+                Act::Discard(reason) => super::log_discarded(&letter, reason),
+                _ => {
+                    tracing::info!(%subscription, event_id = %letter.event.event_id, "dead letter re-driven")
+                }
+            }
+            into.push(letter);
         }
         tracing::warn!(%subscription, limit = DEAD_LETTER_READ_LIMIT, "dead letters read up to the limit");
         Ok(())
     }
+}
+
+/// A re-driven copy's `MessageId`: the event's id would be dropped by duplicate detection
+/// within its window, so the copy is named after the dead letter it came from (its subscription
+/// and sequence number), which is the same on every retry of the same re-drive.
+fn redrive_message_id(letter: &DeadLetter, sequence: i64) -> String {
+    format!(
+        "{}.{}.{sequence}",
+        letter.event.event_id, letter.subscription
+    )
 }
 
 /// Why Service Bus dead-lettered a message: its `DeadLetterReason` and
