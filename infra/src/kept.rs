@@ -182,12 +182,22 @@ fn load(conn: &Connection) -> rusqlite::Result<Kept> {
                 event,
                 attempts: attempts as u32,
                 reason,
-                dead_at: chrono::DateTime::from_timestamp(at, 0),
+                dead_at: parked_at(at),
             }),
             Err(error) => tracing::warn!(%error, %subscription, "an unreadable kept dead letter"),
         }
     }
     Ok(kept)
+}
+
+/// A dead letter's `at`: milliseconds since the epoch, or seconds in a file written by the
+/// first build that kept dead letters (no millisecond count is that small after 1973).
+fn parked_at(at: i64) -> Option<chrono::DateTime<Utc>> {
+    if at < 100_000_000_000 {
+        chrono::DateTime::from_timestamp(at, 0)
+    } else {
+        chrono::DateTime::from_timestamp_millis(at)
+    }
 }
 
 /// The writer thread: one transaction per batch of queued requests, until every sender is
@@ -246,7 +256,7 @@ fn commit(conn: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
                     event,
                     dead.attempts,
                     dead.reason,
-                    dead.dead_at.map_or(now, |at| at.timestamp())
+                    dead.dead_at.map_or(now * 1000, |at| at.timestamp_millis())
                 ])?;
             }
             Keep::NoLongerDead(subscription, event_id) => {
@@ -277,7 +287,7 @@ mod tests {
                 event: event.clone(),
                 attempts: 5,
                 reason: "undecodable".into(),
-                dead_at: chrono::DateTime::from_timestamp(1_790_000_000, 0),
+                dead_at: chrono::DateTime::from_timestamp_millis(1_790_000_000_123),
             };
             file.keep(vec![
                 Keep::Done("notified:1".into()),
@@ -316,8 +326,16 @@ mod tests {
         assert_eq!(kept.dead_letters[0].event, event);
         assert_eq!(
             kept.dead_letters[0].dead_at,
-            chrono::DateTime::from_timestamp(1_790_000_000, 0),
-            "when it was parked"
+            chrono::DateTime::from_timestamp_millis(1_790_000_000_123),
+            "when it was parked, to the millisecond"
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_kept_in_seconds_by_an_older_build_reads_as_seconds() {
+        assert_eq!(
+            parked_at(1_790_000_000),
+            chrono::DateTime::from_timestamp(1_790_000_000, 0)
         );
     }
 }

@@ -72,6 +72,16 @@ pub struct System {
     analytics_due: Arc<tokio::sync::Notify>,
     /// Each subscription's circuit breakers, per engine (read by `/ready`).
     breakers: [(&'static str, Arc<Breakers>); 3],
+    /// The topic a web process that runs no consumer opens for operators, on first use.
+    operators_topic: OperatorsTopic,
+}
+
+/// Where operators reach the topic's dead letters: this process's own topic, or, in a web
+/// process that consumes nothing, one opened when an operator first asks (taking orders must
+/// not wait for, or depend on, the topic).
+enum OperatorsTopic {
+    Own,
+    OnFirstUse(Box<Settings>, tokio::sync::OnceCell<Arc<dyn EventBus>>),
 }
 
 impl System {
@@ -97,6 +107,11 @@ impl System {
             // The web role only appends and reads: it needs no connection to the topic.
             Arc::new(MemoryBus::new(&[], settings.retry)) as Arc<dyn EventBus>
         };
+        let operators_topic = if uses_topic(settings) || scheme(&settings.bus) == "memory" {
+            OperatorsTopic::Own
+        } else {
+            OperatorsTopic::OnFirstUse(Box::new(settings.clone()), Default::default())
+        };
         let payments = Arc::new(SandboxPayments::new(views.clone()));
         let log_push = Arc::new(
             LogPush::new(views.clone(), settings.push_log.clone())
@@ -117,6 +132,7 @@ impl System {
             live: Arc::new(LiveFeed::default()),
             analytics_due: Arc::default(),
             breakers: SUBSCRIPTIONS.map(|name| (name, Arc::new(Breakers::new()))),
+            operators_topic,
             replays: Arc::new(crate::replays::Replays::new(store.clone(), views.clone())),
             store,
             bus,
@@ -127,6 +143,17 @@ impl System {
             payments,
             metrics: Arc::default(),
         }))
+    }
+
+    /// The topic whose dead letters operators list, re-drive and discard: the one this process
+    /// consumes from, or (a web process) one connected on first use.
+    pub async fn operators_topic(&self) -> anyhow::Result<Arc<dyn EventBus>> {
+        match &self.operators_topic {
+            OperatorsTopic::Own => Ok(self.bus.clone()),
+            OperatorsTopic::OnFirstUse(settings, topic) => {
+                topic.get_or_try_init(|| open_bus(settings)).await.cloned()
+            }
+        }
     }
 
     /// Starts the workers of this process's roles; they stop when `shutdown` turns true,

@@ -4,6 +4,7 @@ mod analysts;
 mod analytics;
 mod browser;
 mod commands;
+mod dead_letters;
 mod edge;
 mod loadgen;
 mod notifications;

@@ -86,6 +86,8 @@ struct State {
     installations: BTreeMap<String, Value>,
     sends: Vec<RecordedSend>,
     failures: VecDeque<Failure>,
+    /// Every send is refused with 400 while this is set (a bad template, say).
+    refusing_sends: bool,
     requests: usize,
 }
 
@@ -168,6 +170,12 @@ impl FakeNotificationHubs {
             .extend(std::iter::repeat_n(failure, times));
     }
 
+    /// Until called again with `false`, every send is answered `400 Bad Request`, as the
+    /// service answers a notification it cannot accept (an invalid payload or format).
+    pub fn refuse_sends(&self, refusing: bool) {
+        self.hub.state().refusing_sends = refusing;
+    }
+
     /// The fake's SAS check on its own: `Ok` if `authorization` grants access to `resource`
     /// (a full URI, as `sr` names it) now.
     pub fn check_token(&self, authorization: &str, resource: &str) -> Result<(), String> {
@@ -222,6 +230,16 @@ impl Hub {
                 }
                 Failure::Unavailable => answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             };
+        }
+        if parts.method == axum::http::Method::POST
+            && parts
+                .uri
+                .path()
+                .trim_end_matches('/')
+                .ends_with("/messages")
+            && self.state().refusing_sends
+        {
+            return bad_request("the notification payload is not valid");
         }
         let segments: Vec<&str> = parts
             .uri

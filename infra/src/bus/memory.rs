@@ -260,7 +260,10 @@ impl MemorySettle {
                 event: message.event.clone(),
                 attempts: message.attempt,
                 reason,
-                dead_at: Some(chrono::Utc::now()),
+                // To the millisecond, as the kept file holds it.
+                dead_at: chrono::DateTime::from_timestamp_millis(
+                    chrono::Utc::now().timestamp_millis(),
+                ),
             };
             if let Ok(mut dead) = self.dead.lock() {
                 dead.push(letter.clone());

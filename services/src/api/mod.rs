@@ -19,6 +19,7 @@ pub mod analytics;
 pub mod auth;
 pub mod body;
 pub mod catalog;
+pub mod dead_letters;
 pub mod edge;
 pub mod error;
 pub mod events;
@@ -130,6 +131,7 @@ pub fn router(state: AppState, web: bool) -> Router {
             .merge(events::router())
             .merge(analytics::router())
             .merge(replays::router())
+            .merge(dead_letters::router())
             .merge(live::router())
             .merge(crate::web::router(state.sign_in.config.issuer.as_deref()));
     }

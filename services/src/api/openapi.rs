@@ -23,6 +23,8 @@ Request bodies are JSON objects with no unknown fields, no key twice, and no con
         super::orders::order_events, super::catalog::catalog, super::catalog::restock,
         super::events::list_events, super::analytics::summary,
         super::replays::start_replay, super::replays::replay_status,
+        super::dead_letters::list_dead_letters, super::dead_letters::redrive,
+        super::dead_letters::discard,
         super::live::stream, super::live::put_installation, super::live::delete_installation,
         super::ops::dev_token, super::ops::auth_config, super::ops::me,
         super::ops::health, super::ops::ready, super::ops::metrics,
@@ -343,6 +345,18 @@ const TEXT_FIELDS: &[(&str, &str, Text, usize)] = &[
         domain::values::POSTAL_CODE_MAX,
     ),
     (
+        "Selection",
+        "event_type",
+        Text::Line,
+        super::dead_letters::EVENT_TYPE_MAX,
+    ),
+    (
+        "Selection",
+        "reason",
+        Text::Note,
+        super::dead_letters::REASON_MAX,
+    ),
+    (
         "CancelBody",
         "reason",
         Text::Note,
@@ -399,6 +413,19 @@ fn contract_rules(doc: &mut Value) {
         field["maxLength"] = json!(max);
     }
     // Enums from the lists the server checks against.
+    let subscriptions = json!(crate::system::SUBSCRIPTIONS);
+    // Optional in the body: `null` is as good as leaving it out.
+    let mut or_null = crate::system::SUBSCRIPTIONS.map(|s| json!(s)).to_vec();
+    or_null.push(Value::Null);
+    schemas["Selection"]["properties"]["subscription"]["enum"] = json!(or_null);
+    if let Some(parameter) = doc
+        .pointer_mut("/paths/~1api~1dead-letters/get/parameters")
+        .and_then(Value::as_array_mut)
+        .and_then(|parameters| parameters.iter_mut().find(|p| p["name"] == "subscription"))
+    {
+        parameter["schema"] = json!({"type": "string", "enum": subscriptions});
+    }
+    let schemas = &mut doc["components"]["schemas"];
     schemas["InstallationBody"]["properties"]["platform"]["enum"] = json!(super::live::PLATFORMS);
     let projections: Vec<&str> = std::iter::once("all")
         .chain(projections::Projection::ALL.map(projections::Projection::as_str))
