@@ -18,6 +18,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod dead_letters;
 pub mod export;
 pub mod history;
 pub mod loadgen;

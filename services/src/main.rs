@@ -128,12 +128,101 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Lists, re-drives or discards the messages the subscriptions gave up on, on the topic the
+    /// engine settings name (the same as /api/dead-letters and the operator page).
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
     /// Applies the event store's schema (serve does too) and exits; on Cosmos DB, checks that
     /// the containers exist with the right partition keys.
     Migrate {
         #[command(flatten)]
         engines: Engines,
     },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// Prints the dead letters the filters select (all of them without filters).
+    List {
+        #[command(flatten)]
+        engines: Engines,
+        #[command(flatten)]
+        filter: DeadLetterArgs,
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends the selected dead letters back to their own subscription, as the same event with
+    /// a fresh retry budget (consumers are idempotent by event).
+    Redrive {
+        #[command(flatten)]
+        engines: Engines,
+        #[command(flatten)]
+        filter: DeadLetterArgs,
+        /// Every dead letter of every subscription (instead of filters).
+        #[arg(long, conflicts_with_all = ["subscription", "event_id", "event_type", "order_id"])]
+        all: bool,
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes the selected dead letters for good; each is logged with the reason.
+    Discard {
+        #[command(flatten)]
+        engines: Engines,
+        #[command(flatten)]
+        filter: DeadLetterArgs,
+        /// Every dead letter of every subscription (instead of filters).
+        #[arg(long, conflicts_with_all = ["subscription", "event_id", "event_type", "order_id"])]
+        all: bool,
+        /// Why they are discarded (logged).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which dead letters: every filter given must match.
+#[derive(Args)]
+struct DeadLetterArgs {
+    /// order-processor, projector or notifier.
+    #[arg(long, value_name = "NAME")]
+    subscription: Option<String>,
+    /// This event's (repeat, or separate with commas, for several).
+    #[arg(long, value_name = "UUID", value_delimiter = ',')]
+    event_id: Vec<uuid::Uuid>,
+    /// Only dead letters of this event type (OrderPlaced, ...).
+    #[arg(long, value_name = "TYPE")]
+    event_type: Option<String>,
+    /// This order's.
+    #[arg(long, value_name = "UUID")]
+    order_id: Option<uuid::Uuid>,
+}
+
+impl DeadLetterArgs {
+    fn filter(self) -> infra::bus::DeadLetterFilter {
+        infra::bus::DeadLetterFilter {
+            subscription: self.subscription,
+            event_ids: self.event_id,
+            event_type: self.event_type,
+            stream_id: self
+                .order_id
+                .map(|id| domain::envelope::stream_id(domain::order::STREAM_TYPE, id)),
+        }
+    }
+
+    /// A re-drive or a discard must choose: filters, or `--all`.
+    fn chosen(self, all: bool) -> anyhow::Result<infra::bus::DeadLetterFilter> {
+        let filter = self.filter();
+        if filter.everything() && !all {
+            anyhow::bail!(
+                "say which dead letters (--subscription, --event-id, --event-type, --order-id), or --all"
+            );
+        }
+        Ok(filter)
+    }
 }
 
 /// Where the data lives; shared by every subcommand.
@@ -297,6 +386,7 @@ async fn main() -> ExitCode {
     // Commands whose output is data log to standard error, and only what needs attention.
     match cli.command {
         Command::History { .. }
+        | Command::DeadLetters(DeadLettersCommand::List { .. })
         | Command::Export { .. }
         | Command::Replay { .. }
         | Command::Loadgen { .. } => telemetry::init_to("warn", telemetry::LogTo::Stderr),
@@ -389,6 +479,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
             Ok(())
+        }
+        Command::DeadLetters(command) => {
+            use services::dead_letters::{Action, run};
+            match command {
+                DeadLettersCommand::List {
+                    engines,
+                    filter,
+                    json,
+                } => {
+                    let settings = Settings::resolve(engines.overrides())?;
+                    run(&settings, &filter.filter(), Action::List, json).await
+                }
+                DeadLettersCommand::Redrive {
+                    engines,
+                    filter,
+                    all,
+                    json,
+                } => {
+                    let filter = filter.chosen(all)?;
+                    let settings = Settings::resolve(engines.overrides())?;
+                    run(&settings, &filter, Action::Redrive, json).await
+                }
+                DeadLettersCommand::Discard {
+                    engines,
+                    filter,
+                    all,
+                    reason,
+                    json,
+                } => {
+                    let filter = filter.chosen(all)?;
+                    let reason = reason.trim().to_owned();
+                    if reason.is_empty() {
+                        anyhow::bail!("--reason must say why: it is logged");
+                    }
+                    let settings = Settings::resolve(engines.overrides())?;
+                    run(&settings, &filter, Action::Discard(reason), json).await
+                }
+            }
         }
         Command::Replay {
             engines,

@@ -438,7 +438,8 @@ pub async fn open_cache(url: &str) -> anyhow::Result<Arc<dyn ViewStore>> {
     }
 }
 
-async fn open_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
+/// The topic the settings name, connected (RabbitMQ: its topology declared).
+pub async fn open_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
     let (url, retry) = (settings.bus.as_str(), settings.retry);
     let shown = redact(url);
     match scheme(url) {

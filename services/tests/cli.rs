@@ -360,3 +360,133 @@ fn export_as_parquet_names_the_missing_feature() {
         "refused before any store or file: {left:?}"
     );
 }
+
+/// `orderflow dead-letters` on RabbitMQ (`ORDERFLOW_TEST_AMQP`, default the local broker), as an
+/// operator mends a failure: the processor's subscription parks two events; the CLI lists them,
+/// re-drives one back to that subscription (the mended consumer takes it as a first delivery),
+/// refuses to act without a choice, and discards the other with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_redriven_and_discarded_from_the_command_line() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use infra::bus::conformance::{events, publish, settled, spawn_consumer};
+    use infra::bus::{EventBus, RabbitBus};
+
+    let amqp = std::env::var("ORDERFLOW_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let url = format!(
+        "{amqp}?prefix=cli{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let data = tempfile::tempdir().unwrap();
+    let policy = services::config::Settings::embedded(
+        "127.0.0.1:0".parse().unwrap(),
+        data.path().to_owned(),
+    )
+    .retry;
+    let rabbit = Arc::new(
+        RabbitBus::connect(&url, &services::system::SUBSCRIPTIONS, policy)
+            .await
+            .expect("the broker answers"),
+    );
+    let bus: Arc<dyn EventBus> = rabbit.clone();
+    let mended = Arc::new(AtomicBool::new(false));
+    let fixed = mended.clone();
+    let processor = spawn_consumer(bus.clone(), "order-processor", move |_, _| {
+        if fixed.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("the payment gateway refused the merchant id".into())
+        }
+    })
+    .await;
+    let sent = events(2);
+    settled(publish(&bus, &sent).await).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while bus.dead_letters().await.unwrap().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "two dead letters");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .arg("dead-letters")
+            .args(args)
+            .args(["--bus", &url, "--data"])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (code, table, _) = cli(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(table.contains("order-processor"), "{table}");
+    assert!(table.contains("payment gateway refused"), "{table}");
+    assert!(table.contains("2 dead letters listed"), "{table}");
+    let (code, json, _) = cli(&[
+        "list",
+        "--json",
+        "--event-id",
+        &sent[0].event_id.to_string(),
+    ]);
+    assert_eq!(code, Some(0));
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["items"][0]["attempts"], policy.max_attempts);
+
+    let (code, _, error) = cli(&["redrive"]);
+    assert_eq!(code, Some(1), "a re-drive must choose");
+    assert!(error.contains("--all"), "{error}");
+    let (code, _, error) = cli(&["discard", "--all", "--reason", " "]);
+    assert_eq!(code, Some(1), "a discard must say why");
+    assert!(error.contains("--reason"), "{error}");
+
+    mended.store(true, Ordering::SeqCst);
+    let seen = processor.seen().len();
+    let (code, out, error) = cli(&[
+        "redrive",
+        "--subscription",
+        "order-processor",
+        "--event-id",
+        &sent[0].event_id.to_string(),
+    ]);
+    assert_eq!(code, Some(0), "{error}");
+    assert!(out.contains("1 dead letter re-driven"), "{out}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while processor.seen().len() <= seen {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the re-driven event comes again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let again = &processor.seen()[seen];
+    assert_eq!((again.event.event_id, again.attempt), (sent[0].event_id, 1));
+
+    let (code, out, error) = cli(&["discard", "--all", "--reason", "settled by hand"]);
+    assert_eq!(code, Some(0), "{error}");
+    assert!(out.contains("1 dead letter discarded"), "{out}");
+    assert_eq!(bus.dead_letters().await.unwrap(), vec![]);
+    processor.stop().await;
+    rabbit.delete_topology().await.unwrap();
+}
+
+#[test]
+fn the_in_process_topic_points_to_its_server_for_a_redrive() {
+    let data = tempfile::tempdir().unwrap();
+    let list = orderflow(&["dead-letters", "list"], data.path());
+    assert_eq!(list.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&list.stdout).contains("0 dead letters listed"));
+    let redrive = orderflow(&["dead-letters", "redrive", "--all"], data.path());
+    assert_eq!(redrive.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&redrive.stderr).contains("/api/dead-letters/redrive"),
+        "{}",
+        String::from_utf8_lossy(&redrive.stderr)
+    );
+}
