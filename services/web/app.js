@@ -1873,7 +1873,150 @@ async function operatorView({ main, ctx }) {
     }
   });
 
-  await Promise.all([pager.load(true), loadStock()]);
+  const deadLetters = canAct ? deadLetterSection(main, ctx) : null;
+  await Promise.all([pager.load(true), loadStock(), deadLetters && deadLetters.load()]);
+}
+
+// ----- dead letters (operators only: the API refuses anyone else) -----
+
+const DEAD_REASON_MAX = 500;
+
+function deadRow(letter) {
+  const event = letter.event || {};
+  const key = `${letter.subscription}/${event.event_id}`;
+  const formId = `discard-${letter.subscription}-${event.event_id}`;
+  const label = `${event.event_type} ${shortId(event.event_id)} for ${letter.subscription}`;
+  return el('tr', { 'data-key': key, 'data-subscription': letter.subscription, 'data-event-id': event.event_id },
+    el('td', {}, el('code', { text: letter.subscription })),
+    el('td', {},
+      el('span', { text: event.event_type }), ' ',
+      el('code', { title: event.event_id, text: shortId(event.event_id) }),
+      letter.order_id ? [' ', el('a', { href: orderHref(letter.order_id), text: `order ${shortId(letter.order_id)}` })] : null),
+    el('td', { class: 'wide-only' }, letter.dead_at ? timeEl(letter.dead_at) : el('span', { class: 'muted', text: 'not recorded' })),
+    el('td', { class: 'num wide-only', text: String(letter.attempts) }),
+    el('td', { class: 'dead-reason', text: letter.reason || '—' }),
+    el('td', { class: 'actions' },
+      el('button', { type: 'button', class: 'redrive', 'aria-label': `Re-drive ${label}`, text: 'Re-drive' }),
+      el('button', { type: 'button', class: 'discard ghost-dark', 'aria-expanded': 'false', 'aria-controls': formId, 'aria-label': `Discard ${label}`, text: 'Discard' }),
+      el('form', { id: formId, class: 'discard-form', hidden: true, novalidate: true, 'aria-label': `Discard ${label}` },
+        el('label', {}, 'Why discard it? ', el('input', { name: 'reason', type: 'text', required: true, maxlength: DEAD_REASON_MAX, autocomplete: 'off' })),
+        el('span', { class: 'ship-buttons' },
+          el('button', { type: 'submit', class: 'primary', text: 'Discard for good' }),
+          el('button', { type: 'button', class: 'discard-close ghost-dark', text: 'Close' })),
+        el('div', { class: 'problem row-errors', role: 'alert', tabindex: -1, hidden: true }))));
+}
+
+/** The dead-letter section of the operator page: list, re-drive, discard. */
+function deadLetterSection(main, ctx) {
+  const section = $('#dead-letters', main);
+  const tbody = $('#dead-table tbody', section);
+  const errors = $('#dead-errors', section);
+  const message = $('#dead-message', section);
+  const counts = $('#dead-counts', section);
+  const empty = $('#dead-empty', section);
+  const subscription = $('#dead-subscription', section);
+  const redriveShown = $('#dead-redrive-shown', section);
+  section.hidden = false;
+
+  function clear() {
+    message.textContent = '';
+    showProblem(errors, null);
+    for (const box of $$('.row-errors', tbody)) showProblem(box, null);
+  }
+
+  async function load() {
+    try {
+      const filter = subscription.value ? `?subscription=${encodeURIComponent(subscription.value)}&limit=1000` : '?limit=1000';
+      const { data } = await api(`/api/dead-letters${filter}`);
+      if (!ctx.alive) return;
+      const hadFocus = tbody.contains(document.activeElement);
+      tbody.replaceChildren(...data.items.map(deadRow));
+      empty.hidden = data.items.length > 0;
+      redriveShown.disabled = data.items.length === 0;
+      counts.textContent = data.subscriptions.map((c) => `${c.subscription}: ${c.dead_letters}`).join(' · ')
+        + (data.total > data.items.length ? ` (showing ${data.items.length} of ${data.total})` : '');
+      if (hadFocus) focusStatus($('#dead-title', main));
+    } catch (err) {
+      if (ctx.alive) showProblem(errors, err);
+    }
+  }
+
+  async function act(path, body, button, done) {
+    clear();
+    setBusy(button, true);
+    try {
+      const { data } = await api(path, { method: 'POST', body });
+      if (!ctx.alive) return;
+      message.textContent = done(data.count);
+      await load();
+    } catch (err) {
+      if (!ctx.alive) return;
+      const row = button.closest('tr');
+      const box = row ? $('.row-errors', row) : null;
+      if (box && !box.closest('[hidden]')) {
+        const form = $('form.discard-form', row);
+        const first = showProblem(box, err, (field) => (normalizeFieldPath(field) === 'reason' && form ? form.elements.reason : null));
+        (first || box).focus();
+      } else {
+        showProblem(errors, err);
+        errors.focus();
+      }
+    } finally {
+      if (button.isConnected) setBusy(button, false);
+    }
+  }
+
+  const one = (row) => ({ subscription: row.dataset.subscription, event_ids: [row.dataset.eventId] });
+  const plural = (n) => (n === 1 ? '' : 's');
+
+  function toggleDiscard(row, open) {
+    const toggle = $('button.discard', row);
+    const form = $('form.discard-form', row);
+    form.hidden = !open;
+    toggle.setAttribute('aria-expanded', String(open));
+    if (open) form.elements.reason.focus(); else toggle.focus();
+  }
+
+  tbody.addEventListener('click', (event) => {
+    const button = event.target.closest('button');
+    if (!button || button.disabled) return;
+    const row = button.closest('tr');
+    if (button.classList.contains('redrive')) {
+      act('/api/dead-letters/redrive', one(row), button, (n) => (n ? `Re-driven: ${row.dataset.subscription} gets it again.` : 'It was no longer dead: nothing to re-drive.'));
+    } else if (button.classList.contains('discard')) {
+      toggleDiscard(row, $('form.discard-form', row).hidden);
+    } else if (button.classList.contains('discard-close')) {
+      toggleDiscard(row, false);
+    }
+  });
+  tbody.addEventListener('input', (event) => event.target.removeAttribute('aria-invalid'));
+  tbody.addEventListener('keydown', (event) => {
+    const form = event.target.closest && event.target.closest('form.discard-form');
+    if (form && event.key === 'Escape') toggleDiscard(form.closest('tr'), false);
+  });
+  tbody.addEventListener('submit', (event) => {
+    const form = event.target.closest('form.discard-form');
+    if (!form) return;
+    event.preventDefault();
+    const button = $('button[type="submit"]', form);
+    if (button.disabled) return;
+    const reason = form.elements.reason.value.trim();
+    if (!reason) {
+      clear();
+      showProblem($('.row-errors', form), clientProblem('Say why it is discarded: the reason is logged', [{ field: 'reason', message: 'Enter a reason.', input: form.elements.reason }]));
+      form.elements.reason.focus();
+      return;
+    }
+    act('/api/dead-letters/discard', { ...one(form.closest('tr')), reason }, button, (n) => (n ? 'Discarded; the reason is in the log.' : 'It was no longer dead: nothing to discard.'));
+  });
+
+  subscription.addEventListener('change', () => { clear(); load(); });
+  $('#dead-refresh', section).addEventListener('click', () => { clear(); load(); });
+  redriveShown.addEventListener('click', () => {
+    const body = subscription.value ? { subscription: subscription.value } : { all: true };
+    act('/api/dead-letters/redrive', body, redriveShown, (n) => `Re-driven: ${n} dead letter${plural(n)}.`);
+  });
+  return { load };
 }
 
 // ---------- 8b. Analyst page: analytics summary, event log, an order at a moment, replays ----------

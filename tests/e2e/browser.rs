@@ -230,6 +230,138 @@ async fn an_analyst_reads_the_summary_filters_the_log_travels_in_time_and_replay
     }
 }
 
+/// The operator page's dead letters in Chromium: a poison event parked by every subscription
+/// is listed; a discard without a reason is refused on the page; the projector's is discarded
+/// with one and its row goes; the notifier's is re-driven (the notifier, still unable to read
+/// it, parks it again later, which shows it really went back).
+#[tokio::test]
+async fn an_operator_sees_redrives_and_discards_dead_letters() {
+    let Some(browser) = chromium().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let poison = crate::dead_letters::poison(&app).await;
+    let first_parked = app
+        .system
+        .bus
+        .dead_letters()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.subscription == "notifier")
+        .and_then(|d| d.dead_at)
+        .unwrap();
+    let wait = Duration::from_secs(20);
+    let page = browser.new_page(&app.url("/#/login")).await.unwrap();
+    sign_in(&page, "olive", "operator", wait).await;
+    page.wait_for("location.hash === '#/operator'", wait)
+        .await
+        .unwrap();
+    let row = |subscription: &str| {
+        format!(
+            "document.querySelector('#dead-table tr[data-key=\"{subscription}/{}\"]')",
+            poison.event_id
+        )
+    };
+    page.wait_for(
+        &format!(
+            "document.querySelectorAll('#dead-table tbody tr').length === 3 && \
+             !!{} && !!{} && !!{}",
+            row("order-processor"),
+            row("projector"),
+            row("notifier")
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+    let counts = page
+        .eval("document.querySelector('#dead-counts').textContent")
+        .await
+        .unwrap();
+    assert_eq!(
+        counts.as_str().unwrap(),
+        "order-processor: 1 · projector: 1 · notifier: 1"
+    );
+
+    // Discard the projector's: a reason is required, on the page.
+    let projector = row("projector");
+    page.eval(&format!("{projector}.querySelector('button.discard').click()"))
+        .await
+        .unwrap();
+    page.eval(&format!(
+        "{projector}.querySelector('form.discard-form').requestSubmit()"
+    ))
+    .await
+    .unwrap();
+    page.wait_for(
+        &format!("!{projector}.querySelector('.row-errors').hidden"),
+        wait,
+    )
+    .await
+    .unwrap();
+    page.eval(&format!(
+        "(() => {{ const i = {projector}.querySelector('input[name=reason]'); i.value = 'a test poison'; \
+         i.dispatchEvent(new Event('input', {{bubbles: true}})); \
+         {projector}.querySelector('form.discard-form').requestSubmit(); return true; }})()"
+    ))
+    .await
+    .unwrap();
+    page.wait_for(
+        &format!(
+            "!{projector} && document.querySelector('#dead-message').textContent.startsWith('Discarded')"
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+
+    // Re-drive the notifier's.
+    page.eval(&format!(
+        "{}.querySelector('button.redrive').click()",
+        row("notifier")
+    ))
+    .await
+    .unwrap();
+    page.wait_for(
+        "document.querySelector('#dead-message').textContent === 'Re-driven: notifier gets it again.'",
+        wait,
+    )
+    .await
+    .unwrap();
+    orderflow_tests::eventually("the notifier parks it again", || async {
+        let dead = app.system.bus.dead_letters().await.unwrap();
+        match dead
+            .iter()
+            .find(|d| d.subscription == "notifier")
+            .and_then(|d| d.dead_at)
+        {
+            Some(at) if at > first_parked => Ok(()),
+            _ => Err(format!("{dead:?}")),
+        }
+    })
+    .await;
+    let left: Vec<String> = app
+        .system
+        .bus
+        .dead_letters()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.subscription)
+        .collect();
+    assert!(
+        !left.contains(&"projector".to_owned()),
+        "the discarded one is gone: {left:?}"
+    );
+
+    let shot = app.data_dir.join("dead-letters.png");
+    page.screenshot(&shot).await.unwrap();
+    if let Ok(dir) = std::env::var("ORDERFLOW_SCREENSHOTS") {
+        let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("dead-letters.png"));
+    }
+}
+
 /// Sign-in at a real OpenID provider in Chromium: its own login page, back to the shop with a
 /// token the page keeps only for the tab, an order confirmed, and sign-out at the provider.
 #[tokio::test]

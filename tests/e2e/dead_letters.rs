@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 /// An event no handler can read, published straight to the topic: each of the three
 /// subscriptions parks it after its attempts.
-async fn poison(app: &TestApp) -> domain::RecordedEvent {
+pub(crate) async fn poison(app: &TestApp) -> domain::RecordedEvent {
     let token = app.new_customer().await;
     let order = app.place_ok(&token, &[("TEA-001", 1)]).await;
     let mut event = app
