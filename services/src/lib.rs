@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod chaos;
 pub mod config;
 pub mod dead_letters;
 pub mod export;

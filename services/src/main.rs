@@ -132,6 +132,62 @@ enum Command {
     /// engine settings name (the same as /api/dead-letters and the operator page).
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// The project's own fault run: every role as its own process on PostgreSQL, RabbitMQ and
+    /// Redis (a fresh schema and prefix, removed afterwards); clients retrying with their
+    /// Idempotency-Key; every role SIGKILLed and restarted, the broker cut off, Redis flushed,
+    /// PostgreSQL cut off from the processors under a backlog. Prints what broke as counts and
+    /// exits 1 unless every count is zero.
+    Chaos {
+        /// PostgreSQL, without a schema (the run makes its own).
+        #[arg(
+            long,
+            env = "ORDERFLOW_CHAOS_POSTGRES",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        postgres: String,
+        /// RabbitMQ, without a prefix.
+        #[arg(
+            long,
+            env = "ORDERFLOW_CHAOS_AMQP",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        )]
+        amqp: String,
+        /// Redis, without a prefix.
+        #[arg(
+            long,
+            env = "ORDERFLOW_CHAOS_REDIS",
+            default_value = "redis://127.0.0.1:6379"
+        )]
+        redis: String,
+        #[arg(long, default_value_t = 300)]
+        orders: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Times each worker process (relays, processors, projector, notifier) is killed.
+        #[arg(long, default_value_t = 1)]
+        kills: usize,
+        /// Seconds PostgreSQL is unreachable for the processors.
+        #[arg(long, default_value_t = 10)]
+        postgres_outage: u64,
+        /// Seconds RabbitMQ is unreachable for every role.
+        #[arg(long, default_value_t = 10)]
+        broker_outage: u64,
+        /// Seconds between two faults.
+        #[arg(long, default_value_t = 3)]
+        gap: u64,
+        /// The run fails if it takes longer than this many seconds.
+        #[arg(long, default_value_t = 1200)]
+        deadline: u64,
+        /// Logs, data directories and the push log [default: a new temporary directory].
+        #[arg(long, value_name = "DIR")]
+        work: Option<PathBuf>,
+        /// Keep the schema, queues and keys afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Applies the event store's schema (serve does too) and exits; on Cosmos DB, checks that
     /// the containers exist with the right partition keys.
     Migrate {
@@ -387,6 +443,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::History { .. }
         | Command::DeadLetters(DeadLettersCommand::List { .. })
+        | Command::Chaos { .. }
         | Command::Export { .. }
         | Command::Replay { .. }
         | Command::Loadgen { .. } => telemetry::init_to("warn", telemetry::LogTo::Stderr),
@@ -478,6 +535,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 exported.read,
                 started.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        Command::Chaos {
+            postgres,
+            amqp,
+            redis,
+            orders,
+            clients,
+            kills,
+            postgres_outage,
+            broker_outage,
+            gap,
+            deadline,
+            work,
+            keep,
+            json,
+        } => {
+            use std::time::Duration;
+            let work = match work {
+                Some(work) => work,
+                None => {
+                    std::env::temp_dir().join(format!("orderflow-chaos-{}", std::process::id()))
+                }
+            };
+            let plan = services::chaos::ChaosPlan {
+                postgres,
+                amqp,
+                redis,
+                orders,
+                clients,
+                kills,
+                postgres_outage: Duration::from_secs(postgres_outage),
+                broker_outage: Duration::from_secs(broker_outage),
+                gap: Duration::from_secs(gap),
+                deadline: Duration::from_secs(deadline),
+                binary: std::env::current_exe()?,
+                work,
+                keep,
+            };
+            let report = services::chaos::run(&plan).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            if report.failures() > 0 {
+                anyhow::bail!("{} things went wrong (see the counts)", report.failures());
+            }
             Ok(())
         }
         Command::DeadLetters(command) => {

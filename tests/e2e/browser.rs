@@ -286,9 +286,11 @@ async fn an_operator_sees_redrives_and_discards_dead_letters() {
 
     // Discard the projector's: a reason is required, on the page.
     let projector = row("projector");
-    page.eval(&format!("{projector}.querySelector('button.discard').click()"))
-        .await
-        .unwrap();
+    page.eval(&format!(
+        "{projector}.querySelector('button.discard').click()"
+    ))
+    .await
+    .unwrap();
     page.eval(&format!(
         "{projector}.querySelector('form.discard-form').requestSubmit()"
     ))

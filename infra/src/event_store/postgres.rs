@@ -288,6 +288,30 @@ impl PostgresEventStore {
         })
     }
 
+    /// Drops the schema `url` names (`schema=NAME`) with everything in it: for throwaway
+    /// deployments (`orderflow chaos` cleans up after itself with it). Only a schema the URL
+    /// names: never the default one.
+    pub async fn drop_schema(url: &str) -> Result<(), StoreError> {
+        let target = Target::parse(url)?;
+        if !url.contains("schema=") || target.schema == DEFAULT_SCHEMA || target.schema == "public"
+        {
+            return Err(StoreError::Unavailable(format!(
+                "refusing to drop the schema {}: name a throwaway one with schema=",
+                target.schema
+            )));
+        }
+        let mut conn = target.connect(target.options.clone()).await?;
+        let sql = format!(
+            "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            target.schema
+        );
+        sqlx::raw_sql(&sql)
+            .execute(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
     /// Creates the schema and its tables if they are missing; safe to run from several
     /// processes at once, and again and again (`connect` runs it too).
     #[tracing::instrument(skip(self))]

@@ -336,70 +336,30 @@ pub async fn assert_decided_as_their_events_say(
     );
 }
 
-/// A TCP link to a server that a test can sever: while severed, connections through it are
-/// closed as they arrive and the ones open are cut, as when the server's host becomes
-/// unreachable. The server itself, shared with other tests, is never touched.
+/// A TCP link to a server that a test can sever (the chaos run's own): while severed, the
+/// server is unreachable through it; the server itself, shared with other tests, is untouched.
 pub struct Severable {
     pub port: u16,
-    severed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accepting: tokio::task::JoinHandle<()>,
+    link: services::chaos::Severable,
 }
 
 impl Severable {
     /// Forwards `127.0.0.1:{port}` to `target` (`host:port`).
     pub async fn to(target: &str) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let severed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let target = target.to_owned();
-        let accepting = {
-            let (severed, links) = (severed.clone(), links.clone());
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if severed.load(Ordering::SeqCst) {
-                        continue;
-                    }
-                    let target = target.clone();
-                    let link = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    let mut links = links.lock().unwrap();
-                    links.retain(|l: &tokio::task::JoinHandle<()>| !l.is_finished());
-                    links.push(link);
-                }
-            })
-        };
+        let link = services::chaos::Severable::to(target)
+            .await
+            .expect("a local port");
         Self {
-            port,
-            severed,
-            links,
-            accepting,
+            port: link.port,
+            link,
         }
     }
 
     pub fn sever(&self) {
-        self.severed
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
+        self.link.sever();
     }
 
     pub fn restore(&self) {
-        self.severed
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for Severable {
-    fn drop(&mut self) {
-        self.accepting.abort();
-        self.sever();
+        self.link.restore();
     }
 }
