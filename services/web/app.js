@@ -1966,7 +1966,7 @@ function deadLetterSection(main, ctx) {
     }
   }
 
-  const one = (row) => ({ subscription: row.dataset.subscription, event_ids: [row.dataset.eventId] });
+  const one = (row) => ({ all: false, subscription: row.dataset.subscription, event_ids: [row.dataset.eventId] });
   const plural = (n) => (n === 1 ? '' : 's');
 
   function toggleDiscard(row, open) {
@@ -2013,7 +2013,7 @@ function deadLetterSection(main, ctx) {
   subscription.addEventListener('change', () => { clear(); load(); });
   $('#dead-refresh', section).addEventListener('click', () => { clear(); load(); });
   redriveShown.addEventListener('click', () => {
-    const body = subscription.value ? { subscription: subscription.value } : { all: true };
+    const body = subscription.value ? { all: true, subscription: subscription.value } : { all: true };
     act('/api/dead-letters/redrive', body, redriveShown, (n) => `Re-driven: ${n} dead letter${plural(n)}.`);
   });
   return { load };

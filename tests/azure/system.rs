@@ -178,7 +178,7 @@ async fn an_operator_redrives_pushes_that_notification_hubs_refused() {
         .client
         .post(app.url("/api/dead-letters/redrive"))
         .bearer_auth(&operator)
-        .json(&json!({"subscription": "notifier", "order_id": order_id}))
+        .json(&json!({"all": false, "subscription": "notifier", "order_id": order_id}))
         .send()
         .await
         .unwrap();

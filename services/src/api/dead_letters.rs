@@ -127,8 +127,6 @@ pub async fn list_dead_letters(
         event_ids: query.event_id.into_iter().collect(),
         event_type: query.event_type,
         order_id: query.order_id,
-        all: None,
-        reason: None,
     }
     .filter(false)?;
     let dead = topic(&state)
@@ -151,11 +149,22 @@ pub async fn list_dead_letters(
     }))
 }
 
-/// Which dead letters a re-drive or a discard acts on: every field given must match. Name at
-/// least one, or say `"all": true` (alone) for every dead letter of every subscription.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// The filters of a list, a re-drive or a discard: every field given must match.
+#[derive(Debug, Default)]
+struct Selection {
+    subscription: Option<String>,
+    event_ids: Vec<Uuid>,
+    event_type: Option<String>,
+    order_id: Option<Uuid>,
+}
+
+/// Which dead letters to re-drive. `all: true` takes every dead letter the other fields match
+/// (every one of every subscription when none is given); `all: false` takes the ones the fields
+/// name, and none when no field is given.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Selection {
+pub struct RedriveBody {
+    pub all: bool,
     /// `order-processor`, `projector` or `notifier`.
     #[schema(example = "order-processor")]
     pub subscription: Option<String>,
@@ -167,16 +176,29 @@ pub struct Selection {
     pub event_type: Option<String>,
     /// This order's dead letters.
     pub order_id: Option<Uuid>,
-    /// Every dead letter: must be the only field (with `reason` for a discard).
-    pub all: Option<bool>,
-    /// Why they are discarded (required for a discard, up to 500 characters; logged with the
-    /// operator). Not taken by a re-drive.
-    pub reason: Option<String>,
+}
+
+/// Which dead letters to discard (as for a re-drive), and why.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscardBody {
+    pub all: bool,
+    /// Why they are discarded: one line of up to 500 characters, logged with the operator.
+    #[schema(example = "refunded by hand")]
+    pub reason: String,
+    #[schema(example = "order-processor")]
+    pub subscription: Option<String>,
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    pub event_ids: Vec<Uuid>,
+    #[schema(example = "OrderPlaced")]
+    pub event_type: Option<String>,
+    pub order_id: Option<Uuid>,
 }
 
 impl Selection {
-    /// The port's filter, or a 422 naming what is wrong. A body (`from_body`) must choose:
-    /// name dead letters, or say `all`.
+    /// The port's filter, or a 422 naming what is wrong. A body (`from_body`) is held to the
+    /// body's text rules.
     fn filter(self, from_body: bool) -> Result<DeadLetterFilter, ApiError> {
         let mut errors = Vec::new();
         let mut bad = |field: &str, message: &str| {
@@ -203,33 +225,22 @@ impl Selection {
                 bad("event_type", "must be 1 to 100 characters");
             }
         }
-        let filter = DeadLetterFilter {
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        Ok(DeadLetterFilter {
             subscription: self.subscription,
             event_ids: self.event_ids,
             event_type: self.event_type,
             stream_id: self.order_id.map(|id| stream_id(order::STREAM_TYPE, id)),
-        };
-        match self.all {
-            Some(true) if !filter.everything() => bad(
-                "all",
-                "selects every dead letter: leave out the other fields, or leave out all",
-            ),
-            Some(false) if filter.everything() => bad(
-                "all",
-                "name the dead letters (subscription, event_ids, event_type, order_id), or say all: true",
-            ),
-            None if from_body && filter.everything() => bad(
-                "all",
-                "name the dead letters (subscription, event_ids, event_type, order_id), or say all: true",
-            ),
-            _ => {}
-        }
-        if errors.is_empty() {
-            Ok(filter)
-        } else {
-            Err(ApiError::Validation(errors))
-        }
+        })
     }
+}
+
+/// The filter a body selects: `None` when it selects nothing (`all: false` and no field).
+fn chosen(all: bool, selection: Selection) -> Result<Option<DeadLetterFilter>, ApiError> {
+    let filter = selection.filter(true)?;
+    Ok((all || !filter.everything()).then_some(filter))
 }
 
 /// What a re-drive or a discard acted on.
@@ -243,7 +254,7 @@ pub struct DeadLetterOutcome {
 /// Sends the selected dead letters back to their own subscription's queue (operators): each is
 /// delivered again as the same event with a fresh retry budget.
 #[utoipa::path(post, path = "/api/dead-letters/redrive", tag = "operations",
-    request_body = Selection,
+    request_body = RedriveBody,
     responses(
         (status = 200, body = DeadLetterOutcome),
         (status = 403, description = "Not an operator", body = Problem)),
@@ -251,16 +262,18 @@ pub struct DeadLetterOutcome {
 pub async fn redrive(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<Selection>,
+    ApiJson(body): ApiJson<RedriveBody>,
 ) -> Result<Json<DeadLetterOutcome>, ApiError> {
     caller.require(&[Role::Operator])?;
-    if body.reason.is_some() {
-        return Err(ApiError::field(
-            "reason",
-            "is for a discard; a re-drive takes none",
-        ));
-    }
-    let filter = body.filter(true)?;
+    let selection = Selection {
+        subscription: body.subscription,
+        event_ids: body.event_ids,
+        event_type: body.event_type,
+        order_id: body.order_id,
+    };
+    let Some(filter) = chosen(body.all, selection)? else {
+        return Ok(Json(outcome(Vec::new())));
+    };
     let redriven = topic(&state)
         .await?
         .redrive(&filter)
@@ -273,7 +286,7 @@ pub async fn redrive(
 /// Removes the selected dead letters for good, with a reason (operators): each is logged with
 /// the reason and the operator.
 #[utoipa::path(post, path = "/api/dead-letters/discard", tag = "operations",
-    request_body = Selection,
+    request_body = DiscardBody,
     responses(
         (status = 200, body = DeadLetterOutcome),
         (status = 403, description = "Not an operator", body = Problem)),
@@ -281,23 +294,31 @@ pub async fn redrive(
 pub async fn discard(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(mut body): ApiJson<Selection>,
+    ApiJson(body): ApiJson<DiscardBody>,
 ) -> Result<Json<DeadLetterOutcome>, ApiError> {
     caller.require(&[Role::Operator])?;
-    let reason = body.reason.take().map(|r| r.trim().to_owned());
-    let reason = match reason {
-        Some(r) if r.chars().count() > REASON_MAX => {
-            return Err(ApiError::field("reason", "must be at most 500 characters"));
-        }
-        Some(r) if !r.is_empty() => r,
-        _ => {
-            return Err(ApiError::field(
-                "reason",
-                "say why they are discarded: it is logged",
-            ));
-        }
+    let reason = body.reason.trim().to_owned();
+    if reason.is_empty() {
+        return Err(ApiError::field(
+            "reason",
+            "say why they are discarded: it is logged",
+        ));
+    }
+    if reason.chars().count() > REASON_MAX || reason.contains(['\n', '\r']) {
+        return Err(ApiError::field(
+            "reason",
+            "must be one line of at most 500 characters",
+        ));
+    }
+    let selection = Selection {
+        subscription: body.subscription,
+        event_ids: body.event_ids,
+        event_type: body.event_type,
+        order_id: body.order_id,
     };
-    let filter = body.filter(true)?;
+    let Some(filter) = chosen(body.all, selection)? else {
+        return Ok(Json(outcome(Vec::new())));
+    };
     let logged = format!("{reason} (by {})", caller.actor());
     let discarded = topic(&state)
         .await?

@@ -345,15 +345,21 @@ const TEXT_FIELDS: &[(&str, &str, Text, usize)] = &[
         domain::values::POSTAL_CODE_MAX,
     ),
     (
-        "Selection",
+        "RedriveBody",
         "event_type",
         Text::Line,
         super::dead_letters::EVENT_TYPE_MAX,
     ),
     (
-        "Selection",
+        "DiscardBody",
+        "event_type",
+        Text::Line,
+        super::dead_letters::EVENT_TYPE_MAX,
+    ),
+    (
+        "DiscardBody",
         "reason",
-        Text::Note,
+        Text::Line,
         super::dead_letters::REASON_MAX,
     ),
     (
@@ -417,7 +423,9 @@ fn contract_rules(doc: &mut Value) {
     // Optional in the body: `null` is as good as leaving it out.
     let mut or_null = crate::system::SUBSCRIPTIONS.map(|s| json!(s)).to_vec();
     or_null.push(Value::Null);
-    schemas["Selection"]["properties"]["subscription"]["enum"] = json!(or_null);
+    for body in ["RedriveBody", "DiscardBody"] {
+        schemas[body]["properties"]["subscription"]["enum"] = json!(or_null);
+    }
     if let Some(parameter) = doc
         .pointer_mut("/paths/~1api~1dead-letters/get/parameters")
         .and_then(Value::as_array_mut)
