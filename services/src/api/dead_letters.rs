@@ -34,8 +34,9 @@ pub fn router() -> Router<AppState> {
 /// A list answers at most this many dead letters (the counts cover all of them).
 pub const MAX_LIMIT: usize = 1000;
 const DEFAULT_LIMIT: usize = 100;
-/// One request names at most this many events.
-pub const MAX_EVENT_IDS: usize = 1000;
+/// One request names at most this many events: a body that names more stays well inside the
+/// body limit, so the answer is a 422 saying so, not a 413.
+pub const MAX_EVENT_IDS: usize = 100;
 /// A discard's reason, in characters.
 pub const REASON_MAX: usize = 500;
 pub const EVENT_TYPE_MAX: usize = 100;
@@ -168,9 +169,9 @@ pub struct RedriveBody {
     /// `order-processor`, `projector` or `notifier`.
     #[schema(example = "order-processor")]
     pub subscription: Option<String>,
-    /// Any of these events (at most 1000).
+    /// Any of these events (at most 100).
     #[serde(default)]
-    #[schema(max_items = 1000)]
+    #[schema(max_items = 100)]
     pub event_ids: Vec<Uuid>,
     #[schema(example = "OrderPlaced")]
     pub event_type: Option<String>,
@@ -189,7 +190,7 @@ pub struct DiscardBody {
     #[schema(example = "order-processor")]
     pub subscription: Option<String>,
     #[serde(default)]
-    #[schema(max_items = 1000)]
+    #[schema(max_items = 100)]
     pub event_ids: Vec<Uuid>,
     #[schema(example = "OrderPlaced")]
     pub event_type: Option<String>,
@@ -213,7 +214,7 @@ impl Selection {
             );
         }
         if self.event_ids.len() > MAX_EVENT_IDS {
-            bad("event_ids", "must name at most 1000 events");
+            bad("event_ids", "must name at most 100 events");
         }
         if let Some(event_type) = &self.event_type {
             let blank = if from_body {
