@@ -69,6 +69,9 @@ pub struct Report {
     /// provider's answer and the claim's completion: the device shows one.
     pub pushes_collapsed: usize,
     pub dead_letters: usize,
+    /// Role starts that failed and were tried again (as a supervisor would): not a loss, but
+    /// each is in the run's log with the end of the role's log.
+    pub role_starts_retried: usize,
     pub seconds: f64,
 }
 
@@ -112,6 +115,7 @@ impl Report {
                 self.pushes_collapsed,
             ),
             ("dead letters", self.dead_letters),
+            ("role starts retried (allowed)", self.role_starts_retried),
         ];
         let mut out = String::new();
         for (name, count) in rows {
@@ -226,6 +230,21 @@ struct Deployment {
     /// The web processes' URLs, for the clients (a restarted web has a new port).
     webs: RwLock<Vec<String>>,
     started: Instant,
+    /// Starts that failed and were tried again.
+    start_retries: AtomicUsize,
+}
+
+/// How often a role is started before the run gives up on it, and how long each start may
+/// take to listen (a debug build on a loaded machine starts in well under a second).
+const START_ATTEMPTS: usize = 3;
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The last `lines` lines a log gained after byte `from`.
+fn tail(path: &Path, from: u64, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let new = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default()).into_owned();
+    let all: Vec<&str> = new.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl Deployment {
@@ -234,32 +253,63 @@ impl Deployment {
     }
 
     /// Starts `orderflow serve ARGS` and waits for its listening line; its log goes to
-    /// `work/logs/NAME.log` (appended across restarts).
+    /// `work/logs/NAME.log` (appended across restarts). A process that exits or does not
+    /// listen within a minute is started again, up to `START_ATTEMPTS` times, as a
+    /// supervisor would; each retry is logged with the end of the process's log and counted
+    /// in the report.
     fn spawn(&self, name: &str, args: &[String]) -> anyhow::Result<(Child, String)> {
+        let mut last = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            match self.spawn_once(name, args) {
+                Ok(started) => return Ok(started),
+                Err(why) => {
+                    last = why;
+                    if attempt < START_ATTEMPTS {
+                        self.start_retries.fetch_add(1, Ordering::SeqCst);
+                        self.log(&format!("{name} did not start ({last}); starting it again"));
+                    }
+                }
+            }
+        }
+        bail!("{name} did not start in {START_ATTEMPTS} attempts: {last}")
+    }
+
+    /// One start: the URL it listens on, or why not (with the end of its log).
+    fn spawn_once(&self, name: &str, args: &[String]) -> Result<(Child, String), String> {
         let logs = self.work.join("logs");
-        std::fs::create_dir_all(&logs)?;
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(logs.join(format!("{name}.log")))?;
-        let mut child = Command::new(&self.binary)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("ORDERFLOW_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let mut err_log = log.try_clone()?;
-        std::thread::spawn(move || {
+        let path = logs.join(format!("{name}.log"));
+        let start = || -> anyhow::Result<_> {
+            std::fs::create_dir_all(&logs)?;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            let child = Command::new(&self.binary)
+                .args(args)
+                .env("RUST_LOG", "info")
+                .env_remove("ORDERFLOW_CONFIG")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting {}", self.binary.display()))?;
+            Ok((child, log))
+        };
+        let (mut child, log) = start().map_err(|e| format!("{e:#}"))?;
+        let logged_from = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+            let _ = child.kill();
+            return Err("no output pipes".into());
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut out_log = log.try_clone().map_err(|e| e.to_string())?;
+        let mut err_log = log;
+        let errors = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let _ = writeln!(err_log, "{line}");
             }
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let output = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(at) = line.find("listening on http://") {
                     let url = line[at + "listening on ".len()..]
@@ -270,19 +320,25 @@ impl Deployment {
                         .to_owned();
                     let _ = tx.send(url);
                 }
-                let _ = writeln!(log, "{line}");
+                let _ = writeln!(out_log, "{line}");
             }
         });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => Ok((child, url)),
-            Err(_) => {
-                let _ = child.kill();
-                bail!(
-                    "{name} exited or did not start within 60 s (see its log in {})",
-                    logs.display()
-                )
+        let why = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(url) => return Ok((child, url)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                format!("no listening line within {START_TIMEOUT:?}")
             }
-        }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => "it exited".to_owned(),
+        };
+        let _ = child.kill();
+        let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+        // The log is complete once both pipes are closed.
+        let _ = (output.join(), errors.join());
+        Err(format!(
+            "{why}, {status}; the end of {}:\n{}",
+            path.display(),
+            tail(&path, logged_from, 20)
+        ))
     }
 
     fn start(&self, name: &str, args: Vec<String>) -> anyhow::Result<()> {
@@ -476,6 +532,7 @@ pub async fn run(plan: &ChaosPlan) -> anyhow::Result<Report> {
         roles: Mutex::new(Vec::new()),
         webs: RwLock::new(Vec::new()),
         started,
+        start_retries: AtomicUsize::new(0),
     });
     let migrated = Command::new(&plan.binary)
         .args(["migrate", "--store", &store])
@@ -707,6 +764,7 @@ pub async fn run(plan: &ChaosPlan) -> anyhow::Result<Report> {
     )
     .await?;
     report.seconds = started.elapsed().as_secs_f64();
+    report.role_starts_retried = deployment.start_retries.load(Ordering::SeqCst);
     deployment.stop();
     if !plan.keep {
         cleanup(&store, &bus, &plan.redis, &prefix).await;
@@ -1025,6 +1083,53 @@ async fn cleanup(store: &str, bus: &str, redis: &str, prefix: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in for the binary: it fails its first start (saying why on stderr) and
+    /// listens on its second.
+    fn flaky_binary(work: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let script = work.join("flaky");
+        let marker = work.join("started-once");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nif [ ! -e {m} ]; then touch {m}; echo 'too many clients' >&2; exit 3; fi\n\
+                 echo 'orderflow listening on http://127.0.0.1:9'\nexec sleep 30\n",
+                m = marker.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    #[test]
+    fn a_role_that_fails_to_start_is_started_again_and_the_reason_is_kept() {
+        let work = std::env::temp_dir().join(format!("chaos-start-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&work).unwrap();
+        let deployment = Deployment {
+            binary: flaky_binary(&work),
+            work: work.clone(),
+            roles: Mutex::new(Vec::new()),
+            webs: RwLock::new(Vec::new()),
+            started: Instant::now(),
+            start_retries: AtomicUsize::new(0),
+        };
+        let why = deployment.spawn_once("notifier", &[]).unwrap_err();
+        assert!(why.contains("it exited"), "{why}");
+        assert!(why.contains("too many clients"), "{why}");
+        let (mut child, url) = deployment.spawn("notifier", &[]).unwrap();
+        assert_eq!(url, "http://127.0.0.1:9");
+        assert_eq!(deployment.start_retries.load(Ordering::SeqCst), 0);
+        let _ = child.kill();
+        let _ = child.wait();
+        std::fs::remove_file(work.join("started-once")).unwrap();
+        let (mut child, _) = deployment.spawn("notifier", &[]).unwrap();
+        assert_eq!(deployment.start_retries.load(Ordering::SeqCst), 1);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&work);
+    }
 
     #[test]
     fn a_url_goes_through_the_link_with_its_user_path_and_query() {
