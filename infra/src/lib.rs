@@ -8,6 +8,8 @@
 //!   restarts (completed claims, installations, sandbox payments, dead letters).
 //! - [`relay`]: publishes the store's global log to the topic from a durable checkpoint, while
 //!   it holds the store's relay lease.
+//! - [`trace`]: W3C trace context across processes: spans that continue the trace an event
+//!   carries, and the `traceparent` they hand on.
 //! - [`sas`]: the Azure shared access key type both Azure adapters sign with.
 //! - [`views`]: `ViewStore` adapters (in-memory, Redis) and their conformance suite.
 //! - [`payment`]: the sandbox `PaymentGateway`.
@@ -21,6 +23,7 @@ pub mod payment;
 pub mod push;
 pub mod relay;
 pub mod sas;
+pub mod trace;
 pub mod views;
 
 /// Resolves once `shutdown` turns true (or its sender is gone). Selecting on this instead of

@@ -146,13 +146,11 @@ impl Relay {
                     break;
                 }
                 read_up_to = page.next;
-                let receipt = self
-                    .bus
-                    .publish(page.events)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut events = page.events;
+                let spans = publication_spans(&mut events);
+                let receipt = self.bus.publish(events).await.map_err(|e| e.to_string())?;
                 in_flight.push_back(receipt);
-                cursors.push_back(read_up_to.clone());
+                cursors.push_back((read_up_to.clone(), spans));
             }
             if published.is_some()
                 && (in_flight.is_empty() || saved_at.elapsed() >= self.config.checkpoint_every)
@@ -170,7 +168,8 @@ impl Relay {
                 }
                 Some(result) = in_flight.next(), if !in_flight.is_empty() => {
                     result.map_err(|e| e.to_string())?;
-                    published = cursors.pop_front().or(published);
+                    // The batch's publication spans end here, when the topic has it.
+                    published = cursors.pop_front().map(|(cursor, _spans)| cursor).or(published);
                 }
                 _ = head.changed(), if in_flight.len() < self.config.max_in_flight => unread = true,
                 _ = tokio::time::sleep(self.config.poll) => unread = true,
@@ -188,6 +187,31 @@ impl Relay {
             None => Ok(()),
         }
     }
+}
+
+/// When traces are exported: a `publish` span per event, continuing the trace its metadata
+/// names, whose context the published copy carries instead (the stored event keeps the
+/// request's). The spans last until the topic confirms the batch. Nothing when not exporting.
+fn publication_spans(events: &mut [domain::RecordedEvent]) -> Vec<tracing::Span> {
+    if !crate::trace::enabled() {
+        return Vec::new();
+    }
+    events
+        .iter_mut()
+        .map(|event| {
+            let span = tracing::info_span!(
+                "publish",
+                event_id = %event.event_id,
+                event_type = %event.event_type,
+                trace_id = tracing::field::Empty,
+            );
+            crate::trace::continue_trace(&span, event.metadata.traceparent.as_deref());
+            if let Some(own) = crate::trace::traceparent(&span) {
+                event.metadata.traceparent = Some(own);
+            }
+            span
+        })
+        .collect()
 }
 
 #[cfg(test)]

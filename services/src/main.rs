@@ -447,14 +447,42 @@ async fn main() -> ExitCode {
         | Command::Export { .. }
         | Command::Replay { .. }
         | Command::Loadgen { .. } => telemetry::init_to("warn", telemetry::LogTo::Stderr),
+        Command::Serve { .. } => {}
         _ => telemetry::init("info"),
     }
-    match run(cli).await {
+    // A server's traces (when `OTEL_*` asks for them) are named by the roles it runs.
+    let traces = match &cli.command {
+        Command::Serve { role, .. } => match telemetry::init_server("info", &service_name(role)) {
+            Ok(traces) => Some(traces),
+            Err(error) => {
+                eprintln!("orderflow: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let result = run(cli).await;
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("orderflow: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `orderflow` for a process with every role, else `orderflow-` and its roles
+/// (`orderflow-processor`, `orderflow-web+relay`).
+fn service_name(roles: &Option<String>) -> String {
+    match roles.as_deref().map(str::trim) {
+        None | Some("") | Some("all") => "orderflow".to_owned(),
+        Some(roles) => {
+            let names: Vec<&str> = roles.split(',').map(str::trim).collect();
+            format!("orderflow-{}", names.join("+"))
         }
     }
 }

@@ -236,10 +236,21 @@ impl System {
                 Role::Processor,
                 processor::SUBSCRIPTION,
                 settings.processor_concurrency,
-                self.handler(processor::SUBSCRIPTION, move |e| {
-                    let p = processor.clone();
-                    async move { p.handle(&e).await.map_err(Failure::from) }
-                }),
+                self.handler(
+                    processor::SUBSCRIPTION,
+                    move |mut e: domain::RecordedEvent| {
+                        let p = processor.clone();
+                        async move {
+                            // The processor's commands carry the trace on from this delivery's span
+                            // (the processor copies the event's `traceparent` into what it appends).
+                            if let Some(own) = infra::trace::traceparent(&tracing::Span::current())
+                            {
+                                e.metadata.traceparent = Some(own);
+                            }
+                            p.handle(&e).await.map_err(Failure::from)
+                        }
+                    },
+                ),
             ),
             (
                 Role::Projector,

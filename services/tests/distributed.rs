@@ -473,3 +473,218 @@ async fn a_replay_while_orders_flow_switches_every_reader_and_loses_nothing() {
     assert!(!new.is_empty(), "generation 1 holds the views");
     engines.flush_cache().await;
 }
+
+/// An OTLP/HTTP receiver in the test: every span it is sent, as (service, trace id, span name).
+struct Collector {
+    url: String,
+    spans: Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+impl Collector {
+    async fn start() -> Self {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+        use prost::Message as _;
+        let spans = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        let receive = move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                    return StatusCode::BAD_REQUEST;
+                };
+                let hex =
+                    |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+                for resource in request.resource_spans {
+                    let service = resource
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|a| a.key == "service.name")
+                        .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                            Any::StringValue(name) => Some(name.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                        kept.lock().unwrap().push((
+                            service.clone(),
+                            hex(&span.trace_id),
+                            span.name.clone(),
+                        ));
+                    }
+                }
+                StatusCode::OK
+            }
+        };
+        let app = axum::Router::new().route("/v1/traces", axum::routing::post(receive));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, spans }
+    }
+
+    /// The services that sent spans of `trace_id`, each with its span names.
+    fn services_of(&self, trace_id: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut services = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for (service, trace, name) in self.spans.lock().unwrap().iter() {
+            if trace == trace_id {
+                services
+                    .entry(service.clone())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        services
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_orders_spans_from_every_role_share_the_trace_its_request_began() {
+    let collector = Collector::start().await;
+    let engines = Engines::fresh();
+    let data = tempfile::tempdir().unwrap();
+    let pushes = data.path().join("pushes.jsonl");
+    let migrate = std::process::Command::new(common::binary())
+        .args(["migrate", "--store", &engines.store])
+        .status()
+        .unwrap();
+    assert!(migrate.success(), "orderflow migrate failed");
+    // The standard variables, and a short batch delay so spans arrive within the test.
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let args = engines.args();
+    let mut push_args = args.clone();
+    push_args.extend(["--push-log", pushes.to_str().unwrap()]);
+    let web = Process::serve("web", data.path(), "web", &args, &otel);
+    let roles = [
+        Process::serve("relay", data.path(), "relay", &args, &otel),
+        Process::serve("processor", data.path(), "processor", &args, &otel),
+        Process::serve("projector", data.path(), "projector", &args, &otel),
+        Process::serve("notifier", data.path(), "notifier", &push_args, &otel),
+    ];
+    wait_ready(&web.url).await;
+    let api = Api::new(&web.url);
+    let customer = api.token("trace-tess", "customer").await;
+    let trace_id = Uuid::new_v4().simple().to_string();
+    let response = api
+        .client
+        .post(format!("{}/api/orders", api.url))
+        .bearer_auth(&customer)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        // Eight grinders: the sandbox declines the payment, and the processor says so in its log.
+        .json(&json!({"lines": lines_for(0), "shipping_address": {
+            "name": "Tess Trace", "line1": "1 Span Street", "city": "Collector",
+            "postal_code": "4318", "country": "DE"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let order: Value = response.json().await.unwrap();
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    let views = settle(
+        &api,
+        &customer,
+        std::slice::from_ref(&id),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(views[&id]["reason"], "payment_declined", "{:?}", views[&id]);
+
+    // Every role's spans of this order arrive under the client's trace id.
+    let expected = [
+        "orderflow-web",
+        "orderflow-relay",
+        "orderflow-processor",
+        "orderflow-projector",
+        "orderflow-notifier",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let services = loop {
+        let services = collector.services_of(&trace_id);
+        if expected.iter().all(|s| services.contains_key(*s)) || Instant::now() > deadline {
+            break services;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for service in expected {
+        assert!(
+            services.contains_key(service),
+            "no span of {service} in trace {trace_id}: {services:?}"
+        );
+    }
+    assert!(
+        services["orderflow-web"].iter().any(|n| n == "http"),
+        "{services:?}"
+    );
+    assert!(
+        services["orderflow-relay"].iter().any(|n| n == "publish"),
+        "{services:?}"
+    );
+    assert!(
+        services["orderflow-processor"]
+            .iter()
+            .any(|n| n == "consume"),
+        "{services:?}"
+    );
+    // No other trace took this order's spans: every span with the order's events is in it.
+    assert!(
+        collector
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, t, _)| t.len() == 32),
+        "trace ids are 16 bytes"
+    );
+
+    // The events carry it: the placement the request's span, the processor's decision the
+    // processor's span, in the same trace.
+    let events: Value = api
+        .get(&customer, &format!("/api/orders/{id}/events"))
+        .await;
+    let events = events.as_array().unwrap();
+    let placed = events[0]["metadata"]["traceparent"].as_str().unwrap();
+    let decided = events.last().unwrap()["metadata"]["traceparent"]
+        .as_str()
+        .unwrap();
+    assert!(placed.starts_with(&format!("00-{trace_id}-")), "{placed}");
+    assert!(decided.starts_with(&format!("00-{trace_id}-")), "{decided}");
+    assert_ne!(
+        placed, decided,
+        "the decision is the processor's span, not the request's"
+    );
+    assert!(
+        !placed.contains("00f067aa0ba902b7"),
+        "the request's span is a child of the client's, not the client's own"
+    );
+
+    // And their log lines name the trace: those a role writes about its work (the processor
+    // declining the payment, the notifier pushing) come from within the delivery's span.
+    let named = |process: &Process| {
+        process
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(&trace_id))
+    };
+    let talkers: Vec<&Process> = roles
+        .iter()
+        .filter(|p| ["processor", "notifier"].contains(&p.name.as_str()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !talkers.iter().all(|p| named(p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for process in talkers {
+        assert!(
+            named(process),
+            "no log line of {} names the trace: {:?}",
+            process.name,
+            process.log.lock().unwrap()
+        );
+    }
+}

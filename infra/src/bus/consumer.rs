@@ -26,6 +26,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{Delivery, Subscription};
 
@@ -271,6 +272,16 @@ async fn handle(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let event_id = delivery.event.event_id;
+    // The handler runs in a span that continues the trace the delivery carries.
+    let span = tracing::info_span!(
+        "consume",
+        subscription = %name,
+        %event_id,
+        event_type = %delivery.event.event_type,
+        attempt = delivery.attempt,
+        trace_id = tracing::field::Empty,
+    );
+    crate::trace::continue_trace(&span, delivery.event.metadata.traceparent.as_deref());
     let mut waited_later = Duration::ZERO;
     loop {
         let admitted = loop {
@@ -281,7 +292,8 @@ async fn handle(
                 _ = crate::stopped(&mut shutdown) => return delivery.settle.release().await,
             }
         };
-        let failure = match handler(delivery.event.clone()).await {
+        let handling = span.in_scope(|| handler(delivery.event.clone()));
+        let failure = match handling.instrument(span.clone()).await {
             Ok(()) => {
                 breakers.passed();
                 return delivery.settle.ack().await;

@@ -28,8 +28,8 @@
 //! new `prefix=`).
 //!
 //! **Publishing.** Persistent messages (delivery mode 2), `message_id` = event id,
-//! `content_type` `application/json`, the [`RecordedEvent`] as JSON, headers `event_type` and
-//! `stream_id`, published `mandatory` on a channel in confirm mode. The [`Receipt`] resolves `Ok`
+//! `content_type` `application/json`, the [`RecordedEvent`] as JSON, headers `event_type`,
+//! `stream_id` and (when the event has one) `traceparent`, published `mandatory` on a channel in confirm mode. The [`Receipt`] resolves `Ok`
 //! once the broker has confirmed every message of the batch (for durable queues: written to disk);
 //! a nack, a message returned as unroutable, or a channel that closes first is an `Err`, and the
 //! relay publishes again from its checkpoint. At-least-once: a batch may reach a queue twice.
@@ -111,6 +111,9 @@ pub const DEFAULT_PREFIX: &str = "orderflow";
 pub const DEFAULT_PREFETCH: u16 = 32;
 
 const ATTEMPT: &str = "x-attempt";
+/// The W3C trace context of the event's publication, as OpenTelemetry's messaging
+/// conventions name it in AMQP headers (the same value as the body's `metadata.traceparent`).
+const TRACEPARENT: &str = "traceparent";
 /// Set by quorum queues on a redelivery: how many deliveries came before.
 const DELIVERY_COUNT: &str = "x-delivery-count";
 const REASON: &str = "x-orderflow-reason";
@@ -828,6 +831,9 @@ impl Outgoing {
         let mut headers = FieldTable::default();
         headers.insert("event_type".into(), long_string(&event.event_type));
         headers.insert("stream_id".into(), long_string(&event.stream_id));
+        if let Some(traceparent) = &event.metadata.traceparent {
+            headers.insert(TRACEPARENT.into(), long_string(traceparent));
+        }
         let properties = BasicProperties::default()
             .with_message_id(event.event_id.to_string().into())
             .with_content_type("application/json".into())

@@ -12,7 +12,8 @@
 //! - [`EventBus::publish`]: one *Send Message* (`POST /{topic}/messages`) per event, in order,
 //!   body the [`RecordedEvent`] as JSON (`application/json`), `BrokerProperties` `MessageId` = event
 //!   id (so the topic's duplicate detection drops a batch the relay publishes twice) and `Label` =
-//!   event type. Batches are sent one after the other in publish order. The [`Receipt`] resolves
+//!   event type, and the custom property `Diagnostic-Id` = the event's `traceparent` (where
+//!   Azure's SDKs carry trace context). Batches are sent one after the other in publish order. The [`Receipt`] resolves
 //!   `Ok` once every send was answered with success (Service Bus answers a send once the message is
 //!   stored durably), `Err` on the first failure; the relay then publishes again from its
 //!   checkpoint, and duplicate detection absorbs what had already gone through.
@@ -91,6 +92,8 @@ const DEAD_LETTER_READ_LIMIT: usize = 10_000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const DEAD_LETTER_QUEUE: &str = "$DeadLetterQueue";
+/// The application property Azure's Service Bus SDKs carry a message's W3C trace context in.
+const DIAGNOSTIC_ID: &str = "Diagnostic-Id";
 
 pub use crate::sas::SasKey;
 
@@ -248,13 +251,18 @@ impl EventBus for ServiceBusTopic {
                 let body = serde_json::to_string(event).map_err(|e| {
                     BusError::Unavailable(format!("Service Bus: encode an event: {e}"))
                 })?;
-                Ok((event.event_id.to_string(), event.event_type.clone(), body))
+                Ok((
+                    event.event_id.to_string(),
+                    event.event_type.clone(),
+                    event.metadata.traceparent.clone(),
+                    body,
+                ))
             })
             .collect::<Result<Vec<_>, BusError>>()?;
         // Taking the turn here, before returning, is what orders batches as they were published.
         let sender = self.sender.clone().lock_owned().await;
         let sending = tokio::spawn(async move {
-            for (message_id, label, body) in messages {
+            for (message_id, label, traceparent, body) in messages {
                 let options = SendMessageOptions {
                     content_type: Some("application/json".into()),
                     broker_properties: Some(SettableBrokerProperties {
@@ -262,7 +270,16 @@ impl EventBus for ServiceBusTopic {
                         label: Some(label),
                         ..Default::default()
                     }),
-                    custom_properties: None,
+                    // The trace context under the name Azure's SDKs and Application Insights
+                    // read it from a message.
+                    // (a custom property's string value goes in quotes, as the REST reference's
+                    // examples send it).
+                    custom_properties: traceparent.map(|t| {
+                        std::collections::HashMap::from([(
+                            DIAGNOSTIC_ID.to_owned(),
+                            format!("\"{t}\""),
+                        )])
+                    }),
                 };
                 sender
                     .send_message(&body, Some(options))

@@ -81,7 +81,7 @@ pub async fn restock(
     let metadata = EventMetadata {
         correlation_id: Uuid::now_v7(),
         actor: caller.actor(),
-        traceparent: super::traceparent(&headers),
+        traceparent: super::trace_context(&headers),
         ..Default::default()
     };
     let handled = state

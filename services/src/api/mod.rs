@@ -87,29 +87,17 @@ pub struct Shared {
     pub edge: Arc<edge::Edge>,
 }
 
-/// A `traceparent` header if it is the W3C Trace Context format (version 00-fe, a trace id and
-/// a parent id not all zero), else none: a malformed one is ignored, never stored.
+/// A `traceparent` header if it is the W3C Trace Context format (see [`infra::trace::parse`]),
+/// else none: a malformed one is ignored, never stored.
 pub fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
     let value = headers.get("traceparent")?.to_str().ok()?;
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let zero = |s: &str| s.bytes().all(|b| b == b'0');
-    match parts.as_slice() {
-        [version, trace, parent, flags]
-            if hex(version, 2)
-                && *version != "ff"
-                && hex(trace, 32)
-                && !zero(trace)
-                && hex(parent, 16)
-                && !zero(parent)
-                && hex(flags, 2) =>
-        {
-            Some(value.to_owned())
-        }
-        _ => None,
-    }
+    infra::trace::parse(value).map(|_| value.to_owned())
+}
+
+/// The trace context the events of this request carry: the request span's own when traces are
+/// exported (a child of the client's `traceparent`, if it sent a valid one), else the client's.
+pub fn trace_context(headers: &axum::http::HeaderMap) -> Option<String> {
+    infra::trace::traceparent(&tracing::Span::current()).or_else(|| traceparent(headers))
 }
 
 /// The HTTP methods `/metrics` names; any other is counted as `other`, so no request can
@@ -200,9 +188,18 @@ fn edge_layers(router: Router<AppState>, state: &AppState) -> Router {
     // Outermost first.
     let edge = ServiceBuilder::new()
         // Spans name the path only: the query may carry a token (`access_token`).
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let span = tracing::info_span!(
+                    "http",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    trace_id = tracing::field::Empty,
+                );
+                infra::trace::continue_trace(&span, traceparent(request.headers()).as_deref());
+                span
+            }),
+        )
         .layer(MapResponseLayer::new(security_headers))
         .option_layer(cors)
         .layer(middleware::from_fn(edge::problem_for_every_error))

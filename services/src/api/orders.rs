@@ -498,7 +498,7 @@ fn metadata(caller: &Caller, headers: &HeaderMap) -> EventMetadata {
     EventMetadata {
         correlation_id: Uuid::now_v7(),
         actor: caller.actor(),
-        traceparent: super::traceparent(headers),
+        traceparent: super::trace_context(headers),
         ..Default::default()
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -42,6 +43,8 @@ pub struct Process {
     pub name: String,
     pub child: Child,
     pub url: String,
+    /// Every line it has written to standard output so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -61,8 +64,13 @@ impl Process {
         let (tx, rx) = std::sync::mpsc::channel();
         let echo = std::env::var_os("TEST_LOG").is_some();
         let label = name.to_owned();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line.clone());
+                }
                 if echo {
                     eprintln!("[{label}] {line}");
                 }
@@ -87,6 +95,7 @@ impl Process {
             name: name.to_owned(),
             child,
             url,
+            log,
         }
     }
 
