@@ -18,6 +18,7 @@
 //!   appended" instead of writing twice.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
@@ -64,6 +65,29 @@ pub struct Aggregates<A: Aggregate> {
     store: Arc<dyn EventStore>,
     cache: Mutex<Recent<String, (u64, Arc<A>)>>,
     locks: Vec<AsyncMutex<()>>,
+    /// How its commands went, for `/metrics`.
+    pub outcomes: Outcomes,
+}
+
+/// Counts of what [`Aggregates::execute`] met, since the process started.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    /// Commands whose events were appended (or found already appended: a retry).
+    pub appended: AtomicU64,
+    /// Appends that found an already stored decision (an idempotent retry).
+    pub duplicates: AtomicU64,
+    /// Commands refused by the aggregate.
+    pub rejected: AtomicU64,
+    /// Appends refused because the stream had moved on (decided again).
+    pub conflicts: AtomicU64,
+    /// Decisions taken again after a backoff, because a fresh state still lost the race.
+    pub retries: AtomicU64,
+    /// Commands given up on after `MAX_ATTEMPTS` lost races.
+    pub contended: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl<A> Aggregates<A>
@@ -76,6 +100,7 @@ where
             store,
             cache: Mutex::new(Recent::new(CACHE_CAPACITY)),
             locks: (0..LOCK_SHARDS).map(|_| AsyncMutex::new(())).collect(),
+            outcomes: Outcomes::default(),
         }
     }
 
@@ -170,7 +195,10 @@ where
                     }
                 }
                 return match decided {
-                    Err(rejection) => Err(CommandError::Rejected(rejection)),
+                    Err(rejection) => {
+                        bump(&self.outcomes.rejected);
+                        Err(CommandError::Rejected(rejection))
+                    }
                     Ok(()) => Ok(Handled {
                         version,
                         recorded: 0,
@@ -197,7 +225,9 @@ where
                 .await
             {
                 Ok(appended) => {
+                    bump(&self.outcomes.appended);
                     if appended.duplicate {
+                        bump(&self.outcomes.duplicates);
                         // The same decision was already stored; our folded state may be ahead
                         // of or behind it, so let the next load read the truth.
                         self.forget(&stream);
@@ -210,12 +240,14 @@ where
                     });
                 }
                 Err(StoreError::Conflict { .. }) => {
+                    bump(&self.outcomes.conflicts);
                     // The cache still holds a committed state (the command changed its own
                     // copy), so the next load reads only the tail after it, not the whole
                     // stream: another process's writes to a busy SKU are thousands of events.
                     // A guess that was wrong is not a lost race: decide again at once.
                     if fresh {
                         attempt += 1;
+                        bump(&self.outcomes.retries);
                         backoff(attempt).await;
                     }
                     fresh = true;
@@ -224,6 +256,7 @@ where
                 Err(other) => return Err(other.into()),
             }
         }
+        bump(&self.outcomes.contended);
         Err(CommandError::Contention(stream))
     }
 

@@ -117,7 +117,11 @@ impl System {
             LogPush::new(views.clone(), settings.push_log.clone())
                 .context("opening the push log")?,
         );
-        let push = open_push(settings, log_push.clone())?;
+        let metrics = Arc::new(Metrics::default());
+        let push: Arc<dyn PushSender> = Arc::new(crate::metrics::CountedPush::new(
+            open_push(settings, log_push.clone())?,
+            metrics.clone(),
+        ));
         let commands = Commands::new(store.clone());
         let gateway: Arc<dyn PaymentGateway> = payments.clone();
         let projector = Arc::new(Projector::new(store.clone(), views.clone()));
@@ -141,7 +145,7 @@ impl System {
             push,
             log_push,
             payments,
-            metrics: Arc::default(),
+            metrics,
         }))
     }
 
@@ -216,6 +220,14 @@ impl System {
             .find(|(name, _)| *name == subscription)
             .map(|(_, breakers)| breakers.clone())
             .unwrap_or_default()
+    }
+
+    /// What each subscription's consumers in this process were handed.
+    pub fn deliveries(&self) -> Vec<(&'static str, &infra::bus::Deliveries)> {
+        self.breakers
+            .iter()
+            .map(|(name, breakers)| (*name, &breakers.deliveries))
+            .collect()
     }
 
     /// The engines this process's consumers found down and wait for, per subscription.
@@ -347,10 +359,7 @@ impl System {
                         Fault::Message => "failed",
                     },
                 };
-                metrics.incr(
-                    "orderflow_consumer_events_total",
-                    format!("subscription=\"{subscription}\",outcome=\"{outcome}\""),
-                );
+                metrics.handled(subscription, outcome);
                 result
             })
         })

@@ -359,7 +359,23 @@ async fn the_served_contract_lists_every_endpoint_and_ops_endpoints_answer() {
     assert!(metrics.contains(
         "orderflow_http_requests_total{method=\"GET\",route=\"/openapi.json\",status=\"200\"} 1"
     ));
-    assert!(metrics.contains("orderflow_http_request_duration_seconds_bucket{method=\"GET\",route=\"/health\",le=\"+Inf\"} 1"));
+    assert!(metrics.contains("orderflow_http_request_duration_seconds_bucket{le=\"+Inf\",method=\"GET\",route=\"/health\"} 1"));
+    // Per role, from the engines and the services: the queues, the deliveries, the commands.
+    for line in [
+        "orderflow_dead_letters{subscription=\"notifier\"} 0",
+        "orderflow_queue_ready_messages{subscription=\"projector\"}",
+        "orderflow_consumer_deliveries_total{subscription=\"order-processor\"}",
+        "orderflow_consumer_redeliveries_total{subscription=\"notifier\"}",
+        "orderflow_commands_total{aggregate=\"order\",outcome=\"appended\"}",
+        "orderflow_commands_total{aggregate=\"inventory\",outcome=\"conflict\"}",
+        "orderflow_relay_lag_events",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(
+        metrics.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
     let params = spec["paths"]["/api/orders/{id}"]["get"]["parameters"].to_string();
     for param in [
         "min_version",

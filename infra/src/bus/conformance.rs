@@ -89,6 +89,7 @@ macro_rules! event_bus_conformance {
             an_outage_holds_deliveries_without_spending_their_attempts,
             a_consumer_stopping_during_an_outage_hands_its_deliveries_back,
             dead_letters_are_redriven_to_their_subscription_or_discarded,
+            depths_count_waiting_messages_and_dead_letters,
         );
     };
     (@cases $factory:path; $($case:ident),+ $(,)?) => {
@@ -404,6 +405,56 @@ pub async fn dead_letters_are_redriven_to_their_subscription_or_discarded(bus: A
         "another subscription gets no re-driven copy"
     );
     assert_eq!(dead_letters(&bus).await, vec![], "no dead letter left");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Where the topic counts its queues ([`EventBus::depths`]): messages nobody takes are
+/// `ready`, and once a consumer has failed them to the end they are `dead`, per subscription.
+pub async fn depths_count_waiting_messages_and_dead_letters(bus: Arc<dyn EventBus>) {
+    let Some(before) = bus.depths().await.expect("depths") else {
+        return; // this topic cannot count its queues
+    };
+    let count = |depths: &[super::QueueDepth], name: &str| {
+        depths
+            .iter()
+            .find(|d| d.subscription == name)
+            .map(|d| (d.ready, d.dead))
+    };
+    assert_eq!(count(&before, "a"), Some((0, 0)), "{before:?}");
+    let b = spawn_consumer(bus.clone(), "b", ack_all).await;
+    // The queue exists (a broker declares it on subscribing), and nobody takes from it.
+    drop(bus.subscribe("a").await.expect("subscribe"));
+    // Not waiting for the receipt: the in-process topic's waits for every subscription's ack.
+    let _receipt = publish(&bus, &events(2)).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let depths = bus.depths().await.expect("depths").expect("still counted");
+        if count(&depths, "a") == Some((2, 0)) && count(&depths, "b") == Some((0, 0)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a should hold 2 ready messages and b none: {depths:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = spawn_consumer(bus.clone(), "a", |_, attempt| {
+        Err(format!("failure {attempt}"))
+    })
+    .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let depths = bus.depths().await.expect("depths").expect("still counted");
+        if count(&depths, "a") == Some((0, 2)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a's two messages should be dead letters: {depths:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     a.stop().await;
     b.stop().await;
 }

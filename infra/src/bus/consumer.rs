@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,11 +73,30 @@ struct Open {
 
 /// One circuit breaker per engine for one consumer: closed while the engine answers; open
 /// once a handler found it down, letting one probe through at a time, with growing pauses,
-/// until a handler gets through again.
+/// until a handler gets through again. It also counts the deliveries its consumers took.
 #[derive(Default)]
 pub struct Breakers {
     open: Mutex<BTreeMap<Engine, Open>>,
     changed: Notify,
+    pub deliveries: Deliveries,
+}
+
+/// Deliveries a subscription's consumers in this process were handed, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    /// Every delivery.
+    pub taken: AtomicU64,
+    /// Those that were not the message's first (after a failure, a crash or a lost lock).
+    pub redelivered: AtomicU64,
+}
+
+impl Deliveries {
+    fn count(&self, attempt: u32) {
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        if attempt > 1 {
+            self.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What [`Breakers::admit`] allowed.
@@ -272,6 +292,7 @@ async fn handle(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let event_id = delivery.event.event_id;
+    breakers.deliveries.count(delivery.attempt);
     // The handler runs in a span that continues the trace the delivery carries.
     let span = tracing::info_span!(
         "consume",

@@ -13,8 +13,8 @@ use domain::RecordedEvent;
 use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot};
 
 use super::{
-    BusError, DeadLetter, DeadLetterFilter, Delivery, EventBus, Receipt, RetryPolicy, Settle,
-    Subscription,
+    BusError, DeadLetter, DeadLetterFilter, Delivery, EventBus, QueueDepth, Receipt, RetryPolicy,
+    Settle, Subscription,
 };
 use crate::kept::{Keep, KeptFile};
 
@@ -54,6 +54,18 @@ struct Queue {
     name: String,
     sender: mpsc::UnboundedSender<Message>,
     receiver: Arc<AsyncMutex<mpsc::UnboundedReceiver<Message>>>,
+    /// Messages sent and not yet received (for [`EventBus::depths`]).
+    waiting: AtomicUsize,
+}
+
+impl Queue {
+    fn push(&self, message: Message) -> Result<(), BusError> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.sender.send(message).map_err(|_| {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            BusError::Unavailable("topic closed".into())
+        })
+    }
 }
 
 pub struct MemoryBus {
@@ -74,6 +86,7 @@ impl MemoryBus {
                     name: (*name).to_owned(),
                     sender,
                     receiver: Arc::new(AsyncMutex::new(receiver)),
+                    waiting: AtomicUsize::new(0),
                 })
             })
             .collect();
@@ -114,10 +127,7 @@ impl EventBus for MemoryBus {
                     batch: batch.clone(),
                     redriven: false,
                 };
-                queue
-                    .sender
-                    .send(message)
-                    .map_err(|_| BusError::Unavailable("topic closed".into()))?;
+                queue.push(message)?;
             }
         }
         Ok(Box::pin(async move {
@@ -125,6 +135,20 @@ impl EventBus for MemoryBus {
                 .await
                 .map_err(|_| BusError::Unavailable("topic closed before settling".into()))
         }))
+    }
+
+    async fn depths(&self) -> Result<Option<Vec<QueueDepth>>, BusError> {
+        let dead = self.dead.lock().map(|d| d.clone()).unwrap_or_default();
+        Ok(Some(
+            self.queues
+                .iter()
+                .map(|queue| QueueDepth {
+                    subscription: queue.name.clone(),
+                    ready: queue.waiting.load(Ordering::Relaxed) as u64,
+                    dead: dead.iter().filter(|d| d.subscription == queue.name).count() as u64,
+                })
+                .collect(),
+        ))
     }
 
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, BusError> {
@@ -160,9 +184,7 @@ impl EventBus for MemoryBus {
             };
             // Its kept dead letter stays until the copy is acked: a restart before that lists
             // it again instead of losing it with the in-memory queue.
-            if queue.sender.send(message).is_err() {
-                return Err(BusError::Unavailable("topic closed".into()));
-            }
+            queue.push(message)?;
         }
         Ok(chosen)
     }
@@ -218,6 +240,7 @@ struct MemorySubscription {
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Option<Delivery> {
         let message = self.queue.receiver.lock().await.recv().await?;
+        self.queue.waiting.fetch_sub(1, Ordering::Relaxed);
         Some(Delivery {
             event: message.event.clone(),
             attempt: message.attempt,
@@ -294,10 +317,10 @@ impl MemorySettle {
         );
         let delay = self.policy.delay_after(message.attempt);
         message.attempt += 1;
-        let sender = self.queue.sender.clone();
+        let queue = self.queue.clone();
         let redeliver = async move {
             tokio::time::sleep(delay).await;
-            let _ = sender.send(message);
+            let _ = queue.push(message);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -331,7 +354,7 @@ impl Settle for MemorySettle {
     async fn release(mut self: Box<Self>) {
         if let Some(message) = self.message.take() {
             // The same attempt again; if the topic is gone, the relay republishes the batch.
-            let _ = self.queue.sender.send(message);
+            let _ = self.queue.push(message);
         }
     }
 }

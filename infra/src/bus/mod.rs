@@ -32,7 +32,7 @@ use domain::RecordedEvent;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-pub use consumer::{Breakers, EngineDown, Handler, consume, consume_with};
+pub use consumer::{Breakers, Deliveries, EngineDown, Handler, consume, consume_with};
 pub use memory::MemoryBus;
 pub use rabbitmq::RabbitBus;
 
@@ -121,6 +121,17 @@ fn log_discarded(letter: &DeadLetter, reason: &str) {
     );
 }
 
+/// One subscription's queues as [`EventBus::depths`] counts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub subscription: String,
+    /// Messages waiting to be delivered (not those a consumer holds, nor those waiting out a
+    /// retry delay).
+    pub ready: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
 /// How a subscription retries: `max_attempts` deliveries in all, waiting `base_delay`,
 /// then twice that, and so on, before the message is dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +181,13 @@ pub trait EventBus: Send + Sync + 'static {
         which: &DeadLetterFilter,
         reason: &str,
     ) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// How many messages wait in each subscription's queue and its dead-letter queue, for
+    /// `/metrics`, where the topic can say so cheaply (without reading the messages): `None`
+    /// where it cannot (Service Bus needs the `Manage` right for counts).
+    async fn depths(&self) -> Result<Option<Vec<QueueDepth>>, BusError> {
+        Ok(None)
+    }
 
     /// Whether the topic answers (for `/ready`). An in-process topic always does.
     async fn ping(&self) -> Result<(), BusError> {

@@ -101,8 +101,8 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use super::{
-    BusError, DeadLetter, DeadLetterFilter, Delivery, EventBus, Receipt, RetryPolicy, Settle,
-    Subscription,
+    BusError, DeadLetter, DeadLetterFilter, Delivery, EventBus, QueueDepth, Receipt, RetryPolicy,
+    Settle, Subscription,
 };
 
 /// Names start with this unless the URL has `?prefix=NAME`.
@@ -251,6 +251,38 @@ impl RabbitBus {
 
 #[async_trait]
 impl EventBus for RabbitBus {
+    /// A passive declare of each subscription's queue and dead-letter queue: the broker
+    /// answers with its message count (ready messages only) without touching a message.
+    async fn depths(&self) -> Result<Option<Vec<QueueDepth>>, BusError> {
+        let mut depths = Vec::new();
+        for names in &self.shared.topology.subscriptions {
+            let count = |queue: String| async move {
+                let channel = self.shared.consumers.channel().await?;
+                let declared = channel
+                    .queue_declare(
+                        queue.as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| unavailable("count a queue's messages", e));
+                let _ = channel.close(200, "counted".into()).await;
+                Ok::<u64, BusError>(u64::from(declared?.message_count()))
+            };
+            let ready = count(names.queue.clone()).await?;
+            let dead = count(names.dead.clone()).await?;
+            depths.push(QueueDepth {
+                subscription: names.subscription.clone(),
+                ready,
+                dead,
+            });
+        }
+        Ok(Some(depths))
+    }
+
     async fn publish(&self, events: Vec<RecordedEvent>) -> Result<Receipt, BusError> {
         if events.is_empty() {
             return Ok(Box::pin(async { Ok(()) }));

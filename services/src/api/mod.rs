@@ -229,19 +229,10 @@ async fn measure(State(state): State<AppState>, request: Request, next: Next) ->
         .get::<MatchedPath>()
         .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    let metrics = &state.system.metrics;
-    metrics.incr(
-        "orderflow_http_requests_total",
-        format!(
-            "method=\"{method}\",route=\"{route}\",status=\"{}\"",
-            response.status().as_u16()
-        ),
-    );
-    metrics.observe(
-        "orderflow_http_request_duration_seconds",
-        format!("method=\"{method}\",route=\"{route}\""),
-        started.elapsed(),
-    );
+    state
+        .system
+        .metrics
+        .request(method, route, response.status().as_u16(), started.elapsed());
     response
 }
 

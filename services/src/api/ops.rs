@@ -15,7 +15,7 @@ use super::auth::{Caller, Role};
 use super::error::{ApiError, Problem};
 use super::{ApiJson, AppState};
 use crate::config::AuthSettings;
-use crate::metrics::gauge;
+use crate::metrics::Scrape;
 
 /// What every process serves.
 pub fn router() -> Router<AppState> {
@@ -270,10 +270,10 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, content_type = "text/plain; version=0.0.4")))]
+    responses((status = 200, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let system = &state.system;
-    let mut out = String::new();
+    let mut scrape = Scrape::default();
     // Only stores that number their log can count what the relay still has to publish;
     // on Cosmos DB these three gauges are absent.
     let relayed = system.store.checkpoint(infra::relay::CHECKPOINT).await;
@@ -281,47 +281,99 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let (Ok(relayed), Ok(Some(head))) = (relayed, head)
         && let Ok(Some(lag)) = system.store.lag(&relayed).await
     {
-        gauge(
-            &mut out,
+        scrape.gauge(
             "orderflow_store_head_position",
             "Global position of the newest event.",
             head,
         );
-        gauge(
-            &mut out,
+        scrape.gauge(
             "orderflow_relay_checkpoint_position",
             "Last position the topic holds safely.",
             head.saturating_sub(lag),
         );
-        gauge(
-            &mut out,
+        scrape.gauge(
             "orderflow_relay_lag_events",
             "Events committed but not yet safely published.",
             lag,
         );
     }
-    let dead = system
-        .bus
-        .dead_letters()
-        .await
-        .map(|d| d.len())
-        .unwrap_or_default();
-    gauge(
-        &mut out,
-        "orderflow_dead_letters",
-        "Messages given up on after their retries.",
-        dead as u64,
-    );
     if let Some(batches) = system.store.group_commits() {
-        gauge(
-            &mut out,
-            "orderflow_store_batches_committed_total",
+        scrape.total(
+            "orderflow_store_batches_committed",
             "Group-commit transactions.",
             batches,
         );
     }
-    system.metrics.render(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    // The topic's queues, where it can count them without reading messages; else (Service
+    // Bus) the dead letters as listed.
+    match system.bus.depths().await {
+        Ok(Some(depths)) if !depths.is_empty() => {
+            let of = |pick: fn(&infra::bus::QueueDepth) -> u64| {
+                depths
+                    .iter()
+                    .map(|d| (d.subscription.clone(), pick(d)))
+                    .collect::<Vec<_>>()
+            };
+            scrape.per_subscription(
+                "orderflow_queue_ready_messages",
+                "Messages waiting in the subscription's queue.",
+                &of(|d| d.ready),
+            );
+            scrape.per_subscription(
+                "orderflow_dead_letters",
+                "Messages given up on after their retries, per subscription.",
+                &of(|d| d.dead),
+            );
+        }
+        Ok(Some(_)) => {}
+        Ok(None) | Err(_) => {
+            if let Ok(dead) = system.bus.dead_letters().await {
+                let counts: Vec<(String, u64)> = crate::system::SUBSCRIPTIONS
+                    .iter()
+                    .map(|s| {
+                        let n = dead.iter().filter(|d| d.subscription == *s).count();
+                        ((*s).to_owned(), n as u64)
+                    })
+                    .collect();
+                scrape.per_subscription(
+                    "orderflow_dead_letters",
+                    "Messages given up on after their retries, per subscription.",
+                    &counts,
+                );
+            }
+        }
+    }
+    let (taken, redelivered): (Vec<_>, Vec<_>) = system
+        .deliveries()
+        .into_iter()
+        .map(|(subscription, deliveries)| {
+            let load =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            (
+                (subscription.to_owned(), load(&deliveries.taken)),
+                (subscription.to_owned(), load(&deliveries.redelivered)),
+            )
+        })
+        .unzip();
+    scrape.totals_per_subscription(
+        "orderflow_consumer_deliveries",
+        "Deliveries this process's consumers took.",
+        &taken,
+    );
+    scrape.totals_per_subscription(
+        "orderflow_consumer_redeliveries",
+        "Deliveries that were not the message's first (after a failure, a crash or a lost lock).",
+        &redelivered,
+    );
+    scrape.commands(&[
+        ("order", &system.commands.orders.outcomes),
+        ("inventory", &system.commands.inventory.outcomes),
+    ]);
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        system.metrics.render(scrape),
+    )
+        .into_response()
 }
 
 pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -165,6 +165,17 @@ fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// The dead letters a `/metrics` text counts over every subscription, or `None` if it has no
+/// `orderflow_dead_letters` line at all.
+pub fn dead_letters_in(metrics: &str) -> Option<u64> {
+    let counts: Vec<u64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("orderflow_dead_letters{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!counts.is_empty()).then(|| counts.iter().sum())
+}
+
 /// An HTTP client of the web role.
 pub struct Api {
     pub url: String,
