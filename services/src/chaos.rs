@@ -1060,8 +1060,11 @@ async fn get(http: &reqwest::Client, url: &str, token: &str) -> Option<Value> {
     response.json().await.ok()
 }
 
-/// Removes the run's schema, queues and keys; a failure only leaves them behind.
-async fn cleanup(store: &str, bus: &str, redis: &str, prefix: &str) {
+/// Removes a run's PostgreSQL schema, RabbitMQ queues and Redis keys under `prefix`; a
+/// failure only leaves them behind, said on stderr. The distributed tests use it too: on
+/// RabbitMQ 3.x every quorum queue left behind holds one of the broker's file handles, and
+/// about a thousand of them (some fifty test runs) leave none for connections.
+pub async fn cleanup(store: &str, bus: &str, redis: &str, prefix: &str) {
     if let Err(error) = infra::event_store::PostgresEventStore::drop_schema(store).await {
         eprintln!("the schema of {prefix} stays: {error}");
     }

@@ -96,6 +96,28 @@ impl Engines {
     }
 }
 
+/// A test leaves nothing behind, passed or failed: its roles are gone by now (they are
+/// declared after the engines, so dropped first) and nothing declares its queues again.
+impl Drop for Engines {
+    fn drop(&mut self) {
+        let (store, bus, redis, prefix) = (
+            self.store.clone(),
+            self.bus.clone(),
+            self.redis.clone(),
+            self.prefix.clone(),
+        );
+        // Its own thread and runtime: the test's runtime may be the one dropping us.
+        let cleaning = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(services::chaos::cleanup(&store, &bus, &redis, &prefix));
+        });
+        let _ = cleaning.join();
+    }
+}
+
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
