@@ -119,7 +119,7 @@ impl System {
         );
         let metrics = Arc::new(Metrics::default());
         let push: Arc<dyn PushSender> = Arc::new(crate::metrics::CountedPush::new(
-            open_push(settings, log_push.clone())?,
+            open_push(settings, log_push.clone(), views.clone())?,
             metrics.clone(),
         ));
         let commands = Commands::new(store.clone());
@@ -545,7 +545,11 @@ fn open_service_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
 }
 
 /// The push sender a URL names; `log://` is the embedded one.
-fn open_push(settings: &Settings, log: Arc<LogPush>) -> anyhow::Result<Arc<dyn PushSender>> {
+fn open_push(
+    settings: &Settings,
+    log: Arc<LogPush>,
+    views: Arc<dyn ViewStore>,
+) -> anyhow::Result<Arc<dyn PushSender>> {
     use infra::push::notification_hubs::{NotificationHubsPush, NotificationHubsSettings};
     use infra::sas::SasKey;
     let url = settings.push.as_str();
@@ -566,7 +570,7 @@ fn open_push(settings: &Settings, log: Arc<LogPush>) -> anyhow::Result<Arc<dyn P
                 SasKey::new(key),
             );
             settings.base_url = azure.param("endpoint").map(str::to_owned);
-            let push = NotificationHubsPush::new(settings)
+            let push = NotificationHubsPush::new(settings, views)
                 .with_context(|| format!("setting up pushes through {}", redact(url)))?;
             Ok(Arc::new(push))
         }

@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use infra::push::conformance::{installation, notification};
 use infra::push::notification_hubs::{API_VERSION, sas_token};
 use infra::push::{NotificationHubsPush, NotificationHubsSettings, RetryPolicy, SasKey};
+use infra::views::MemoryViewStore;
 use orderflow_tests::fakes::notification_hubs::{Failure, FakeNotificationHubs};
 use projections::notifier::{PushError, PushSender};
+use projections::view_store::ViewStore;
 use uuid::Uuid;
 
 const HUB: &str = "orders";
@@ -20,6 +22,17 @@ const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGhlLWZha2UtaHVi";
 /// A fake hub, and an adapter pointed at it signing with `key`.
 async fn hub_with_key(key: &str) -> (Arc<NotificationHubsPush>, FakeNotificationHubs) {
     let fake = FakeNotificationHubs::start(HUB, KEY_NAME, KEY).await;
+    let push = adapter(&fake, key, Arc::new(MemoryViewStore::new()));
+    (push, fake)
+}
+
+/// An adapter on `fake` keeping its ownership records in `views` (one web process; two that
+/// share `views` are two processes on one cache).
+fn adapter(
+    fake: &FakeNotificationHubs,
+    key: &str,
+    views: Arc<dyn ViewStore>,
+) -> Arc<NotificationHubsPush> {
     let mut settings = NotificationHubsSettings::new("unused", HUB, KEY_NAME, SasKey::new(key));
     settings.base_url = Some(fake.base_url());
     // Retries that fit in a test's patience.
@@ -28,8 +41,7 @@ async fn hub_with_key(key: &str) -> (Arc<NotificationHubsPush>, FakeNotification
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_secs(2),
     };
-    let push = NotificationHubsPush::new(settings).expect("the adapter builds");
-    (Arc::new(push), fake)
+    Arc::new(NotificationHubsPush::new(settings, views).expect("the adapter builds"))
 }
 
 async fn fixture() -> (Arc<dyn PushSender>, FakeNotificationHubs) {
@@ -125,15 +137,32 @@ async fn the_fake_refuses_malformed_requests() {
     let gcm = r#"{"installationId":"device-1","platform":"gcm","pushChannel":"abc"}"#;
     let bad_template = r#"{"installationId":"device-1","platform":"apns","pushChannel":"abc",
         "templates":{"t":{"body":"{not json"}}}"#;
-    let query = "?api-version=2023-10-01";
+    let query = "?api-version=2020-06";
 
     let no_version = put("", "application/json", good).await.unwrap();
+    let management_version = put("?api-version=2023-10-01", "application/json", good)
+        .await
+        .unwrap();
+    let unknown_version = put("?api-version=2021-01", "application/json", good)
+        .await
+        .unwrap();
     let wrong_type = put(query, "text/plain", good).await.unwrap();
     let unknown_platform = put(query, "application/json", gcm).await.unwrap();
     let broken_template = put(query, "application/json", bad_template).await.unwrap();
     let accepted = put(query, "application/json", good).await.unwrap();
 
     assert_eq!(no_version.status(), 400);
+    assert_eq!(
+        management_version.status(),
+        400,
+        "a management-plane version"
+    );
+    let why = unknown_version.text().await.unwrap();
+    assert!(why.contains("'2021-01' is not supported"), "{why}");
+    assert!(
+        why.contains("2020-06"),
+        "the refusal names the versions: {why}"
+    );
     assert_eq!(wrong_type.status(), 400);
     assert_eq!(unknown_platform.status(), 400);
     assert_eq!(broken_template.status(), 400);
@@ -274,17 +303,157 @@ async fn a_persistent_503_fails_after_bounded_retries() {
     assert!(fake.sends().is_empty());
 }
 
-/// Runs against a local fake that enforces the documented contract: every request carries the
-/// adapter's api-version, which the fake requires to accept `fcmv1` installations.
+/// Runs against a local fake that enforces the documented contract: the fake takes `fcmv1`
+/// only with the data-plane version the SDKs use for it, and the adapter registers and sends
+/// to an FCM v1 device (its api-version is that one: a management-plane date would be refused).
 #[tokio::test]
-async fn the_api_version_supports_fcm_v1() {
+async fn fcm_v1_devices_register_and_receive_with_the_data_plane_version() {
     let (push, fake) = hub_with_key(KEY).await;
     let device = installation(Uuid::new_v4(), "fcmv1");
+    let url = format!(
+        "{}/{HUB}/installations/{}",
+        fake.base_url(),
+        device.installation_id
+    );
+    let old = reqwest::Client::new()
+        .put(format!("{url}?api-version=2017-04"))
+        .header("Authorization", sas_token(&url, KEY_NAME, KEY, now() + 60))
+        .header("Content-Type", "application/json")
+        .body(format!(
+            r#"{{"installationId":"{}","platform":"fcmv1","pushChannel":"abc"}}"#,
+            device.installation_id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 400, "fcmv1 before 2020-06");
 
     push.register(device.clone()).await.expect("registered");
+    push.send(&notification(device.customer_id, "shipped", None))
+        .await
+        .expect("sent");
 
-    assert!(API_VERSION >= "2023-10-01");
+    assert_eq!(API_VERSION, "2020-06");
     let stored = fake.installation(&device.installation_id).expect("stored");
     assert_eq!(stored["platform"], "fcmv1");
     assert_eq!(stored["pushChannel"], device.push_channel.as_str());
+    assert_eq!(
+        fake.sends()[0].deliveries.len(),
+        1,
+        "the FCM v1 device got it"
+    );
+}
+
+/// Runs against a local fake that enforces the documented contract, with installations
+/// eventually consistent (a read lags 10 s behind the writes): a device removed right after it
+/// registered is deleted at the hub (the delete is issued, not decided by a read that still
+/// answers 404), and the customer's next push reaches no device.
+#[tokio::test]
+async fn a_device_removed_right_after_it_registered_is_gone_from_the_hub() {
+    let (push, fake) = hub_with_key(KEY).await;
+    fake.set_staleness(Duration::from_secs(10));
+    let device = installation(Uuid::new_v4(), "apns");
+
+    push.register(device.clone()).await.expect("registered");
+    let removed = push
+        .delete(device.customer_id, &device.installation_id)
+        .await;
+    push.send(&notification(device.customer_id, "shipped", None))
+        .await
+        .expect("sent");
+
+    assert_eq!(removed, Ok(true));
+    assert_eq!(fake.installation(&device.installation_id), None);
+    assert_eq!(
+        fake.sends()[0].deliveries,
+        vec![],
+        "no device left to reach"
+    );
+}
+
+/// Runs against a local fake that enforces the documented contract, with reads lagging 10 s:
+/// an id one customer registered a moment ago through one web process cannot be taken by
+/// another customer through another (they share the cache), though the hub's read still
+/// answers 404 for it.
+#[tokio::test]
+async fn an_id_registered_a_moment_ago_is_not_taken_through_another_process() {
+    let fake = FakeNotificationHubs::start(HUB, KEY_NAME, KEY).await;
+    fake.set_staleness(Duration::from_secs(10));
+    let cache: Arc<dyn ViewStore> = Arc::new(MemoryViewStore::new());
+    let (first, second) = (
+        adapter(&fake, KEY, cache.clone()),
+        adapter(&fake, KEY, cache),
+    );
+    let mine = installation(Uuid::new_v4(), "wns");
+    let mut theirs = installation(Uuid::new_v4(), "wns");
+    theirs.installation_id = mine.installation_id.clone();
+
+    first.register(mine.clone()).await.expect("registered");
+    let taken = second.register(theirs).await;
+
+    assert_eq!(taken, Err(PushError::NotOwner));
+    let stored = fake.installation(&mine.installation_id).expect("kept");
+    assert_eq!(stored["pushChannel"], mine.push_channel.as_str());
+}
+
+/// Runs against a local fake that enforces the documented contract: when the cache has lost
+/// its ownership records (a flush, a failover without persistence), the hub's settled copy
+/// decides: another customer cannot take the id, and its owner can still remove it.
+#[tokio::test]
+async fn ownership_the_cache_forgot_is_read_from_the_hub() {
+    let fake = FakeNotificationHubs::start(HUB, KEY_NAME, KEY).await;
+    fake.set_staleness(Duration::ZERO);
+    let before = adapter(&fake, KEY, Arc::new(MemoryViewStore::new()));
+    let mine = installation(Uuid::new_v4(), "apns");
+    before.register(mine.clone()).await.expect("registered");
+    let after = adapter(&fake, KEY, Arc::new(MemoryViewStore::new()));
+    let mut theirs = installation(Uuid::new_v4(), "apns");
+    theirs.installation_id = mine.installation_id.clone();
+
+    assert_eq!(after.register(theirs).await, Err(PushError::NotOwner));
+    assert_eq!(
+        after.delete(Uuid::new_v4(), &mine.installation_id).await,
+        Err(PushError::NotOwner)
+    );
+    assert_eq!(
+        after.delete(mine.customer_id, &mine.installation_id).await,
+        Ok(true)
+    );
+    assert_eq!(fake.installation(&mine.installation_id), None);
+}
+
+/// Runs against a local fake that enforces the documented contract: a 403 with `Retry-After`
+/// is the hub throttling (quota exceeded) and is waited out and retried; a 403 without it is
+/// the key's rights and fails at once, reported unavailable for an operator to mend.
+#[tokio::test]
+async fn a_403_with_retry_after_is_throttling_and_one_without_is_not() {
+    let (push, fake) = hub_with_key(KEY).await;
+    fake.fail_next(2, Failure::QuotaExceeded(1));
+    let started = tokio::time::Instant::now();
+
+    let sent = push
+        .send(&notification(Uuid::new_v4(), "confirmed", None))
+        .await;
+
+    assert_eq!(sent, Ok(()));
+    assert_eq!(fake.requests(), 3, "two refusals, one success");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After was honoured"
+    );
+
+    fake.fail_next(1, Failure::Forbidden);
+    let forbidden = push
+        .send(&notification(Uuid::new_v4(), "confirmed", None))
+        .await;
+
+    match forbidden {
+        Err(PushError::Unavailable(message)) => assert!(message.contains("403"), "{message}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(
+        fake.requests(),
+        4,
+        "a 403 without Retry-After is not retried"
+    );
 }

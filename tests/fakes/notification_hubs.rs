@@ -18,26 +18,37 @@
 //! - "Send a template notification": `POST /{hub}/messages/`, `Content-Type: application/json`,
 //!   `ServiceBusNotification-Format: template`, optional `ServiceBusNotification-Tags` (a single
 //!   tag), body a JSON object of string properties — else 400. It answers 201 (what the service
-//!   answers; the reference page's table says 200).
-//! - "Google Firebase Cloud Messaging migration using REST API": the `fcmv1` platform, which the
-//!   fake accepts only with `api-version` 2023-10-01 or later.
+//!   answers, and all the JavaScript SDK accepts; the reference page's table says 200).
+//! - Microsoft's SDKs for which data-plane versions exist: azure-notificationhubs-dotnet's
+//!   `ApiVersionConstants.cs` (removed in 2020, it listed every version from 2012-03 to 2017-04)
+//!   and `Messaging/ManagementStrings.cs` (2020-06, what both the .NET and the JavaScript SDKs
+//!   send today, for every platform). Any other `api-version` (a management-plane date such as
+//!   `2023-10-01` included) is refused with 400, in the words of the service's `UnknownApiVersion`
+//!   resource (`SRClient.resx` in the .NET SDK). The `fcmv1` platform is accepted only with
+//!   2020-06, the one version the SDKs use for it.
+//! - Throttling as azure-notificationhubs-dotnet's `ExceptionUtility.cs` reads it: 429, or 403
+//!   with `Retry-After` (the hub's "quota exceeded"), both with a delay in seconds.
+//! - Eventual consistency of installations (azure-notificationhubs-dotnet issues #95 and #345:
+//!   a read right after a create or an update can answer 404 or the previous body): a `GET`
+//!   sees the installations as they were [`FakeNotificationHubs::set_staleness`] ago (1 s
+//!   unless set). Sends see every write at once.
 //!
-//! Every request needs an `api-version` query parameter (`YYYY-MM` or `YYYY-MM-DD`, 2015-01 or
-//! later) — else 400. Templates are checked per platform: APNs and FCM v1 bodies must be JSON,
-//! a WNS body a well-nested `<toast>` document with an `X-WNS-Type` header. A send renders each
-//! template of every matching installation by substituting `$(property)` (escaped for JSON or
-//! XML) and checks the result has its platform's shape, and renders the template's headers
-//! the same way within their limits (`apns-collapse-id` 64 bytes, `X-WNS-Tag` 16
-//! characters); the rendering is recorded for tests to inspect. [`FakeNotificationHubs::fail_next`] makes the next requests answer 429 (with
-//! `Retry-After`) or 503.
+//! Every request needs an `api-version` query parameter — else 400. Templates are checked per
+//! platform: APNs and FCM v1 bodies must be JSON, a WNS body a well-nested `<toast>` document
+//! with an `X-WNS-Type` header. A send renders each template of every matching installation by
+//! substituting `$(property)` (escaped for JSON or XML) and checks the result has its
+//! platform's shape, and renders the template's headers the same way within their limits
+//! (`apns-collapse-id` 64 bytes, `X-WNS-Tag` 16 characters); the rendering is recorded for
+//! tests to inspect. [`FakeNotificationHubs::fail_next`] makes the next requests answer 429 or
+//! 403 (with `Retry-After`) or 503.
 //!
-//! Not modelled: native sends, registrations, tag expressions with operators, quotas, PNS
-//! delivery itself.
+//! Not modelled: native sends, registrations, tag expressions with operators, quotas by count,
+//! PNS delivery itself.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -47,8 +58,14 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 use tokio::task::JoinHandle;
 
-const OLDEST_API_VERSION: &str = "2015-01";
-const FCMV1_API_VERSION: &str = "2023-10-01";
+/// The data-plane versions the service knows (see the module docs).
+const API_VERSIONS: [&str; 17] = [
+    "2012-03", "2012-08", "2013-04", "2013-07", "2013-08", "2013-10", "2014-01", "2014-05",
+    "2014-08", "2014-09", "2015-01", "2015-04", "2015-08", "2016-03", "2016-07", "2017-04",
+    "2020-06",
+];
+/// The version the SDKs use for FCM v1, the only one the fake takes it with.
+const FCMV1_API_VERSION: &str = "2020-06";
 const PLATFORMS: [&str; 3] = ["apns", "fcmv1", "wns"];
 
 /// An injected failure, answered instead of the next requests.
@@ -56,6 +73,10 @@ const PLATFORMS: [&str; 3] = ["apns", "fcmv1", "wns"];
 pub enum Failure {
     /// 429 with `Retry-After: {0}` seconds.
     Throttled(u64),
+    /// 403 with `Retry-After: {0}` seconds: the hub's quota exceeded.
+    QuotaExceeded(u64),
+    /// 403 without `Retry-After`: the key lacks the right (a Listen-only policy sending).
+    Forbidden,
     /// 503.
     Unavailable,
 }
@@ -81,14 +102,55 @@ pub struct RecordedSend {
     pub deliveries: Vec<Delivery>,
 }
 
-#[derive(Default)]
 struct State {
     installations: BTreeMap<String, Value>,
+    /// Every write of each installation, oldest first: when, and the body (`None`: deleted).
+    history: BTreeMap<String, Vec<(Instant, Option<Value>)>>,
+    /// How far behind the writes a read is.
+    staleness: Duration,
     sends: Vec<RecordedSend>,
     failures: VecDeque<Failure>,
     /// Every send is refused with 400 while this is set (a bad template, say).
     refusing_sends: bool,
     requests: usize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            installations: BTreeMap::new(),
+            history: BTreeMap::new(),
+            staleness: Duration::from_secs(1),
+            sends: Vec::new(),
+            failures: VecDeque::new(),
+            refusing_sends: false,
+            requests: 0,
+        }
+    }
+}
+
+impl State {
+    fn write(&mut self, id: &str, installation: Option<Value>) {
+        match &installation {
+            Some(body) => self.installations.insert(id.to_owned(), body.clone()),
+            None => self.installations.remove(id),
+        };
+        self.history
+            .entry(id.to_owned())
+            .or_default()
+            .push((Instant::now(), installation));
+    }
+
+    /// What a `GET` answers now: the last write older than the staleness.
+    fn read(&self, id: &str) -> Option<Value> {
+        let horizon = Instant::now().checked_sub(self.staleness)?;
+        self.history
+            .get(id)?
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= horizon)
+            .and_then(|(_, body)| body.clone())
+    }
 }
 
 struct Hub {
@@ -143,7 +205,12 @@ impl FakeNotificationHubs {
         format!("http://{}", self.address)
     }
 
-    /// The stored installation, as a `GET` would return it.
+    /// How far behind the writes a `GET` is (1 s unless set; zero: consistent at once).
+    pub fn set_staleness(&self, staleness: Duration) {
+        self.hub.state().staleness = staleness;
+    }
+
+    /// The stored installation as it is now (a `GET` may still answer an older one).
     pub fn installation(&self, id: &str) -> Option<Value> {
         self.hub.state().installations.get(id).cloned()
     }
@@ -210,8 +277,11 @@ impl Hub {
         let Some(version) = query_param(query, "api-version") else {
             return bad_request("the api-version query parameter is required");
         };
-        if !valid_api_version(&version) {
-            return bad_request(format!("unsupported api-version {version}"));
+        if !API_VERSIONS.contains(&version.as_str()) {
+            return bad_request(format!(
+                "api-version '{version}' is not supported; leave it out or use one of {}",
+                API_VERSIONS.join(", ")
+            ));
         }
         let host = header(&parts.headers, "host").unwrap_or_default();
         let resource = format!("http://{host}{}", parts.uri.path());
@@ -228,6 +298,14 @@ impl Hub {
                         .insert("Retry-After", seconds.to_string().parse().unwrap());
                     response
                 }
+                Failure::QuotaExceeded(seconds) => {
+                    let mut response = answer(StatusCode::FORBIDDEN, "quota exceeded");
+                    response
+                        .headers_mut()
+                        .insert("Retry-After", seconds.to_string().parse().unwrap());
+                    response
+                }
+                Failure::Forbidden => answer(StatusCode::FORBIDDEN, "the key lacks this right"),
                 Failure::Unavailable => answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             };
         }
@@ -254,20 +332,18 @@ impl Hub {
             (&Method::PUT, ["installations", id]) => {
                 self.put_installation(&decode(id), &parts.headers, &body, &version)
             }
-            (&Method::GET, ["installations", id]) => {
-                match self.state().installations.get(&decode(id)) {
-                    Some(installation) => {
-                        let mut response = answer(StatusCode::OK, installation.to_string());
-                        response
-                            .headers_mut()
-                            .insert("Content-Type", "application/json".parse().unwrap());
-                        response
-                    }
-                    None => answer(StatusCode::NOT_FOUND, "installation not found"),
+            (&Method::GET, ["installations", id]) => match self.state().read(&decode(id)) {
+                Some(installation) => {
+                    let mut response = answer(StatusCode::OK, installation.to_string());
+                    response
+                        .headers_mut()
+                        .insert("Content-Type", "application/json".parse().unwrap());
+                    response
                 }
-            }
+                None => answer(StatusCode::NOT_FOUND, "installation not found"),
+            },
             (&Method::DELETE, ["installations", id]) => {
-                self.state().installations.remove(&decode(id));
+                self.state().write(&decode(id), None);
                 answer(StatusCode::NO_CONTENT, "")
             }
             (&Method::POST, ["messages", ""] | ["messages"]) => {
@@ -335,9 +411,7 @@ impl Hub {
         if let Err(why) = validate_installation(id, &installation, version) {
             return bad_request(why);
         }
-        self.state()
-            .installations
-            .insert(id.to_owned(), installation);
+        self.state().write(id, Some(installation));
         answer(StatusCode::OK, "")
     }
 
@@ -375,8 +449,8 @@ impl Hub {
                 .as_str()
                 .unwrap_or_default()
                 .to_lowercase();
-            if platform == "fcmv1" && version < FCMV1_API_VERSION {
-                return bad_request("fcmv1 needs api-version 2023-10-01 or later");
+            if platform == "fcmv1" && version != FCMV1_API_VERSION {
+                return bad_request("fcmv1 needs api-version 2020-06");
             }
             let templates = installation["templates"]
                 .as_object()
@@ -435,17 +509,6 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, value)| decode(value))
 }
 
-/// `YYYY-MM` or `YYYY-MM-DD`, not older than the first REST version.
-fn valid_api_version(version: &str) -> bool {
-    let shape = version.len() >= 7
-        && version.chars().enumerate().all(|(i, c)| match i {
-            4 | 7 => c == '-',
-            _ => c.is_ascii_digit(),
-        })
-        && (version.len() == 7 || version.len() == 10);
-    shape && version >= OLDEST_API_VERSION
-}
-
 /// A tag as the hub defines it: 1-120 of alphanumerics and `_ @ # . : -`.
 fn valid_tag(tag: &str) -> bool {
     (1..=120).contains(&tag.len())
@@ -465,8 +528,8 @@ fn validate_installation(id: &str, installation: &Value, version: &str) -> Resul
     if !PLATFORMS.contains(&platform.as_str()) {
         return Err(format!("platform {platform} is not apns, fcmv1 or wns"));
     }
-    if platform == "fcmv1" && version < FCMV1_API_VERSION {
-        return Err("fcmv1 needs api-version 2023-10-01 or later".into());
+    if platform == "fcmv1" && version != FCMV1_API_VERSION {
+        return Err("fcmv1 needs api-version 2020-06".into());
     }
     match installation["pushChannel"].as_str() {
         Some(channel) if !channel.trim().is_empty() => {}

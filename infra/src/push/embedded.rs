@@ -11,13 +11,16 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use projections::notifier::{Installation, Notification, PushError, PushSender};
-use projections::view_store::{Doc, ViewStore};
+use projections::view_store::ViewStore;
 use uuid::Uuid;
+
+use super::owners::Owners;
+pub use super::owners::{INDEX_PREFIX, KEY_PREFIX};
 
 const KEEP_SENT: usize = 10_000;
 
 pub struct LogPush {
-    views: Arc<dyn ViewStore>,
+    owners: Owners,
     file: Option<Mutex<std::fs::File>>,
     sent: Mutex<VecDeque<Notification>>,
 }
@@ -35,7 +38,7 @@ impl LogPush {
             None => None,
         };
         Ok(Self {
-            views,
+            owners: Owners::new(views),
             file,
             sent: Mutex::default(),
         })
@@ -48,33 +51,6 @@ impl LogPush {
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
     }
-
-    async fn stored(&self, id: &str) -> Result<Option<(u64, Installation)>, PushError> {
-        match self.views.get(&key(id)).await.map_err(unavailable)? {
-            None => Ok(None),
-            // A deleted installation leaves a tombstone (the view store has no delete).
-            Some(doc) if doc.body == "null" => Ok(None),
-            Some(doc) => serde_json::from_str(&doc.body)
-                .map(|installation| Some((doc.version, installation)))
-                .map_err(unavailable),
-        }
-    }
-
-    async fn devices(&self, customer: Uuid) -> Result<usize, PushError> {
-        let index = format!("{INDEX_PREFIX}{customer}");
-        let members = self
-            .views
-            .index_page(&index, None, 1000)
-            .await
-            .map_err(unavailable)?;
-        let mut count = 0;
-        for (_, id) in members {
-            if self.stored(&id).await?.is_some() {
-                count += 1;
-            }
-        }
-        Ok(count)
-    }
 }
 
 /// One line of the push log: the notification, and the collapse key a device would get (the
@@ -86,15 +62,6 @@ struct Logged<'a> {
     collapse_id: Uuid,
 }
 
-/// Where an installation is kept in the view store: `installation:{id}`.
-pub const KEY_PREFIX: &str = "installation:";
-/// The index of a customer's installations: `installations:customer:{customer_id}`.
-pub const INDEX_PREFIX: &str = "installations:customer:";
-
-fn key(id: &str) -> String {
-    format!("{KEY_PREFIX}{id}")
-}
-
 fn unavailable(error: impl std::fmt::Display) -> PushError {
     PushError::Unavailable(error.to_string())
 }
@@ -102,7 +69,7 @@ fn unavailable(error: impl std::fmt::Display) -> PushError {
 #[async_trait]
 impl PushSender for LogPush {
     async fn send(&self, notification: &Notification) -> Result<(), PushError> {
-        let devices = self.devices(notification.customer_id).await?;
+        let devices = self.owners.devices(notification.customer_id).await?;
         tracing::info!(
             tag = %notification.tag(),
             order_id = %notification.order_id,
@@ -131,51 +98,21 @@ impl PushSender for LogPush {
     }
 
     async fn register(&self, installation: Installation) -> Result<(), PushError> {
-        let id = installation.installation_id.clone();
-        let current = self.views.get(&key(&id)).await.map_err(unavailable)?;
-        if let Some(doc) = &current
-            && let Ok(existing) = serde_json::from_str::<Installation>(&doc.body)
-            && existing.customer_id != installation.customer_id
-        {
-            return Err(PushError::NotOwner);
-        }
-        let version = current.map_or(0, |d| d.version);
-        let body = serde_json::to_string(&installation).map_err(unavailable)?;
-        let doc = Doc {
-            version: version + 1,
-            body,
-        };
-        if !self
-            .views
-            .put(&key(&id), version, doc)
+        // Nothing but the records knows the installations here.
+        self.owners
+            .claim(&installation, || async { Ok(None) })
             .await
-            .map_err(unavailable)?
-        {
-            return Err(PushError::Unavailable(
-                "installation changed concurrently; retry".into(),
-            ));
-        }
-        let index = format!("{INDEX_PREFIX}{}", installation.customer_id);
-        self.views
-            .index_add(&index, 0, &id)
-            .await
-            .map_err(unavailable)
     }
 
     async fn delete(&self, customer_id: Uuid, installation_id: &str) -> Result<bool, PushError> {
-        let Some((version, existing)) = self.stored(installation_id).await? else {
+        let checked = self
+            .owners
+            .check_delete(customer_id, installation_id, || async { Ok(None) })
+            .await?;
+        let Some(version) = checked else {
             return Ok(false);
         };
-        if existing.customer_id != customer_id {
-            return Err(PushError::NotOwner);
-        }
-        let tombstone = Doc {
-            version: version + 1,
-            body: "null".into(),
-        };
-        self.views
-            .put(&key(installation_id), version, tombstone)
-            .await
-            .map_err(unavailable)
+        self.owners.forget(installation_id, version).await?;
+        Ok(true)
     }
 }

@@ -2,13 +2,19 @@
 //! because no maintained Rust crate for Notification Hubs exists.
 //!
 //! What it does:
-//! - [`PushSender::register`] reads the installation (`GET`), refuses an id whose
-//!   `customer:{id}` tag names another customer, then creates or overwrites it (`PUT`) with the
-//!   device's platform (`apns`, `fcmv1`, `wns`), push channel, tags and one *template* for its
-//!   platform (APNs JSON, FCM v1 JSON, WNS toast XML), so that one template send reaches every
-//!   device of a customer whatever its platform.
-//! - [`PushSender::delete`] reads the installation (404: `false`; another customer's:
-//!   [`PushError::NotOwner`]) and deletes it.
+//! - [`PushSender::register`] claims the installation id for its customer in orderflow's own
+//!   records ([`Owners`], in the view store), refusing an id that is another customer's, then
+//!   creates or overwrites the installation (`PUT`) with the device's platform (`apns`,
+//!   `fcmv1`, `wns`), push channel, tags and one *template* for its platform (APNs JSON, FCM
+//!   v1 JSON, WNS toast XML), so that one template send reaches every device of a customer
+//!   whatever its platform.
+//! - [`PushSender::delete`] checks the records (none: `false`; another customer's:
+//!   [`PushError::NotOwner`]), always issues the `DELETE`, then marks the record deleted.
+//! - Ownership is never learnt from a `GET`: installations are eventually consistent, and a
+//!   read right after a write may answer 404 or the previous body (azure-notificationhubs-dotnet
+//!   issues #95 and #345), so a device deleted right after it registered could stay, and an id
+//!   registered a moment ago could be taken. The hub is read only for an id the records have
+//!   never seen (a cache that lost its data), whose copy at the hub is old enough to be settled.
 //! - [`PushSender::send`] posts a template notification to the tag expression
 //!   `customer:{id}` with string properties `title`, `order_id`, `status`, `version`,
 //!   `event_id`, `collapse_tag` and `reason` (when there is one). Each template collapses a
@@ -16,49 +22,53 @@
 //!   header, Android by the notification's `tag`, WNS by the `X-WNS-Tag` header, all from
 //!   the event id.
 //! - Every request carries a fresh SAS token (`sr`, `sig`, `se`, `skn`; valid for
-//!   [`NotificationHubsSettings::token_ttl`]) and the api-version [`API_VERSION`]. 429 and 5xx
-//!   (and transport errors) are retried with exponential backoff, honouring `Retry-After`, for
-//!   at most [`RetryPolicy::attempts`] attempts; any other 4xx fails at once. Failures map, in
-//!   one function (`failure`), to [`PushError::Refused`] for a 4xx that says the request itself
-//!   is wrong, and otherwise to [`PushError::Unavailable`], with the status and a clipped body.
+//!   [`NotificationHubsSettings::token_ttl`]) and the data-plane version [`API_VERSION`] as
+//!   `api-version` and `x-ms-version`. Throttling (429, and 403 with `Retry-After`, which is
+//!   how the hub says its quota is exceeded), 5xx and transport errors are retried with
+//!   exponential backoff, honouring `Retry-After`, for at most [`RetryPolicy::attempts`]
+//!   attempts; any other 4xx fails at once. Failures map, in one function (`failure`), to
+//!   [`PushError::Refused`] for a 4xx that says the request itself is wrong, and otherwise to
+//!   [`PushError::Unavailable`], with the status and a clipped body.
 //!
-//! Microsoft documentation followed (learn.microsoft.com, REST API reference for Notification
-//! Hubs, `rest/api/notificationhubs/...`):
-//! - "Shared Access Signature authentication with Service Bus" and "Generate SAS token" (token
-//!   format, string to sign `<url-encoded resource URI>\n<expiry>`, HMAC-SHA256 keyed with the
-//!   key's UTF-8 bytes);
-//! - "Create or overwrite an installation" (`create-overwrite-installation`), "Read an
-//!   installation" (`get-installation`), "Delete an installation" (`delete-installation`, 204
-//!   even when missing);
-//! - "Send a template notification" (`send-template-notification`: `ServiceBusNotification-Format:
-//!   template`, `ServiceBusNotification-Tags`, a JSON body of string properties);
-//! - "Google Firebase Cloud Messaging migration using REST API" (`azure/notification-hubs/
-//!   firebase-migration-rest`: the `fcmv1` platform). The reference pages still show
-//!   `api-version=2015-01`; the FCM v1 platform needs a newer data-plane version, `2023-10-01`,
-//!   which is what [`API_VERSION`] is (not verified against a live hub).
+//! Sources followed:
+//! - Microsoft's SDKs: Azure/azure-notificationhubs-dotnet (`Messaging/ManagementStrings.cs`:
+//!   `api-version` 2020-06 on every data-plane call, FCM v1 included; `ExceptionUtility.cs`: a
+//!   403 with `Retry-After` is throttling, one without it is forbidden; 429 is throttling) and
+//!   Azure/azure-sdk-for-js `sdk/notificationhubs/notification-hubs/src/api/clientContext.ts`
+//!   (`api-version` and `x-ms-version` 2020-06). `2023-10-01` is a management-plane (resource
+//!   provider) version, not a data-plane one (azure-docs `firebase-migration-rest.md`).
+//! - learn.microsoft.com, REST API reference for Notification Hubs: "Shared Access Signature
+//!   authentication with Service Bus" and "Generate SAS token" (token format, string to sign
+//!   `<url-encoded resource URI>\n<expiry>`, HMAC-SHA256 keyed with the key's UTF-8 bytes);
+//!   "Create or overwrite an installation", "Read an installation", "Delete an installation"
+//!   (204 even when missing); "Send a template notification" (`ServiceBusNotification-Format:
+//!   template`, `ServiceBusNotification-Tags`, a JSON body of string properties; 201).
 //!
 //! Not covered: native (non-template) sends, scheduled sends, registrations (the older API),
 //! installation PATCH, per-message telemetry, PNS feedback, Azure AD authentication, and
-//! `Retry-After` given as an HTTP date (only delay-seconds is read). Register is a read then a
-//! write, not atomic: Notification Hubs has no conditional PUT for installations, so two
-//! customers registering one new id at the same instant can race (the last write wins). A send
-//! retried after a 5xx may reach a device twice; the device collapses the two, and apps can
-//! also drop a duplicate by `event_id`.
+//! `Retry-After` given as an HTTP date (only delay-seconds is read, as the .NET SDK does). A
+//! send retried after a 5xx may reach a device twice; the device collapses the two, and apps
+//! can also drop a duplicate by `event_id`.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use projections::notifier::{Installation, Notification, PushError, PushSender};
+use projections::view_store::ViewStore;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use uuid::Uuid;
 
-/// The data-plane api-version sent with every request (the first that knows `fcmv1`).
-pub const API_VERSION: &str = "2023-10-01";
+use super::owners::Owners;
+
+/// The data-plane version sent with every request, as Microsoft's .NET and JavaScript SDKs
+/// send it for every operation and platform, `fcmv1` included.
+pub const API_VERSION: &str = "2020-06";
 
 /// How much of an error body goes into an error message.
 const BODY_CLIP: usize = 300;
@@ -142,6 +152,7 @@ impl NotificationHubsSettings {
 
 pub struct NotificationHubsPush {
     client: reqwest::Client,
+    owners: Owners,
     /// `{base}/{hub}`, no trailing slash.
     hub_url: String,
     key_name: String,
@@ -167,7 +178,11 @@ struct Answer {
 }
 
 impl NotificationHubsPush {
-    pub fn new(settings: NotificationHubsSettings) -> Result<Self, PushError> {
+    /// `views`: where the ownership records are kept ([`Owners`]), shared by every process.
+    pub fn new(
+        settings: NotificationHubsSettings,
+        views: Arc<dyn ViewStore>,
+    ) -> Result<Self, PushError> {
         let base = settings
             .base_url
             .unwrap_or_else(|| format!("https://{}.servicebus.windows.net", settings.namespace));
@@ -177,6 +192,7 @@ impl NotificationHubsPush {
             .map_err(|e| PushError::Unavailable(format!("notification hubs client: {e}")))?;
         Ok(Self {
             client,
+            owners: Owners::new(views),
             hub_url: format!("{}/{}", base.trim_end_matches('/'), settings.hub),
             key_name: settings.key_name,
             key: settings.key,
@@ -232,7 +248,7 @@ impl NotificationHubsPush {
                         .map(Duration::from_secs);
                     let body = response.text().await.unwrap_or_default();
                     let answer = Answer { status, body };
-                    if !retryable(status) {
+                    if !retryable(status, retry_after.is_some()) {
                         return Ok(answer);
                     }
                     (retry_after, failure(&method, url, Cause::Answer(&answer)))
@@ -253,14 +269,16 @@ impl NotificationHubsPush {
         }
     }
 
-    /// The installation as the hub has it, `None` if it has none by that id.
-    async fn read(&self, id: &str) -> Result<Option<Value>, PushError> {
+    /// The customer the hub's copy of installation `id` names, `None` if it has none by that
+    /// id. Asked only for an id orderflow has no record of (a cache that lost its data), so
+    /// the hub's copy is old enough to have settled.
+    async fn hub_owner(&self, id: &str) -> Result<Option<Uuid>, PushError> {
         let url = self.installation_url(id);
         let answer = self.call(Method::GET, &url, &[], None).await?;
         match answer.status {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => serde_json::from_str(&answer.body)
-                .map(Some)
+            s if s.is_success() => serde_json::from_str::<Value>(&answer.body)
+                .map(|installation| owner(&installation))
                 .map_err(|e| failure(&Method::GET, &url, Cause::Unreadable(e))),
             _ => Err(failure(&Method::GET, &url, Cause::Answer(&answer))),
         }
@@ -277,15 +295,12 @@ fn owner(installation: &Value) -> Option<Uuid> {
         .and_then(|id| Uuid::parse_str(id).ok())
 }
 
-fn check_owner(existing: Option<&Value>, customer: Uuid) -> Result<(), PushError> {
-    match existing.and_then(owner) {
-        Some(other) if other != customer => Err(PushError::NotOwner),
-        _ => Ok(()),
-    }
-}
-
-fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+/// Throttling and service errors pass; a 403 is throttling only with a `Retry-After` (without
+/// one it is the key's rights, and asking again will not change them).
+fn retryable(status: StatusCode, retry_after: bool) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::FORBIDDEN && retry_after)
+        || status.is_server_error()
 }
 
 /// Why a request failed.
@@ -314,7 +329,7 @@ fn failure(method: &Method, url: &str, cause: Cause<'_>) -> PushError {
         Cause::Answer(answer) => {
             let what = match answer.status {
                 StatusCode::UNAUTHORIZED => "the SAS token was refused (wrong key or key name?)",
-                StatusCode::FORBIDDEN => "forbidden or quota exceeded",
+                StatusCode::FORBIDDEN => "forbidden, or throttled (quota exceeded)",
                 StatusCode::TOO_MANY_REQUESTS => "throttled",
                 s if s.is_server_error() => "service error",
                 _ => "request refused",
@@ -446,9 +461,11 @@ impl PushSender for NotificationHubsPush {
 
     #[tracing::instrument(skip(self, installation), fields(installation_id = %installation.installation_id))]
     async fn register(&self, installation: Installation) -> Result<(), PushError> {
-        let existing = self.read(&installation.installation_id).await?;
-        check_owner(existing.as_ref(), installation.customer_id)?;
-        let url = self.installation_url(&installation.installation_id);
+        let id = installation.installation_id.clone();
+        self.owners
+            .claim(&installation, || self.hub_owner(&id))
+            .await?;
+        let url = self.installation_url(&id);
         let body = installation_body(&installation)?.to_string();
         let headers = [("Content-Type", "application/json")];
         let answer = self.call(Method::PUT, &url, &headers, Some(body)).await?;
@@ -461,17 +478,24 @@ impl PushSender for NotificationHubsPush {
 
     #[tracing::instrument(skip(self))]
     async fn delete(&self, customer_id: Uuid, installation_id: &str) -> Result<bool, PushError> {
-        let Some(existing) = self.read(installation_id).await? else {
+        let checked = self
+            .owners
+            .check_delete(customer_id, installation_id, || {
+                self.hub_owner(installation_id)
+            })
+            .await?;
+        let Some(version) = checked else {
             return Ok(false);
         };
-        check_owner(Some(&existing), customer_id)?;
+        // Issued whatever a read would say: the hub answers 204 for an id it has not (yet)
+        // got, and a read right after the registration may not see it.
         let url = self.installation_url(installation_id);
         let answer = self.call(Method::DELETE, &url, &[], None).await?;
-        if answer.status.is_success() {
-            Ok(true)
-        } else {
-            Err(failure(&Method::DELETE, &url, Cause::Answer(&answer)))
+        if !answer.status.is_success() {
+            return Err(failure(&Method::DELETE, &url, Cause::Answer(&answer)));
         }
+        self.owners.forget(installation_id, version).await?;
+        Ok(true)
     }
 }
 
@@ -482,7 +506,8 @@ mod tests {
     #[test]
     fn the_key_never_prints() {
         let settings = NotificationHubsSettings::new("ns", "hub", "policy", SasKey::new("s3cr3t"));
-        let push = NotificationHubsPush::new(settings.clone()).unwrap();
+        let views = Arc::new(crate::views::memory::MemoryViewStore::new());
+        let push = NotificationHubsPush::new(settings.clone(), views).unwrap();
         assert!(!format!("{settings:?}").contains("s3cr3t"));
         assert!(!format!("{push:?}").contains("s3cr3t"));
     }
