@@ -43,6 +43,9 @@ pub struct Settings {
     pub servicebus_key: Option<Secret>,
     /// The Notification Hubs shared access key (`ORDERFLOW_NOTIFICATIONHUBS_KEY`).
     pub notificationhubs_key: Option<Secret>,
+    /// The cache's password (`ORDERFLOW_CACHE_KEY`; Azure Cache for Redis: its access key),
+    /// used when the cache URL names none.
+    pub cache_key: Option<Secret>,
     pub roles: Roles,
     pub auth: AuthSettings,
     /// How subscriptions retry a failing event before dead-lettering it.
@@ -240,6 +243,7 @@ impl Settings {
             cosmos_key: None,
             servicebus_key: None,
             notificationhubs_key: None,
+            cache_key: None,
             roles: Roles::all(),
             auth: AuthSettings::Development,
             retry: RetryPolicy {
@@ -280,6 +284,7 @@ impl Settings {
         settings.cosmos_key = overrides.cosmos_key.map(Secret::new);
         settings.servicebus_key = overrides.servicebus_key.map(Secret::new);
         settings.notificationhubs_key = overrides.notificationhubs_key.map(Secret::new);
+        settings.cache_key = overrides.cache_key.map(Secret::new);
         if let Some(roles) = overrides.role.or(file.role) {
             settings.roles = Roles::parse(&roles)?;
         }
@@ -320,6 +325,7 @@ pub struct Overrides {
     pub cosmos_key: Option<String>,
     pub servicebus_key: Option<String>,
     pub notificationhubs_key: Option<String>,
+    pub cache_key: Option<String>,
     pub role: Option<String>,
     pub no_seed: bool,
     pub push_log: Option<PathBuf>,

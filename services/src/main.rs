@@ -428,6 +428,7 @@ impl Engines {
             cosmos_key: std::env::var("ORDERFLOW_COSMOS_KEY").ok(),
             servicebus_key: std::env::var("ORDERFLOW_SERVICEBUS_KEY").ok(),
             notificationhubs_key: std::env::var("ORDERFLOW_NOTIFICATIONHUBS_KEY").ok(),
+            cache_key: std::env::var("ORDERFLOW_CACHE_KEY").ok(),
             jwt_secret: std::env::var("ORDERFLOW_JWT_SECRET").ok(),
             jwt_issuer: std::env::var("ORDERFLOW_JWT_ISSUER").ok(),
             jwt_audience: std::env::var("ORDERFLOW_JWT_AUDIENCE").ok(),

@@ -19,7 +19,7 @@ pub async fn run(settings: &Settings, projections: &[Projection]) -> anyhow::Res
         );
     }
     let store = open_store(settings).await?;
-    let views = open_cache(&settings.cache).await?;
+    let views = open_cache(settings).await?;
     let total = store.lag(&LogCursor::start()).await.unwrap_or(None);
     let mut progress = Progress::new("replay", total);
     let replayed = replay(store, views, projections, DEFAULT_GRACE, &mut |n| {

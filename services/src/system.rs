@@ -8,7 +8,7 @@
 //! |---|---|
 //! | store | `sqlite://PATH`, `postgres://USER@HOST:PORT/DB[?schema=NAME]`, `cosmos://ACCOUNT/DATABASE` (feature `azure`) |
 //! | bus | `memory://`, `amqp://USER:PASS@HOST:PORT/VHOST[?prefix=NAME]` |
-//! | cache | `memory://`, `redis://HOST:PORT[/DB][?prefix=NAME]` |
+//! | cache | `memory://`, `redis://HOST:PORT[/DB][?prefix=NAME]`, `rediss://` (TLS, `&ca-file=PATH`), password in the URL or `ORDERFLOW_CACHE_KEY` |
 //! | bus (feature `azure`) | `servicebus://NAMESPACE/TOPIC[?key-name=NAME&endpoint=URL]`, key in `ORDERFLOW_SERVICEBUS_KEY` |
 //! | push | `log://`, `notificationhubs://NAMESPACE/HUB[?key-name=NAME&endpoint=URL]`, key in `ORDERFLOW_NOTIFICATIONHUBS_KEY` |
 
@@ -94,7 +94,7 @@ impl System {
                 MemoryViewStore::keeping(file.clone(), kept, &KEPT_DOCS, &KEPT_INDEXES),
             )
                 as Arc<dyn ViewStore>,
-            _ => open_cache(&settings.cache).await?,
+            _ => open_cache(settings).await?,
         };
         let bus = if uses_topic(settings) {
             match kept {
@@ -444,17 +444,21 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn EventStor
     }
 }
 
-pub async fn open_cache(url: &str) -> anyhow::Result<Arc<dyn ViewStore>> {
+/// The cache the settings name, connected (Redis: with `ORDERFLOW_CACHE_KEY` as the password
+/// when its URL names none).
+pub async fn open_cache(settings: &Settings) -> anyhow::Result<Arc<dyn ViewStore>> {
+    let url = settings.cache.as_str();
     let shown = redact(url);
     match scheme(url) {
         "memory" => Ok(Arc::new(MemoryViewStore::new())),
         "redis" | "rediss" => {
-            let cache = RedisViewStore::connect(url)
+            let password = settings.cache_key.as_ref().map(|k| k.expose());
+            let cache = RedisViewStore::connect_with_password(url, password)
                 .await
                 .with_context(|| format!("connecting to the cache {shown}"))?;
             Ok(Arc::new(cache))
         }
-        _ => bail!("unknown cache URL {shown}: use memory:// or redis://..."),
+        _ => bail!("unknown cache URL {shown}: use memory://, redis://... or rediss://..."),
     }
 }
 

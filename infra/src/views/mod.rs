@@ -12,6 +12,9 @@ pub mod conformance;
 pub mod memory;
 pub mod redis;
 mod redis_bulk;
+mod redis_tls;
+#[cfg(test)]
+mod redis_tls_tests;
 
 pub use memory::MemoryViewStore;
 pub use redis::RedisViewStore;

@@ -2,8 +2,12 @@
 //!
 //! # URL
 //!
-//! `redis://[user:password@]host:port[/db][?prefix=NAME]`. `prefix` is ours, not Redis's: it is
-//! taken off before the URL reaches fred (given twice, the last wins). It defaults to
+//! `redis://[user:password@]host:port[/db][?prefix=NAME]`, or `rediss://` for TLS (Azure Cache
+//! for Redis: `rediss://:ACCESS_KEY@NAME.redis.cache.windows.net:6380`, the key
+//! percent-encoded), trusting the system's roots or only the CAs of `ca-file=PATH` (a PEM
+//! file; see `redis_tls.rs`). The bulk writer's connections use the same TLS. `prefix` and
+//! `ca-file` are ours, not Redis's: they are taken off before the URL reaches fred (given
+//! twice, the last wins). It defaults to
 //! `orderflow` and may hold ASCII letters, digits, `-`, `_` and `.`, so it never contains the
 //! `:` separator nor a glob character: `{prefix}:*` then matches this store's keys and no
 //! other prefix's.
@@ -197,10 +201,30 @@ impl RedisViewStore {
     /// Connects a pool to the Redis at `url` (see the [module docs](self)) and loads the
     /// scripts. Fails if Redis does not answer now; later outages are retried in the
     /// background, and commands fail after a timeout meanwhile.
-    #[tracing::instrument(skip_all)]
     pub async fn connect(url: &str) -> Result<Self, ViewError> {
-        let (fred_url, prefix) = split_prefix(url)?;
-        let config = Config::from_url(&fred_url).map_err(view_error)?;
+        Self::connect_with_password(url, None).await
+    }
+
+    /// [`Self::connect`], with `password` (an access key) when the URL names none, so that a
+    /// key can come from the environment instead of the URL.
+    #[tracing::instrument(skip_all)]
+    pub async fn connect_with_password(
+        url: &str,
+        password: Option<&str>,
+    ) -> Result<Self, ViewError> {
+        let target = parse_target(url)?;
+        let prefix = target.prefix.clone();
+        let mut config = Config::from_url(&target.url).map_err(view_error)?;
+        if config.password.is_none() {
+            config.password = password.map(str::to_owned);
+        }
+        let tls = if target.tls() {
+            let client = super::redis_tls::client_config(target.ca_file.as_deref())?;
+            config.tls = Some(fred::types::config::TlsConnector::from((*client).clone()).into());
+            Some(client)
+        } else {
+            None
+        };
         let ServerConfig::Centralized { server } = &config.server else {
             return Err(ViewError::Unavailable(
                 "the Redis view store takes redis://host:port URLs (no cluster, no sentinel)"
@@ -209,13 +233,11 @@ impl RedisViewStore {
         };
         let bulk = Bulk::new(
             &format!("{prefix}:bulk"),
-            server.host.to_string(),
-            server.port,
-            config.username.as_deref(),
-            config.password.as_deref(),
-            config.database,
+            (server.host.to_string(), server.port),
+            &config,
+            tls,
             COMMAND_TIMEOUT,
-        );
+        )?;
         let mut builder = Builder::from_config(config);
         builder.with_performance_config(|perf| perf.default_command_timeout = COMMAND_TIMEOUT);
         let mut subscriber = builder.clone();
@@ -609,15 +631,38 @@ fn parse_score(index: &str, text: &str) -> Result<i64, ViewError> {
     Ok(score as i64)
 }
 
-/// Takes our `prefix=NAME` query parameter off `url`: (the URL for fred, the prefix).
-fn split_prefix(url: &str) -> Result<(String, String), ViewError> {
+/// What a store URL says, once our own parameters are taken off.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    /// The URL for fred.
+    url: String,
+    prefix: String,
+    /// `ca-file=PATH`: the CAs to trust for `rediss://` instead of the system's.
+    ca_file: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    fn tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+}
+
+/// Takes our `prefix=NAME` and `ca-file=PATH` query parameters off `url` (given twice, the
+/// last wins), leaving the rest for fred.
+fn parse_target(url: &str) -> Result<Target, ViewError> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut prefix = DEFAULT_PREFIX;
+    let mut ca_file = None;
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        match pair.strip_prefix("prefix=") {
-            Some(name) => prefix = name,
-            None => rest.push(pair),
+        if let Some(name) = pair.strip_prefix("prefix=") {
+            prefix = name;
+        } else if let Some(path) = pair.strip_prefix("ca-file=") {
+            let path = urlencoding::decode(path)
+                .map_err(|_| ViewError::Unavailable("ca-file is not valid UTF-8".into()))?;
+            ca_file = Some(std::path::PathBuf::from(path.into_owned()));
+        } else {
+            rest.push(pair);
         }
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
@@ -626,12 +671,22 @@ fn split_prefix(url: &str) -> Result<(String, String), ViewError> {
             "Redis key prefix {prefix:?}: use ASCII letters, digits, '-', '_' or '.'"
         )));
     }
-    let fred_url = if rest.is_empty() {
+    let url = if rest.is_empty() {
         base.to_owned()
     } else {
         format!("{base}?{}", rest.join("&"))
     };
-    Ok((fred_url, prefix.to_owned()))
+    let target = Target {
+        url,
+        prefix: prefix.to_owned(),
+        ca_file,
+    };
+    if target.ca_file.is_some() && !target.tls() {
+        return Err(ViewError::Unavailable(
+            "ca-file is for TLS: use rediss://HOST:PORT (Azure Cache for Redis: port 6380)".into(),
+        ));
+    }
+    Ok(target)
 }
 
 /// A score Redis keeps exactly (its scores are doubles: within ±2^53).
@@ -662,8 +717,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_prefix_parameter_is_taken_off_the_url() {
-        let split = |url: &str| split_prefix(url).expect("valid URL");
+    fn the_prefix_and_ca_file_parameters_are_taken_off_the_url() {
+        let split = |url: &str| {
+            let target = parse_target(url).expect("valid URL");
+            (target.url, target.prefix)
+        };
         assert_eq!(
             split("redis://127.0.0.1:6379"),
             ("redis://127.0.0.1:6379".into(), "orderflow".into())
@@ -680,13 +738,24 @@ mod tests {
             split("redis://h?prefix=a&prefix=b"),
             ("redis://h".into(), "b".into())
         );
+        let tls = parse_target("rediss://:k%2Fy@h:6380?ca-file=%2Fetc%2Fca%20s.pem&prefix=p")
+            .expect("valid URL");
+        assert_eq!(tls.url, "rediss://:k%2Fy@h:6380");
+        assert_eq!(tls.ca_file, Some("/etc/ca s.pem".into()));
+        assert!(tls.tls());
+    }
+
+    #[test]
+    fn a_ca_file_without_tls_is_refused() {
+        let refused = parse_target("redis://h:6379?ca-file=/ca.pem").unwrap_err();
+        assert!(refused.to_string().contains("rediss://"), "{refused}");
     }
 
     #[test]
     fn a_prefix_that_could_overlap_another_is_refused() {
         for bad in ["", "a:b", "a*", "a?b", "a b", "[x]", "é"] {
             let url = format!("redis://h?prefix={bad}");
-            assert!(split_prefix(&url).is_err(), "prefix {bad:?} was accepted");
+            assert!(parse_target(&url).is_err(), "prefix {bad:?} was accepted");
         }
     }
 

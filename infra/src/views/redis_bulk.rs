@@ -13,13 +13,66 @@
 //! error answer fails the batch (its other commands may have run: the callers write
 //! documents nobody reads yet, and a failed replay deletes its generation). A connection that
 //! failed or timed out is dropped; the others are kept for the next batch, and a batch whose
-//! kept connection turns out to be closed goes again on a new one.
+//! kept connection turns out to be closed goes again on a new one. Over `rediss://` each
+//! connection is TLS, with the store's rustls configuration and the URL's host as the name.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use projections::view_store::ViewError;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// One bulk connection, plain or TLS.
+enum Connection {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Where to connect, and what to send first on each new connection.
 pub(crate) struct Bulk {
@@ -27,7 +80,9 @@ pub(crate) struct Bulk {
     port: u16,
     /// `AUTH` and `SELECT` as the URL asks and `CLIENT SETNAME`, already encoded.
     hello: Commands,
-    idle: std::sync::Mutex<Vec<TcpStream>>,
+    /// Over `rediss://`: the TLS client and the name the certificate must carry.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    idle: std::sync::Mutex<Vec<Connection>>,
     timeout: Duration,
 }
 
@@ -72,36 +127,43 @@ impl Commands {
 }
 
 impl Bulk {
-    /// Bulk writes to the Redis at `host:port`, authenticating and selecting `database` as
-    /// the store's URL says; each connection is named `name` in `CLIENT LIST`.
+    /// Bulk writes to the Redis at `host:port`, authenticating and selecting the database as
+    /// the store's `config` says; each connection is named `name` in `CLIENT LIST`.
     pub(crate) fn new(
         name: &str,
-        host: String,
-        port: u16,
-        username: Option<&str>,
-        password: Option<&str>,
-        database: Option<u8>,
+        (host, port): (String, u16),
+        config: &fred::types::config::Config,
+        tls: Option<Arc<rustls::ClientConfig>>,
         timeout: Duration,
-    ) -> Self {
+    ) -> Result<Self, ViewError> {
         let mut hello = Commands::default();
-        match (username, password) {
+        match (config.username.as_deref(), config.password.as_deref()) {
             (Some(user), Some(password)) => {
                 hello.push(&[b"AUTH", user.as_bytes(), password.as_bytes()]);
             }
             (None, Some(password)) => hello.push(&[b"AUTH", password.as_bytes()]),
             _ => {}
         }
-        if let Some(db) = database {
+        if let Some(db) = config.database {
             hello.push(&[b"SELECT", db.to_string().as_bytes()]);
         }
         hello.push(&[b"CLIENT", b"SETNAME", name.as_bytes()]);
-        Self {
+        let tls = match tls {
+            Some(config) => {
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| unavailable(format!("Redis TLS: the host {host}: {e}")))?;
+                Some((TlsConnector::from(config), name))
+            }
+            None => None,
+        };
+        Ok(Self {
             host,
             port,
             hello,
+            tls,
             idle: std::sync::Mutex::new(Vec::new()),
             timeout,
-        }
+        })
     }
 
     /// Sends `commands` and checks every answer.
@@ -125,7 +187,7 @@ impl Bulk {
     /// One batch on `connection`, which is kept for the next batch if all went well.
     async fn exchange(
         &self,
-        mut connection: TcpStream,
+        mut connection: Connection,
         commands: &Commands,
     ) -> Result<(), ViewError> {
         match tokio::time::timeout(self.timeout, send_and_check(&mut connection, commands)).await {
@@ -143,9 +205,9 @@ impl Bulk {
         }
     }
 
-    async fn open(&self) -> Result<TcpStream, ViewError> {
+    async fn open(&self) -> Result<Connection, ViewError> {
         let connect = TcpStream::connect((self.host.as_str(), self.port));
-        let mut connection = tokio::time::timeout(self.timeout, connect)
+        let connection = tokio::time::timeout(self.timeout, connect)
             .await
             .map_err(|_| {
                 unavailable(format!(
@@ -156,6 +218,17 @@ impl Bulk {
             .map_err(|e| unavailable(format!("connecting to {}:{}: {e}", self.host, self.port)))?;
         // Nagle would hold the tail of each batch back for the answers to the head.
         connection.set_nodelay(true).map_err(io_error)?;
+        let mut connection = match &self.tls {
+            None => Connection::Plain(connection),
+            Some((connector, name)) => {
+                let handshake = connector.connect(name.clone(), connection);
+                let stream = tokio::time::timeout(self.timeout, handshake)
+                    .await
+                    .map_err(|_| unavailable("Redis TLS handshake timed out".into()))?
+                    .map_err(|e| unavailable(format!("Redis TLS handshake: {e}")))?;
+                Connection::Tls(Box::new(stream))
+            }
+        };
         if !self.hello.is_empty() {
             tokio::time::timeout(self.timeout, send_and_check(&mut connection, &self.hello))
                 .await
@@ -169,8 +242,8 @@ impl Bulk {
 
 /// Writes `commands` while reading their answers (a batch is larger than the socket's
 /// buffers, and Redis answers as it reads).
-async fn send_and_check(connection: &mut TcpStream, commands: &Commands) -> Result<(), ViewError> {
-    let (read, mut write) = connection.split();
+async fn send_and_check(connection: &mut Connection, commands: &Commands) -> Result<(), ViewError> {
+    let (read, mut write) = tokio::io::split(connection);
     let send = async {
         write.write_all(&commands.buf).await.map_err(io_error)?;
         write.flush().await.map_err(io_error)
@@ -180,7 +253,7 @@ async fn send_and_check(connection: &mut TcpStream, commands: &Commands) -> Resu
 }
 
 /// Reads `count` answers; the first error answer among them is the result.
-async fn read_answers<R: tokio::io::AsyncRead + Unpin>(
+async fn read_answers<R: AsyncRead + Unpin>(
     mut read: BufReader<R>,
     count: usize,
 ) -> Result<(), ViewError> {
@@ -199,7 +272,7 @@ async fn read_answers<R: tokio::io::AsyncRead + Unpin>(
 
 /// Reads one answer of RESP2: a status, an error, an integer or a bulk string (what `HSET`,
 /// `ZADD`, `AUTH` and `SELECT` give).
-async fn skip_answer<R: tokio::io::AsyncRead + Unpin>(
+async fn skip_answer<R: AsyncRead + Unpin>(
     read: &mut BufReader<R>,
     line: &mut Vec<u8>,
     first_error: &mut Option<String>,
