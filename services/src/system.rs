@@ -9,7 +9,7 @@
 //! | store | `sqlite://PATH`, `postgres://USER@HOST:PORT/DB[?schema=NAME]`, `cosmos://ACCOUNT/DATABASE` (feature `azure`) |
 //! | bus | `memory://`, `amqp://USER:PASS@HOST:PORT/VHOST[?prefix=NAME]` |
 //! | cache | `memory://`, `redis://HOST:PORT[/DB][?prefix=NAME]`, `rediss://` (TLS, `&ca-file=PATH`), password in the URL or `ORDERFLOW_CACHE_KEY` |
-//! | bus (feature `azure`) | `servicebus://NAMESPACE/TOPIC[?key-name=NAME&endpoint=URL]`, key in `ORDERFLOW_SERVICEBUS_KEY` |
+//! | bus (feature `azure`) | `servicebus://NAMESPACE/TOPIC[?key-name=NAME&receivers=N&max-batch-bytes=N&endpoint=URL]`, key in `ORDERFLOW_SERVICEBUS_KEY` |
 //! | push | `log://`, `notificationhubs://NAMESPACE/HUB[?key-name=NAME&endpoint=URL]`, key in `ORDERFLOW_NOTIFICATIONHUBS_KEY` |
 
 use std::path::PathBuf;
@@ -535,6 +535,21 @@ fn open_service_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
         retry,
     );
     settings.base_url = azure.param("endpoint").map(str::to_owned);
+    let number = |name: &str| -> anyhow::Result<Option<usize>> {
+        azure
+            .param(name)
+            .map(|v| {
+                v.parse::<usize>()
+                    .with_context(|| format!("{name}={v} in {}: not a number", redact(url)))
+            })
+            .transpose()
+    };
+    if let Some(receivers) = number("receivers")? {
+        settings.receivers = receivers.max(1);
+    }
+    if let Some(bytes) = number("max-batch-bytes")? {
+        settings.max_batch_bytes = bytes;
+    }
     let bus = ServiceBusTopic::connect(settings)
         .with_context(|| format!("connecting to the topic {}", redact(url)))?;
     Ok(Arc::new(bus))

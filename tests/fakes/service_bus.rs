@@ -7,7 +7,19 @@
 //!   `"{url-encoded resource}\n{expiry}"`, the resource a prefix of the request URI): anything
 //!   else, an expired token or another key name is answered `401`.
 //! - *Send Message* (`POST /{topic}/messages`, `BrokerProperties` JSON header, `201 Created`) and
-//!   *Duplicate detection* (a `MessageId` seen within the window is accepted and dropped).
+//!   *Send Message Batch* (the same URI with `Content-Type: application/vnd.microsoft.servicebus.json`
+//!   exactly, no parameters; the body a JSON array of messages, each a `Body` string with optional
+//!   `BrokerProperties` and `UserProperties` objects; `400` for anything else). A message's
+//!   user properties come back on receive as headers whose values are JSON.
+//! - *Service Bus quotas*: a message, or a batch as a whole, larger than the tier's maximum
+//!   (256 KB on Standard; [`ServiceBusConfig::max_message_bytes`]) is refused with `403` ("quota
+//!   exceeded or message too large"); at most 5,000 receive requests at once per entity
+//!   ([`ServiceBusConfig::max_concurrent_receives`]), those over it refused with `403`.
+//! - *Duplicate detection*, only on a topic created with `RequiresDuplicateDetection`
+//!   ([`ServiceBusConfig::duplicate_detection`]): a `MessageId` seen within the window is
+//!   accepted (`201`) and dropped. Without it every message is kept.
+//! - A topic or subscription that does not exist is answered `410 Gone` (the *Send Message* and
+//!   *Peek-Lock Message* references: "specified queue or topic doesn't exist").
 //! - *Peek-Lock Message (Non-Destructive Read)*
 //!   (`POST /{topic}/subscriptions/{sub}/messages/head?timeout=N`): `201` with the body,
 //!   `BrokerProperties` (`DeliveryCount`, `LockToken`, `LockedUntilUtc`, `MessageId`,
@@ -30,6 +42,8 @@
 //!   filter) and gets every message.
 //!
 //! Locks run on Tokio's clock; the configured lock duration and windows are short in tests.
+//! [`ServiceBusConfig::round_trip`] delays every answer, as the network between a role and its
+//! namespace does (loopback hides it: in one region a request takes 5 to 20 ms).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,6 +80,14 @@ pub struct ServiceBusConfig {
     pub duplicate_detection_window: Duration,
     /// Whether the subscriptions have the `To` rule of the deploy guide (see the module docs).
     pub routes_by_to: bool,
+    /// Whether the topic was created with `RequiresDuplicateDetection` (the deploy guide's is).
+    pub duplicate_detection: bool,
+    /// The largest message, or batch as a whole, the tier takes (Standard: 256 KB).
+    pub max_message_bytes: usize,
+    /// How many receive requests may wait at once on one entity (Service Bus: 5,000).
+    pub max_concurrent_receives: usize,
+    /// How long every request takes before it is handled (the network's round trip).
+    pub round_trip: Duration,
 }
 
 impl ServiceBusConfig {
@@ -84,6 +106,10 @@ impl ServiceBusConfig {
             max_delivery_count,
             duplicate_detection_window: Duration::from_secs(600),
             routes_by_to: true,
+            duplicate_detection: true,
+            max_message_bytes: 256 * 1024,
+            max_concurrent_receives: 5_000,
+            round_trip: Duration::ZERO,
         }
     }
 }
@@ -116,6 +142,9 @@ impl ServiceBusFake {
                 seen_ids: HashMap::new(),
                 next_sequence: 1,
                 unauthorized: 0,
+                send_requests: 0,
+                receiving: 0,
+                most_receiving: 0,
             }),
             arrived: Notify::new(),
         });
@@ -148,6 +177,29 @@ impl ServiceBusFake {
     /// Requests refused with 401 so far.
     pub fn unauthorized(&self) -> usize {
         self.shared.lock().unauthorized
+    }
+
+    /// The most receive requests that ever waited at once (on all entities).
+    pub fn most_receiving(&self) -> usize {
+        self.shared.lock().most_receiving
+    }
+
+    /// Send requests accepted so far (a batch is one).
+    pub fn send_requests(&self) -> usize {
+        self.shared.lock().send_requests
+    }
+
+    /// The user properties of the first message in a subscription (available or locked) whose
+    /// `MessageId` is `message_id`.
+    pub fn user_properties(&self, subscription: &str, message_id: &str) -> Option<Value> {
+        let state = self.shared.lock();
+        let found = state
+            .subscriptions
+            .get(subscription)?
+            .active
+            .iter()
+            .find(|m| m.message_id == message_id)?;
+        Some(Value::Object(found.user_properties.clone()))
     }
 
     fn ids(&self, subscription: &str, dead: bool) -> Vec<String> {
@@ -188,6 +240,12 @@ struct Namespace {
     seen_ids: HashMap<String, Instant>,
     next_sequence: i64,
     unauthorized: usize,
+    /// Send requests answered `201` (a batch counts once).
+    send_requests: usize,
+    /// Receive requests waiting now.
+    receiving: usize,
+    /// The most that ever waited at once.
+    most_receiving: usize,
 }
 
 #[derive(Default)]
@@ -208,6 +266,7 @@ struct Message {
     delivery_count: u32,
     lock: Option<Lock>,
     dead_letter_reason: Option<String>,
+    user_properties: serde_json::Map<String, Value>,
 }
 
 #[derive(Clone, Copy)]
@@ -272,6 +331,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
+    tokio::time::sleep(shared.config.round_trip).await;
     let path = uri.path().to_owned();
     if let Err(why) = authorize(&shared, &headers, &path) {
         shared.lock().unauthorized += 1;
@@ -287,18 +347,46 @@ async fn handle(
                 _ => (false, rest),
             };
             if !shared.lock().subscriptions.contains_key(*sub) {
-                return status(StatusCode::NOT_FOUND, "no such subscription");
+                return status(StatusCode::GONE, "the subscription does not exist");
             }
             match (method, rest) {
                 (Method::POST, ["messages", "head"]) => {
                     let timeout = query_timeout(&uri);
+                    let Some(_receiving) = Receiving::start(&shared) else {
+                        return status(
+                            StatusCode::FORBIDDEN,
+                            "too many concurrent receive requests on the entity",
+                        );
+                    };
                     receive(&shared, sub, dead, timeout).await
                 }
                 (method, ["messages", id, token]) => settle(&shared, &method, sub, dead, id, token),
                 _ => status(StatusCode::METHOD_NOT_ALLOWED, "not part of the fake"),
             }
         }
+        (Method::POST, [_, "messages"]) => status(StatusCode::GONE, "the topic does not exist"),
         _ => status(StatusCode::NOT_FOUND, "no such entity"),
+    }
+}
+
+/// One waiting receive request, counted against the entity's limit while it lasts.
+struct Receiving<'a>(&'a Shared);
+
+impl<'a> Receiving<'a> {
+    fn start(shared: &'a Shared) -> Option<Self> {
+        let mut state = shared.lock();
+        if state.receiving >= shared.config.max_concurrent_receives {
+            return None;
+        }
+        state.receiving += 1;
+        state.most_receiving = state.most_receiving.max(state.receiving);
+        Some(Self(shared))
+    }
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.0.lock().receiving -= 1;
     }
 }
 
@@ -370,36 +458,129 @@ fn query_timeout(uri: &Uri) -> Duration {
     Duration::from_secs(seconds.min(60))
 }
 
+/// The content type of a batch send, exactly (the reference: "without parameters").
+const BATCH: &str = "application/vnd.microsoft.servicebus.json";
+
+/// One message as sent, before it is enqueued.
+struct Incoming {
+    properties: Value,
+    user_properties: serde_json::Map<String, Value>,
+    content_type: Option<String>,
+    body: Bytes,
+}
+
 fn send(shared: &Shared, headers: &HeaderMap, body: Bytes) -> Answer {
-    let properties: Value = match headers.get("brokerproperties") {
-        Some(value) => match value
-            .to_str()
-            .ok()
-            .and_then(|v| serde_json::from_str(v).ok())
-        {
-            Some(properties) => properties,
-            None => return status(StatusCode::BAD_REQUEST, "BrokerProperties is not JSON"),
-        },
-        None => json!({}),
+    if body.len() > shared.config.max_message_bytes {
+        return status(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "The received message (size: {} bytes) exceeds the limit ({} bytes) currently allowed on the entity.",
+                body.len(),
+                shared.config.max_message_bytes
+            ),
+        );
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let incoming = if content_type.as_deref() == Some(BATCH) {
+        match batch(&body) {
+            Ok(messages) => messages,
+            Err(why) => return status(StatusCode::BAD_REQUEST, &why),
+        }
+    } else {
+        let properties = match headers.get("brokerproperties") {
+            Some(value) => match value
+                .to_str()
+                .ok()
+                .and_then(|v| serde_json::from_str(v).ok())
+            {
+                Some(properties) => properties,
+                None => return status(StatusCode::BAD_REQUEST, "BrokerProperties is not JSON"),
+            },
+            None => json!({}),
+        };
+        vec![Incoming {
+            properties,
+            user_properties: serde_json::Map::new(),
+            content_type,
+            body,
+        }]
     };
+    let mut state = shared.lock();
+    state.send_requests += 1;
+    for message in incoming {
+        enqueue(shared, &mut state, message);
+    }
+    drop(state);
+    shared.arrived.notify_waiters();
+    status(StatusCode::CREATED, "")
+}
+
+/// A batch body: a JSON array of `{"Body": string, "BrokerProperties": {..}, "UserProperties": {..}}`.
+fn batch(body: &[u8]) -> Result<Vec<Incoming>, String> {
+    let messages: Vec<Value> =
+        serde_json::from_slice(body).map_err(|e| format!("the batch is not a JSON array: {e}"))?;
+    if messages.is_empty() {
+        return Err("the batch has no messages".into());
+    }
+    messages
+        .into_iter()
+        .map(|message| {
+            let Value::Object(mut message) = message else {
+                return Err("a message of the batch is not an object".into());
+            };
+            let Some(Value::String(text)) = message.remove("Body") else {
+                return Err("a message of the batch has no Body string".into());
+            };
+            let properties = match message.remove("BrokerProperties") {
+                None => json!({}),
+                Some(properties @ Value::Object(_)) => properties,
+                Some(_) => return Err("BrokerProperties is not an object".into()),
+            };
+            let user_properties = match message.remove("UserProperties") {
+                None => serde_json::Map::new(),
+                Some(Value::Object(properties)) => properties,
+                Some(_) => return Err("UserProperties is not an object".into()),
+            };
+            let content_type = properties
+                .get("ContentType")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            Ok(Incoming {
+                properties,
+                user_properties,
+                content_type,
+                body: Bytes::from(text),
+            })
+        })
+        .collect()
+}
+
+/// Puts one sent message in every subscription whose filter takes it (or drops it as a
+/// duplicate).
+fn enqueue(shared: &Shared, state: &mut Namespace, incoming: Incoming) {
     let text = |name: &str| {
-        properties
+        incoming
+            .properties
             .get(name)
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
     let message_id = text("MessageId").unwrap_or_else(|| Uuid::new_v4().simple().to_string());
-    let mut state = shared.lock();
-    let now = Instant::now();
-    let window = shared.config.duplicate_detection_window;
-    state
-        .seen_ids
-        .retain(|_, at| now.duration_since(*at) < window);
-    if state.seen_ids.contains_key(&message_id) {
-        // Accepted and dropped, as duplicate detection does.
-        return status(StatusCode::CREATED, "");
+    if shared.config.duplicate_detection {
+        let now = Instant::now();
+        let window = shared.config.duplicate_detection_window;
+        state
+            .seen_ids
+            .retain(|_, at| now.duration_since(*at) < window);
+        if state.seen_ids.contains_key(&message_id) {
+            // Accepted and dropped, as duplicate detection does.
+            return;
+        }
+        state.seen_ids.insert(message_id.clone(), now);
     }
-    state.seen_ids.insert(message_id.clone(), now);
     let sequence = state.next_sequence;
     state.next_sequence += 1;
     let message = Message {
@@ -407,15 +588,13 @@ fn send(shared: &Shared, headers: &HeaderMap, body: Bytes) -> Answer {
         message_id,
         label: text("Label"),
         to: text("To"),
-        content_type: headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        body,
+        content_type: incoming.content_type,
+        body: incoming.body,
         enqueued: Utc::now(),
         delivery_count: 0,
         lock: None,
         dead_letter_reason: None,
+        user_properties: incoming.user_properties,
     };
     let routes_by_to = shared.config.routes_by_to;
     for (name, subscription) in state.subscriptions.iter_mut() {
@@ -424,9 +603,6 @@ fn send(shared: &Shared, headers: &HeaderMap, body: Bytes) -> Answer {
             subscription.active.push(message.clone());
         }
     }
-    drop(state);
-    shared.arrived.notify_waiters();
-    status(StatusCode::CREATED, "")
 }
 
 async fn receive(shared: &Shared, sub: &str, dead: bool, timeout: Duration) -> Answer {
@@ -514,6 +690,15 @@ fn take(shared: &Shared, sub: &str, dead: bool) -> Option<Answer> {
             config.max_delivery_count
         );
         put("deadlettererrordescription", json!(description).to_string());
+    }
+    // User properties travel as headers whose values are JSON.
+    for (name, value) in &message.user_properties {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.to_lowercase().as_bytes()),
+            HeaderValue::from_str(&value.to_string()),
+        ) {
+            headers.insert(name, value);
+        }
     }
     Some((StatusCode::CREATED, headers, message.body).into_response())
 }

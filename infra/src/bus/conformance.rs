@@ -539,7 +539,17 @@ pub async fn one_consumer_sees_publish_order(bus: Arc<dyn EventBus>) {
     eventually("a has every event", || a.seen().len() >= 30).await;
 
     let sent: Vec<Uuid> = batches.iter().flat_map(|b| event_ids(b)).collect();
-    assert_eq!(ids(&a.seen()), sent, "one consumer sees publish order");
+    if bus.keeps_order() {
+        assert_eq!(ids(&a.seen()), sent, "one consumer sees publish order");
+    } else {
+        let (mut seen, mut sent) = (ids(&a.seen()), sent);
+        seen.sort();
+        sent.sort();
+        assert_eq!(
+            seen, sent,
+            "one consumer sees each event once (in any order)"
+        );
+    }
     a.stop().await;
     b.stop().await;
 }

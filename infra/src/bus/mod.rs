@@ -200,6 +200,14 @@ pub trait EventBus: Send + Sync + 'static {
     fn keeps_handler_reasons(&self) -> bool {
         true
     }
+
+    /// Whether one subscription handle gets the events in publish order while nothing fails.
+    /// Service Bus with several peek-lock receives in flight does not (their answers arrive in
+    /// any order); no consumer here needs it (the projector fills a gap from the store, and
+    /// processors and notifiers work concurrently anyway).
+    fn keeps_order(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]

@@ -9,19 +9,35 @@
 //!
 //! **What maps to what.**
 //!
-//! - [`EventBus::publish`]: one *Send Message* (`POST /{topic}/messages`) per event, in order,
-//!   body the [`RecordedEvent`] as JSON (`application/json`), `BrokerProperties` `MessageId` = event
-//!   id (so the topic's duplicate detection drops a batch the relay publishes twice) and `Label` =
-//!   event type, and the custom property `Diagnostic-Id` = the event's `traceparent` (where
-//!   Azure's SDKs carry trace context). Batches are sent one after the other in publish order. The [`Receipt`] resolves
-//!   `Ok` once every send was answered with success (Service Bus answers a send once the message is
-//!   stored durably), `Err` on the first failure; the relay then publishes again from its
-//!   checkpoint, and duplicate detection absorbs what had already gone through.
-//! - [`EventBus::subscribe`] / [`Subscription::next`]: a loop of *Peek-Lock Message*
-//!   (`POST /{topic}/subscriptions/{name}/messages/head?timeout=N`, a long poll of
-//!   [`ServiceBusSettings::receive_timeout`], whole seconds). Handles of one name compete: the lock
-//!   gives a message to one of them. [`Delivery::attempt`] is the message's `DeliveryCount`.
-//! - `ack`: *Delete Message* (complete) on the lock's `Location`.
+//! - [`EventBus::publish`]: *Send Message Batch* (`POST /{topic}/messages`, content type
+//!   `application/vnd.microsoft.servicebus.json`, a JSON array of messages), written here since
+//!   the crate has no batch send. A page of events goes as few batches as fit within
+//!   [`ServiceBusSettings::max_batch_bytes`] (the tier's message limit applies to a batch as a
+//!   whole: 256 KB on Standard), sent one after the other in publish order; an event that fits
+//!   no batch is refused before anything is sent. Each message's `Body` is the
+//!   [`RecordedEvent`] as JSON (`ContentType` `application/json`), its `MessageId` the event id
+//!   (so the topic's duplicate detection drops what the relay publishes twice), its `Label` the
+//!   event type, and its user property `Diagnostic-Id` the event's `traceparent` (where Azure's
+//!   SDKs carry trace context). The [`Receipt`] resolves `Ok` once every batch was answered
+//!   `201` (Service Bus answers once the batch is stored), `Err` on the first failure; the
+//!   relay then publishes again from its checkpoint, and duplicate detection absorbs what had
+//!   already gone through.
+//! - [`EventBus::subscribe`] / [`Subscription::next`]: each handle runs
+//!   [`ServiceBusSettings::receivers`] *Peek-Lock Message* long polls at once
+//!   (`POST /{topic}/subscriptions/{name}/messages/head?timeout=N`,
+//!   [`ServiceBusSettings::receive_timeout`], whole seconds), since the REST API gives one
+//!   message per request. A receiver takes room before it polls, so at most that many
+//!   messages wait for the consumer, and their locks are renewed while they wait; stopping
+//!   the handle abandons them at once. Their answers arrive in any order, so with more than
+//!   one receiver a handle does not keep publish order ([`EventBus::keeps_order`]). Handles of
+//!   one name compete: the lock gives a message to one of them. [`Delivery::attempt`] is the
+//!   message's `DeliveryCount`. Service Bus takes at most 5,000 receive requests at once per
+//!   entity (all of a topic's subscriptions together).
+//! - `ack`: *Delete Message* (complete) on the lock's `Location`, sent in the background (at
+//!   most 64 at once per handle) so that a consumer goes on to its next message instead of
+//!   waiting a round trip; stopping the handle waits for them, and acks after the stop
+//!   complete before they return. A completion that is lost (a crash, a lapsed lock) means
+//!   the message comes again, which every consumer absorbs by event id.
 //! - `nack(reason)`: waits [`RetryPolicy::delay_after`]`(attempt)` while still holding the lock
 //!   (capped at half the lock duration, so the lock cannot lapse meanwhile), then *Unlock Message*
 //!   (abandon): Service Bus delivers it again with `DeliveryCount` + 1. Dropping a delivery unsettled
@@ -51,10 +67,17 @@
 //!   after the send succeeded. [`EventBus::discard`] completes the selected dead letters and
 //!   logs them.
 //!
-//! **Errors** all become [`BusError::Unavailable`] in [`service_bus_error`]; a refused SAS token
-//! (401) says so. [`Subscription::next`] never gives up while the bus is open: failed receives are
-//! logged and retried with backoff (0.1 s doubling to 5 s); it answers `None` after
-//! [`ServiceBusTopic::close`].
+//! **Errors** all become [`BusError::Unavailable`] in [`service_bus_error`], with what the
+//! status most likely means (401: the key; 403: rights, quota or size; 410: no such topic or
+//! subscription, or a lapsed lock) and what the service said. [`Subscription::next`] never gives
+//! up while the bus is open: failed receives are retried with backoff (0.1 s doubling to 5 s),
+//! logged once when they start failing and once when they succeed again; it answers `None`
+//! after [`ServiceBusTopic::close`].
+//!
+//! **Timeouts.** Every request has one ([`ServiceBusSettings::request_timeout`], 30 s; a receive
+//! gets its long poll on top), a connection takes at most 10 s to open, and connections send
+//! TCP keepalives every 30 s: a connection the network dropped without a word fails its request
+//! instead of silently stopping the relay or a consumer.
 //!
 //! **Endpoint.** The crate fixes it to `https://{namespace}.servicebus.windows.net`; its HTTP client
 //! is pluggable, and ours ([`RoutedClient`]) can send every request to
@@ -64,19 +87,22 @@
 //! **Secrets.** The SAS key is a [`SasKey`], whose `Debug` and `Display` print `***`; nothing here
 //! logs it or the `Authorization` header.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use azure_core::auth::Secret;
 use azure_core::headers::{HeaderName, HeaderValue, Headers};
 use azure_core::{Body, HttpClient, Request, Response, StatusCode};
-use azure_messaging_servicebus::prelude::{SubscriptionReceiver, TopicClient, TopicSender};
-use azure_messaging_servicebus::service_bus::{
-    PeekLockResponse, SendMessageOptions, SettableBrokerProperties,
-};
+use azure_messaging_servicebus::prelude::{SubscriptionReceiver, TopicClient};
+use azure_messaging_servicebus::service_bus::PeekLockResponse;
 use domain::RecordedEvent;
-use tokio::sync::{Mutex, watch};
+use futures_util::future::join_all;
+use serde_json::json;
+use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
 
 use super::{
     BusError, DeadLetter, DeadLetterFilter, Delivery, EventBus, Receipt, RetryPolicy, Settle,
@@ -87,6 +113,19 @@ use super::{
 pub const DEFAULT_RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Service Bus's default lock duration.
 pub const DEFAULT_LOCK_DURATION: Duration = Duration::from_secs(60);
+/// Peek-lock receives one subscription handle keeps in flight unless configured otherwise.
+pub const DEFAULT_RECEIVERS: usize = 32;
+/// The largest batch body sent unless configured otherwise: under Service Bus Standard's
+/// 256 KB limit for a message, which a batch as a whole must fit in, with room to spare for
+/// the service's own accounting of the properties.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 240 * 1024;
+/// How long a request may take (a receive: its long poll and this).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keepalive probes find a connection the network silently dropped.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Completions one subscription handle has in the background at once; an ack beyond it waits.
+const COMPLETIONS_IN_FLIGHT: u32 = 64;
 /// A dead-letter queue is read at most this far; a longer one is an incident, not a list.
 const DEAD_LETTER_READ_LIMIT: usize = 10_000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -94,6 +133,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const DEAD_LETTER_QUEUE: &str = "$DeadLetterQueue";
 /// The application property Azure's Service Bus SDKs carry a message's W3C trace context in.
 const DIAGNOSTIC_ID: &str = "Diagnostic-Id";
+/// *Send Message Batch*'s content type, exactly (no parameters).
+const BATCH_CONTENT_TYPE: &str = "application/vnd.microsoft.servicebus.json";
+/// How long the SAS token of a batch send is valid.
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 pub use crate::sas::SasKey;
 
@@ -114,6 +157,14 @@ pub struct ServiceBusSettings {
     pub lock_duration: Duration,
     /// How long one receive waits for a message (whole seconds, at least 1).
     pub receive_timeout: Duration,
+    /// Peek-lock receives each subscription handle keeps in flight (at least 1; with 1, one
+    /// handle gets a subscription's events in publish order).
+    pub receivers: usize,
+    /// The largest batch body a publish sends in one request (Standard: 256 KB a message;
+    /// Premium takes up to 1 MB over HTTP).
+    pub max_batch_bytes: usize,
+    /// How long any request may take; a receive gets its long poll on top.
+    pub request_timeout: Duration,
     /// Send every request here instead of `https://{namespace}.servicebus.windows.net`
     /// (`http://127.0.0.1:PORT` for a local fake).
     pub base_url: Option<String>,
@@ -138,6 +189,9 @@ impl ServiceBusSettings {
             policy,
             lock_duration: DEFAULT_LOCK_DURATION,
             receive_timeout: DEFAULT_RECEIVE_TIMEOUT,
+            receivers: DEFAULT_RECEIVERS,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             base_url: None,
         }
     }
@@ -147,34 +201,144 @@ impl ServiceBusSettings {
 /// says so, since that is a configuration error rather than an outage.
 fn service_bus_error(doing: &str, error: &azure_core::Error) -> BusError {
     match error.kind() {
-        azure_core::error::ErrorKind::HttpResponse { status, .. } => status_error(doing, *status),
+        azure_core::error::ErrorKind::HttpResponse { status, .. } => {
+            status_error(doing, u16::from(*status), "")
+        }
         _ => BusError::Unavailable(format!("Service Bus: {doing}: {error}")),
     }
 }
 
-fn status_error(doing: &str, status: StatusCode) -> BusError {
+/// An answer that was not a success, with what it most likely means and what the service said.
+fn status_error(doing: &str, status: u16, said: &str) -> BusError {
     let hint = match status {
-        StatusCode::Unauthorized => " (SAS token refused: check the key name and key)",
-        StatusCode::Forbidden => " (the SAS policy lacks the Send or Listen right)",
-        StatusCode::NotFound => " (no such topic, subscription or lock)",
-        StatusCode::Gone => " (the lock expired)",
+        401 => " (SAS token refused: check the key name and key)",
+        403 => " (the SAS policy lacks the Send or Listen right, or a quota or size limit was hit)",
+        404 => " (no such lock)",
+        410 => " (gone: no such topic or subscription, or the lock expired)",
         _ => "",
     };
-    BusError::Unavailable(format!(
-        "Service Bus: {doing}: HTTP {}{hint}",
-        u16::from(status)
-    ))
+    let said: String = said.trim().chars().take(300).collect();
+    let said = if said.is_empty() {
+        String::new()
+    } else {
+        format!(": {said}")
+    };
+    BusError::Unavailable(format!("Service Bus: {doing}: HTTP {status}{hint}{said}"))
+}
+
+/// What the adapter sends itself, beside the crate: *Send Message Batch*, which the crate lacks.
+struct Sender {
+    client: reqwest::Client,
+    /// Where requests go: the namespace, or the configured base URL.
+    base: String,
+    /// The namespace's URI, which SAS tokens name whatever the base.
+    resource: String,
+    key_name: String,
+    key: SasKey,
+    topic: String,
+    request_timeout: Duration,
+}
+
+impl Sender {
+    /// Sends one batch body (a JSON array of messages); `Ok` once Service Bus answered `201`,
+    /// that is, stored every message of it.
+    async fn send_batch(&self, body: String, doing: &str) -> Result<(), BusError> {
+        let path = format!("/{}/messages", self.topic);
+        let expiry = SystemTime::now()
+            .checked_add(TOKEN_TTL)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let token = crate::sas::sas_token(
+            &format!("{}/{}", self.resource, self.topic),
+            &self.key_name,
+            self.key.expose(),
+            expiry,
+        );
+        let answer = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, token)
+            .header(reqwest::header::CONTENT_TYPE, BATCH_CONTENT_TYPE)
+            .timeout(self.request_timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| BusError::Unavailable(format!("Service Bus: {doing}: {e}")))?;
+        let status = answer.status().as_u16();
+        if status == 201 {
+            return Ok(());
+        }
+        let said = answer.text().await.unwrap_or_default();
+        Err(status_error(doing, status, &said))
+    }
+}
+
+/// One message of a batch: the event as its `Body`, `MessageId` = event id (so the topic's
+/// duplicate detection drops what the relay publishes twice), `Label` = event type, and the
+/// trace context as the `Diagnostic-Id` user property.
+fn batch_message(
+    event: &RecordedEvent,
+    message_id: String,
+    to: Option<&str>,
+) -> Result<String, BusError> {
+    let encode =
+        |e: serde_json::Error| BusError::Unavailable(format!("Service Bus: encode an event: {e}"));
+    let body = serde_json::to_string(event).map_err(encode)?;
+    let mut properties = json!({
+        "MessageId": message_id,
+        "Label": event.event_type,
+        "ContentType": "application/json",
+    });
+    if let Some(to) = to {
+        properties["To"] = json!(to);
+    }
+    let mut message = json!({ "Body": body, "BrokerProperties": properties });
+    if let Some(traceparent) = &event.metadata.traceparent {
+        message["UserProperties"] = json!({ DIAGNOSTIC_ID: traceparent });
+    }
+    serde_json::to_string(&message).map_err(encode)
+}
+
+/// Packs messages, in order, into as few batch bodies of at most `max_bytes` as they fit in.
+fn batch_bodies(messages: Vec<String>, max_bytes: usize) -> Result<Vec<String>, BusError> {
+    let mut bodies = Vec::new();
+    let mut body = String::from("[");
+    for message in messages {
+        if message.len() + 2 > max_bytes {
+            return Err(BusError::Unavailable(format!(
+                "Service Bus: an event of {} bytes does not fit in a message of at most {max_bytes} bytes",
+                message.len()
+            )));
+        }
+        if body.len() > 1 && body.len() + message.len() + 2 > max_bytes {
+            body.push(']');
+            bodies.push(std::mem::replace(&mut body, String::from("[")));
+        }
+        if body.len() > 1 {
+            body.push(',');
+        }
+        body.push_str(&message);
+    }
+    if body.len() > 1 {
+        body.push(']');
+        bodies.push(body);
+    }
+    Ok(bodies)
 }
 
 /// The topic on Azure Service Bus; see the [module docs](self).
 pub struct ServiceBusTopic {
     client: TopicClient,
-    /// Held by a batch from `publish` until all of it is sent: batches go out in publish order.
-    sender: Arc<Mutex<TopicSender>>,
+    sender: Arc<Sender>,
+    /// Held by a publish from its call until all of it is sent: batches go out in publish order.
+    turn: Arc<Mutex<()>>,
     subscriptions: Vec<String>,
     policy: RetryPolicy,
     lock_duration: Duration,
     receive_timeout: Duration,
+    receivers: usize,
+    max_batch_bytes: usize,
+    request_timeout: Duration,
     closed: watch::Sender<bool>,
     /// One dead-letter read at a time: a read holds the locks it took until it ends.
     reading_dead_letters: Mutex<()>,
@@ -191,7 +355,21 @@ impl ServiceBusTopic {
         if settings.key_name.is_empty() || settings.key.expose().is_empty() {
             return Err(invalid("the SAS key name and key are required"));
         }
-        let http: Arc<dyn HttpClient> = Arc::new(RoutedClient::new(settings.base_url.as_deref())?);
+        if settings.max_batch_bytes < 1024 {
+            return Err(invalid("max-batch-bytes must be at least 1024"));
+        }
+        let routed = RoutedClient::new(settings.base_url.as_deref(), settings.request_timeout)?;
+        let resource = format!("https://{}.servicebus.windows.net", settings.namespace);
+        let sender = Arc::new(Sender {
+            client: routed.client.clone(),
+            base: routed.base.clone().unwrap_or_else(|| resource.clone()),
+            resource,
+            key_name: settings.key_name.clone(),
+            key: settings.key.clone(),
+            topic: settings.topic.clone(),
+            request_timeout: settings.request_timeout,
+        });
+        let http: Arc<dyn HttpClient> = Arc::new(routed);
         let client = TopicClient::new(
             http,
             settings.namespace.clone(),
@@ -205,15 +383,21 @@ impl ServiceBusTopic {
             namespace = %settings.namespace,
             topic = %settings.topic,
             base_url = settings.base_url.as_deref().unwrap_or("(Azure)"),
+            receivers = settings.receivers,
+            max_batch_bytes = settings.max_batch_bytes,
             "Service Bus topic ready"
         );
         Ok(Self {
-            sender: Arc::new(Mutex::new(client.topic_sender())),
             client,
+            sender,
+            turn: Arc::new(Mutex::new(())),
             subscriptions: settings.subscriptions,
             policy: settings.policy,
             lock_duration: settings.lock_duration,
             receive_timeout: settings.receive_timeout.max(Duration::from_secs(1)),
+            receivers: settings.receivers.max(1),
+            max_batch_bytes: settings.max_batch_bytes,
+            request_timeout: settings.request_timeout,
             closed,
             reading_dead_letters: Mutex::new(()),
         })
@@ -241,50 +425,27 @@ impl EventBus for ServiceBusTopic {
         false
     }
 
+    /// Several receives in flight answer in any order.
+    fn keeps_order(&self) -> bool {
+        self.receivers == 1
+    }
+
     async fn publish(&self, events: Vec<RecordedEvent>) -> Result<Receipt, BusError> {
         if events.is_empty() {
             return Ok(Box::pin(async { Ok(()) }));
         }
         let messages = events
             .iter()
-            .map(|event| {
-                let body = serde_json::to_string(event).map_err(|e| {
-                    BusError::Unavailable(format!("Service Bus: encode an event: {e}"))
-                })?;
-                Ok((
-                    event.event_id.to_string(),
-                    event.event_type.clone(),
-                    event.metadata.traceparent.clone(),
-                    body,
-                ))
-            })
+            .map(|event| batch_message(event, event.event_id.to_string(), None))
             .collect::<Result<Vec<_>, BusError>>()?;
+        let bodies = batch_bodies(messages, self.max_batch_bytes)?;
         // Taking the turn here, before returning, is what orders batches as they were published.
-        let sender = self.sender.clone().lock_owned().await;
+        let turn = self.turn.clone().lock_owned().await;
+        let sender = self.sender.clone();
         let sending = tokio::spawn(async move {
-            for (message_id, label, traceparent, body) in messages {
-                let options = SendMessageOptions {
-                    content_type: Some("application/json".into()),
-                    broker_properties: Some(SettableBrokerProperties {
-                        message_id: Some(message_id),
-                        label: Some(label),
-                        ..Default::default()
-                    }),
-                    // The trace context under the name Azure's SDKs and Application Insights
-                    // read it from a message.
-                    // (a custom property's string value goes in quotes, as the REST reference's
-                    // examples send it).
-                    custom_properties: traceparent.map(|t| {
-                        std::collections::HashMap::from([(
-                            DIAGNOSTIC_ID.to_owned(),
-                            format!("\"{t}\""),
-                        )])
-                    }),
-                };
-                sender
-                    .send_message(&body, Some(options))
-                    .await
-                    .map_err(|e| service_bus_error("send a message", &e))?;
+            let _turn = turn;
+            for body in bodies {
+                sender.send_batch(body, "send a batch").await?;
             }
             Ok(())
         });
@@ -299,12 +460,36 @@ impl EventBus for ServiceBusTopic {
 
     async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, BusError> {
         self.known(subscription)?;
-        Ok(Box::new(ServiceBusSubscription {
+        let receiving = Receiving {
             name: subscription.to_owned(),
-            receiver: self.client.subscription_receiver(subscription),
             policy: self.policy,
             lock_duration: self.lock_duration,
             receive_timeout: self.receive_timeout,
+        };
+        let waiting = Arc::new(Waiting::new(self.receivers));
+        let mut tasks = Vec::with_capacity(self.receivers + 1);
+        for _ in 0..self.receivers {
+            tasks.push(tokio::spawn(receive_into(
+                waiting.clone(),
+                self.client.subscription_receiver(subscription),
+                receiving.clone(),
+                self.closed.subscribe(),
+            )));
+        }
+        tasks.push(tokio::spawn(renew_waiting(
+            waiting.clone(),
+            self.lock_duration,
+            self.closed.subscribe(),
+        )));
+        Ok(Box::new(ServiceBusSubscription {
+            name: subscription.to_owned(),
+            waiting,
+            tasks,
+            completions: Arc::new(Completions {
+                room: Arc::new(Semaphore::new(COMPLETIONS_IN_FLIGHT as usize)),
+                stopping: AtomicBool::new(false),
+            }),
+            request_timeout: self.request_timeout,
             closed: self.closed.subscribe(),
         }))
     }
@@ -417,25 +602,22 @@ impl ServiceBusTopic {
                     .broker_properties()
                     .map(|p| p.sequence_number)
                     .unwrap_or_default();
-                let options = SendMessageOptions {
-                    content_type: Some("application/json".into()),
-                    broker_properties: Some(SettableBrokerProperties {
-                        message_id: Some(redrive_message_id(&letter, sequence)),
-                        label: Some(letter.event.event_type.clone()),
-                        to: Some(subscription.to_owned()),
-                        ..Default::default()
-                    }),
-                    custom_properties: None,
+                let copy = batch_message(
+                    &letter.event,
+                    redrive_message_id(&letter, sequence),
+                    Some(subscription),
+                );
+                let sent = match copy {
+                    Ok(copy) => {
+                        self.sender
+                            .send_batch(format!("[{copy}]"), "re-drive a dead letter")
+                            .await
+                    }
+                    Err(error) => Err(error),
                 };
-                let sent = self
-                    .sender
-                    .lock()
-                    .await
-                    .send_message(&locked.body(), Some(options))
-                    .await;
                 if let Err(error) = sent {
                     held.push(locked);
-                    return Err(service_bus_error("re-drive a dead letter", &error));
+                    return Err(error);
                 }
             }
             // Completed only now: a failure before this leaves it dead (and a re-drive again
@@ -504,68 +686,270 @@ async fn receive(
         StatusCode::Created | StatusCode::Ok => Err(BusError::Unavailable(format!(
             "Service Bus: {doing}: a message without readable BrokerProperties"
         ))),
-        status => Err(status_error(doing, status)),
+        status => Err(status_error(doing, u16::from(status), &locked.body())),
     }
+}
+
+/// What every receive of one subscription handle needs to know.
+#[derive(Clone)]
+struct Receiving {
+    name: String,
+    policy: RetryPolicy,
+    lock_duration: Duration,
+    receive_timeout: Duration,
+}
+
+/// A received message waiting for the consumer to take it, with the room it takes.
+struct Received {
+    locked: Locked,
+    event: RecordedEvent,
+    _room: OwnedSemaphorePermit,
+}
+
+/// The messages one subscription handle received ahead of the consumer: at most one per
+/// receiver (a receiver takes room before it receives, and the room is freed when the
+/// consumer takes the message), their locks renewed while they wait.
+struct Waiting {
+    queue: std::sync::Mutex<VecDeque<Received>>,
+    arrived: Notify,
+    room: Arc<Semaphore>,
+    /// Receives are failing (so one receiver in all says so, not each of them).
+    failing: AtomicBool,
+}
+
+impl Waiting {
+    fn new(receivers: usize) -> Self {
+        Self {
+            queue: std::sync::Mutex::new(VecDeque::new()),
+            arrived: Notify::new(),
+            room: Arc::new(Semaphore::new(receivers)),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Received>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, received: Received) {
+        self.lock().push_back(received);
+        self.arrived.notify_one();
+    }
+
+    fn pop(&self) -> Option<Received> {
+        self.lock().pop_front()
+    }
+
+    /// Takes out what waited a third of the lock duration since its lock was taken or renewed.
+    fn take_due(&self, after: Duration) -> Vec<Received> {
+        let mut queue = self.lock();
+        let (due, kept): (VecDeque<_>, VecDeque<_>) = queue
+            .drain(..)
+            .partition(|r| r.locked.renewed.elapsed() >= after);
+        *queue = kept;
+        due.into()
+    }
+
+    /// Puts renewed messages back in front, in the order they had.
+    fn put_back(&self, received: Vec<Received>) {
+        let mut queue = self.lock();
+        for one in received.into_iter().rev() {
+            queue.push_front(one);
+        }
+        drop(queue);
+        self.arrived.notify_one();
+    }
+
+    fn drain(&self) -> Vec<Received> {
+        self.lock().drain(..).collect()
+    }
+}
+
+/// One receiver of a subscription handle: takes room, long-polls one message, leaves it
+/// waiting for the consumer; until the topic closes or the handle stops, which cut the poll
+/// off. (Letting a stopped handle's polls finish would be worse: each could take a message
+/// another consumer is about to get, for up to the long poll, and spend a delivery on it; a
+/// poll cut off loses a message only if its answer was on the way, and that message comes
+/// back when its lock lapses.)
+async fn receive_into(
+    waiting: Arc<Waiting>,
+    receiver: SubscriptionReceiver,
+    receiving: Receiving,
+    mut closed: watch::Receiver<bool>,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let room = tokio::select! {
+            room = waiting.room.clone().acquire_owned() => match room {
+                Ok(room) => room,
+                Err(_) => return,
+            },
+            _ = crate::stopped(&mut closed) => return,
+        };
+        let received = tokio::select! {
+            _ = crate::stopped(&mut closed) => return,
+            received = receive(&receiver, receiving.receive_timeout, "receive") => received,
+        };
+        let locked = match received {
+            Ok(Some(locked)) => locked,
+            Ok(None) => continue,
+            Err(error) => {
+                drop(room);
+                if !waiting.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(subscription = %receiving.name, %error, "receive failed; retrying with backoff");
+                } else {
+                    tracing::debug!(subscription = %receiving.name, %error, ?backoff, "receive failed again");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = crate::stopped(&mut closed) => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        if waiting.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(subscription = %receiving.name, "receives succeed again");
+        }
+        backoff = FIRST_BACKOFF;
+        let attempt = locked
+            .broker_properties()
+            .map_or(1, |p| u32::try_from(p.delivery_count).unwrap_or(1).max(1));
+        match serde_json::from_str::<RecordedEvent>(&locked.body()) {
+            Ok(event) => waiting.push(Received {
+                locked: Locked {
+                    lock: locked,
+                    subscription: receiving.name.clone(),
+                    event_id: event.event_id.to_string(),
+                    attempt,
+                    policy: receiving.policy,
+                    lock_duration: receiving.lock_duration,
+                    renewed: tokio::time::Instant::now(),
+                },
+                event,
+                _room: room,
+            }),
+            Err(error) => {
+                // Abandoned: after the max delivery count Service Bus dead-letters it.
+                tracing::warn!(subscription = %receiving.name, %error, attempt, "undecodable message abandoned");
+                let _ = locked.unlock_message().await;
+            }
+        }
+    }
+}
+
+/// Renews the locks of messages that wait for the consumer (it may be holding what it has
+/// through an outage), so that waiting does not spend their delivery attempts.
+async fn renew_waiting(
+    waiting: Arc<Waiting>,
+    lock_duration: Duration,
+    mut closed: watch::Receiver<bool>,
+) {
+    let every = (lock_duration / 6).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = crate::stopped(&mut closed) => return,
+        }
+        let due = waiting.take_due(lock_duration / 3);
+        if due.is_empty() {
+            continue;
+        }
+        let renewed = join_all(due.into_iter().map(|mut received| async move {
+            received.locked.renew().await;
+            received
+        }))
+        .await;
+        waiting.put_back(renewed);
+    }
+}
+
+/// Completions a subscription handle sends in the background (see [`ServiceBusSettle::ack`]).
+struct Completions {
+    room: Arc<Semaphore>,
+    /// Once the handle is stopping, acks complete before they return.
+    stopping: AtomicBool,
 }
 
 struct ServiceBusSubscription {
     name: String,
-    receiver: SubscriptionReceiver,
-    policy: RetryPolicy,
-    lock_duration: Duration,
-    receive_timeout: Duration,
+    waiting: Arc<Waiting>,
+    /// The receivers and the renewer.
+    tasks: Vec<JoinHandle<()>>,
+    completions: Arc<Completions>,
+    request_timeout: Duration,
     closed: watch::Receiver<bool>,
+}
+
+impl ServiceBusSubscription {
+    /// Stops the receivers and takes out what waited, to be handed back so that other
+    /// consumers get it now.
+    fn stop_receiving(&mut self) -> Vec<Received> {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.waiting.drain()
+    }
 }
 
 #[async_trait]
 impl Subscription for ServiceBusSubscription {
     async fn next(&mut self) -> Option<Delivery> {
-        let mut backoff = FIRST_BACKOFF;
         loop {
-            if *self.closed.borrow() {
+            if *self.closed.borrow() || self.tasks.is_empty() {
                 return None;
             }
-            let received = tokio::select! {
-                _ = crate::stopped(&mut self.closed) => return None,
-                received = receive(&self.receiver, self.receive_timeout, "receive") => received,
-            };
-            let locked = match received {
-                Ok(Some(locked)) => locked,
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::warn!(subscription = %self.name, %error, ?backoff, "receive failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
+            let arrived = self.waiting.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(Received {
+                mut locked, event, ..
+            }) = self.waiting.pop()
+            {
+                if locked.renewed.elapsed() >= locked.lock_duration / 3 {
+                    locked.renew().await;
                 }
-            };
-            backoff = FIRST_BACKOFF;
-            let attempt = locked
-                .broker_properties()
-                .map_or(1, |p| u32::try_from(p.delivery_count).unwrap_or(1).max(1));
-            match serde_json::from_str::<RecordedEvent>(&locked.body()) {
-                Ok(event) => {
-                    let settle = ServiceBusSettle(Some(Locked {
-                        lock: locked,
-                        subscription: self.name.clone(),
-                        event_id: event.event_id.to_string(),
-                        attempt,
-                        policy: self.policy,
-                        lock_duration: self.lock_duration,
-                        renewed: tokio::time::Instant::now(),
-                    }));
-                    return Some(Delivery {
-                        event,
-                        attempt,
-                        settle: Box::new(settle),
-                    });
-                }
-                Err(error) => {
-                    // Abandoned: after the max delivery count Service Bus dead-letters it.
-                    tracing::warn!(subscription = %self.name, %error, attempt, "undecodable message abandoned");
-                    let _ = locked.unlock_message().await;
-                }
+                return Some(Delivery {
+                    event,
+                    attempt: locked.attempt,
+                    settle: Box::new(ServiceBusSettle {
+                        locked: Some(locked),
+                        completions: self.completions.clone(),
+                    }),
+                });
             }
+            tokio::select! {
+                _ = arrived => {}
+                _ = crate::stopped(&mut self.closed) => return None,
+            }
+        }
+    }
+
+    /// Stops the receivers, abandons what waited, and waits (within the request timeout)
+    /// for the completions sent in the background; acks from now on complete before they
+    /// return.
+    async fn stop(&mut self) {
+        self.completions.stopping.store(true, Ordering::SeqCst);
+        let waited = self.stop_receiving();
+        join_all(waited.into_iter().map(|r| r.locked.abandon_now())).await;
+        let all = self.completions.room.acquire_many(COMPLETIONS_IN_FLIGHT);
+        if tokio::time::timeout(self.request_timeout, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(subscription = %self.name, "completions still unanswered at stop; those messages may come again");
+        }
+    }
+}
+
+impl Drop for ServiceBusSubscription {
+    fn drop(&mut self) {
+        let waited = self.stop_receiving();
+        if waited.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(join_all(waited.into_iter().map(|r| r.locked.abandon_now())));
         }
     }
 }
@@ -597,8 +981,22 @@ impl Locked {
             tracing::warn!(subscription = %self.subscription, event_id = %self.event_id, attempt = self.attempt, %reason, ?wait, "delivery failed; abandoning it after the retry delay");
             tokio::time::sleep(wait).await;
         }
+        self.abandon_now().await;
+    }
+
+    /// Unlocks at once: Service Bus delivers it again (counting this delivery).
+    async fn abandon_now(self) {
         if let Err(error) = self.lock.unlock_message().await {
-            tracing::warn!(subscription = %self.subscription, event_id = %self.event_id, error = %service_bus_error("abandon", &error), "abandon not recorded; the message comes back when its lock expires");
+            tracing::debug!(subscription = %self.subscription, event_id = %self.event_id, error = %service_bus_error("abandon", &error), "abandon not recorded; the message comes back when its lock expires");
+        }
+    }
+
+    async fn renew(&mut self) {
+        match self.lock.renew_message_lock().await {
+            Ok(()) => self.renewed = tokio::time::Instant::now(),
+            Err(error) => {
+                tracing::warn!(subscription = %self.subscription, event_id = %self.event_id, error = %service_bus_error("renew the lock", &error), "lock not renewed; the message may be delivered again")
+            }
         }
     }
 
@@ -609,52 +1007,63 @@ impl Locked {
     }
 }
 
-struct ServiceBusSettle(Option<Locked>);
+struct ServiceBusSettle {
+    locked: Option<Locked>,
+    completions: Arc<Completions>,
+}
 
 #[async_trait]
 impl Settle for ServiceBusSettle {
+    /// Sends the completion in the background (at most [`COMPLETIONS_IN_FLIGHT`] at once per
+    /// handle), so that a consumer goes on to its next message instead of waiting a round
+    /// trip; once the handle is stopping, it completes before returning. A completion that is
+    /// lost (a crash, a lapsed lock) means the message comes again, which every consumer
+    /// absorbs as the duplicate it is.
     async fn ack(mut self: Box<Self>) {
-        if let Some(locked) = self.0.take() {
-            locked.complete().await;
+        let Some(locked) = self.locked.take() else {
+            return;
+        };
+        if self.completions.stopping.load(Ordering::SeqCst) {
+            return locked.complete().await;
+        }
+        match self.completions.room.clone().acquire_owned().await {
+            Ok(room) => {
+                tokio::spawn(async move {
+                    locked.complete().await;
+                    drop(room);
+                });
+            }
+            Err(_) => locked.complete().await,
         }
     }
 
     async fn nack(mut self: Box<Self>, reason: String) {
-        if let Some(locked) = self.0.take() {
+        if let Some(locked) = self.locked.take() {
             let wait = locked.retry_wait();
             locked.abandon(&reason, wait).await;
         }
     }
 
     async fn release(mut self: Box<Self>) {
-        if let Some(locked) = self.0.take()
-            && let Err(error) = locked.lock.unlock_message().await
-        {
-            tracing::debug!(event_id = %locked.event_id, error = %service_bus_error("release", &error), "release not recorded; the message comes back when its lock expires");
+        if let Some(locked) = self.locked.take() {
+            locked.abandon_now().await;
         }
     }
 
     /// Renews the lock once a third of the lock duration has passed since it was taken or
     /// last renewed, so a delivery held through an outage is not handed to another consumer.
     async fn keep(&mut self) {
-        let Some(locked) = self.0.as_mut() else {
-            return;
-        };
-        if locked.renewed.elapsed() < locked.lock_duration / 3 {
-            return;
-        }
-        match locked.lock.renew_message_lock().await {
-            Ok(()) => locked.renewed = tokio::time::Instant::now(),
-            Err(error) => {
-                tracing::warn!(subscription = %locked.subscription, event_id = %locked.event_id, error = %service_bus_error("renew the lock", &error), "lock not renewed; the message may be delivered again")
-            }
+        if let Some(locked) = self.locked.as_mut()
+            && locked.renewed.elapsed() >= locked.lock_duration / 3
+        {
+            locked.renew().await;
         }
     }
 }
 
 impl Drop for ServiceBusSettle {
     fn drop(&mut self) {
-        let Some(locked) = self.0.take() else {
+        let Some(locked) = self.locked.take() else {
             return;
         };
         match tokio::runtime::Handle::try_current() {
@@ -674,22 +1083,46 @@ impl Drop for ServiceBusSettle {
 }
 
 /// The crate's pluggable HTTP client, on reqwest: sends each request as built, or, with a base
-/// URL, to that base with the same path, query and headers.
+/// URL, to that base with the same path, query and headers. Every request has a timeout (a
+/// receive: its long poll and the request timeout), connections have TCP keepalive, and a
+/// connection takes at most 10 s to open: a stuck connection fails a request
+/// instead of stopping the relay or a consumer.
 #[derive(Debug)]
 pub struct RoutedClient {
     client: reqwest::Client,
     base: Option<String>,
+    request_timeout: Duration,
 }
 
 impl RoutedClient {
-    pub fn new(base: Option<&str>) -> Result<Self, BusError> {
+    pub fn new(base: Option<&str>, request_timeout: Duration) -> Result<Self, BusError> {
         let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(TCP_KEEPALIVE)
             .build()
             .map_err(|e| BusError::Unavailable(format!("Service Bus: HTTP client: {e}")))?;
         Ok(Self {
             client,
             base: base.map(|b| b.trim_end_matches('/').to_owned()),
+            request_timeout,
         })
+    }
+
+    /// The request's timeout: a receive's long poll (`…/messages/head?timeout=N`) and the
+    /// request timeout, or the request timeout.
+    fn timeout_of(&self, request: &Request) -> Duration {
+        let url = request.url();
+        let long_poll = url
+            .path()
+            .ends_with("/messages/head")
+            .then(|| {
+                url.query_pairs()
+                    .find(|(name, _)| name == "timeout")
+                    .and_then(|(_, seconds)| seconds.parse::<u64>().ok())
+            })
+            .flatten()
+            .map_or(Duration::ZERO, Duration::from_secs);
+        long_poll + self.request_timeout
     }
 }
 
@@ -703,7 +1136,10 @@ impl HttpClient for RoutedClient {
         };
         let method = reqwest::Method::from_bytes(request.method().to_string().as_bytes())
             .map_err(|e| Error::full(ErrorKind::DataConversion, e, "HTTP method"))?;
-        let mut outgoing = self.client.request(method, &url);
+        let mut outgoing = self
+            .client
+            .request(method, &url)
+            .timeout(self.timeout_of(request));
         for (name, value) in request.headers().iter() {
             outgoing = outgoing.header(name.as_str(), value.as_str());
         }
@@ -747,6 +1183,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn batches_are_filled_up_to_the_limit_and_keep_the_order() {
+        let messages: Vec<String> = (0..10)
+            .map(|i| format!("{{\"Body\":\"{i:04}\"}}"))
+            .collect();
+        let one = messages[0].len();
+
+        let bodies = batch_bodies(messages.clone(), 2 + 4 * one + 3).unwrap();
+
+        assert_eq!(bodies.len(), 3, "4, 4 and 2 messages");
+        assert!(bodies.iter().all(|b| b.len() <= 2 + 4 * one + 3));
+        let parsed: Vec<serde_json::Value> = bodies
+            .iter()
+            .flat_map(|b| serde_json::from_str::<Vec<serde_json::Value>>(b).unwrap())
+            .collect();
+        let expected: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| serde_json::from_str(m).unwrap())
+            .collect();
+        assert_eq!(parsed, expected);
+        assert!(
+            batch_bodies(messages, one).is_err(),
+            "a message that fits no batch"
+        );
+    }
+
+    #[test]
     fn the_key_never_prints() {
         let settings = ServiceBusSettings::new(
             "ns",
@@ -763,7 +1225,7 @@ mod tests {
 
     #[test]
     fn a_refused_token_says_so() {
-        let error = status_error("send a message", StatusCode::Unauthorized);
+        let error = status_error("send a batch", 401, "");
 
         assert!(
             matches!(error, BusError::Unavailable(ref m) if m.contains("401") && m.contains("SAS"))

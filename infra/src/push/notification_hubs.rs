@@ -55,16 +55,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use projections::notifier::{Installation, Notification, PushError, PushSender};
 use projections::view_store::ViewStore;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use uuid::Uuid;
 
 use super::owners::Owners;
+use crate::sas::encode;
+pub use crate::sas::sas_token;
 
 /// The data-plane version sent with every request, as Microsoft's .NET and JavaScript SDKs
 /// send it for every operation and platform, `fcmv1` included.
@@ -363,34 +362,6 @@ fn refused(status: StatusCode) -> bool {
 fn path_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     rest.find('/').map_or("/", |i| &rest[i..])
-}
-
-/// A Service Bus SAS token for `resource`: `sr` is the lowercased, URL-encoded resource URI,
-/// `sig` the URL-encoded base64 HMAC-SHA256 of `"{sr}\n{expiry}"` keyed with the key's bytes.
-pub fn sas_token(resource: &str, key_name: &str, key: &str, expiry: u64) -> String {
-    let sr = encode(&resource.to_lowercase());
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes a key of any length");
-    mac.update(format!("{sr}\n{expiry}").as_bytes());
-    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    format!(
-        "SharedAccessSignature sr={sr}&sig={}&se={expiry}&skn={}",
-        encode(&sig),
-        encode(key_name)
-    )
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// The installation body: platform, channel, tags, and the one template of its platform.
