@@ -593,3 +593,158 @@ async fn a_container_with_the_wrong_partition_key_is_refused_at_connect() {
         "{message}"
     );
 }
+
+/// Against the local fake: a transactional batch holds 100 operations, the read of the
+/// expected version among them, so an append to an existing stream takes at most 99 events;
+/// the adapter refuses more before sending, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_version_read_counts_against_the_batchs_hundred_operations() {
+    let (fake, store) = start().await;
+    let (new, existing) = (stream(), stream());
+
+    store
+        .append(&new, "order", 0, events(100))
+        .await
+        .expect("100 events to a new stream: 100 creates");
+    store
+        .append(&existing, "order", 0, events(1))
+        .await
+        .unwrap();
+    let refused = store.append(&existing, "order", 1, events(100)).await;
+    store
+        .append(&existing, "order", 1, events(99))
+        .await
+        .expect("99 events and the read: 100 operations");
+
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt(ref why)) if why.contains("at most 99")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        fake.count("batch", 400),
+        0,
+        "nothing the service refuses was sent"
+    );
+    assert_eq!(store.read_stream(&existing, 1).await.unwrap().len(), 100);
+}
+
+/// Against the local fake: an append whose batch would pass 2 MB is refused before sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_over_two_megabytes_is_refused_before_sending() {
+    let (fake, store) = start().await;
+    let stream = stream();
+    let mut big = events(8);
+    for event in &mut big {
+        event.payload = json!({ "note": "x".repeat(300 * 1024) });
+    }
+
+    let refused = store.append(&stream, "order", 0, big).await;
+
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt(ref why)) if why.contains("bytes")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        fake.count("batch", 413) + fake.count("batch", 200),
+        0,
+        "not sent"
+    );
+    assert!(store.read_stream(&stream, 1).await.unwrap().is_empty());
+}
+
+/// Against the local fake, spoken to directly: a batch of 101 operations is `400` with the
+/// service's message, one over 2 MB is `413`, and neither writes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_refuses_batches_over_the_service_limits() {
+    let fake = CosmosFake::start(CosmosConfig::new()).await;
+    let docs = format!(
+        "/dbs/{}/colls/{}/docs",
+        fake.config.database, fake.config.events_container
+    );
+    let headers = [
+        ("x-ms-version", "2020-07-15"),
+        ("x-ms-documentdb-partitionkey", r#"["order-1"]"#),
+        ("x-ms-cosmos-is-batch-request", "True"),
+        ("x-ms-cosmos-batch-atomic", "True"),
+        ("content-type", "application/json"),
+    ];
+    let create = |id: usize, note: &str| {
+        json!({
+            "operationType": "Create",
+            "resourceBody": {"id": id.to_string(), "streamId": "order-1", "version": id, "note": note},
+        })
+    };
+    let many: Vec<_> = (1..=101).map(|i| create(i, "")).collect();
+    let large: Vec<_> = (1..=3)
+        .map(|i| create(i, &"x".repeat(800 * 1024)))
+        .collect();
+    let fine: Vec<_> = (1..=100).map(|i| create(i, "")).collect();
+    let post = |body: Vec<serde_json::Value>| {
+        signed(
+            &fake,
+            reqwest::Method::POST,
+            &docs,
+            Utc::now(),
+            &headers,
+            serde_json::to_vec(&body).unwrap(),
+        )
+    };
+
+    let too_many = post(many).await;
+    let too_large = post(large).await;
+    assert!(
+        fake.documents(&fake.config.events_container, "order-1")
+            .is_empty()
+    );
+    let hundred = post(fine).await;
+
+    assert_eq!(too_many, 400);
+    assert_eq!(too_large, 413);
+    assert_eq!(hundred, 200, "100 operations are fine");
+}
+
+/// Against the local fake: a throttled request (`429`, `x-ms-retry-after-ms`) is retried by
+/// the SDK after the time the service asks for, and the append goes through once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_append_is_retried_after_the_services_delay() {
+    let (fake, store) = start().await;
+    let stream = stream();
+
+    fake.throttle(Some("batch"), 3, Duration::from_millis(100));
+    let started = Instant::now();
+    store
+        .append(&stream, "order", 0, events(2))
+        .await
+        .expect("the append goes through after the throttling");
+
+    assert_eq!(fake.count("batch", 429), 3, "three answers were 429");
+    assert_eq!(fake.count("batch", 200), 1, "then one batch");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "each retry waited x-ms-retry-after-ms: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(store.read_stream(&stream, 1).await.unwrap().len(), 2);
+}
+
+/// Against the local fake: throttling that outlasts the SDK's retries is `Unavailable`,
+/// saying that the container is out of request units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_that_outlasts_the_retries_says_so() {
+    let (fake, store) = start().await;
+    let stream = stream();
+
+    fake.throttle(Some("batch"), 1_000, Duration::from_millis(5));
+    let append = store.append(&stream, "order", 0, events(1)).await;
+    fake.throttle(None, 0, Duration::ZERO);
+
+    assert!(
+        matches!(append, Err(StoreError::Unavailable(ref why)) if why.contains("429") && why.contains("request units")),
+        "{append:?}"
+    );
+    assert!(fake.count("batch", 429) > 1, "the SDK retried");
+    store
+        .append(&stream, "order", 0, events(1))
+        .await
+        .expect("served again");
+}

@@ -23,6 +23,12 @@
 //!   at most 100 operations on one partition key, atomic: `200` with one result per operation,
 //!   or `207 Multi-Status` where the failing operation has its own status (`409` for an existing
 //!   id) and every other one `424 Failed Dependency`, and nothing is written.
+//!   More than 100 operations (reads count) is `400` "Batch request has more operations than
+//!   what is supported."; a request over 2 MB is `413` (*Azure Cosmos DB service quotas*).
+//! - *Request rate too large (429)* (`azure/cosmos-db/nosql/troubleshoot-request-rate-too-large`)
+//!   and *HTTP status codes for Azure Cosmos DB*: on demand ([`CosmosFake::throttle`]) a request
+//!   is answered `429` with `x-ms-substatus: 3200` (RU budget exceeded), `x-ms-retry-after-ms`
+//!   and the `TooManyRequests` body; nothing is written.
 //! - *Query Documents*: `x-ms-documentdb-isquery` with `Content-Type: application/query+json`,
 //!   within one partition key; paged by `x-ms-max-item-count` and `x-ms-continuation`. Only the
 //!   query text the event store adapter sends is understood ([`STREAM_QUERY`]); any other text is
@@ -66,6 +72,9 @@ pub const STREAM_QUERY: &str =
     "SELECT * FROM c WHERE c.streamId = @s AND c.version >= @v ORDER BY c.version";
 
 const MAX_BATCH_OPERATIONS: usize = 100;
+/// The largest batch request the service takes: "2 MB" on the page, 2,202,010 bytes in the
+/// service's own check (`413` above it).
+const MAX_BATCH_REQUEST_BYTES: usize = 2_202_010;
 const MAX_CLOCK_SKEW_SECS: i64 = 15 * 60;
 const RANGE_ID: &str = "0";
 
@@ -166,6 +175,7 @@ impl CosmosFake {
                 unauthorized: 0,
             }),
             unavailable: AtomicBool::new(false),
+            throttled: Mutex::new(None),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let server = tokio::spawn(async move {
@@ -177,6 +187,25 @@ impl CosmosFake {
             shared,
             server,
         }
+    }
+
+    /// The next `requests` requests of `kind` (or of any kind) are answered `429` with
+    /// `x-ms-retry-after-ms` = `retry_after`, as a container out of request units is.
+    pub fn throttle(
+        &self,
+        kind: Option<&'static str>,
+        requests: usize,
+        retry_after: std::time::Duration,
+    ) {
+        *self
+            .shared
+            .throttled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Throttle {
+            kind,
+            left: requests,
+            retry_after,
+        });
     }
 
     /// From now on every request is answered `503 Service Unavailable` (or again served).
@@ -230,6 +259,15 @@ struct Shared {
     db_rid: String,
     state: Mutex<Account>,
     unavailable: AtomicBool,
+    throttled: Mutex<Option<Throttle>>,
+}
+
+/// Requests still to be answered `429`.
+struct Throttle {
+    /// Only requests of this kind (`batch`, `query`, …), or all.
+    kind: Option<&'static str>,
+    left: usize,
+    retry_after: std::time::Duration,
 }
 
 impl Shared {
@@ -338,6 +376,8 @@ impl Refusal {
             404 => "NotFound",
             409 => "Conflict",
             412 => "PreconditionFailed",
+            413 => "RequestEntityTooLarge",
+            429 => "TooManyRequests",
             503 => "ServiceUnavailable",
             _ => "Error",
         };
@@ -369,7 +409,29 @@ async fn handle(
         .map(percent_decode)
         .collect();
     let kind = kind_of(&method, &segments, &headers);
-    let answer = if shared.unavailable.load(Ordering::SeqCst) {
+    let throttled = {
+        let mut throttle = shared.throttled.lock().unwrap_or_else(|e| e.into_inner());
+        match throttle.as_mut() {
+            Some(t) if t.left > 0 && t.kind.is_none_or(|k| k == kind) => {
+                t.left -= 1;
+                Some(t.retry_after)
+            }
+            _ => None,
+        }
+    };
+    let answer = if let Some(retry_after) = throttled {
+        let mut response = Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Message: {\"Errors\":[\"Request rate is large. More Request Units may be needed, so no changes were made. Please retry this request later.\"]}",
+        )
+        .into_response();
+        let headers = response.headers_mut();
+        headers.insert("x-ms-substatus", HeaderValue::from_static("3200"));
+        if let Ok(ms) = HeaderValue::from_str(&retry_after.as_millis().to_string()) {
+            headers.insert("x-ms-retry-after-ms", ms);
+        }
+        Ok(response)
+    } else if shared.unavailable.load(Ordering::SeqCst) {
         Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the fake is switched to unavailable",
@@ -780,6 +842,12 @@ fn apply(
 
 /// A transactional batch: every operation or none, all at one LSN.
 fn batch(container: &mut Container, headers: &HeaderMap, body: &Bytes) -> Answer {
+    if body.len() > MAX_BATCH_REQUEST_BYTES {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request size is too large",
+        ));
+    }
     let pk = partition_key(headers)?;
     let atomic =
         header(headers, "x-ms-cosmos-batch-atomic").is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -795,10 +863,16 @@ fn batch(container: &mut Container, headers: &HeaderMap, body: &Bytes) -> Answer
             "a batch is a JSON array",
         ));
     };
-    if operations.is_empty() || operations.len() > MAX_BATCH_OPERATIONS {
+    if operations.is_empty() {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
-            format!("a batch holds 1 to {MAX_BATCH_OPERATIONS} operations"),
+            "Batch request has no operations.",
+        ));
+    }
+    if operations.len() > MAX_BATCH_OPERATIONS {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "Batch request has more operations than what is supported.",
         ));
     }
     let mut parsed = Vec::with_capacity(operations.len());

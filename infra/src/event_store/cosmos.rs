@@ -44,9 +44,19 @@ use uuid::Uuid;
 const STREAM_QUERY: &str =
     "SELECT * FROM c WHERE c.streamId = @s AND c.version >= @v ORDER BY c.version";
 
-/// A transactional batch holds at most 100 operations (*Transactional batch operations in
-/// Azure Cosmos DB*); a bigger append cannot be atomic, so it is refused, not split.
-const MAX_EVENTS_PER_APPEND: usize = 100;
+/// A transactional batch holds at most 100 operations, reads included (*Transactional batch
+/// operations in Azure Cosmos DB*; the service answers a bigger one `400` "Batch request has
+/// more operations than what is supported"). An append to an existing stream spends one on
+/// reading the expected version, so it takes at most 99 events; a bigger append cannot be
+/// atomic, so it is refused, not split.
+const MAX_BATCH_OPERATIONS: usize = 100;
+
+/// A batch's request may be at most 2 MB (the same page: "the payload can't exceed 2 MB"; the
+/// service answers `413`). Checked here against the documents as JSON, with room for the
+/// batch's own framing, so that an append too big is refused before it is sent, saying why.
+const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// What each operation adds around its document (`operationType`, `id`, the array's commas).
+const BATCH_OPERATION_OVERHEAD: usize = 64;
 
 /// The Cosmos DB account's primary (or secondary) key: a secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -207,6 +217,12 @@ fn store_error(error: CosmosError) -> StoreError {
     match code {
         401 | 403 => StoreError::Unavailable(format!(
             "Cosmos DB refused the credentials ({code}): check the account key: {error}"
+        )),
+        // The SDK already retried it as the service asked (`x-ms-retry-after-ms`).
+        429 => StoreError::Unavailable(format!(
+            "Cosmos DB throttled the request (429 {sub:?}) past the SDK's retries: the \
+             container is out of request units; raise its throughput (RU/s) or autoscale \
+             maximum: {error}"
         )),
         _ => StoreError::Unavailable(format!("Cosmos DB {code} {sub:?}: {error}")),
     }
@@ -382,9 +398,17 @@ impl EventStore for CosmosEventStore {
             ));
         };
         let n = events.len() as u64;
-        if events.len() > MAX_EVENTS_PER_APPEND {
+        let reads = usize::from(expected_version > 0);
+        if events.len() + reads > MAX_BATCH_OPERATIONS {
+            let most = MAX_BATCH_OPERATIONS - reads;
             return Err(StoreError::Corrupt(format!(
-                "{n} events in one append: Cosmos DB commits at most {MAX_EVENTS_PER_APPEND} atomically"
+                "{n} events in one append: Cosmos DB commits at most {MAX_BATCH_OPERATIONS} \
+                 operations atomically, so at most {most} events {}",
+                if reads > 0 {
+                    "to an existing stream (reading its version is one of them)"
+                } else {
+                    "to a new stream"
+                }
             )));
         }
         let mut batch = TransactionalBatch::new(stream_id.to_owned());
@@ -393,9 +417,20 @@ impl EventStore for CosmosEventStore {
         if expected_version > 0 {
             batch = batch.read_item(document_id(expected_version), None);
         }
+        let mut bytes = reads * BATCH_OPERATION_OVERHEAD;
         for (event, version) in events.into_iter().zip(expected_version + 1..) {
             let document = EventDocument::new(stream_id, stream_type, version, event);
+            bytes += serde_json::to_vec(&document)
+                .map_err(|e| StoreError::Corrupt(format!("encode an event: {e}")))?
+                .len()
+                + BATCH_OPERATION_OVERHEAD;
             batch = batch.create_item(document).map_err(store_error)?;
+        }
+        if bytes > MAX_BATCH_BYTES {
+            return Err(StoreError::Corrupt(format!(
+                "{n} events of {bytes} bytes in one append: a Cosmos DB batch takes at most \
+                 {MAX_BATCH_BYTES} bytes"
+            )));
         }
         let refused_with = match self.events.execute_transactional_batch(batch, None).await {
             // 207 counts as a success to HTTP (and to `is_success`): look for it explicitly.
