@@ -56,6 +56,21 @@ mod conformance_suite {
     infra::event_store_conformance!(stream_ordered: super::fixture());
 }
 
+/// A fresh fake account whose events container has two partition key ranges (a split one).
+async fn fixture_two_ranges() -> (Arc<dyn EventStore>, CosmosFake) {
+    let mut config = CosmosConfig::new();
+    config.events_ranges = 2;
+    let fake = CosmosFake::start(config).await;
+    let store = connect(&fake).await;
+    (Arc::new(store), fake)
+}
+
+/// The same suite on a container of two partition key ranges: the change feed is read range
+/// by range, and each stream lives in the range of its key's hash.
+mod conformance_two_ranges {
+    infra::event_store_conformance!(stream_ordered: super::fixture_two_ranges());
+}
+
 fn events(n: usize) -> Vec<NewEvent> {
     (0..n)
         .map(|i| NewEvent {
@@ -747,4 +762,132 @@ async fn throttling_that_outlasts_the_retries_says_so() {
         .append(&stream, "order", 0, events(1))
         .await
         .expect("served again");
+}
+
+/// The fake places documents by the service's own hash: the EPKs Microsoft's SDKs test
+/// against for a v2 hash container.
+#[test]
+fn the_fake_hashes_partition_keys_as_the_service_does() {
+    use orderflow_tests::fakes::cosmos::effective_partition_key;
+
+    assert_eq!(
+        effective_partition_key(""),
+        "32E9366E637A71B4E710384B2F4970A0"
+    );
+    assert_eq!(
+        effective_partition_key("partitionKey"),
+        "013AEFCF77FA271571CF665A58C933F1"
+    );
+}
+
+/// Against the local fake with two partition key ranges: streams land in both, and the log is
+/// read from both, every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_read_from_every_partition_key_range() {
+    use orderflow_tests::fakes::cosmos::effective_partition_key;
+
+    let (store, fake) = fixture_two_ranges().await;
+    let streams: Vec<String> = (0..16).map(|_| stream()).collect();
+    for stream in &streams {
+        store.append(stream, "order", 0, events(2)).await.unwrap();
+    }
+    let low = streams
+        .iter()
+        .filter(|s| effective_partition_key(s).as_str() < "20")
+        .count();
+    assert!(
+        (1..16).contains(&low),
+        "16 random streams fall in both ranges ({low} in the first)"
+    );
+
+    let mut cursor = LogCursor::start();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 32 {
+        assert!(Instant::now() < deadline, "read {} of 32", seen.len());
+        let page = store.read_all(&cursor, 10).await.unwrap();
+        seen.extend(page.events.iter().map(|e| e.event_id));
+        cursor = page.next;
+    }
+
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>().len(),
+        32,
+        "each event once"
+    );
+    let ranges: HashSet<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.kind == "change-feed" && r.status != 410)
+        .filter_map(|r| r.range.clone())
+        .collect();
+    assert_eq!(
+        ranges,
+        HashSet::from(["1".to_owned(), "2".to_owned()]),
+        "the feed was read range by range"
+    );
+    assert_eq!(
+        fake.count("change-feed", 410),
+        0,
+        "the SDK routed by the same hash"
+    );
+}
+
+/// Against the local fake with two ranges, spoken to directly: a change feed request for the
+/// split parent (`"0"`), or a keyed request sent to a range that does not hold its key, is
+/// `410` (a stale routing map); the right range serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_refuses_a_request_sent_by_a_stale_routing_map() {
+    use orderflow_tests::fakes::cosmos::effective_partition_key;
+
+    let mut config = CosmosConfig::new();
+    config.events_ranges = 2;
+    let fake = CosmosFake::start(config).await;
+    let docs = format!(
+        "/dbs/{}/colls/{}/docs",
+        fake.config.database, fake.config.events_container
+    );
+    let version = ("x-ms-version", "2020-07-15");
+    let feed = ("a-im", "Incremental Feed");
+    let get = |headers: Vec<(&'static str, String)>| {
+        let docs = docs.clone();
+        let fake = &fake;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            signed(
+                fake,
+                reqwest::Method::GET,
+                &docs,
+                Utc::now(),
+                &headers,
+                Vec::new(),
+            )
+            .await
+        }
+    };
+    let key = "order-1";
+    let (home, other) = if effective_partition_key(key).as_str() < "20" {
+        ("1", "2")
+    } else {
+        ("2", "1")
+    };
+    let range = |id: &str| ("x-ms-documentdb-partitionkeyrangeid", id.to_owned());
+    let pk = ("x-ms-documentdb-partitionkey", format!(r#"["{key}"]"#));
+    let base = || {
+        vec![
+            (version.0, version.1.to_owned()),
+            (feed.0, feed.1.to_owned()),
+        ]
+    };
+
+    let parent = get([base(), vec![range("0")]].concat()).await;
+    let each = get([base(), vec![range("1")]].concat()).await;
+    let misrouted = get([base(), vec![range(other), pk.clone()]].concat()).await;
+    let routed = get([base(), vec![range(home), pk]].concat()).await;
+
+    assert_eq!(parent, 410, "the parent of a split is gone");
+    assert_eq!(each, 304, "a child range serves (nothing yet)");
+    assert_eq!(misrouted, 410, "the key is not in that range");
+    assert_eq!(routed, 304, "the key's own range serves");
 }

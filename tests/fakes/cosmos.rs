@@ -45,9 +45,19 @@
 //!   counts only when its container has `defaultTtl` set; expired documents vanish from reads,
 //!   queries and the feed at once.
 //!
+//! - *Partitioning and horizontal scaling* and *Get Partition key ranges*: a container's hash
+//!   space is split into partition key ranges, each owning the documents whose effective
+//!   partition key (EPK) falls in `[minInclusive, maxExclusive)`. The EPK of a string key on a
+//!   v2 hash container is MurmurHash3 x64 128 (seed 0) of `0x08`, the key's UTF-8 and `0xFF`,
+//!   its bytes reversed, the top two bits cleared, in upper-case hex (how the service hashes and
+//!   the SDK routes). The events container has one range (`"0"`, the whole space) or, with
+//!   [`CosmosConfig::events_ranges`] = 2, the two children of a split (`"1"` below EPK `20`,
+//!   `"2"` from it, both with parent `"0"`): a change feed request names a range and gets only
+//!   that range's documents; a request that names a range and a partition key outside it is
+//!   `410` with sub-status 1002 (*PartitionKeyRangeGone*), as a stale routing map would get.
+//!
 //! Cosmos binary JSON bodies (first byte `0x80`) and requests that accept only binary answers
-//! are `400`: the adapter must send JSON. One partition key range (`"0"`, the whole hash space)
-//! per container is enough for one process's tests; splits are not modelled. HTTP/1.1 only.
+//! are `400`: the adapter must send JSON. Splits while running are not modelled. HTTP/1.1 only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,7 +86,10 @@ const MAX_BATCH_OPERATIONS: usize = 100;
 /// service's own check (`413` above it).
 const MAX_BATCH_REQUEST_BYTES: usize = 2_202_010;
 const MAX_CLOCK_SKEW_SECS: i64 = 15 * 60;
+/// The one range of an unsplit container.
 const RANGE_ID: &str = "0";
+/// Where the two ranges of a split events container meet (an EPK, upper-case hex).
+const SPLIT_AT: &str = "20";
 
 /// What the fake account holds.
 #[derive(Debug, Clone)]
@@ -91,6 +104,8 @@ pub struct CosmosConfig {
     /// The containers' `defaultTtl` (`None`: TTL off, `Some(-1)`: on, no default expiry).
     pub events_default_ttl: Option<i64>,
     pub leases_default_ttl: Option<i64>,
+    /// Partition key ranges of the events container: 1, or 2 (a split one).
+    pub events_ranges: usize,
 }
 
 impl CosmosConfig {
@@ -105,6 +120,7 @@ impl CosmosConfig {
             leases_container: "leases".into(),
             events_default_ttl: None,
             leases_default_ttl: Some(-1),
+            events_ranges: 1,
         }
     }
 }
@@ -123,6 +139,8 @@ pub struct Seen {
     /// `batch`, `query`, `change-feed`, `pkranges` or `point` for requests on documents.
     pub kind: &'static str,
     pub status: u16,
+    /// The partition key range the request named (`x-ms-documentdb-partitionkeyrangeid`).
+    pub range: Option<String>,
 }
 
 /// The running fake; the server stops when this is dropped.
@@ -148,13 +166,20 @@ impl CosmosFake {
         let address = listener.local_addr().expect("fake address");
         let endpoint = format!("http://{address}/");
         let db_rid: [u8; 4] = rand_bytes();
-        let container = |name: &str, pk: &str, ttl: Option<i64>, n: u8| Container {
+        let container = |name: &str, pk: &str, ttl: Option<i64>, n: u8, ranges| Container {
             name: name.to_owned(),
             rid: [&db_rid[..], &[0, 0, 0, n]].concat(),
             pk_field: pk.to_owned(),
             default_ttl: ttl,
             docs: BTreeMap::new(),
             lsn: 0,
+            ranges,
+        };
+        let whole = vec![KeyRange::whole()];
+        let events_ranges = match config.events_ranges {
+            1 => whole.clone(),
+            2 => KeyRange::split(),
+            n => panic!("the fake models 1 or 2 partition key ranges, not {n}"),
         };
         let containers = vec![
             container(
@@ -162,8 +187,15 @@ impl CosmosFake {
                 "streamId",
                 config.events_default_ttl,
                 1,
+                events_ranges,
             ),
-            container(&config.leases_container, "id", config.leases_default_ttl, 2),
+            container(
+                &config.leases_container,
+                "id",
+                config.leases_default_ttl,
+                2,
+                whole,
+            ),
         ];
         let shared = Arc::new(Shared {
             config: config.clone(),
@@ -289,8 +321,68 @@ struct Container {
     default_ttl: Option<i64>,
     /// (partition key, id) → document.
     docs: BTreeMap<(String, String), Doc>,
-    /// The range's logical sequence number: one step per committed write (a batch is one).
+    /// The container's logical sequence number: one step per committed write (a batch is
+    /// one), shared by its ranges (so each range's feed is in commit order).
     lsn: u64,
+    ranges: Vec<KeyRange>,
+}
+
+/// One partition key range: the EPKs in `[min, max)` (upper-case hex; `""` is the start and
+/// `"FF"` the end of the space).
+#[derive(Clone)]
+struct KeyRange {
+    id: &'static str,
+    min: &'static str,
+    max: &'static str,
+    parents: &'static [&'static str],
+}
+
+impl KeyRange {
+    fn whole() -> Self {
+        Self {
+            id: RANGE_ID,
+            min: "",
+            max: "FF",
+            parents: &[],
+        }
+    }
+
+    /// The two children of range `"0"` split at [`SPLIT_AT`].
+    fn split() -> Vec<Self> {
+        vec![
+            Self {
+                id: "1",
+                min: "",
+                max: SPLIT_AT,
+                parents: &[RANGE_ID],
+            },
+            Self {
+                id: "2",
+                min: SPLIT_AT,
+                max: "FF",
+                parents: &[RANGE_ID],
+            },
+        ]
+    }
+
+    fn holds(&self, epk: &str) -> bool {
+        epk >= self.min && epk < self.max
+    }
+}
+
+/// The effective partition key of a string partition key on a v2 hash container (see the
+/// module docs).
+pub fn effective_partition_key(partition_key: &str) -> String {
+    let mut bytes = Vec::with_capacity(partition_key.len() + 2);
+    bytes.push(0x08);
+    bytes.extend_from_slice(partition_key.as_bytes());
+    bytes.push(0xFF);
+    let hash = murmur3::murmur3_x64_128(&mut std::io::Cursor::new(bytes), 0)
+        .expect("hashing a byte slice cannot fail");
+    let mut epk = hash.to_le_bytes();
+    epk.reverse();
+    epk[0] &= 0x3F;
+    epk.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 #[derive(Clone)]
@@ -385,10 +477,23 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// `410 Gone` with sub-status 1002: the routing map the request was sent by is stale.
+    fn gone(message: String) -> Self {
+        Self(StatusCode::GONE, "Gone", message)
+    }
+}
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let body = json!({"code": self.1, "message": self.2}).to_string();
-        (self.0, [("content-type", "application/json")], body).into_response()
+        let mut response = (self.0, [("content-type", "application/json")], body).into_response();
+        if self.0 == StatusCode::GONE {
+            response
+                .headers_mut()
+                .insert("x-ms-substatus", HeaderValue::from_static("1002"));
+        }
+        response
     }
 }
 
@@ -455,6 +560,7 @@ async fn handle(
         path,
         kind,
         status: response.status().as_u16(),
+        range: header(&headers, "x-ms-documentdb-partitionkeyrangeid").map(str::to_owned),
     });
     response
 }
@@ -555,6 +661,22 @@ fn route(
             let Some(container) = state.containers.iter_mut().find(|c| c.name == *coll) else {
                 return Err(Refusal::new(StatusCode::NOT_FOUND, "no such container"));
             };
+            // A keyed request sent to a range must be sent to that key's range.
+            if let (Some(_), Some(pk)) = (
+                header(headers, "x-ms-documentdb-partitionkeyrangeid"),
+                header(headers, "x-ms-documentdb-partitionkey"),
+            ) && header(headers, "a-im").is_none()
+            {
+                let pk: Vec<String> = serde_json::from_str(pk).map_err(|_| {
+                    Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "the partition key is not a JSON array",
+                    )
+                })?;
+                if let [pk] = pk.as_slice() {
+                    named_range(container, headers, Some(pk))?;
+                }
+            }
             match (method, rest) {
                 (Method::GET, []) => Ok(ok(container.metadata(&shared.db_rid))),
                 (Method::GET, ["pkranges"]) => Ok(partition_key_ranges(container, headers)),
@@ -632,20 +754,53 @@ fn partition_key_ranges(container: &Container, headers: &HeaderMap) -> Response 
     let mut response = if header(headers, "if-none-match") == Some(etag.as_str()) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
+        let ranges: Vec<Value> = container
+            .ranges
+            .iter()
+            .map(|range| {
+                json!({
+                    "id": range.id, "minInclusive": range.min, "maxExclusive": range.max,
+                    "status": "online", "parents": range.parents,
+                    "throughputFraction": 1.0 / container.ranges.len() as f64,
+                    "_rid": container.rid(), "_etag": etag,
+                })
+            })
+            .collect();
         ok(json!({
             "_rid": container.rid(),
-            "PartitionKeyRanges": [{
-                "id": RANGE_ID, "minInclusive": "", "maxExclusive": "FF",
-                "status": "online", "parents": [], "throughputFraction": 1.0,
-                "_rid": container.rid(), "_etag": etag,
-            }],
-            "_count": 1,
+            "PartitionKeyRanges": ranges,
+            "_count": container.ranges.len(),
         }))
     };
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert("etag", value);
     }
     response
+}
+
+/// The range a request names, checked against the container's ranges and, when the request
+/// also names a partition key, against that key's EPK (`410`/1002 when it lies elsewhere).
+fn named_range<'c>(
+    container: &'c Container,
+    headers: &HeaderMap,
+    partition: Option<&str>,
+) -> Result<Option<&'c KeyRange>, Refusal> {
+    let Some(id) = header(headers, "x-ms-documentdb-partitionkeyrangeid") else {
+        return Ok(None);
+    };
+    let Some(range) = container.ranges.iter().find(|r| r.id == id) else {
+        return Err(Refusal::gone(format!(
+            "partition key range {id:?} is not one of this container's"
+        )));
+    };
+    if let Some(pk) = partition
+        && !range.holds(&effective_partition_key(pk))
+    {
+        return Err(Refusal::gone(format!(
+            "partition key {pk:?} is not in partition key range {id:?}"
+        )));
+    }
+    Ok(Some(range))
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -1056,16 +1211,18 @@ fn change_feed(container: &Container, headers: &HeaderMap) -> Answer {
         Some(_) => Some(partition_key(headers)?),
         None => None,
     };
-    match header(headers, "x-ms-documentdb-partitionkeyrangeid") {
-        Some(RANGE_ID) => {}
-        None if partition.is_some() => {}
-        other => {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                format!("no partition key range {other:?}: the only one is {RANGE_ID:?}"),
-            ));
-        }
+    let range = named_range(container, headers, partition.as_deref())?;
+    if range.is_none() && partition.is_none() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "a change feed names a partition key range or a partition key",
+        ));
     }
+    // An EPK sub-range of the range, where the SDK reads a feed range narrower than a range.
+    let (start_epk, end_epk) = (
+        header(headers, "x-ms-start-epk").map(str::to_owned),
+        header(headers, "x-ms-end-epk").map(str::to_owned),
+    );
     let since = match header(headers, "if-none-match") {
         None => 0,
         Some("*") => container.lsn,
@@ -1082,6 +1239,12 @@ fn change_feed(container: &Container, headers: &HeaderMap) -> Answer {
         .docs
         .iter()
         .filter(|((pk, _), _)| partition.as_ref().is_none_or(|p| p == pk))
+        .filter(|((pk, _), _)| {
+            let epk = || effective_partition_key(pk);
+            range.is_none_or(|r| r.holds(&epk()))
+                && start_epk.as_ref().is_none_or(|s| epk() >= *s)
+                && end_epk.as_ref().is_none_or(|e| epk() < *e)
+        })
         .map(|(_, doc)| doc)
         .filter(|doc| doc.lsn > since && !container.expired(doc, now))
         .collect();
@@ -1094,9 +1257,10 @@ fn change_feed(container: &Container, headers: &HeaderMap) -> Answer {
         }
         page.push(doc);
     }
+    let range_id = range.map_or(RANGE_ID, |r| r.id);
     let Some(last) = page.last() else {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
-        set_etag(&mut response, since.max(container.lsn));
+        set_etag(&mut response, since.max(container.lsn), range_id);
         return Ok(response);
     };
     let last_lsn = last.lsn;
@@ -1112,11 +1276,11 @@ fn change_feed(container: &Container, headers: &HeaderMap) -> Answer {
     let mut response = ok(json!({
         "_rid": container.rid(), "Documents": documents, "_count": documents.len(),
     }));
-    set_etag(&mut response, last_lsn);
+    set_etag(&mut response, last_lsn, range_id);
     Ok(response)
 }
 
-fn set_etag(response: &mut Response, lsn: u64) {
+fn set_etag(response: &mut Response, lsn: u64, range_id: &'static str) {
     if let Ok(value) = HeaderValue::from_str(&format!("\"{lsn}\"")) {
         response.headers_mut().insert("etag", value);
     }
@@ -1125,7 +1289,7 @@ fn set_etag(response: &mut Response, lsn: u64) {
     }
     response.headers_mut().insert(
         "x-ms-documentdb-partitionkeyrangeid",
-        HeaderValue::from_static(RANGE_ID),
+        HeaderValue::from_static(range_id),
     );
 }
 
