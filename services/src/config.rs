@@ -43,6 +43,9 @@ pub struct Settings {
     pub servicebus_key: Option<Secret>,
     /// The Notification Hubs shared access key (`ORDERFLOW_NOTIFICATIONHUBS_KEY`).
     pub notificationhubs_key: Option<Secret>,
+    /// A Service Bus key with the Manage right (`ORDERFLOW_SERVICEBUS_MANAGE_KEY`), which only
+    /// `orderflow doctor` uses, to read the topic's and subscriptions' settings.
+    pub servicebus_manage_key: Option<Secret>,
     /// The cache's password (`ORDERFLOW_CACHE_KEY`; Azure Cache for Redis: its access key),
     /// used when the cache URL names none.
     pub cache_key: Option<Secret>,
@@ -243,6 +246,7 @@ impl Settings {
             cosmos_key: None,
             servicebus_key: None,
             notificationhubs_key: None,
+            servicebus_manage_key: None,
             cache_key: None,
             roles: Roles::all(),
             auth: AuthSettings::Development,
@@ -285,6 +289,7 @@ impl Settings {
         settings.servicebus_key = overrides.servicebus_key.map(Secret::new);
         settings.notificationhubs_key = overrides.notificationhubs_key.map(Secret::new);
         settings.cache_key = overrides.cache_key.map(Secret::new);
+        settings.servicebus_manage_key = overrides.servicebus_manage_key.map(Secret::new);
         if let Some(roles) = overrides.role.or(file.role) {
             settings.roles = Roles::parse(&roles)?;
         }
@@ -325,6 +330,7 @@ pub struct Overrides {
     pub cosmos_key: Option<String>,
     pub servicebus_key: Option<String>,
     pub notificationhubs_key: Option<String>,
+    pub servicebus_manage_key: Option<String>,
     pub cache_key: Option<String>,
     pub role: Option<String>,
     pub no_seed: bool,

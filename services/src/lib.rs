@@ -20,6 +20,7 @@ pub mod app;
 pub mod chaos;
 pub mod config;
 pub mod dead_letters;
+pub mod doctor;
 pub mod export;
 pub mod history;
 pub mod loadgen;

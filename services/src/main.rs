@@ -188,6 +188,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Checks each engine of these settings the way a first deployment needs (the store and
+    /// its containers, the topic and its subscriptions, a Notification Hubs registration, the
+    /// cache over TLS, the identity provider) and prints one line per check with what to fix;
+    /// exits 0 only when every check passed. Service Bus settings are read with the key in
+    /// ORDERFLOW_SERVICEBUS_MANAGE_KEY (the Manage right).
+    Doctor {
+        #[command(flatten)]
+        engines: Engines,
+        #[command(flatten)]
+        oidc: OidcArgs,
+    },
     /// Applies the event store's schema (serve does too) and exits; on Cosmos DB, checks that
     /// the containers exist with the right partition keys.
     Migrate {
@@ -429,6 +440,7 @@ impl Engines {
             servicebus_key: std::env::var("ORDERFLOW_SERVICEBUS_KEY").ok(),
             notificationhubs_key: std::env::var("ORDERFLOW_NOTIFICATIONHUBS_KEY").ok(),
             cache_key: std::env::var("ORDERFLOW_CACHE_KEY").ok(),
+            servicebus_manage_key: std::env::var("ORDERFLOW_SERVICEBUS_MANAGE_KEY").ok(),
             jwt_secret: std::env::var("ORDERFLOW_JWT_SECRET").ok(),
             jwt_issuer: std::env::var("ORDERFLOW_JWT_ISSUER").ok(),
             jwt_audience: std::env::var("ORDERFLOW_JWT_AUDIENCE").ok(),
@@ -447,7 +459,8 @@ async fn main() -> ExitCode {
         | Command::Chaos { .. }
         | Command::Export { .. }
         | Command::Replay { .. }
-        | Command::Loadgen { .. } => telemetry::init_to("warn", telemetry::LogTo::Stderr),
+        | Command::Loadgen { .. }
+        | Command::Doctor { .. } => telemetry::init_to("warn", telemetry::LogTo::Stderr),
         Command::Serve { .. } => {}
         _ => telemetry::init("info"),
     }
@@ -688,6 +701,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{report}");
             }
             Ok(())
+        }
+        Command::Doctor { engines, oidc } => {
+            let settings = Settings::resolve(Overrides {
+                oidc: oidc.overrides(),
+                ..engines.overrides()
+            })?;
+            let report = services::doctor::run(&settings).await;
+            println!("{report}");
+            if report.passed() {
+                Ok(())
+            } else {
+                anyhow::bail!("the deployment is not ready: fix what the FAIL lines say")
+            }
         }
         Command::Migrate { engines } => {
             let settings = Settings::resolve(engines.overrides())?;

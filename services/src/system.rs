@@ -479,7 +479,7 @@ pub async fn open_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> 
     }
 }
 
-fn scheme(url: &str) -> &str {
+pub fn scheme(url: &str) -> &str {
     url.split_once("://").map_or("", |(scheme, _)| scheme)
 }
 
@@ -488,6 +488,14 @@ fn scheme(url: &str) -> &str {
 /// emulator, a test's fake); the key comes from `ORDERFLOW_COSMOS_KEY` only.
 #[cfg(feature = "azure")]
 async fn open_cosmos(settings: &Settings) -> anyhow::Result<Arc<dyn EventStore>> {
+    Ok(Arc::new(connect_cosmos(settings).await?))
+}
+
+/// The Cosmos DB store the settings name, connected (its containers' partition keys checked).
+#[cfg(feature = "azure")]
+pub async fn connect_cosmos(
+    settings: &Settings,
+) -> anyhow::Result<infra::event_store::cosmos::CosmosEventStore> {
     use infra::event_store::cosmos::{CosmosEventStore, CosmosKey, CosmosSettings};
     let url = settings.store.as_str();
     let azure = crate::config::AzureUrl::parse(url)?;
@@ -503,10 +511,9 @@ async fn open_cosmos(settings: &Settings) -> anyhow::Result<Arc<dyn EventStore>>
     if let Some(container) = azure.param("leases") {
         cosmos.lease_container = container.to_owned();
     }
-    let store = CosmosEventStore::connect(cosmos)
+    CosmosEventStore::connect(cosmos)
         .await
-        .with_context(|| format!("connecting to the event store {}", redact(url)))?;
-    Ok(Arc::new(store))
+        .with_context(|| format!("connecting to the event store {}", redact(url)))
 }
 
 #[cfg(not(feature = "azure"))]
@@ -519,6 +526,14 @@ async fn open_cosmos(settings: &Settings) -> anyhow::Result<Arc<dyn EventStore>>
 
 #[cfg(feature = "azure")]
 fn open_service_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
+    Ok(Arc::new(connect_service_bus(settings)?))
+}
+
+/// The Service Bus topic the settings name (nothing is contacted yet).
+#[cfg(feature = "azure")]
+pub fn connect_service_bus(
+    settings: &Settings,
+) -> anyhow::Result<infra::bus::service_bus::ServiceBusTopic> {
     use infra::bus::service_bus::{ServiceBusSettings, ServiceBusTopic};
     use infra::sas::SasKey;
     let (url, retry) = (settings.bus.as_str(), settings.retry);
@@ -550,9 +565,8 @@ fn open_service_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
     if let Some(bytes) = number("max-batch-bytes")? {
         settings.max_batch_bytes = bytes;
     }
-    let bus = ServiceBusTopic::connect(settings)
-        .with_context(|| format!("connecting to the topic {}", redact(url)))?;
-    Ok(Arc::new(bus))
+    ServiceBusTopic::connect(settings)
+        .with_context(|| format!("connecting to the topic {}", redact(url)))
 }
 
 #[cfg(not(feature = "azure"))]
@@ -563,36 +577,49 @@ fn open_service_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
     )
 }
 
+/// The Notification Hubs sender the settings name, if they name one.
+pub fn notification_hubs(
+    settings: &Settings,
+    views: Arc<dyn ViewStore>,
+) -> anyhow::Result<Option<infra::push::notification_hubs::NotificationHubsPush>> {
+    use infra::push::notification_hubs::{NotificationHubsPush, NotificationHubsSettings};
+    use infra::sas::SasKey;
+    let url = settings.push.as_str();
+    if scheme(url) != "notificationhubs" {
+        return Ok(None);
+    }
+    let azure = crate::config::AzureUrl::parse(url)?;
+    let key = crate::config::required(
+        &settings.notificationhubs_key,
+        "ORDERFLOW_NOTIFICATIONHUBS_KEY",
+    )?;
+    let mut hub = NotificationHubsSettings::new(
+        azure.namespace.clone(),
+        azure.entity.clone(),
+        azure
+            .param("key-name")
+            .unwrap_or("DefaultFullSharedAccessSignature"),
+        SasKey::new(key),
+    );
+    hub.base_url = azure.param("endpoint").map(str::to_owned);
+    NotificationHubsPush::new(hub, views)
+        .map(Some)
+        .with_context(|| format!("setting up pushes through {}", redact(url)))
+}
+
 /// The push sender a URL names; `log://` is the embedded one.
 fn open_push(
     settings: &Settings,
     log: Arc<LogPush>,
     views: Arc<dyn ViewStore>,
 ) -> anyhow::Result<Arc<dyn PushSender>> {
-    use infra::push::notification_hubs::{NotificationHubsPush, NotificationHubsSettings};
-    use infra::sas::SasKey;
     let url = settings.push.as_str();
     match scheme(url) {
         "log" => Ok(log),
-        "notificationhubs" => {
-            let azure = crate::config::AzureUrl::parse(url)?;
-            let key = crate::config::required(
-                &settings.notificationhubs_key,
-                "ORDERFLOW_NOTIFICATIONHUBS_KEY",
-            )?;
-            let mut settings = NotificationHubsSettings::new(
-                azure.namespace.clone(),
-                azure.entity.clone(),
-                azure
-                    .param("key-name")
-                    .unwrap_or("DefaultFullSharedAccessSignature"),
-                SasKey::new(key),
-            );
-            settings.base_url = azure.param("endpoint").map(str::to_owned);
-            let push = NotificationHubsPush::new(settings, views)
-                .with_context(|| format!("setting up pushes through {}", redact(url)))?;
-            Ok(Arc::new(push))
-        }
+        "notificationhubs" => match notification_hubs(settings, views)? {
+            Some(push) => Ok(Arc::new(push)),
+            None => bail!("{}: not a Notification Hubs URL", redact(url)),
+        },
         _ => bail!(
             "unknown push URL {}: use log:// or notificationhubs://NAMESPACE/HUB",
             redact(url)

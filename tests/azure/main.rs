@@ -4,6 +4,7 @@
 
 mod cosmos;
 mod distributed;
+mod doctor;
 mod notification_hubs;
 mod service_bus;
 mod system;

@@ -41,6 +41,14 @@
 //!   [`ServiceBusConfig::routes_by_to`] off, every subscription keeps `$Default` (the true
 //!   filter) and gets every message.
 //!
+//! - *Service Bus management (ATOM)*, as Microsoft's `ServiceBusAdministrationClient` reads it:
+//!   `GET /{topic}?api-version=2021-05` and `GET /{topic}/subscriptions/{name}?api-version=2021-05`
+//!   answer an Atom `<entry>` whose content is a `TopicDescription` (`RequiresDuplicateDetection`,
+//!   `DuplicateDetectionHistoryTimeWindow`) or a `SubscriptionDescription` (`LockDuration`,
+//!   `MaxDeliveryCount`), durations in ISO 8601; an entity that does not exist is `200` with an
+//!   empty Atom `<feed>` (not `404`). Reading them takes the `Manage` right: a token signed
+//!   with the Send/Listen policy is `401` there ([`ServiceBusConfig::manage_key`]).
+//!
 //! Locks run on Tokio's clock; the configured lock duration and windows are short in tests.
 //! [`ServiceBusConfig::round_trip`] delays every answer, as the network between a role and its
 //! namespace does (loopback hides it: in one region a request takes 5 to 20 ms).
@@ -72,8 +80,12 @@ const DEAD_LETTER_QUEUE: &str = "$DeadLetterQueue";
 pub struct ServiceBusConfig {
     pub namespace: String,
     pub topic: String,
+    /// The Send/Listen policy the roles use.
     pub key_name: String,
     pub key: String,
+    /// A policy with the Manage right (which implies Send and Listen).
+    pub manage_key_name: String,
+    pub manage_key: String,
     pub subscriptions: Vec<String>,
     pub lock_duration: Duration,
     pub max_delivery_count: u32,
@@ -101,6 +113,8 @@ impl ServiceBusConfig {
             topic: "events".into(),
             key_name: "orderflow-role".into(),
             key: STANDARD.encode(Uuid::new_v4().as_bytes()),
+            manage_key_name: "RootManageSharedAccessKey".into(),
+            manage_key: STANDARD.encode(Uuid::new_v4().as_bytes()),
             subscriptions: subscriptions.iter().map(|s| (*s).to_owned()).collect(),
             lock_duration: Duration::from_secs(2),
             max_delivery_count,
@@ -333,12 +347,28 @@ async fn handle(
 ) -> Answer {
     tokio::time::sleep(shared.config.round_trip).await;
     let path = uri.path().to_owned();
-    if let Err(why) = authorize(&shared, &headers, &path) {
-        shared.lock().unauthorized += 1;
-        return status(StatusCode::UNAUTHORIZED, why);
-    }
+    let rights = match authorize(&shared, &headers, &path) {
+        Ok(rights) => rights,
+        Err(why) => {
+            shared.lock().unauthorized += 1;
+            return status(StatusCode::UNAUTHORIZED, why);
+        }
+    };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let topic = shared.config.topic.as_str();
+    let management = method == Method::GET
+        && uri.query().unwrap_or_default().contains("api-version=")
+        && matches!(segments.as_slice(), [_] | [_, "subscriptions", _]);
+    if management {
+        if rights != Rights::Manage {
+            shared.lock().unauthorized += 1;
+            return status(
+                StatusCode::UNAUTHORIZED,
+                "Manage,EntityRead claims required for this operation.",
+            );
+        }
+        return describe(&shared, &segments);
+    }
     match (method.clone(), segments.as_slice()) {
         (Method::POST, [t, "messages"]) if *t == topic => send(&shared, &headers, body),
         (_, [t, "subscriptions", sub, rest @ ..]) if *t == topic => {
@@ -369,6 +399,55 @@ async fn handle(
     }
 }
 
+/// An entity's description as the management API gives it (see the module docs).
+fn describe(shared: &Shared, segments: &[&str]) -> Answer {
+    const ATOM: &str = "http://www.w3.org/2005/Atom";
+    const CONNECT: &str = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect";
+    let config = &shared.config;
+    let duration = |d: Duration| format!("PT{}S", d.as_secs());
+    let description = match segments {
+        [topic] if *topic == config.topic => Some((
+            (*topic).to_owned(),
+            format!(
+                "<TopicDescription xmlns=\"{CONNECT}\"><DefaultMessageTimeToLive>P14D</DefaultMessageTimeToLive><MaxSizeInMegabytes>1024</MaxSizeInMegabytes><RequiresDuplicateDetection>{}</RequiresDuplicateDetection><DuplicateDetectionHistoryTimeWindow>{}</DuplicateDetectionHistoryTimeWindow><EnableBatchedOperations>true</EnableBatchedOperations><Status>Active</Status></TopicDescription>",
+                config.duplicate_detection,
+                duration(config.duplicate_detection_window)
+            ),
+        )),
+        [topic, "subscriptions", name]
+            if *topic == config.topic && config.subscriptions.iter().any(|s| s == name) =>
+        {
+            Some((
+                (*name).to_owned(),
+                format!(
+                    "<SubscriptionDescription xmlns=\"{CONNECT}\"><LockDuration>{}</LockDuration><RequiresSession>false</RequiresSession><DefaultMessageTimeToLive>P14D</DefaultMessageTimeToLive><DeadLetteringOnMessageExpiration>false</DeadLetteringOnMessageExpiration><MaxDeliveryCount>{}</MaxDeliveryCount><EnableBatchedOperations>true</EnableBatchedOperations><Status>Active</Status></SubscriptionDescription>",
+                    duration(config.lock_duration),
+                    config.max_delivery_count
+                ),
+            ))
+        }
+        _ => None,
+    };
+    let body = match description {
+        Some((title, content)) => format!(
+            "<entry xmlns=\"{ATOM}\"><title type=\"text\">{title}</title><content type=\"application/xml\">{content}</content></entry>"
+        ),
+        // What the service answers for an entity that does not exist.
+        None => format!(
+            "<feed xmlns=\"{ATOM}\"><title type=\"text\">Publicly Listed Services</title><subtitle type=\"text\">This is the list of publicly-listed services currently available.</subtitle></feed>"
+        ),
+    };
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/atom+xml;type=entry;charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// One waiting receive request, counted against the entity's limit while it lasts.
 struct Receiving<'a>(&'a Shared);
 
@@ -390,8 +469,15 @@ impl Drop for Receiving<'_> {
     }
 }
 
+/// What a token's policy may do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rights {
+    SendListen,
+    Manage,
+}
+
 /// Checks the SAS token the way Service Bus documents it.
-fn authorize(shared: &Shared, headers: &HeaderMap, path: &str) -> Result<(), &'static str> {
+fn authorize(shared: &Shared, headers: &HeaderMap, path: &str) -> Result<Rights, &'static str> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -400,9 +486,13 @@ fn authorize(shared: &Shared, headers: &HeaderMap, path: &str) -> Result<(), &'s
     let fields: HashMap<&str, &str> = token.split('&').filter_map(|p| p.split_once('=')).collect();
     let field = |name| fields.get(name).copied().ok_or("incomplete token");
     let (sr, sig, se, skn) = (field("sr")?, field("sig")?, field("se")?, field("skn")?);
-    if skn != shared.config.key_name {
+    let (key, rights) = if skn == shared.config.key_name {
+        (&shared.config.key, Rights::SendListen)
+    } else if skn == shared.config.manage_key_name {
+        (&shared.config.manage_key, Rights::Manage)
+    } else {
         return Err("unknown key name");
-    }
+    };
     let expiry: i64 = se.parse().map_err(|_| "bad expiry")?;
     if expiry <= Utc::now().timestamp() {
         return Err("token expired");
@@ -410,8 +500,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap, path: &str) -> Result<(), &'s
     let signature = STANDARD
         .decode(url_decode(sig))
         .map_err(|_| "bad signature encoding")?;
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(shared.config.key.as_bytes()).map_err(|_| "bad key")?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).map_err(|_| "bad key")?;
     mac.update(format!("{sr}\n{se}").as_bytes());
     mac.verify_slice(&signature)
         .map_err(|_| "signature mismatch")?;
@@ -421,7 +510,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap, path: &str) -> Result<(), &'s
     if !resource.starts_with("https://") || !target.starts_with(resource) {
         return Err("the token is for another resource");
     }
-    Ok(())
+    Ok(rights)
 }
 
 /// `application/x-www-form-urlencoded` decoding (`+` is a space).

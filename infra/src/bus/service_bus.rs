@@ -326,6 +326,105 @@ fn batch_bodies(messages: Vec<String>, max_bytes: usize) -> Result<Vec<String>, 
     Ok(bodies)
 }
 
+/// The management API version Microsoft's `ServiceBusAdministrationClient` sends.
+const MANAGEMENT_API_VERSION: &str = "2021-05";
+
+/// A topic as the management API describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicShape {
+    pub duplicate_detection: bool,
+    pub duplicate_detection_window: Option<Duration>,
+}
+
+/// A subscription as the management API describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionShape {
+    pub max_delivery_count: Option<u32>,
+    pub lock_duration: Option<Duration>,
+}
+
+/// What [`ServiceBusTopic::describe`] read: `None` for an entity that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub topic: Option<TopicShape>,
+    pub subscriptions: Vec<(String, Option<SubscriptionShape>)>,
+}
+
+/// The text of the first `<name>…</name>` in `xml` (the management API writes its elements
+/// unprefixed, in its default namespace).
+fn element<'x>(xml: &'x str, name: &str) -> Option<&'x str> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(xml[start..end].trim())
+}
+
+/// An ISO 8601 duration of days, hours, minutes and seconds (`P14D`, `PT1M`, `PT1M30S`,
+/// `PT0.5S`), as the management API writes them.
+pub fn iso_duration(text: &str) -> Option<Duration> {
+    let rest = text.strip_prefix('P')?;
+    let (days, time) = match rest.split_once('T') {
+        Some((days, time)) => (days, time),
+        None => (rest, ""),
+    };
+    let mut seconds = 0.0_f64;
+    let mut add = |part: &str, units: &[(char, f64)]| -> Option<()> {
+        let mut number = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' {
+                number.push(c);
+                continue;
+            }
+            let (_, factor) = units.iter().find(|(u, _)| *u == c)?;
+            seconds += number.parse::<f64>().ok()? * factor;
+            number.clear();
+        }
+        number.is_empty().then_some(())
+    };
+    add(days, &[('D', 86_400.0)])?;
+    add(time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)])?;
+    Some(Duration::from_secs_f64(seconds))
+}
+
+impl Sender {
+    /// `GET {path}?api-version=…` on the management API, signed with a Manage key: the
+    /// entity's description (the content of its Atom entry), or `None` if it does not exist.
+    async fn description(
+        &self,
+        path: &str,
+        key_name: &str,
+        key: &SasKey,
+    ) -> Result<Option<String>, BusError> {
+        let doing = format!("read the settings of {path}");
+        let expiry = SystemTime::now()
+            .checked_add(TOKEN_TTL)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let token = crate::sas::sas_token(
+            &format!("{}/{path}", self.resource),
+            key_name,
+            key.expose(),
+            expiry,
+        );
+        let answer = self
+            .client
+            .get(format!("{}/{path}", self.base))
+            .query(&[("api-version", MANAGEMENT_API_VERSION)])
+            .header(reqwest::header::AUTHORIZATION, token)
+            .timeout(self.request_timeout)
+            .send()
+            .await
+            .map_err(|e| BusError::Unavailable(format!("Service Bus: {doing}: {e}")))?;
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap_or_default();
+        if status != 200 {
+            return Err(status_error(&doing, status, &body));
+        }
+        // A missing entity is an empty feed, not a 404.
+        Ok(body.contains("<entry").then_some(body))
+    }
+}
+
 /// The topic on Azure Service Bus; see the [module docs](self).
 pub struct ServiceBusTopic {
     client: TopicClient,
@@ -401,6 +500,54 @@ impl ServiceBusTopic {
             closed,
             reading_dead_letters: Mutex::new(()),
         })
+    }
+
+    /// Reads the topic's and each subscription's settings through the management API
+    /// (Microsoft's administration clients' ATOM feed), signed with a policy that has the
+    /// `Manage` right: the roles' Send/Listen policy cannot read them.
+    pub async fn describe(
+        &self,
+        manage_key_name: &str,
+        manage_key: &SasKey,
+    ) -> Result<Topology, BusError> {
+        let topic = self
+            .sender
+            .description(&self.sender.topic, manage_key_name, manage_key)
+            .await?
+            .map(|xml| TopicShape {
+                duplicate_detection: element(&xml, "RequiresDuplicateDetection")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                duplicate_detection_window: element(&xml, "DuplicateDetectionHistoryTimeWindow")
+                    .and_then(iso_duration),
+            });
+        let mut subscriptions = Vec::new();
+        for name in &self.subscriptions {
+            let path = format!("{}/subscriptions/{name}", self.sender.topic);
+            let shape = self
+                .sender
+                .description(&path, manage_key_name, manage_key)
+                .await?
+                .map(|xml| SubscriptionShape {
+                    max_delivery_count: element(&xml, "MaxDeliveryCount")
+                        .and_then(|v| v.parse().ok()),
+                    lock_duration: element(&xml, "LockDuration").and_then(iso_duration),
+                });
+            subscriptions.push((name.clone(), shape));
+        }
+        Ok(Topology {
+            topic,
+            subscriptions,
+        })
+    }
+
+    /// The retry policy the subscriptions' max delivery count must match.
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    /// The lock duration the subscriptions must have at least.
+    pub fn lock_duration(&self) -> Duration {
+        self.lock_duration
     }
 
     /// Stops this handle: `next` answers `None`. Deliveries not settled are abandoned when
@@ -1181,6 +1328,29 @@ impl HttpClient for RoutedClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_durations_read_as_the_management_api_writes_them() {
+        let cases = [
+            ("PT1M", Some(60.0)),
+            ("PT60S", Some(60.0)),
+            ("PT1H", Some(3600.0)),
+            ("P14D", Some(14.0 * 86_400.0)),
+            ("PT1M30S", Some(90.0)),
+            ("PT0.5S", Some(0.5)),
+            ("P1DT1S", Some(86_401.0)),
+            ("1M", None),
+            ("PT1X", None),
+            ("PT5", None),
+        ];
+        for (text, seconds) in cases {
+            assert_eq!(
+                iso_duration(text).map(|d| d.as_secs_f64()),
+                seconds,
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn batches_are_filled_up_to_the_limit_and_keep_the_order() {

@@ -235,6 +235,46 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
+/// What is wrong with the containers' time to live, for `orderflow doctor` (each entry says
+/// what to fix): the events must never expire, and the leases container must have TTL on
+/// without a default (each lease document sets its own `ttl`; checkpoints set none).
+pub async fn ttl_problems(store: &CosmosEventStore) -> Result<Vec<String>, StoreError> {
+    use azure_data_cosmos::models::TimeToLive;
+    let mut problems = Vec::new();
+    let ttl = |container: &ContainerClient| {
+        let container = container.clone();
+        async move {
+            container
+                .read(None)
+                .await
+                .map_err(store_error)?
+                .into_model()
+                .map_err(store_error)
+                .map(|p| p.default_ttl)
+        }
+    };
+    if let TimeToLive::Seconds(seconds) = ttl(&store.events).await? {
+        problems.push(format!(
+            "the events container deletes events after {seconds} s (defaultTtl): set --ttl -1 \
+             on it (no default: events carry no ttl, so none expires)"
+        ));
+    }
+    match ttl(&store.leases).await? {
+        TimeToLive::NoDefault => {}
+        TimeToLive::Forever => problems.push(
+            "the leases container has TTL off, so expired leases are never collected: set \
+             --ttl -1 on it (on, with no default)"
+                .into(),
+        ),
+        TimeToLive::Seconds(seconds) => problems.push(format!(
+            "the leases container deletes checkpoints after {seconds} s (defaultTtl): set \
+             --ttl -1 on it (on, with no default)"
+        )),
+        _ => {}
+    }
+    Ok(problems)
+}
+
 /// A container partitioned otherwise would refuse every write with a 400 that names no cause;
 /// say it at start instead (`orderflow migrate` runs this check too).
 async fn check_partition_key(

@@ -271,6 +271,31 @@ impl NotificationHubsPush {
     /// The customer the hub's copy of installation `id` names, `None` if it has none by that
     /// id. Asked only for an id orderflow has no record of (a cache that lost its data), so
     /// the hub's copy is old enough to have settled.
+    /// A registration round trip for `orderflow doctor`: puts an installation no customer owns
+    /// (a fresh customer id as its only tag, an FCM v1 channel that reaches no device) with
+    /// the data-plane version, then deletes it; `Err` says what the hub answered.
+    pub async fn round_trip(&self) -> Result<(), PushError> {
+        let probe = Installation {
+            installation_id: format!("orderflow-doctor-{}", Uuid::new_v4()),
+            customer_id: Uuid::new_v4(),
+            platform: "fcmv1".into(),
+            push_channel: "orderflow-doctor-probe".into(),
+            tags: Vec::new(),
+        };
+        let url = self.installation_url(&probe.installation_id);
+        let body = installation_body(&probe)?.to_string();
+        let headers = [("Content-Type", "application/json")];
+        let answer = self.call(Method::PUT, &url, &headers, Some(body)).await?;
+        if !answer.status.is_success() {
+            return Err(failure(&Method::PUT, &url, Cause::Answer(&answer)));
+        }
+        let answer = self.call(Method::DELETE, &url, &[], None).await?;
+        if !answer.status.is_success() {
+            return Err(failure(&Method::DELETE, &url, Cause::Answer(&answer)));
+        }
+        Ok(())
+    }
+
     async fn hub_owner(&self, id: &str) -> Result<Option<Uuid>, PushError> {
         let url = self.installation_url(id);
         let answer = self.call(Method::GET, &url, &[], None).await?;

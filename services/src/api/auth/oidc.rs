@@ -196,6 +196,14 @@ impl OidcVerifier {
         &self.settings.issuer
     }
 
+    /// Fetches the discovery document and the keys now, for `orderflow doctor`: how many
+    /// signing keys the provider lists, or what is wrong.
+    pub async fn check(&self) -> Result<usize, String> {
+        self.fetch_keys(&mut RefreshState::default())
+            .await
+            .map(|keys| keys.len())
+    }
+
     pub async fn verify(self: &Arc<Self>, token: &str) -> Result<Caller, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
