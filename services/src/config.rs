@@ -737,7 +737,10 @@ mod tests {
         assert!(settings.store.starts_with("cosmos://"));
         assert!(settings.bus.starts_with("servicebus://"));
         assert!(settings.push.starts_with("notificationhubs://"));
-        assert!(settings.cache.starts_with("redis://"));
+        assert!(
+            settings.cache.starts_with("rediss://"),
+            "Azure Cache for Redis over TLS"
+        );
         assert!(!settings.seed_catalog);
         assert!(
             settings.servicebus_key.is_none() && settings.cosmos_key.is_none(),
