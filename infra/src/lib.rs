@@ -1,7 +1,7 @@
 //! Adapters: the engines behind orderflow's ports, and the relay that joins store and topic.
 //!
-//! - [`event_store`]: `EventStore` adapters (SQLite, PostgreSQL) and the conformance suite they
-//!   all pass.
+//! - [`event_store`]: `EventStore` adapters (SQLite, PostgreSQL, and Azure Cosmos DB behind the
+//!   `azure` feature) and the conformance suite they all pass.
 //! - [`bus`]: the `EventBus` (topic) port, its adapters (in-process, RabbitMQ, and Azure Service
 //!   Bus behind the `azure` feature), their conformance suite, and the consumer loop.
 //! - [`kept`]: the SQLite file beside the embedded engines that keeps what they promise across
@@ -10,7 +10,8 @@
 //!   it holds the store's relay lease.
 //! - [`trace`]: W3C trace context across processes: spans that continue the trace an event
 //!   carries, and the `traceparent` they hand on.
-//! - [`sas`]: the Azure shared access key type both Azure adapters sign with.
+//! - [`sas`]: the shared access key and the SAS token that Service Bus and Notification Hubs
+//!   requests are signed with.
 //! - [`views`]: `ViewStore` adapters (in-memory, Redis) and their conformance suite.
 //! - [`payment`]: the sandbox `PaymentGateway`.
 //! - [`push`]: `PushSender` adapters: embedded (log, optional JSONL file, installations in the

@@ -5,7 +5,7 @@
 //! - [`postgres`]: PostgreSQL, shared by many processes: group commit in each, a head row
 //!   locked to the commit that keeps positions in commit order across them, and
 //!   LISTEN/NOTIFY for the head.
-//! - [`cosmos`] (feature `azure`): Azure Cosmos DB for NoSQL, one document per event, an append
+//! - `cosmos` (feature `azure`): Azure Cosmos DB for NoSQL, one document per event, an append
 //!   one transactional batch, the global log the change feed (no global order: ADR 05).
 //! - `group_commit`: what both share: the writer task that commits every write waiting at
 //!   that moment in one transaction, each with its own answer, and a handle to submit writes;

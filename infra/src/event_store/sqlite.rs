@@ -310,7 +310,7 @@ impl EventStore for SqliteEventStore {
         Some(self.batches_committed())
     }
 
-    /// One process owns a SQLite file (its writer task is the only writer), so the lease is
+    /// One process owns a SQLite file (its writer thread is the only writer), so the lease is
     /// this process's to give: held until the guard is dropped, refused to a second taker.
     async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
         let mut leases = self
@@ -450,7 +450,8 @@ fn decode_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-/// The one place where SQLite's errors become the port's.
+/// Where sqlx's errors (opening the file, migrating its schema) become the port's; rusqlite's,
+/// the writer's and the readers', become it in [`writer::store_error`].
 fn store_error(error: sqlx::Error) -> StoreError {
     match &error {
         // Versions are assigned under the write lock, so the only unique key a request can

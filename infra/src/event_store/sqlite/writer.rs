@@ -407,7 +407,8 @@ fn insert(
     to_u64(conn.last_insert_rowid(), "global_position")
 }
 
-/// The one place where rusqlite's errors (the writer's and the readers') become the port's.
+/// Where rusqlite's errors (the writer's and the readers') become the port's; sqlx's, from
+/// opening and migrating the file, become it in `sqlite::store_error`.
 pub(super) fn store_error(error: rusqlite::Error) -> StoreError {
     match &error {
         // Versions are assigned under the write lock, so the only unique key a request can
