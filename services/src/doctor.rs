@@ -187,9 +187,8 @@ async fn cosmos(settings: &Settings, shown: &str) -> Vec<Check> {
             "time to live: events never expire; leases on, with no default",
         )),
         Ok(problems) => {
-            for problem in problems {
-                let (what, fix) = problem.split_once(": ").unwrap_or((&problem, ""));
-                checks.push(Check::fail("store", what.to_owned(), fix.to_owned()));
+            for found in problems {
+                checks.push(Check::fail("store", found.problem, found.fix));
             }
         }
         Err(error) => checks.push(Check::fail(
@@ -273,13 +272,15 @@ async fn service_bus(settings: &Settings, shown: &str) -> Vec<Check> {
             "set ORDERFLOW_SERVICEBUS_MANAGE_KEY to a key with the Manage right (az servicebus namespace authorization-rule keys list -n RootManageSharedAccessKey) for this check only",
         )];
     };
-    let manage_key_name = crate::config::AzureUrl::parse(&settings.bus)
-        .ok()
-        .and_then(|url| url.param("manage-key-name").map(str::to_owned))
-        .unwrap_or_else(|| "RootManageSharedAccessKey".to_owned());
+    // The URL parsed when the topic was built above.
+    let url = crate::config::AzureUrl::parse(&settings.bus).ok();
+    let manage_key_name = url
+        .as_ref()
+        .and_then(|url| url.param("manage-key-name"))
+        .unwrap_or("RootManageSharedAccessKey");
     let started = Instant::now();
     let topology = match topic
-        .describe(&manage_key_name, &SasKey::new(manage_key))
+        .describe(manage_key_name, &SasKey::new(manage_key))
         .await
     {
         Ok(topology) => topology,
@@ -292,9 +293,7 @@ async fn service_bus(settings: &Settings, shown: &str) -> Vec<Check> {
         }
     };
     let mut checks = Vec::new();
-    let name = crate::config::AzureUrl::parse(&settings.bus)
-        .map(|u| u.entity)
-        .unwrap_or_default();
+    let name = url.map(|u| u.entity).unwrap_or_default();
     match &topology.topic {
         None => checks.push(Check::fail(
             "topic",

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use orderflow_tests::fakes::cosmos::{CosmosConfig, CosmosFake};
 use orderflow_tests::fakes::notification_hubs::FakeNotificationHubs;
 use orderflow_tests::fakes::service_bus::{ServiceBusConfig, ServiceBusFake};
+use orderflow_tests::fakes::{HUB_KEY, HUB_KEY_NAME};
 use orderflow_tests::process::{
     Api, Process, assert_decided_as_their_events_say, lines_for, settle, wait_ready,
 };
@@ -22,7 +23,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 const ORDERS: usize = 200;
-const HUB_KEY: &str = "aHViLWtleQ==";
 
 /// Two relays (one holds the Cosmos DB lease, the other waits), two processors of which one
 /// is killed mid-run, a projector and a notifier: 200 orders all end decided as their events
@@ -32,7 +32,7 @@ async fn two_hundred_orders_flow_through_cosmos_db_service_bus_and_notification_
     let cosmos = CosmosFake::start(CosmosConfig::new()).await;
     let subscriptions = services::system::SUBSCRIPTIONS;
     let bus = ServiceBusFake::start(ServiceBusConfig::new(&subscriptions, 5)).await;
-    let hubs = FakeNotificationHubs::start("orders", "orderflow-send", HUB_KEY).await;
+    let hubs = FakeNotificationHubs::start("orders", HUB_KEY_NAME, HUB_KEY).await;
     let redis = std::env::var("ORDERFLOW_TEST_REDIS").unwrap_or("redis://127.0.0.1:6379".into());
     let prefix = format!("az{}", &Uuid::new_v4().simple().to_string()[..10]);
     let store = format!(
@@ -45,7 +45,7 @@ async fn two_hundred_orders_flow_through_cosmos_db_service_bus_and_notification_
         sb.namespace, sb.topic, sb.key_name, bus.base_url
     );
     let push = format!(
-        "notificationhubs://fake/orders?key-name=orderflow-send&endpoint={}",
+        "notificationhubs://fake/orders?key-name={HUB_KEY_NAME}&endpoint={}",
         hubs.base_url()
     );
     let cache = format!("{redis}?prefix={prefix}");

@@ -7,10 +7,9 @@ use std::time::Duration;
 use orderflow_tests::fakes::cosmos::{CosmosConfig, CosmosFake};
 use orderflow_tests::fakes::notification_hubs::FakeNotificationHubs;
 use orderflow_tests::fakes::service_bus::{ServiceBusConfig, ServiceBusFake};
+use orderflow_tests::fakes::{HUB_KEY, HUB_KEY_NAME, azure_settings};
 use services::config::{AuthSettings, Secret, Settings};
 use services::doctor::{Report, run};
-
-const HUB_KEY: &str = "aHViLWtleQ==";
 
 /// The fakes of one deployment, provisioned as the deploy guide does.
 struct Deployment {
@@ -30,26 +29,10 @@ fn guide_bus() -> ServiceBusConfig {
 async fn deployment_with(cosmos: CosmosConfig, bus: ServiceBusConfig) -> Deployment {
     let cosmos = CosmosFake::start(cosmos).await;
     let bus = ServiceBusFake::start(bus).await;
-    let hubs = FakeNotificationHubs::start("orders", "orderflow-send", HUB_KEY).await;
+    let hubs = FakeNotificationHubs::start("orders", HUB_KEY_NAME, HUB_KEY).await;
     let data = tempfile::tempdir().unwrap();
-    let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap(), data.path().to_owned());
-    settings.store = format!(
-        "cosmos://fake/{}?endpoint={}",
-        cosmos.config.database, cosmos.endpoint
-    );
-    settings.cosmos_key = Some(Secret::new(cosmos.config.key.clone()));
-    let config = &bus.config;
-    settings.bus = format!(
-        "servicebus://{}/{}?key-name={}&endpoint={}",
-        config.namespace, config.topic, config.key_name, bus.base_url
-    );
-    settings.servicebus_key = Some(Secret::new(config.key.clone()));
-    settings.servicebus_manage_key = Some(Secret::new(config.manage_key.clone()));
-    settings.push = format!(
-        "notificationhubs://orderflow-test/orders?key-name=orderflow-send&endpoint={}",
-        hubs.base_url()
-    );
-    settings.notificationhubs_key = Some(Secret::new(HUB_KEY));
+    let mut settings = azure_settings(data.path(), &cosmos, &bus, &hubs);
+    settings.servicebus_manage_key = Some(Secret::new(bus.config.manage_key.clone()));
     settings.cache = format!(
         "redis://127.0.0.1:6379?prefix=doctor{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]

@@ -107,11 +107,7 @@ async fn a_batch_published_twice_is_delivered_once() {
     conformance::eventually("a has the batch", || a.seen().len() >= 3).await;
     tokio::time::sleep(conformance::QUIET).await;
 
-    let mut seen = conformance::ids(&a.seen());
-    seen.sort();
-    let mut expected = conformance::event_ids(&sent);
-    expected.sort();
-    assert_eq!(seen, expected, "each event once");
+    conformance::assert_each_once(&a.seen(), &conformance::event_ids(&sent));
     a.stop().await;
     assert!(fake.active("a").is_empty(), "every delivery was completed");
 }
@@ -499,11 +495,7 @@ async fn a_handle_keeps_several_receives_in_flight() {
     tokio::time::sleep(conformance::QUIET).await;
 
     assert!(!bus.keeps_order(), "several receives answer in any order");
-    let mut seen = conformance::ids(&a.seen());
-    seen.sort();
-    let mut expected = conformance::event_ids(&sent);
-    expected.sort();
-    assert_eq!(seen, expected, "each event once");
+    conformance::assert_each_once(&a.seen(), &conformance::event_ids(&sent));
     assert!(a.seen().iter().all(|s| s.attempt == 1));
     a.stop().await;
     assert!(

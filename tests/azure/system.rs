@@ -5,9 +5,9 @@
 use orderflow_tests::fakes::cosmos::{CosmosConfig, CosmosFake};
 use orderflow_tests::fakes::notification_hubs::FakeNotificationHubs;
 use orderflow_tests::fakes::service_bus::{ServiceBusConfig, ServiceBusFake};
+use orderflow_tests::fakes::{HUB_KEY, HUB_KEY_NAME, azure_settings};
 use orderflow_tests::{eventually, spawn_app_with, unique_sku};
 use serde_json::json;
-use services::config::{Secret, Settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_flows_through_cosmos_db_and_service_bus_and_is_pushed_through_notification_hubs()
@@ -15,25 +15,9 @@ async fn an_order_flows_through_cosmos_db_and_service_bus_and_is_pushed_through_
     let cosmos = CosmosFake::start(CosmosConfig::new()).await;
     let subscriptions = services::system::SUBSCRIPTIONS;
     let bus = ServiceBusFake::start(ServiceBusConfig::new(&subscriptions, 5)).await;
-    let hubs = FakeNotificationHubs::start("orders", "orderflow-send", "aHViLWtleQ==").await;
+    let hubs = FakeNotificationHubs::start("orders", HUB_KEY_NAME, HUB_KEY).await;
     let data = tempfile::tempdir().unwrap();
-    let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap(), data.path().to_owned());
-    settings.store = format!(
-        "cosmos://fake/{}?endpoint={}",
-        cosmos.config.database, cosmos.endpoint
-    );
-    settings.cosmos_key = Some(Secret::new(cosmos.config.key.clone()));
-    let config = &bus.config;
-    settings.bus = format!(
-        "servicebus://{}/{}?key-name={}&endpoint={}",
-        config.namespace, config.topic, config.key_name, bus.base_url
-    );
-    settings.servicebus_key = Some(Secret::new(config.key.clone()));
-    settings.push = format!(
-        "notificationhubs://orderflow-test/orders?key-name=orderflow-send&endpoint={}",
-        hubs.base_url()
-    );
-    settings.notificationhubs_key = Some(Secret::new("aHViLWtleQ=="));
+    let settings = azure_settings(data.path(), &cosmos, &bus, &hubs);
     let app = spawn_app_with(settings).await;
     let sku = unique_sku("TEA");
     app.list_product(&sku, 450, 5).await;
@@ -91,25 +75,9 @@ async fn an_operator_redrives_pushes_that_notification_hubs_refused() {
     let cosmos = CosmosFake::start(CosmosConfig::new()).await;
     let subscriptions = services::system::SUBSCRIPTIONS;
     let bus = ServiceBusFake::start(ServiceBusConfig::new(&subscriptions, 5)).await;
-    let hubs = FakeNotificationHubs::start("orders", "orderflow-send", "aHViLWtleQ==").await;
+    let hubs = FakeNotificationHubs::start("orders", HUB_KEY_NAME, HUB_KEY).await;
     let data = tempfile::tempdir().unwrap();
-    let mut settings = Settings::embedded("127.0.0.1:0".parse().unwrap(), data.path().to_owned());
-    settings.store = format!(
-        "cosmos://fake/{}?endpoint={}",
-        cosmos.config.database, cosmos.endpoint
-    );
-    settings.cosmos_key = Some(Secret::new(cosmos.config.key.clone()));
-    let config = &bus.config;
-    settings.bus = format!(
-        "servicebus://{}/{}?key-name={}&endpoint={}",
-        config.namespace, config.topic, config.key_name, bus.base_url
-    );
-    settings.servicebus_key = Some(Secret::new(config.key.clone()));
-    settings.push = format!(
-        "notificationhubs://orderflow-test/orders?key-name=orderflow-send&endpoint={}",
-        hubs.base_url()
-    );
-    settings.notificationhubs_key = Some(Secret::new("aHViLWtleQ=="));
+    let settings = azure_settings(data.path(), &cosmos, &bus, &hubs);
     let app = spawn_app_with(settings).await;
     let sku = unique_sku("TEA");
     app.list_product(&sku, 450, 5).await;

@@ -542,13 +542,7 @@ pub async fn one_consumer_sees_publish_order(bus: Arc<dyn EventBus>) {
     if bus.keeps_order() {
         assert_eq!(ids(&a.seen()), sent, "one consumer sees publish order");
     } else {
-        let (mut seen, mut sent) = (ids(&a.seen()), sent);
-        seen.sort();
-        sent.sort();
-        assert_eq!(
-            seen, sent,
-            "one consumer sees each event once (in any order)"
-        );
+        assert_each_once(&a.seen(), &sent);
     }
     a.stop().await;
     b.stop().await;
@@ -816,6 +810,16 @@ async fn dead_letters(bus: &Arc<dyn EventBus>) -> Vec<DeadLetter> {
 
 pub fn ids(seen: &[Seen]) -> Vec<Uuid> {
     seen.iter().map(|s| s.event.event_id).collect()
+}
+
+/// That `seen` holds each of `sent` exactly once, in any order (a topic that does not keep
+/// publish order, [`EventBus::keeps_order`]).
+pub fn assert_each_once(seen: &[Seen], sent: &[Uuid]) {
+    let mut seen = ids(seen);
+    seen.sort_unstable();
+    let mut sent = sent.to_vec();
+    sent.sort_unstable();
+    assert_eq!(seen, sent, "each event once (in any order)");
 }
 
 pub fn event_ids(events: &[RecordedEvent]) -> Vec<Uuid> {

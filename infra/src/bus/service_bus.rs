@@ -240,20 +240,25 @@ struct Sender {
 }
 
 impl Sender {
-    /// Sends one batch body (a JSON array of messages); `Ok` once Service Bus answered `201`,
-    /// that is, stored every message of it.
-    async fn send_batch(&self, body: String, doing: &str) -> Result<(), BusError> {
-        let path = format!("/{}/messages", self.topic);
+    /// A SAS token for the entity at `path` in the namespace, valid for [`TOKEN_TTL`].
+    fn token(&self, path: &str, key_name: &str, key: &SasKey) -> String {
         let expiry = SystemTime::now()
             .checked_add(TOKEN_TTL)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let token = crate::sas::sas_token(
-            &format!("{}/{}", self.resource, self.topic),
-            &self.key_name,
-            self.key.expose(),
+        crate::sas::sas_token(
+            &format!("{}/{path}", self.resource),
+            key_name,
+            key.expose(),
             expiry,
-        );
+        )
+    }
+
+    /// Sends one batch body (a JSON array of messages); `Ok` once Service Bus answered `201`,
+    /// that is, stored every message of it.
+    async fn send_batch(&self, body: String, doing: &str) -> Result<(), BusError> {
+        let path = format!("/{}/messages", self.topic);
+        let token = self.token(&self.topic, &self.key_name, &self.key);
         let answer = self
             .client
             .post(format!("{}{path}", self.base))
@@ -396,16 +401,7 @@ impl Sender {
         key: &SasKey,
     ) -> Result<Option<String>, BusError> {
         let doing = format!("read the settings of {path}");
-        let expiry = SystemTime::now()
-            .checked_add(TOKEN_TTL)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        let token = crate::sas::sas_token(
-            &format!("{}/{path}", self.resource),
-            key_name,
-            key.expose(),
-            expiry,
-        );
+        let token = self.token(path, key_name, key);
         let answer = self
             .client
             .get(format!("{}/{path}", self.base))

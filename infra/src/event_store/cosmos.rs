@@ -235,12 +235,19 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// What is wrong with the containers' time to live, for `orderflow doctor` (each entry says
-/// what to fix): the events must never expire, and the leases container must have TTL on
-/// without a default (each lease document sets its own `ttl`; checkpoints set none).
-pub async fn ttl_problems(store: &CosmosEventStore) -> Result<Vec<String>, StoreError> {
+/// One thing wrong with a container, for `orderflow doctor`: what, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerProblem {
+    pub problem: String,
+    pub fix: String,
+}
+
+/// What is wrong with the containers' time to live: the events must never expire, and the
+/// leases container must have TTL on without a default (each lease document sets its own
+/// `ttl`; checkpoints set none).
+pub async fn ttl_problems(store: &CosmosEventStore) -> Result<Vec<ContainerProblem>, StoreError> {
     use azure_data_cosmos::models::TimeToLive;
-    let mut problems = Vec::new();
+    const FIX: &str = "set --ttl -1 on it (on, with no default)";
     let ttl = |container: &ContainerClient| {
         let container = container.clone();
         async move {
@@ -253,23 +260,29 @@ pub async fn ttl_problems(store: &CosmosEventStore) -> Result<Vec<String>, Store
                 .map(|p| p.default_ttl)
         }
     };
+    let mut problems = Vec::new();
+    let mut found = |problem: String, fix: &str| {
+        problems.push(ContainerProblem {
+            problem,
+            fix: fix.to_owned(),
+        })
+    };
     if let TimeToLive::Seconds(seconds) = ttl(&store.events).await? {
-        problems.push(format!(
-            "the events container deletes events after {seconds} s (defaultTtl): set --ttl -1 \
-             on it (no default: events carry no ttl, so none expires)"
-        ));
+        found(
+            format!("the events container deletes events after {seconds} s (defaultTtl)"),
+            "set --ttl -1 on it (no default: events carry no ttl, so none expires)",
+        );
     }
     match ttl(&store.leases).await? {
         TimeToLive::NoDefault => {}
-        TimeToLive::Forever => problems.push(
-            "the leases container has TTL off, so expired leases are never collected: set \
-             --ttl -1 on it (on, with no default)"
-                .into(),
+        TimeToLive::Forever => found(
+            "the leases container has TTL off, so expired leases are never collected".into(),
+            FIX,
         ),
-        TimeToLive::Seconds(seconds) => problems.push(format!(
-            "the leases container deletes checkpoints after {seconds} s (defaultTtl): set \
-             --ttl -1 on it (on, with no default)"
-        )),
+        TimeToLive::Seconds(seconds) => found(
+            format!("the leases container deletes checkpoints after {seconds} s (defaultTtl)"),
+            FIX,
+        ),
         _ => {}
     }
     Ok(problems)
