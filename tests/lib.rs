@@ -18,11 +18,10 @@ pub mod oidc_provider;
 pub mod process;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use commands::store::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
+use eventlog::EventStore;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use services::system::System;
@@ -412,91 +411,6 @@ pub async fn place_directly(commands: &commands::Commands, sku: &domain::values:
         },
     };
     commands.place_order(request).await.unwrap().order_id
-}
-
-/// A real event store, counting the reads it answers: for tests of how often a part of the
-/// system goes to the store.
-pub struct CountedReads {
-    inner: Arc<dyn EventStore>,
-    stream_reads: AtomicUsize,
-    log_reads: AtomicUsize,
-}
-
-impl CountedReads {
-    pub fn new(inner: Arc<dyn EventStore>) -> Self {
-        Self {
-            inner,
-            stream_reads: AtomicUsize::new(0),
-            log_reads: AtomicUsize::new(0),
-        }
-    }
-
-    /// `read_stream` calls so far.
-    pub fn stream_reads(&self) -> usize {
-        self.stream_reads.load(Ordering::SeqCst)
-    }
-
-    /// `read_all` calls so far.
-    pub fn log_reads(&self) -> usize {
-        self.log_reads.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait::async_trait]
-impl EventStore for CountedReads {
-    async fn append(
-        &self,
-        stream_id: &str,
-        stream_type: &str,
-        expected_version: u64,
-        events: Vec<domain::NewEvent>,
-    ) -> Result<Appended, StoreError> {
-        self.inner
-            .append(stream_id, stream_type, expected_version, events)
-            .await
-    }
-
-    async fn read_stream(
-        &self,
-        stream_id: &str,
-        from_version: u64,
-    ) -> Result<Vec<domain::RecordedEvent>, StoreError> {
-        self.stream_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_stream(stream_id, from_version).await
-    }
-
-    async fn read_all(&self, after: &LogCursor, limit: usize) -> Result<LogPage, StoreError> {
-        self.log_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_all(after, limit).await
-    }
-
-    async fn lag(&self, after: &LogCursor) -> Result<Option<u64>, StoreError> {
-        self.inner.lag(after).await
-    }
-
-    fn ordered_log(&self) -> bool {
-        self.inner.ordered_log()
-    }
-
-    fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.watch_head()
-    }
-
-    async fn checkpoint(&self, reader: &str) -> Result<LogCursor, StoreError> {
-        self.inner.checkpoint(reader).await
-    }
-
-    async fn save_checkpoint(&self, reader: &str, cursor: &LogCursor) -> Result<(), StoreError> {
-        self.inner.save_checkpoint(reader, cursor).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-
-    async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
-        self.inner.lease(name).await
-    }
 }
 
 /// A SQLite event store in a directory of its own, removed with the `TempDir`.

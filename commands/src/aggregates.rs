@@ -28,8 +28,9 @@ use domain::{EventMetadata, NewEvent, RecordedEvent};
 use tokio::sync::Mutex as AsyncMutex;
 use uuid::Uuid;
 
-use crate::recent::Recent;
-use crate::store::{EventStore, StoreError};
+use eventlog::fault::CONTENTION_PAUSE;
+use eventlog::recent::Recent;
+use eventlog::{Classify, EventStore, Fault, StoreError};
 
 /// How many times a command is decided again after losing a race to another writer.
 const MAX_ATTEMPTS: u32 = 16;
@@ -49,6 +50,16 @@ pub enum CommandError<E: std::error::Error> {
     /// Other writers kept winning; the caller may retry later.
     #[error("stream {0} is too busy, try again")]
     Contention(String),
+}
+
+impl<E: std::error::Error> Classify for CommandError<E> {
+    fn fault(&self) -> Fault {
+        match self {
+            Self::Rejected(_) | Self::Decode(_) => Fault::Message,
+            Self::Store(error) => error.fault(),
+            Self::Contention(_) => Fault::Later(CONTENTION_PAUSE),
+        }
+    }
 }
 
 /// What a command did to its stream.
@@ -153,6 +164,12 @@ where
     }
 
     /// Decides `command` on the aggregate `id` and appends what it decided.
+    ///
+    /// The first decision is made on what this process already knows ([`Basis::Known`]), without
+    /// reading the store: an accepted command is checked by the append's expected version
+    /// anyway, and a stale guess only costs a conflict and a second decision. A refusal, or a
+    /// decision to record nothing, has no such check, so it stands only once the stream's tail
+    /// has been read and there was nothing new. Each way out is one function below.
     pub async fn execute(
         &self,
         id: &str,
@@ -161,103 +178,132 @@ where
     ) -> Result<Handled, CommandError<A::Error>> {
         let stream = stream_id(A::TYPE, id);
         let _turn = self.lock(&stream).lock().await;
-        // The first decision is made on what this process already knows (the cached state,
-        // or an empty stream if it has none) without reading the store: an accepted command
-        // is checked by the append's expected version anyway, and a stale guess only costs a
-        // conflict and a second decision. A refusal has no such check, so it stands only once
-        // the stream's tail has been read and there was nothing new.
-        let mut fresh = false;
-        let mut loaded = None;
-        let mut attempt = 0;
-        while attempt < MAX_ATTEMPTS {
-            let (version, mut shared) = match loaded.take() {
-                Some(state) => state,
-                None if fresh => self.load_stream(&stream).await?,
-                None => self.known(&stream),
+        let mut basis = Basis::Known;
+        let mut lost = 0;
+        loop {
+            let checked = basis.is_checked();
+            let (version, state) = self.state_for(&stream, basis).await?;
+            basis = match decide(state, command.clone()).await {
+                Decision::Record(events, state) => {
+                    match self
+                        .record(&stream, version, events, state, metadata)
+                        .await?
+                    {
+                        Some(handled) => return Ok(handled),
+                        None => self.lost_race(&stream, checked, &mut lost).await?,
+                    }
+                }
+                unchecked if !checked => match self.moved_on(&stream, version).await? {
+                    Some((version, state)) => Basis::Read(version, state),
+                    None => return self.stands(unchecked, version),
+                },
+                checked => return self.stands(checked, version),
             };
-            // The cache keeps the committed state while the command decides on its own copy:
-            // a reader of the stream (pricing reads the catalog's) meanwhile finds it there
-            // instead of folding the whole stream from the store, which for a hot SKU with
-            // thousands of reservations cost far more than this copy (seen in a profile:
-            // most of the server's time decoding SQLite rows at 64 clients).
-            let state = Arc::make_mut(&mut shared);
-            let sink = EventSink::default();
-            let decided = state.handle(command.clone(), &(), &sink).await;
-            let events = sink.collect().await;
-            if decided.is_err() || events.is_empty() {
-                // A refusal left the cached state as it was (a sold-out SKU is asked often).
-                if !fresh {
-                    fresh = true;
-                    let current = self.load_stream(&stream).await?;
-                    if current.0 != version {
-                        loaded = Some(current);
-                        continue;
-                    }
-                }
-                return match decided {
-                    Err(rejection) => {
-                        bump(&self.outcomes.rejected);
-                        Err(CommandError::Rejected(rejection))
-                    }
-                    Ok(()) => Ok(Handled {
-                        version,
-                        recorded: 0,
-                    }),
-                };
-            }
-            let now = Utc::now();
-            let new_events: Vec<NewEvent> = events
-                .iter()
-                .enumerate()
-                .map(|(i, event)| {
-                    let id = event_id(
-                        metadata,
-                        &stream,
-                        &cqrs_es::DomainEvent::event_type(event),
-                        i,
-                    );
-                    NewEvent::from_domain(id, event, now, metadata.clone())
-                })
-                .collect();
-            match self
-                .store
-                .append(&stream, A::TYPE, version, new_events)
-                .await
-            {
-                Ok(appended) => {
-                    bump(&self.outcomes.appended);
-                    if appended.duplicate {
-                        bump(&self.outcomes.duplicates);
-                        // The same decision was already stored; our folded state may be ahead
-                        // of or behind it, so let the next load read the truth.
-                        self.forget(&stream);
-                    } else {
-                        self.remember(stream, appended.version, shared);
-                    }
-                    return Ok(Handled {
-                        version: appended.version,
-                        recorded: events.len(),
-                    });
-                }
-                Err(StoreError::Conflict { .. }) => {
-                    bump(&self.outcomes.conflicts);
-                    // The cache still holds a committed state (the command changed its own
-                    // copy), so the next load reads only the tail after it, not the whole
-                    // stream: another process's writes to a busy SKU are thousands of events.
-                    // A guess that was wrong is not a lost race: decide again at once.
-                    if fresh {
-                        attempt += 1;
-                        bump(&self.outcomes.retries);
-                        backoff(attempt).await;
-                    }
-                    fresh = true;
-                    continue;
-                }
-                Err(other) => return Err(other.into()),
-            }
         }
-        bump(&self.outcomes.contended);
-        Err(CommandError::Contention(stream))
+    }
+
+    /// The state a decision is made on, and its version.
+    async fn state_for(
+        &self,
+        stream: &str,
+        basis: Basis<A>,
+    ) -> Result<(u64, Arc<A>), CommandError<A::Error>> {
+        match basis {
+            Basis::Known => Ok(self.known(stream)),
+            Basis::Stored => self.load_stream(stream).await,
+            Basis::Read(version, state) => Ok((version, state)),
+        }
+    }
+
+    /// Appends what was decided at `version`: `None` when the stream had moved on (a conflict:
+    /// nothing written). The cache takes the new state, or forgets the stream when the store
+    /// already held this decision (an idempotent retry), whose state ours may be ahead of or
+    /// behind.
+    async fn record(
+        &self,
+        stream: &str,
+        version: u64,
+        events: Vec<A::Event>,
+        state: Arc<A>,
+        metadata: &EventMetadata,
+    ) -> Result<Option<Handled>, CommandError<A::Error>> {
+        let recorded = events.len();
+        let new_events = envelopes(stream, &events, metadata);
+        let appended = match self
+            .store
+            .append(stream, A::TYPE, version, new_events)
+            .await
+        {
+            Ok(appended) => appended,
+            Err(StoreError::Conflict { .. }) => {
+                bump(&self.outcomes.conflicts);
+                return Ok(None);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        bump(&self.outcomes.appended);
+        if appended.duplicate {
+            bump(&self.outcomes.duplicates);
+            self.forget(stream);
+        } else {
+            self.remember(stream.to_owned(), appended.version, state);
+        }
+        Ok(Some(Handled {
+            version: appended.version,
+            recorded,
+        }))
+    }
+
+    /// After a conflict: decide again on the stream as stored. A guess that was wrong is not a
+    /// lost race and goes again at once; a decision on a state just read that lost waits a
+    /// growing, random while, and after [`MAX_ATTEMPTS`] such losses the command gives up.
+    /// (The cache still holds a committed state, the command having changed its own copy, so
+    /// the next load reads only the tail after it.)
+    async fn lost_race(
+        &self,
+        stream: &str,
+        checked: bool,
+        lost: &mut u32,
+    ) -> Result<Basis<A>, CommandError<A::Error>> {
+        if checked {
+            *lost += 1;
+            if *lost >= MAX_ATTEMPTS {
+                bump(&self.outcomes.contended);
+                return Err(CommandError::Contention(stream.to_owned()));
+            }
+            bump(&self.outcomes.retries);
+            backoff(*lost).await;
+        }
+        Ok(Basis::Stored)
+    }
+
+    /// The stream as stored, when it is past the `version` an unchecked decision was made on.
+    async fn moved_on(
+        &self,
+        stream: &str,
+        version: u64,
+    ) -> Result<Option<(u64, Arc<A>)>, CommandError<A::Error>> {
+        let current = self.load_stream(stream).await?;
+        Ok((current.0 != version).then_some(current))
+    }
+
+    /// A decision that records nothing, on a state known to be current: a refusal, or nothing
+    /// left to do. The cached state is as it was (a sold-out SKU is asked often).
+    fn stands(
+        &self,
+        decision: Decision<A>,
+        version: u64,
+    ) -> Result<Handled, CommandError<A::Error>> {
+        match decision {
+            Decision::Refused(rejection) => {
+                bump(&self.outcomes.rejected);
+                Err(CommandError::Rejected(rejection))
+            }
+            Decision::Nothing | Decision::Record(..) => Ok(Handled {
+                version,
+                recorded: 0,
+            }),
+        }
     }
 
     /// What this process knows of the stream without asking the store: the cached state, or
@@ -314,6 +360,68 @@ where
     }
 }
 
+/// What a decision is made on.
+enum Basis<A> {
+    /// What this process knows (its cache, or an empty stream), not checked against the store.
+    Known,
+    /// The stream as the store has it now (read from the cached version on).
+    Stored,
+    /// A state just read from the store.
+    Read(u64, Arc<A>),
+}
+
+impl<A> Basis<A> {
+    /// Whether the state was read from the store for this command.
+    fn is_checked(&self) -> bool {
+        !matches!(self, Self::Known)
+    }
+}
+
+/// What the aggregate decided.
+enum Decision<A: Aggregate> {
+    Refused(A::Error),
+    /// Accepted, with nothing to record: its effect had already happened.
+    Nothing,
+    /// These events, and the state with them applied.
+    Record(Vec<A::Event>, Arc<A>),
+}
+
+/// Lets the aggregate decide on its own copy of `state`: the cache keeps the committed state
+/// meanwhile, so a reader of the stream (pricing reads the catalog's) finds it there instead of
+/// folding the whole stream from the store, which for a hot SKU with thousands of reservations
+/// cost far more than this copy (seen in a profile: most of the server's time decoding SQLite
+/// rows at 64 clients).
+async fn decide<A>(mut state: Arc<A>, command: A::Command) -> Decision<A>
+where
+    A: Aggregate<Services = ()> + Clone,
+{
+    let sink = EventSink::default();
+    let decided = Arc::make_mut(&mut state).handle(command, &(), &sink).await;
+    let events = sink.collect().await;
+    match decided {
+        Err(rejection) => Decision::Refused(rejection),
+        Ok(()) if events.is_empty() => Decision::Nothing,
+        Ok(()) => Decision::Record(events, state),
+    }
+}
+
+/// The envelopes of what a command decided, each with its id ([`event_id`]).
+fn envelopes<E: cqrs_es::DomainEvent>(
+    stream: &str,
+    events: &[E],
+    metadata: &EventMetadata,
+) -> Vec<NewEvent> {
+    let now = Utc::now();
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let id = event_id(metadata, stream, &event.event_type(), i);
+            NewEvent::from_domain(id, event, now, metadata.clone())
+        })
+        .collect()
+}
+
 /// After losing a race, waits a random time that grows with each loss, so that two writers
 /// that keep colliding on one stream drift apart instead of colliding again (up to ~64 ms).
 async fn backoff(attempt: u32) {
@@ -332,3 +440,6 @@ fn event_id(metadata: &EventMetadata, stream: &str, event_type: &str, index: usi
         None => Uuid::now_v7(),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use domain::values::{Currency, MinorUnits};
+use eventlog::{Classify, Engine, Fault};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentOutcome {
@@ -14,6 +15,14 @@ pub enum PaymentError {
     /// The gateway could not be reached or failed; the same call may be retried.
     #[error("payment gateway unavailable: {0}")]
     Unavailable(String),
+}
+
+impl Classify for PaymentError {
+    fn fault(&self) -> Fault {
+        match self {
+            Self::Unavailable(_) => Fault::Outage(Engine::Payments),
+        }
+    }
 }
 
 /// Authorize-and-capture and refund, each idempotent by `key`: the same key always gets the

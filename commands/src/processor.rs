@@ -17,9 +17,9 @@ use domain::{EventMetadata, RecordedEvent};
 use uuid::Uuid;
 
 use crate::aggregates::CommandError;
-use crate::fault::{Classify, Fault};
 use crate::payment::{PaymentError, PaymentGateway, PaymentOutcome};
 use crate::service::Commands;
+use eventlog::fault::{Classify, Fault};
 
 pub const SUBSCRIPTION: &str = "order-processor";
 
@@ -266,3 +266,6 @@ impl Step<'_> {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests;

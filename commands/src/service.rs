@@ -14,7 +14,7 @@ use domain::values::{
 use uuid::Uuid;
 
 use crate::aggregates::{Aggregates, CommandError, Handled};
-use crate::store::{EventStore, StoreError};
+use eventlog::{EventStore, StoreError};
 
 /// A validated order request.
 #[derive(Debug, Clone)]

@@ -13,10 +13,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use commands::EventStore;
 use common::{Run, closed_loop, customer_metadata, fresh_schema, placed, postgres_url};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use domain::NewEvent;
+use eventlog::EventStore;
 use infra::event_store::{PostgresEventStore, SqliteEventStore};
 use uuid::Uuid;
 

@@ -30,9 +30,9 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use commands::EventStore;
 use common::{Run, env, placed};
 use domain::NewEvent;
+use eventlog::EventStore;
 use infra::event_store::SqliteEventStore;
 use tokio::sync::oneshot;
 use uuid::Uuid;

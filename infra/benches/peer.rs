@@ -24,11 +24,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use commands::{Aggregates, EventStore};
+use commands::Aggregates;
+
 use common::{Run, closed_loop, customer_metadata, env, fresh_schema, place_order, postgres_url};
 use cqrs_es::CqrsFramework;
 use cqrs_es::persist::PersistedEventStore;
 use domain::order::Order;
+use eventlog::EventStore;
 use infra::event_store::{PostgresEventStore, SqliteEventStore};
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use commands::{EventStore, LogCursor};
 use common::{Run, customer_metadata, placed};
 use criterion::{BenchmarkId, Throughput};
 use domain::order::OrderEvent;
 use domain::{NewEvent, RecordedEvent};
+use eventlog::{EventStore, LogCursor};
 use infra::event_store::SqliteEventStore;
 use infra::views::{MemoryViewStore, RedisViewStore};
 use projections::ViewStore;

@@ -18,8 +18,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use commands::LogCursor;
-use commands::store::{EventStore, Lease};
+use eventlog::LogCursor;
+use eventlog::{EventStore, Lease};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::watch;
@@ -226,7 +226,7 @@ mod tests {
     use super::*;
     use crate::bus::{Handler, MemoryBus, RetryPolicy, consume};
     use crate::event_store::SqliteEventStore;
-    use commands::LogCursor;
+    use eventlog::LogCursor;
 
     async fn append(store: &dyn EventStore, stream: &str, n: usize) {
         let events = (0..n)

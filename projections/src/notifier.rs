@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use commands::recent::Recent;
-use commands::store::{EventStore, StoreError};
-use commands::{Classify, Engine, Fault};
 use domain::RecordedEvent;
 use domain::envelope::{DecodeError, decode, stream_key};
 use domain::order::{self, OrderEvent, OrderStatus};
+use eventlog::recent::Recent;
+use eventlog::{Classify, Engine, Fault};
+use eventlog::{EventStore, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use utoipa::ToSchema;

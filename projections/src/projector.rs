@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use commands::store::{EventStore, LogCursor, LogPage, StoreError};
 use domain::RecordedEvent;
 use domain::envelope::{DecodeError, decode, stream_id};
 use domain::{inventory, order};
+use eventlog::{EventStore, LogCursor, LogPage, StoreError};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -63,14 +63,14 @@ pub enum ProjectionError {
     Contention(String),
 }
 
-impl commands::Classify for ProjectionError {
-    fn fault(&self) -> commands::Fault {
+impl eventlog::Classify for ProjectionError {
+    fn fault(&self) -> eventlog::Fault {
         match self {
             Self::View(error) => error.fault(),
             Self::Store(error) => error.fault(),
             Self::Decode(error) => error.fault(),
-            Self::Corrupt { .. } => commands::Fault::Message,
-            Self::Contention(_) => commands::Fault::Later(commands::fault::CONTENTION_PAUSE),
+            Self::Corrupt { .. } => eventlog::Fault::Message,
+            Self::Contention(_) => eventlog::Fault::Later(eventlog::fault::CONTENTION_PAUSE),
         }
     }
 }

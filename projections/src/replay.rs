@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use commands::store::EventStore;
+use eventlog::EventStore;
 
 use crate::projection::{Projection, current_generation, delete_generation};
 use crate::projector::{ProjectionError, Projector};

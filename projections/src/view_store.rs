@@ -34,10 +34,10 @@ pub enum ViewError {
     Unavailable(String),
 }
 
-impl commands::Classify for ViewError {
-    fn fault(&self) -> commands::Fault {
+impl eventlog::Classify for ViewError {
+    fn fault(&self) -> eventlog::Fault {
         match self {
-            Self::Unavailable(_) => commands::Fault::Outage(commands::Engine::Cache),
+            Self::Unavailable(_) => eventlog::Fault::Outage(eventlog::Engine::Cache),
         }
     }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use commands::EventStore;
 use domain::{EventMetadata, NewEvent};
+use eventlog::EventStore;
 use infra::event_store::SqliteEventStore;
 use infra::views::RedisViewStore;
 use projections::Projection;
@@ -57,7 +57,7 @@ async fn main() {
 
     // The ceiling: reading the log alone, page by page as the rebuild does.
     let (pages, started, used) = (&mut Pages::default(), Instant::now(), cpu.used().await);
-    let mut cursor = commands::LogCursor::start();
+    let mut cursor = eventlog::LogCursor::start();
     loop {
         let page = full.read_all(&cursor, 5000).await.expect("read the log");
         if page.events.is_empty() {

@@ -155,7 +155,7 @@ async fn store(settings: &Settings) -> Vec<Check> {
 
 #[cfg(feature = "azure")]
 async fn cosmos(settings: &Settings, shown: &str) -> Vec<Check> {
-    use commands::EventStore as _;
+    use eventlog::EventStore as _;
     let started = Instant::now();
     let store = match crate::system::connect_cosmos(settings).await {
         Ok(store) => store,

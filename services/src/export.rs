@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
-use commands::{EventStore, LogCursor};
 use domain::RecordedEvent;
+use eventlog::{EventStore, LogCursor};
 
 use crate::progress::Progress;
 
@@ -289,65 +289,15 @@ fn csv_row(event: &RecordedEvent) -> [String; CSV_COLUMNS.len()] {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use async_trait::async_trait;
     use clap::ValueEnum;
-    use commands::{Appended, Lease, LogPage, StoreError};
     use domain::{EventMetadata, NewEvent};
+    use eventlog::testing::Op;
+    use eventlog::{Scripted, StoreError};
     use infra::event_store::SqliteEventStore;
-    use tokio::sync::watch;
     use uuid::Uuid;
 
     use super::*;
-
-    /// A store whose global log fails after `pages` pages: an outage in the middle of an export.
-    struct FailsAfter {
-        inner: SqliteEventStore,
-        pages: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl EventStore for FailsAfter {
-        async fn append(
-            &self,
-            stream_id: &str,
-            stream_type: &str,
-            expected_version: u64,
-            events: Vec<NewEvent>,
-        ) -> Result<Appended, StoreError> {
-            self.inner
-                .append(stream_id, stream_type, expected_version, events)
-                .await
-        }
-        async fn read_stream(&self, id: &str, from: u64) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.inner.read_stream(id, from).await
-        }
-        async fn read_all(&self, after: &LogCursor, _: usize) -> Result<LogPage, StoreError> {
-            if self.pages.fetch_sub(1, Ordering::SeqCst) == 0 {
-                return Err(StoreError::Unavailable("the store went away".into()));
-            }
-            self.inner.read_all(after, 1).await
-        }
-        async fn lag(&self, after: &LogCursor) -> Result<Option<u64>, StoreError> {
-            self.inner.lag(after).await
-        }
-        fn watch_head(&self) -> watch::Receiver<u64> {
-            self.inner.watch_head()
-        }
-        async fn checkpoint(&self, reader: &str) -> Result<LogCursor, StoreError> {
-            self.inner.checkpoint(reader).await
-        }
-        async fn save_checkpoint(&self, reader: &str, at: &LogCursor) -> Result<(), StoreError> {
-            self.inner.save_checkpoint(reader, at).await
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            self.inner.ping().await
-        }
-        async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
-            self.inner.lease(name).await
-        }
-    }
 
     fn noted(n: usize) -> Vec<NewEvent> {
         (0..n)
@@ -382,14 +332,15 @@ mod tests {
                 .await
                 .unwrap();
             inner.append("order-1", "order", 0, noted(5)).await.unwrap();
-            let store = Arc::new(FailsAfter {
-                inner,
-                pages: AtomicUsize::new(2),
-            });
+            // Pages of one event, the log going away after the second.
+            let store = Scripted::new(Arc::new(inner));
+            store.cap_pages(1);
+            let gone = StoreError::Unavailable("the store went away".into());
+            store.fail_after(Op::ReadAll, 2, usize::MAX, gone);
             let output = dir.path().join("out").join("events");
             std::fs::create_dir(output.parent().unwrap()).unwrap();
 
-            let result = export(store.as_ref(), &to_file(format, output.clone())).await;
+            let result = export(&store, &to_file(format, output.clone())).await;
 
             // The outage, or (Parquet in a build without it) the refusal before any file.
             let error = format!("{:#}", result.unwrap_err());

@@ -7,10 +7,10 @@
 
 use std::fmt::Write as _;
 
-use commands::EventStore;
 use domain::RecordedEvent;
 use domain::envelope::stream_id;
 use domain::order;
+use eventlog::EventStore;
 use projections::projector::{Cutoff, order_until};
 use projections::views::OrderView;
 use serde_json::{Value, json};
@@ -31,7 +31,7 @@ pub enum HistoryError {
     #[error("no order {0} in the event store")]
     NotFound(Uuid),
     #[error(transparent)]
-    Store(#[from] commands::StoreError),
+    Store(#[from] eventlog::StoreError),
     #[error("the order's events cannot be read: {0}")]
     Decode(#[from] domain::envelope::DecodeError),
 }

@@ -2,7 +2,7 @@
 //! (`projections::replay`), with progress, while the system keeps running.
 
 use anyhow::{Context, bail};
-use commands::LogCursor;
+use eventlog::LogCursor;
 use projections::Projection;
 use projections::replay::{DEFAULT_GRACE, replay};
 

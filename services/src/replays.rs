@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use commands::{EventStore, LogCursor};
+use eventlog::{EventStore, LogCursor};
 use projections::replay::{DEFAULT_GRACE, replay};
 use projections::{Doc, Projection, ViewError, ViewStore};
 use serde::{Deserialize, Serialize};

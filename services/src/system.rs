@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use commands::Commands;
 use commands::payment::PaymentGateway;
 use commands::processor::{self, OrderProcessor};
-use commands::{Commands, EventStore};
-use commands::{Failure, Fault};
+use eventlog::EventStore;
+use eventlog::{Failure, Fault};
 use infra::bus::{Breakers, EngineDown, EventBus, Handler, MemoryBus, RabbitBus, consume_with};
 use infra::event_store::{PostgresEventStore, SqliteEventStore};
 use infra::kept::{Kept, KeptFile};

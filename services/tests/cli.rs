@@ -36,8 +36,8 @@ async fn stopped_with_orders(
     let store = infra::event_store::SqliteEventStore::open(&data.path().join("orderflow.db"))
         .await
         .unwrap();
-    let store: std::sync::Arc<dyn commands::EventStore> = std::sync::Arc::new(store);
-    let log = infra::event_store::conformance::whole_log(&store).await;
+    let store: std::sync::Arc<dyn eventlog::EventStore> = std::sync::Arc::new(store);
+    let log = eventlog::conformance::whole_log(&store).await;
     (data, ids, log)
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use chrono::{SubsecRound, Utc};
-use commands::{EventStore, LogCursor, StoreError};
 use domain::{EventMetadata, NewEvent};
+use eventlog::{EventStore, LogCursor, StoreError};
 use infra::event_store::cosmos::{CosmosEventStore, CosmosKey, CosmosSettings};
 use orderflow_tests::fakes::cosmos::{CosmosConfig, CosmosFake};
 use serde_json::json;
@@ -53,7 +53,7 @@ async fn fixture() -> (Arc<dyn EventStore>, CosmosFake) {
 /// fake: atomic appends with optimistic concurrency, idempotent retries, every event of the
 /// change feed exactly once with each stream in version order, checkpoints and leases.
 mod conformance_suite {
-    infra::event_store_conformance!(stream_ordered: super::fixture());
+    eventlog::event_store_conformance!(stream_ordered: super::fixture());
 }
 
 /// A fresh fake account whose events container has two partition key ranges (a split one).
@@ -68,7 +68,7 @@ async fn fixture_two_ranges() -> (Arc<dyn EventStore>, CosmosFake) {
 /// The same suite on a container of two partition key ranges: the change feed is read range
 /// by range, and each stream lives in the range of its key's hash.
 mod conformance_two_ranges {
-    infra::event_store_conformance!(stream_ordered: super::fixture_two_ranges());
+    eventlog::event_store_conformance!(stream_ordered: super::fixture_two_ranges());
 }
 
 fn events(n: usize) -> Vec<NewEvent> {

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use infra::event_store::conformance::whole_log;
+use eventlog::conformance::whole_log;
 use orderflow_tests::spawn_app;
 
 #[tokio::test]

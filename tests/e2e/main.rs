@@ -3,7 +3,6 @@
 mod analysts;
 mod analytics;
 mod browser;
-mod commands;
 mod dead_letters;
 mod edge;
 mod loadgen;

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use commands::Failure;
 use domain::RecordedEvent;
+use eventlog::Failure;
 use infra::bus::{EventBus, Handler, MemoryBus, RetryPolicy, consume};
 use infra::views::MemoryViewStore;
 use projections::notifier::{Installation, Notification, PushError, PushSender};

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use infra::event_store::conformance::whole_log;
+use eventlog::conformance::whole_log;
 use orderflow_tests::{eventually, order_body, spawn_app, unique_sku};
 
 #[tokio::test]

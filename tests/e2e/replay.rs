@@ -150,8 +150,8 @@ async fn a_replay_rebuilds_views_equal_to_the_live_ones_and_loses_no_live_order(
 async fn an_event_the_live_projector_wrote_into_the_old_generation_reaches_the_new_one() {
     use std::sync::Arc;
 
-    use commands::EventStore;
     use domain::{NewEvent, RecordedEvent};
+    use eventlog::EventStore;
     use projections::{Projector, ViewStore};
 
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use infra::event_store::conformance::{log_after, whole_log};
+use eventlog::conformance::{log_after, whole_log};
 use orderflow_tests::{eventually, spawn_app, spawn_app_in, unique_sku};
 
 #[tokio::test]
@@ -551,7 +551,7 @@ async fn waiting_reader_answered_by_announcements(placed_view_written: bool) {
     let (_dir, store, order_id, events) = orderflow_tests::confirmed_order("WAIT-1").await;
     let views = Arc::new(MemoryViewStore::new());
     let projector = Projector::new(store.clone(), views.clone());
-    let counted = Arc::new(orderflow_tests::CountedReads::new(store.clone()));
+    let counted = Arc::new(eventlog::Scripted::new(store.clone()));
     let web = Arc::new(Projector::new(counted.clone(), views.clone()));
     if placed_view_written {
         projector.handle(&events[0]).await.unwrap();
@@ -586,7 +586,7 @@ async fn waiting_reader_answered_by_announcements(placed_view_written: bool) {
     );
     assert_eq!(web.changes().watched(), 0, "the reader stopped watching");
     assert_eq!(
-        counted.stream_reads(),
+        counted.calls(eventlog::testing::Op::ReadStream),
         0,
         "the reader never went to the store"
     );
@@ -599,10 +599,11 @@ async fn waiting_reader_answered_by_announcements(placed_view_written: bool) {
 async fn the_relay_reads_the_log_once_a_page_not_once_a_receipt() {
     use std::sync::Arc;
 
-    use commands::store::EventStore;
+    use eventlog::EventStore;
+    use eventlog::Scripted;
+    use eventlog::testing::Op;
     use infra::bus::{EventBus, MemoryBus, RetryPolicy, consume};
     use infra::relay::{CHECKPOINT, Relay, RelayConfig};
-    use orderflow_tests::CountedReads;
 
     let (_dir, sqlite) = orderflow_tests::sqlite_store().await;
     for i in 0..100 {
@@ -619,7 +620,7 @@ async fn the_relay_reads_the_log_once_a_page_not_once_a_receipt() {
             .await
             .unwrap();
     }
-    let store = Arc::new(CountedReads::new(sqlite));
+    let store = Arc::new(Scripted::new(sqlite));
     let bus = Arc::new(MemoryBus::new(&["only"], RetryPolicy::default()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let handler: infra::bus::Handler = Arc::new(|_| Box::pin(async { Ok(()) }));
@@ -642,7 +643,7 @@ async fn the_relay_reads_the_log_once_a_page_not_once_a_receipt() {
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    assert_eq!(store.log_reads(), 11, "ten full pages and the end");
+    assert_eq!(store.calls(Op::ReadAll), 11, "ten full pages and the end");
     stop.send(true).unwrap();
     relay.await.unwrap();
 }
@@ -653,13 +654,14 @@ async fn the_relay_reads_the_log_once_a_page_not_once_a_receipt() {
 async fn the_notifier_reads_an_orders_customer_only_when_it_missed_the_placement() {
     use std::sync::Arc;
 
+    use eventlog::Scripted;
+    use eventlog::testing::Op;
     use infra::push::LogPush;
     use infra::views::MemoryViewStore;
-    use orderflow_tests::CountedReads;
     use projections::Notifier;
 
     let (_dir, sqlite, _, events) = orderflow_tests::confirmed_order("NOTE-1").await;
-    let store = Arc::new(CountedReads::new(sqlite));
+    let store = Arc::new(Scripted::new(sqlite));
     let notifier = |views: Arc<MemoryViewStore>| {
         let push = Arc::new(LogPush::new(views.clone(), None).unwrap());
         (Notifier::new(store.clone(), views, push.clone()), push)
@@ -668,13 +670,17 @@ async fn the_notifier_reads_an_orders_customer_only_when_it_missed_the_placement
     let (running, push) = notifier(Arc::new(MemoryViewStore::new()));
     running.handle(&events[0]).await.unwrap();
     running.handle(&events[1]).await.unwrap();
-    assert_eq!(store.stream_reads(), 0, "the placement named the customer");
+    assert_eq!(
+        store.calls(Op::ReadStream),
+        0,
+        "the placement named the customer"
+    );
     let sent = push.sent();
     assert_eq!(sent.len(), 1, "the confirmation was pushed");
     assert_eq!(sent[0].status, "confirmed");
 
     let (restarted, push) = notifier(Arc::new(MemoryViewStore::new()));
     restarted.handle(&events[1]).await.unwrap();
-    assert_eq!(store.stream_reads(), 1, "read from the stream");
+    assert_eq!(store.calls(Op::ReadStream), 1, "read from the stream");
     assert_eq!(push.sent()[0].customer_id, sent[0].customer_id);
 }

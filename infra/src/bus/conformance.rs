@@ -578,8 +578,8 @@ fn engine_handler(
         Box::pin(async move {
             calls.fetch_add(1, Ordering::SeqCst);
             if down.load(Ordering::SeqCst) {
-                return Err(commands::Failure {
-                    fault: commands::Fault::Outage(commands::Engine::Store),
+                return Err(eventlog::Failure {
+                    fault: eventlog::Fault::Outage(eventlog::Engine::Store),
                     reason: "connection refused".into(),
                 });
             }
@@ -626,7 +626,7 @@ pub async fn an_outage_holds_deliveries_without_spending_their_attempts(bus: Arc
     tokio::time::sleep(QUIET).await;
 
     assert_eq!(reported.len(), 1, "one engine reported down: {reported:?}");
-    assert_eq!(reported[0].engine, commands::Engine::Store);
+    assert_eq!(reported[0].engine, eventlog::Engine::Store);
     assert_eq!(reported[0].reason, "connection refused");
     // Four in flight, each failing once before the breaker opened, then one probe at a time
     // with growing pauses: about 4 + 5 in 3 s. Hammering would be hundreds.

@@ -16,8 +16,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use commands::{Appended, StoreError};
 use domain::NewEvent;
+use eventlog::{Appended, StoreError};
 use uuid::Uuid;
 
 use super::codec::to_json;

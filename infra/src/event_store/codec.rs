@@ -3,8 +3,8 @@
 //! their numbered log meets the port's opaque cursors.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use commands::{LogCursor, LogPage, StoreError};
 use domain::RecordedEvent;
+use eventlog::{LogCursor, LogPage, StoreError};
 
 /// A page of a numbered log: it resumes after its last event, or where it was read from when
 /// nothing was new.

@@ -32,8 +32,8 @@ use azure_data_cosmos::{
     RoutingStrategy, TransactionalBatch,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
-use commands::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 use domain::{EventMetadata, NewEvent, RecordedEvent};
+use eventlog::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -33,15 +33,15 @@
 //! finishes what is already queued, closes its connection and ends, dropping its sender of
 //! the head.
 //!
-//! [`EventStore::watch_head`]: commands::EventStore::watch_head
+//! [`EventStore::watch_head`]: eventlog::EventStore::watch_head
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use commands::{Appended, StoreError};
 use domain::NewEvent;
+use eventlog::{Appended, StoreError};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::time::Instant;
 

@@ -1,4 +1,4 @@
-//! Event store adapters: the engines behind `commands::EventStore`.
+//! Event store adapters: the engines behind `eventlog::EventStore`.
 //!
 //! - [`sqlite`]: the embedded default, one SQLite file in WAL mode written through group
 //!   commit (one transaction, one fsync, for every append waiting at that moment).
@@ -19,7 +19,6 @@
 
 mod batch;
 mod codec;
-pub mod conformance;
 #[cfg(feature = "azure")]
 pub mod cosmos;
 mod group_commit;
@@ -36,8 +35,8 @@ mod tests {
     use std::time::Duration;
 
     use chrono::Utc;
-    use commands::{EventStore, LogCursor, StoreError};
     use domain::{EventMetadata, NewEvent};
+    use eventlog::{EventStore, LogCursor, StoreError};
     use serde_json::json;
     use tempfile::TempDir;
     use uuid::Uuid;
@@ -52,7 +51,7 @@ mod tests {
     }
 
     mod conformance {
-        crate::event_store_conformance!(super::sqlite_fixture());
+        eventlog::event_store_conformance!(super::sqlite_fixture());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +166,7 @@ mod tests {
     pub(super) async fn one_refused_among_many(
         store: Arc<dyn EventStore>,
         refused: Vec<NewEvent>,
-    ) -> Result<commands::Appended, StoreError> {
+    ) -> Result<eventlog::Appended, StoreError> {
         let before = store.group_commits().expect("a group-committing store");
         let mut appends: Vec<_> = (0..REFUSED_AMONG)
             .map(|i| {
@@ -283,7 +282,7 @@ mod postgres_tests {
     use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
-    use commands::{EventStore, LogCursor, StoreError};
+    use eventlog::{EventStore, LogCursor, StoreError};
     use sqlx::{Connection, PgConnection};
     use uuid::Uuid;
 
@@ -305,7 +304,7 @@ mod postgres_tests {
     }
 
     mod conformance {
-        crate::event_store_conformance!(super::postgres_fixture());
+        eventlog::event_store_conformance!(super::postgres_fixture());
     }
 
     /// Real PostgreSQL. Two stores on one schema are two processes as far as the database

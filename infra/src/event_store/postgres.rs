@@ -53,8 +53,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use commands::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 use domain::{NewEvent, RecordedEvent};
+use eventlog::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgDatabaseError, PgListener, PgPool, PgPoolOptions, PgRow,
 };

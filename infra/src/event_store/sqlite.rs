@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use commands::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 use domain::{NewEvent, RecordedEvent};
+use eventlog::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 use rusqlite::OptionalExtension;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};

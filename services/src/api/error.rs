@@ -268,8 +268,8 @@ impl From<ProjectionError> for ApiError {
     }
 }
 
-impl From<commands::StoreError> for ApiError {
-    fn from(error: commands::StoreError) -> Self {
+impl From<eventlog::StoreError> for ApiError {
+    fn from(error: eventlog::StoreError) -> Self {
         Self::Unavailable(error.to_string())
     }
 }

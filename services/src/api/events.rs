@@ -6,9 +6,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use commands::LogCursor;
 use domain::envelope::stream_id;
 use domain::{EventMetadata, RecordedEvent, order};
+use eventlog::LogCursor;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -132,7 +132,7 @@ pub async fn list_events(
             .read_all(&cursor, (limit - items.len()).min(MAX_SCAN - scanned))
             .await
             .map_err(|e| match e {
-                commands::StoreError::Corrupt(_) => {
+                eventlog::StoreError::Corrupt(_) => {
                     ApiError::field("cursor", "is not a cursor this log gave")
                 }
                 other => other.into(),

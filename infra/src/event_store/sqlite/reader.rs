@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use commands::StoreError;
+use eventlog::StoreError;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use commands::{Appended, StoreError};
 use domain::NewEvent;
+use eventlog::{Appended, StoreError};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Statement, ToSql};
 use uuid::Uuid;
 

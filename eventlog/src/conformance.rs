@@ -8,7 +8,7 @@
 //! async fn fixture() -> (Arc<dyn EventStore>, tempfile::TempDir) { /* a fresh store */ }
 //!
 //! mod conformance {
-//!     infra::event_store_conformance!(super::fixture());
+//!     eventlog::event_store_conformance!(super::fixture());
 //! }
 //! ```
 //!
@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::{Appended, EventStore, LogCursor, StoreError};
 use chrono::{SubsecRound, Utc};
-use commands::{Appended, EventStore, LogCursor, StoreError};
 use domain::{EventMetadata, NewEvent, RecordedEvent};
 use serde_json::json;
 use uuid::Uuid;
@@ -52,7 +52,7 @@ impl<G> StoreFixture for (Arc<dyn EventStore>, G) {
 }
 
 /// Expands to one `#[tokio::test]` per conformance case, each on a store made by the given
-/// async factory expression (see the [module docs](crate::event_store::conformance)).
+/// async factory expression (see the [module docs](crate::conformance)).
 #[macro_export]
 macro_rules! event_store_conformance {
     ($factory:expr) => {
@@ -91,8 +91,8 @@ macro_rules! event_store_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let fixture = $factory.await;
-                let store = $crate::event_store::conformance::StoreFixture::store(&fixture);
-                $crate::event_store::conformance::$case(store).await;
+                let store = $crate::conformance::StoreFixture::store(&fixture);
+                $crate::conformance::$case(store).await;
             }
         )+
     };

@@ -104,7 +104,7 @@ pub struct LogPage {
 
 /// Durable, ordered storage of event streams and of the global log that spans them.
 ///
-/// Every adapter passes the same conformance suite (`infra::event_store::conformance`).
+/// Every adapter passes the same conformance suite ([`crate::conformance`], the in-memory store included).
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream_id` atomically if the stream is at `expected_version`

@@ -140,25 +140,6 @@ impl Classify for domain::envelope::DecodeError {
     }
 }
 
-impl<E: std::error::Error> Classify for crate::aggregates::CommandError<E> {
-    fn fault(&self) -> Fault {
-        use crate::aggregates::CommandError;
-        match self {
-            CommandError::Rejected(_) | CommandError::Decode(_) => Fault::Message,
-            CommandError::Store(error) => error.fault(),
-            CommandError::Contention(_) => Fault::Later(CONTENTION_PAUSE),
-        }
-    }
-}
-
-impl Classify for crate::payment::PaymentError {
-    fn fault(&self) -> Fault {
-        match self {
-            Self::Unavailable(_) => Fault::Outage(Engine::Payments),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
