@@ -55,7 +55,7 @@ pub enum CommandError<E: std::error::Error> {
 impl<E: std::error::Error> Classify for CommandError<E> {
     fn fault(&self) -> Fault {
         match self {
-            Self::Rejected(_) | Self::Decode(_) => Fault::Message,
+            Self::Rejected(_) | Self::Decode(_) => Fault::Permanent,
             Self::Store(error) => error.fault(),
             Self::Contention(_) => Fault::Later(CONTENTION_PAUSE),
         }

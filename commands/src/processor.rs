@@ -35,7 +35,7 @@ impl ProcessError {
     /// The event cannot be processed as it is.
     fn malformed(reason: String) -> Self {
         Self {
-            fault: Fault::Message,
+            fault: Fault::Permanent,
             reason,
         }
     }

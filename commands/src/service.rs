@@ -14,7 +14,9 @@ use domain::values::{
 use uuid::Uuid;
 
 use crate::aggregates::{Aggregates, CommandError, Handled};
-use eventlog::{EventStore, StoreError};
+use domain::envelope::DecodeError;
+use eventlog::fault::CONTENTION_PAUSE;
+use eventlog::{Classify, EventStore, Fault, StoreError};
 
 /// A validated order request.
 #[derive(Debug, Clone)]
@@ -48,9 +50,29 @@ pub enum CommandFailure {
     /// The idempotency key was used before with another request (409).
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyMismatch,
-    /// The engine is down or too busy (503).
-    #[error("{0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Store(StoreError),
+    /// A stored event this build cannot read.
+    #[error(transparent)]
+    Decode(DecodeError),
+    /// Other writers kept winning the stream.
+    #[error("stream {0} is too busy, try again")]
+    Contention(String),
+}
+
+impl Classify for CommandFailure {
+    /// What the API answers by: a rule broken is the request's, an engine down or a busy
+    /// stream can succeed on a retry, and corrupt data cannot.
+    fn fault(&self) -> Fault {
+        match self {
+            Self::Store(error) => error.fault(),
+            Self::Decode(error) => error.fault(),
+            Self::Contention(_) => Fault::Later(CONTENTION_PAUSE),
+            Self::Invalid(_) | Self::Order(_) | Self::Inventory(_) | Self::IdempotencyMismatch => {
+                Fault::Permanent
+            }
+        }
+    }
 }
 
 impl<E: std::error::Error> From<CommandError<E>> for CommandFailure
@@ -60,9 +82,9 @@ where
     fn from(error: CommandError<E>) -> Self {
         match error {
             CommandError::Rejected(e) => e.into(),
-            CommandError::Store(e) => Self::Unavailable(e.to_string()),
-            CommandError::Decode(e) => Self::Unavailable(e.to_string()),
-            CommandError::Contention(s) => Self::Unavailable(format!("{s} is too busy")),
+            CommandError::Store(e) => Self::Store(e),
+            CommandError::Decode(e) => Self::Decode(e),
+            CommandError::Contention(stream) => Self::Contention(stream),
         }
     }
 }
@@ -81,7 +103,7 @@ impl From<InventoryError> for CommandFailure {
 
 impl From<StoreError> for CommandFailure {
     fn from(error: StoreError) -> Self {
-        Self::Unavailable(error.to_string())
+        Self::Store(error)
     }
 }
 

@@ -58,15 +58,21 @@ pub enum Fault {
     /// This message can succeed after about this long (a claim another worker holds, a
     /// stream other writers kept winning). Not the message's fault either.
     Later(Duration),
-    /// The message itself cannot be handled (undecodable, refused by a rule it should not
-    /// break, corrupt data): retrying only helps if something changes.
+    /// The message failed on its own account, for a reason not known to be final (a
+    /// handler's plain error): retried after the topic's delay, counted, and parked once its
+    /// attempts are spent.
     Message,
+    /// The message can never be handled as it is (undecodable, corrupt data, refused by a rule
+    /// it should not break): retrying cannot help until someone changes something, so it is
+    /// parked at once for an operator, and an API answers 500, not "retry shortly".
+    Permanent,
 }
 
 impl Fault {
-    /// Whether retrying the same work can succeed without anything about the message changing.
+    /// Whether trying the same work again can succeed without anyone changing anything: the
+    /// one question consumers (retry or park at once) and the API (503 or 500) ask.
     pub fn is_retryable(self) -> bool {
-        !matches!(self, Self::Message)
+        !matches!(self, Self::Permanent)
     }
 }
 
@@ -129,14 +135,14 @@ impl Classify for crate::store::StoreError {
         match self {
             StoreError::Unavailable(_) => Fault::Outage(Engine::Store),
             StoreError::Conflict { .. } => Fault::Later(CONTENTION_PAUSE),
-            StoreError::Corrupt(_) => Fault::Message,
+            StoreError::Corrupt(_) => Fault::Permanent,
         }
     }
 }
 
 impl Classify for domain::envelope::DecodeError {
     fn fault(&self) -> Fault {
-        Fault::Message
+        Fault::Permanent
     }
 }
 
@@ -148,6 +154,7 @@ mod tests {
     fn only_a_message_failure_is_not_retryable() {
         assert!(Fault::Outage(Engine::Store).is_retryable());
         assert!(Fault::Later(Duration::from_secs(1)).is_retryable());
-        assert!(!Fault::Message.is_retryable());
+        assert!(Fault::Message.is_retryable(), "counted, then parked");
+        assert!(!Fault::Permanent.is_retryable());
     }
 }

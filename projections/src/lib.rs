@@ -5,9 +5,12 @@
 //! - [`views`]: the read models (`OrderView`, `CatalogItem`), each a fold of one stream.
 //! - [`analytics`]: orders per status, revenue per day, top SKUs: a fold of the whole log.
 //! - [`projection`]: the projections by name and their generations.
-//! - [`projector`]: applies events to views compare-on-version, fills gaps from the store,
-//!   rebuilds missing views on read, pages through a customer's orders, folds the log into
-//!   the analytics.
+//! - [`projector`]: writes the views: applies events compare-on-version and fills gaps from
+//!   the store (`projector::apply`), catches up from checkpoints and folds the log into the
+//!   analytics (`projector::catch_up`), rebuilds a fresh generation fast (`projector::rebuild`).
+//! - [`read_models`]: what readers ask (`ReadModels`): an order's view, waiting for a version
+//!   or as of a moment, pages of orders, the catalog, the analytics; read repair on the way.
+//! - [`keys`]: every name the read side writes in the view store.
 //! - [`replay`]: rebuilds projections from the whole log into a new generation and switches
 //!   readers to it at once.
 //! - [`changes`]: order view writes announced to the readers waiting for them, in any process.
@@ -16,15 +19,18 @@
 
 pub mod analytics;
 pub mod changes;
+pub mod keys;
 pub mod notifier;
 pub mod projection;
 pub mod projector;
+pub mod read_models;
 pub mod replay;
 pub mod view_store;
 pub mod views;
 
 pub use notifier::{Installation, LiveFeed, Notification, Notifier, PushError, PushSender};
 pub use projection::Projection;
-pub use projector::{OrderPage, ProjectionError, Projector};
+pub use projector::{ProjectionError, Projector};
+pub use read_models::{Cutoff, OrderPage, ReadModels};
 pub use view_store::{Claim, Doc, ViewError, ViewStore};
 pub use views::{CatalogItem, OrderView};

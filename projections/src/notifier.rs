@@ -84,7 +84,7 @@ impl Classify for PushError {
     fn fault(&self) -> Fault {
         match self {
             Self::Unavailable(_) => Fault::Outage(Engine::Push),
-            Self::Refused(_) | Self::NotOwner => Fault::Message,
+            Self::Refused(_) | Self::NotOwner => Fault::Permanent,
         }
     }
 }
@@ -169,7 +169,7 @@ impl Classify for NotifyError {
             Self::Push(error) => error.fault(),
             Self::Decode(error) => error.fault(),
             Self::Store(error) => error.fault(),
-            Self::Malformed(_) => Fault::Message,
+            Self::Malformed(_) => Fault::Permanent,
             // A little after the lease ends, so that the next claim finds it ended.
             Self::Claimed(left) => Fault::Later(*left + Duration::from_millis(20)),
         }

@@ -11,7 +11,7 @@ use domain::RecordedEvent;
 use domain::envelope::stream_id;
 use domain::order;
 use eventlog::EventStore;
-use projections::projector::{Cutoff, order_until};
+use projections::read_models::{Cutoff, order_until};
 use projections::views::OrderView;
 use serde_json::{Value, json};
 use uuid::Uuid;

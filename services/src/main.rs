@@ -535,7 +535,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             at_version,
             json,
         } => {
-            use projections::projector::Cutoff;
+            use projections::read_models::Cutoff;
             let settings = Settings::resolve(engines.overrides())?;
             let store = services::system::open_store(&settings).await?;
             let cutoff = as_of.map(Cutoff::Time).or(at_version.map(Cutoff::Version));

@@ -46,7 +46,7 @@ pub struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandledLabels {
     pub subscription: &'static str,
-    /// `ok`, `engine_down`, `later` or `failed`.
+    /// `ok`, `engine_down`, `later`, `failed` (retried) or `parked` (no retry can mend it).
     pub outcome: &'static str,
 }
 

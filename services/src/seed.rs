@@ -24,10 +24,10 @@ pub async fn catalog(commands: &Commands) -> Result<usize, CommandFailure> {
         actor: "service:seed".into(),
         ..Default::default()
     };
-    let eur = Currency::parse("EUR").map_err(CommandFailure::Unavailable)?;
+    let eur = Currency::parse("EUR").expect("EUR is a currency");
     let mut listed = 0;
     for &(sku, name, price, stock) in CATALOG {
-        let sku = Sku::parse(sku).map_err(CommandFailure::Unavailable)?;
+        let sku = Sku::parse(sku).unwrap_or_else(|e| panic!("the catalog's SKU {sku}: {e}"));
         match commands
             .list_product(sku.clone(), name, price, eur.clone(), &metadata)
             .await

@@ -30,7 +30,8 @@ use infra::push::LogPush;
 use infra::relay::{Relay, RelayConfig};
 use infra::views::{MemoryViewStore, RedisViewStore};
 use projections::{
-    LiveFeed, Notifier, Projection, Projector, PushSender, ViewStore, notifier, projector,
+    LiveFeed, Notifier, Projection, Projector, PushSender, ReadModels, ViewStore, notifier,
+    projector,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -59,6 +60,8 @@ pub struct System {
     pub views: Arc<dyn ViewStore>,
     pub commands: Arc<Commands>,
     pub projector: Arc<Projector>,
+    /// What readers ask of the views the projector writes (the API's read side).
+    pub read_models: ReadModels,
     pub processor: Arc<OrderProcessor>,
     pub notifier: Arc<Notifier>,
     pub live: Arc<LiveFeed>,
@@ -131,6 +134,7 @@ impl System {
             .await
             .context("reading which generation of the views to use")?;
         Ok(Arc::new(Self {
+            read_models: ReadModels::new(projector.clone()),
             projector,
             processor: Arc::new(OrderProcessor::new(commands.clone(), gateway)),
             notifier: Arc::new(Notifier::new(store.clone(), views.clone(), push.clone())),
@@ -358,6 +362,7 @@ impl System {
                         Fault::Outage(_) => "engine_down",
                         Fault::Later(_) => "later",
                         Fault::Message => "failed",
+                        Fault::Permanent => "parked",
                     },
                 };
                 metrics.handled(subscription, outcome);

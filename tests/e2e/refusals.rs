@@ -484,3 +484,44 @@ async fn a_traceparent_that_is_not_w3c_is_ignored() {
     assert!(stored[1..].iter().all(Value::is_null), "{stored:?}");
     app.stop().await;
 }
+
+/// A stream holding an event this build cannot read is broken on our side: the API answers
+/// 500 `internal`, without a Retry-After, and not 503 "retry shortly", which would have the
+/// client retry forever. An engine outage stays a 503 (`edge` and `system` test those).
+#[tokio::test]
+async fn a_stream_this_build_cannot_read_is_a_500_not_retry_shortly() {
+    let app = spawn_app().await;
+    let operator = app.token("olga", "operator").await;
+    let order = Uuid::new_v4();
+    let unreadable = domain::NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "OrderPlaced".into(),
+        schema_version: 1,
+        occurred_at: chrono::Utc::now(),
+        payload: json!({ "not": "an order" }),
+        metadata: domain::EventMetadata::default(),
+    };
+    app.system
+        .store
+        .append(&format!("order-{order}"), "order", 0, vec![unreadable])
+        .await
+        .unwrap();
+
+    let response = app
+        .post(
+            &operator,
+            &format!("/api/orders/{order}/ship"),
+            &json!({ "carrier": "DHL", "tracking": "JD1" }),
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.headers().get("retry-after").is_none());
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "internal", "{problem}");
+    assert!(
+        !problem["detail"].as_str().unwrap().contains("an order"),
+        "the data stays in the log: {problem}"
+    );
+    app.stop().await;
+}

@@ -231,6 +231,7 @@ async fn an_event_the_live_projector_wrote_into_the_old_generation_reaches_the_n
         .trim_start_matches("order-")
         .parse()
         .unwrap();
+    let reader = projections::ReadModels::new(std::sync::Arc::new(reader));
     let view = reader.order(order_id).await.unwrap().expect("the order");
     assert_eq!(
         view.status, "shipped",

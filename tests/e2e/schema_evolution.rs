@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::{NewEvent, RecordedEvent};
-use projections::projector::Cutoff;
+use projections::read_models::Cutoff;
 use reqwest::StatusCode;
 use serde_json::Value;
 use services::export::{ExportOptions, Format};

@@ -516,7 +516,7 @@ async fn a_projector_that_sees_a_later_event_first_fills_the_gap_from_the_store(
     fresh.handle(&events[0]).await.unwrap();
     fresh.handle(&events[1]).await.unwrap();
 
-    let view = fresh
+    let view = projections::ReadModels::new(std::sync::Arc::new(fresh))
         .order(order_id.parse().unwrap())
         .await
         .unwrap()
@@ -561,7 +561,7 @@ async fn waiting_reader_answered_by_announcements(placed_view_written: bool) {
 
     tokio::time::pause();
     let started = tokio::time::Instant::now();
-    let reader = web.clone();
+    let reader = projections::ReadModels::new(web.clone());
     let waiting = tokio::spawn(async move {
         reader
             .order_at_least(order_id, 2, Duration::from_secs(10), |_| true)

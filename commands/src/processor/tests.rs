@@ -346,5 +346,5 @@ async fn an_event_that_is_not_an_order_stream_is_the_messages_fault() {
         .await
         .unwrap_err();
 
-    assert_eq!(error.fault(), Fault::Message, "{error}");
+    assert_eq!(error.fault(), Fault::Permanent, "{error}");
 }

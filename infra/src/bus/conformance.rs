@@ -81,6 +81,7 @@ macro_rules! event_bus_conformance {
             every_subscription_gets_every_event,
             a_failing_handler_is_retried_with_growing_delays,
             after_max_attempts_the_event_is_dead_lettered_with_the_last_reason,
+            a_failure_no_retry_can_mend_is_parked_at_once,
             competing_consumers_see_each_event_once,
             an_unsettled_delivery_whose_consumer_goes_away_is_delivered_again,
             one_consumer_sees_publish_order,
@@ -258,6 +259,67 @@ pub async fn after_max_attempts_the_event_is_dead_lettered_with_the_last_reason(
     );
     assert_eq!(b.seen().len(), 1, "another subscription is not affected");
     a.stop().await;
+    b.stop().await;
+}
+
+/// A handler's failure that no retry can mend (an undecodable event) is dead-lettered on its
+/// first attempt, through the real consumer, where the topic can dead-letter
+/// ([`EventBus::parks_at_once`]); elsewhere (Service Bus over REST) it comes back at once, with
+/// no retry delay, until its attempts are spent.
+pub async fn a_failure_no_retry_can_mend_is_parked_at_once(bus: Arc<dyn EventBus>) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    let handler: super::Handler = Arc::new(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {
+            Err(eventlog::Failure {
+                fault: eventlog::Fault::Permanent,
+                reason: "undecodable".into(),
+            })
+        })
+    });
+    let (stop, stopped) = watch::channel(false);
+    let subscription = bus.subscribe("a").await.expect("subscribe to a");
+    let consumer = tokio::spawn(super::consume_with(
+        "a",
+        subscription,
+        4,
+        handler,
+        Arc::new(super::Breakers::new()),
+        stopped,
+    ));
+    let b = spawn_consumer(bus.clone(), "b", ack_all).await;
+    let sent = events(1);
+
+    settled(publish(&bus, &sent).await).await;
+    let deadline = Instant::now() + WAIT;
+    let dead = loop {
+        let dead = dead_letters(&bus).await;
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "nothing was dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(QUIET).await;
+
+    let attempts = if bus.parks_at_once() {
+        1
+    } else {
+        policy().max_attempts
+    };
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].event, sent[0]);
+    assert_eq!(dead[0].attempts, attempts, "{dead:?}");
+    if bus.keeps_handler_reasons() {
+        assert_eq!(dead[0].reason, "undecodable");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), u64::from(attempts));
+    stop.send_replace(true);
+    tokio::time::timeout(WAIT, consumer)
+        .await
+        .expect("the consumer stops")
+        .expect("the consumer task");
     b.stop().await;
 }
 

@@ -11,7 +11,8 @@
 //! wait behind the same breaker instead of hammering the engine. A delivery that can succeed
 //! a little later (a lease another notifier holds, a busy stream) waits and is tried again,
 //! also without spending an attempt, for at most [`MAX_LATER`]. Only a failure of the message
-//! itself is nacked.
+//! itself is nacked; one that no retry can mend ([`Fault::Permanent`]: undecodable, corrupt)
+//! is parked at once instead of being tried again until its attempts are spent.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -341,6 +342,11 @@ async fn handle(
                 tracing::debug!(subscription = %name, %event_id, reason = %failure.reason, "handler failed");
                 return delivery.settle.nack(failure.reason).await;
             }
+            Fault::Permanent => {
+                breakers.passed();
+                tracing::warn!(subscription = %name, %event_id, reason = %failure.reason, "the event cannot be handled as it is; parked");
+                return delivery.settle.park(failure.reason).await;
+            }
         }
         delivery.settle.keep().await;
     }
@@ -383,6 +389,7 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
         async fn nack(self: Box<Self>, _reason: String) {}
+        async fn park(self: Box<Self>, _reason: String) {}
         async fn release(self: Box<Self>) {}
     }
 

@@ -265,11 +265,13 @@ struct MemorySettle {
 
 impl MemorySettle {
     /// Schedules the next attempt after the policy's delay, or dead-letters the message.
-    fn fail(&mut self, reason: String) {
+    /// A failed attempt, retried later; dead-lettered when it was the last one or `park` says
+    /// no retry can mend it.
+    fn fail(&mut self, reason: String, park: bool) {
         let Some(mut message) = self.message.take() else {
             return;
         };
-        if message.attempt >= self.policy.max_attempts {
+        if park || message.attempt >= self.policy.max_attempts {
             tracing::error!(
                 subscription = %self.queue.name,
                 event_id = %message.event.event_id,
@@ -348,7 +350,11 @@ impl Settle for MemorySettle {
     }
 
     async fn nack(mut self: Box<Self>, reason: String) {
-        self.fail(reason);
+        self.fail(reason, false);
+    }
+
+    async fn park(mut self: Box<Self>, reason: String) {
+        self.fail(reason, true);
     }
 
     async fn release(mut self: Box<Self>) {
@@ -362,7 +368,7 @@ impl Settle for MemorySettle {
 impl Drop for MemorySettle {
     fn drop(&mut self) {
         if self.message.is_some() {
-            self.fail("delivery dropped without being settled".into());
+            self.fail("delivery dropped without being settled".into(), false);
         }
     }
 }

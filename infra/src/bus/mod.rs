@@ -208,6 +208,13 @@ pub trait EventBus: Send + Sync + 'static {
     fn keeps_order(&self) -> bool {
         true
     }
+
+    /// Whether [`Settle::park`] dead-letters a delivery at its first attempt. Service Bus's
+    /// REST interface has no dead-letter operation, so a parked message there is delivered
+    /// again at once until its max delivery count is spent.
+    fn parks_at_once(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]
@@ -235,6 +242,9 @@ pub trait Settle: Send {
     /// A failed attempt of the message itself: retried after the policy's delay, or
     /// dead-lettered once its attempts are spent.
     async fn nack(self: Box<Self>, reason: String);
+    /// A failure no retry can mend: dead-lettered at once with the reason, where the topic can
+    /// ([`EventBus::parks_at_once`]); elsewhere a failed attempt without the retry delay.
+    async fn park(self: Box<Self>, reason: String);
     /// Hands the delivery back untried (the consumer is stopping while it waited out an
     /// outage): it comes again at once. The in-process topic does not count it as an attempt;
     /// RabbitMQ's quorum queues and Service Bus count every delivery the broker made.

@@ -1326,6 +1326,12 @@ impl Settle for RabbitSettle {
         }
     }
 
+    async fn park(mut self: Box<Self>, reason: String) {
+        if let Some(pending) = self.0.take() {
+            pending.give_up(reason).await;
+        }
+    }
+
     async fn release(mut self: Box<Self>) {
         if let Some(pending) = self.0.take() {
             // Back to the queue as it is: its `x-attempt` is unchanged.

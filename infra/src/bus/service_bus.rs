@@ -573,6 +573,11 @@ impl EventBus for ServiceBusTopic {
         self.receivers == 1
     }
 
+    /// Its REST interface cannot dead-letter (see [`Settle::park`] here).
+    fn parks_at_once(&self) -> bool {
+        false
+    }
+
     async fn publish(&self, events: Vec<RecordedEvent>) -> Result<Receipt, BusError> {
         if events.is_empty() {
             return Ok(Box::pin(async { Ok(()) }));
@@ -1184,6 +1189,14 @@ impl Settle for ServiceBusSettle {
         if let Some(locked) = self.locked.take() {
             let wait = locked.retry_wait();
             locked.abandon(&reason, wait).await;
+        }
+    }
+
+    /// No dead-letter operation over REST: abandoned at once, so the max delivery count parks
+    /// it within moments instead of after every retry delay.
+    async fn park(mut self: Box<Self>, reason: String) {
+        if let Some(locked) = self.locked.take() {
+            locked.abandon(&reason, Duration::ZERO).await;
         }
     }
 

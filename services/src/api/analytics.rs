@@ -58,7 +58,7 @@ pub async fn summary(
     {
         return Err(ApiError::field("until", "must not be before since"));
     }
-    let (totals, lag) = state.system.projector.analytics().await?;
+    let (totals, lag) = state.system.read_models.analytics().await?;
     let mut summary = totals.summary(query.since, query.until, top);
     summary.lag = lag;
     Ok(Json(summary))

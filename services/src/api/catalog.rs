@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(get, path = "/api/catalog", tag = "catalog",
     responses((status = 200, body = [CatalogItem])))]
 pub async fn catalog(State(state): State<AppState>) -> Result<Json<Vec<CatalogItem>>, ApiError> {
-    Ok(Json(state.system.projector.catalog().await?))
+    Ok(Json(state.system.read_models.catalog().await?))
 }
 
 /// The body of a restock (documentation; the handler reads the JSON leniently).

@@ -134,7 +134,7 @@ pub async fn list_dead_letters(
         .await?
         .dead_letters()
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(ApiError::unavailable)?;
     let chosen: Vec<DeadLetter> = dead.into_iter().filter(|d| filter.matches(d)).collect();
     let subscriptions = SUBSCRIPTIONS
         .iter()
@@ -279,7 +279,7 @@ pub async fn redrive(
         .await?
         .redrive(&filter)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(ApiError::unavailable)?;
     tracing::info!(actor = %caller.actor(), count = redriven.len(), ?filter, "dead letters re-driven");
     Ok(Json(outcome(redriven)))
 }
@@ -325,7 +325,7 @@ pub async fn discard(
         .await?
         .discard(&filter, &logged)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(ApiError::unavailable)?;
     tracing::warn!(actor = %caller.actor(), count = discarded.len(), %reason, ?filter, "dead letters discarded");
     Ok(Json(outcome(discarded)))
 }
@@ -342,5 +342,5 @@ async fn topic(state: &AppState) -> Result<std::sync::Arc<dyn infra::bus::EventB
         .system
         .operators_topic()
         .await
-        .map_err(|e| ApiError::Unavailable(format!("{e:#}")))
+        .map_err(|e| ApiError::unavailable(format!("{e:#}")))
 }

@@ -9,9 +9,13 @@ use commands::CommandFailure;
 use domain::inventory::InventoryError;
 use domain::order::OrderError;
 use domain::values::FieldError;
-use projections::{ProjectionError, PushError};
+use eventlog::Classify;
+use projections::{ProjectionError, PushError, ViewError};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+/// What an [`ApiError`] keeps of the failure behind it, for the log.
+pub type Source = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -36,9 +40,15 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("send the body as application/json")]
     UnsupportedMediaType,
-    /// An engine is down or overloaded; the client should retry.
+    /// An engine is down or overloaded, or a stream too busy: retrying shortly can succeed.
+    /// The source goes to the log, never to the client.
     #[error("the service is temporarily unavailable, retry shortly")]
-    Unavailable(String),
+    Unavailable(#[source] Source),
+    /// Something on our side is broken (data this build cannot read, a header it cannot
+    /// write): retrying does not help. Logged with its source as an error; the client gets a
+    /// 500.
+    #[error("something went wrong on our side")]
+    Broken(#[source] Source),
     /// A limit of this client's: retry after `retry_after` seconds.
     #[error("{detail}")]
     TooManyRequests {
@@ -134,7 +144,7 @@ impl ApiError {
                 "request_timeout",
                 "Request timeout",
             ),
-            Self::Internal => (
+            Self::Internal | Self::Broken(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
@@ -145,6 +155,41 @@ impl ApiError {
     pub fn field(field: &str, message: &str) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
     }
+
+    /// A failure that knows what it is: 503 when retrying can succeed (an engine down, a busy
+    /// stream), 500 when it cannot (a corrupt store, an undecodable event).
+    pub fn failed<E>(error: E) -> Self
+    where
+        E: Classify + std::error::Error + Send + Sync + 'static,
+    {
+        if error.fault().is_retryable() {
+            Self::Unavailable(Box::new(error))
+        } else {
+            Self::Broken(Box::new(error))
+        }
+    }
+
+    /// An engine that did not answer (503).
+    pub fn unavailable(error: impl Into<Source>) -> Self {
+        Self::Unavailable(error.into())
+    }
+
+    /// A failure on our side that retrying does not mend (500).
+    pub fn broken(error: impl Into<Source>) -> Self {
+        Self::Broken(error.into())
+    }
+}
+
+/// The error and its sources, outermost first: "a: b: c".
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl IntoResponse for ApiError {
@@ -155,8 +200,14 @@ impl IntoResponse for ApiError {
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         };
-        if let Self::Unavailable(internal) = &self {
-            tracing::error!(error = %internal, "request failed: engine unavailable");
+        match &self {
+            Self::Unavailable(source) => {
+                tracing::error!(error = %chain(source.as_ref()), "request failed: engine unavailable");
+            }
+            Self::Broken(source) => {
+                tracing::error!(error = %chain(source.as_ref()), "request failed on our side");
+            }
+            _ => {}
         }
         let problem = Problem {
             kind: format!("/problems/{code}"),
@@ -217,7 +268,9 @@ impl From<CommandFailure> for ApiError {
                 code: "idempotency_key_reused",
                 detail: failure.to_string(),
             },
-            CommandFailure::Unavailable(internal) => Self::Unavailable(internal),
+            CommandFailure::Store(_)
+            | CommandFailure::Decode(_)
+            | CommandFailure::Contention(_) => Self::failed(failure),
         }
     }
 }
@@ -264,13 +317,19 @@ impl From<InventoryError> for ApiError {
 
 impl From<ProjectionError> for ApiError {
     fn from(error: ProjectionError) -> Self {
-        Self::Unavailable(error.to_string())
+        Self::failed(error)
     }
 }
 
 impl From<eventlog::StoreError> for ApiError {
     fn from(error: eventlog::StoreError) -> Self {
-        Self::Unavailable(error.to_string())
+        Self::failed(error)
+    }
+}
+
+impl From<ViewError> for ApiError {
+    fn from(error: ViewError) -> Self {
+        Self::failed(error)
     }
 }
 
@@ -280,11 +339,68 @@ impl From<PushError> for ApiError {
             PushError::NotOwner => {
                 Self::NotYours("this installation id belongs to another customer")
             }
-            PushError::Unavailable(e) => Self::Unavailable(e),
+            PushError::Unavailable(e) => Self::unavailable(e),
             PushError::Refused(e) => {
                 tracing::error!(error = %e, "the push service refused a request");
                 Self::Internal
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use commands::CommandFailure;
+    use eventlog::StoreError;
+
+    use super::ApiError;
+
+    fn answer(error: impl Into<ApiError>) -> (StatusCode, bool) {
+        let response = error.into().into_response();
+        let retry = response.headers().contains_key("retry-after");
+        (response.status(), retry)
+    }
+
+    #[test]
+    fn what_a_retry_can_mend_is_a_503_and_what_it_cannot_a_500() {
+        let down = StoreError::Unavailable("connection refused".into());
+        let corrupt = StoreError::Corrupt("payload is not JSON".into());
+
+        assert_eq!(
+            answer(down.clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, true)
+        );
+        assert_eq!(
+            answer(CommandFailure::Store(down)),
+            (StatusCode::SERVICE_UNAVAILABLE, true)
+        );
+        assert_eq!(
+            answer(CommandFailure::Contention("inventory-SKU-1".into())),
+            (StatusCode::SERVICE_UNAVAILABLE, true),
+            "a busy stream is worth a retry"
+        );
+        assert_eq!(
+            answer(corrupt.clone()),
+            (StatusCode::INTERNAL_SERVER_ERROR, false)
+        );
+        assert_eq!(
+            answer(CommandFailure::Store(corrupt)),
+            (StatusCode::INTERNAL_SERVER_ERROR, false)
+        );
+    }
+
+    #[test]
+    fn the_source_is_kept_for_the_log() {
+        let error = ApiError::failed(CommandFailure::Store(StoreError::Corrupt("bad row".into())));
+
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+
+        assert_eq!(
+            source.as_deref(),
+            Some("event store data is corrupt: bad row")
+        );
+        assert_eq!(error.to_string(), "something went wrong on our side");
     }
 }

@@ -190,8 +190,7 @@ impl Filter {
             .filter(|e| crate::export::passes(e, self.since, self.until, &self.types))
             .cloned()
             .collect();
-        let current =
-            domain::upcast::upcast_all(&kept).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let current = domain::upcast::upcast_all(&kept).map_err(ApiError::broken)?;
         Ok(current.into_iter().map(LogEvent::from).collect())
     }
 }

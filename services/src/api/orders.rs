@@ -16,7 +16,8 @@ use domain::envelope::stream_id;
 use domain::order::{self, MAX_LINES, OrderCommand, OrderStatus};
 use domain::values::{CustomerId, FieldError, Quantity, ShippingAddress, Sku, line_of_text};
 use projections::OrderView;
-use projections::projector::{ALL_ORDERS_INDEX, Cutoff, customer_index, parse_cursor};
+use projections::keys::{ALL_ORDERS_INDEX, customer_index};
+use projections::read_models::{Cutoff, parse_cursor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -178,7 +179,7 @@ pub async fn get_order(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let order_id = parse_id(&id)?;
-    let projector = &state.system.projector;
+    let read_models = &state.system.read_models;
     let wait_ms = query.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
     if wait_ms > MAX_WAIT_MS {
         return Err(ApiError::field("wait_ms", "must be at most 30000"));
@@ -189,7 +190,7 @@ pub async fn get_order(
         Some(Err(_)) => return Err(ApiError::field("min_version", "must not be negative")),
     };
     if let Some(cutoff) = cutoff(&query)? {
-        let view = projector
+        let view = read_models
             .order_as_of(order_id, cutoff)
             .await?
             .filter(|v| caller.may_see(v.customer_id))
@@ -204,20 +205,19 @@ pub async fn get_order(
         Some(min_version) => {
             let wait = Duration::from_millis(wait_ms);
             let _waiting = state.edge.wait_permit()?;
-            projector
+            read_models
                 .order_at_least(order_id, min_version, wait, |v| {
                     caller.may_see(v.customer_id)
                 })
                 .await?
         }
-        None => projector.order(order_id).await?,
+        None => read_models.order(order_id).await?,
     };
     let view = view
         .filter(|v| caller.may_see(v.customer_id))
         .ok_or(ApiError::NotFound)?;
     let etag = format!("\"{}\"", view.version);
-    let etag_value =
-        HeaderValue::from_str(&etag).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::broken)?;
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -289,7 +289,7 @@ pub async fn list_orders(
     };
     let page = state
         .system
-        .projector
+        .read_models
         .orders(&index, status, cursor, limit)
         .await?;
     Ok(Json(OrderList {
@@ -431,8 +431,7 @@ pub async fn order_events(
     let stream = stream_id(order::STREAM_TYPE, order_id);
     let events = state.system.store.read_stream(&stream, 1).await?;
     // Clients see every event in its type's current shape (schema_version says which).
-    let events =
-        domain::upcast::upcast_all(&events).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let events = domain::upcast::upcast_all(&events).map_err(ApiError::broken)?;
     let owner = events
         .first()
         .and_then(|e| {

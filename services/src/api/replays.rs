@@ -73,8 +73,7 @@ pub async fn start_replay(
         .system
         .replays
         .start(projections)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .await?
         .map_err(|running| ApiError::Conflict {
             code: "replay_running",
             detail: running.to_string(),
@@ -105,11 +104,6 @@ pub async fn replay_status(
 ) -> Result<Json<ReplayStatus>, ApiError> {
     caller.require(&[Role::Analyst, Role::Operator])?;
     let replay_id = Uuid::parse_str(&replay_id).map_err(|_| ApiError::NotFound)?;
-    let status = state
-        .system
-        .replays
-        .status(replay_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let status = state.system.replays.status(replay_id).await?;
     status.map(Json).ok_or(ApiError::NotFound)
 }
