@@ -61,3 +61,21 @@ async fn page(
         body,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    /// Text limits live in one place, the server's constants, which the OpenAPI document
+    /// carries to the UI (`data-limit`): no input of the UI states a length of its own, except
+    /// the two letters of a country code.
+    #[test]
+    fn the_ui_states_no_text_limit_of_its_own() {
+        for (file, text) in [("index.html", super::INDEX), ("app.js", super::APP_JS)] {
+            let own: Vec<&str> = text
+                .lines()
+                .filter(|line| line.contains("maxlength=") || line.contains("maxlength:"))
+                .filter(|line| !line.contains("ship-country"))
+                .collect();
+            assert!(own.is_empty(), "{file} states its own limits: {own:#?}");
+        }
+    }
+}

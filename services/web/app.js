@@ -339,6 +339,7 @@ function el(tag, attrs = {}, ...children) {
     else if (key.startsWith('on') && typeof value === 'function') node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? '' : String(value));
   }
+  if (node.dataset.limit) applyLimits(node);
   for (const child of children.flat()) {
     if (child !== null && child !== undefined && child !== false) node.append(child);
   }
@@ -348,6 +349,43 @@ function el(tag, attrs = {}, ...children) {
 /** Replace <main>'s content with a clone of a <template> from index.html. */
 function mount(main, templateId) {
   main.replaceChildren(document.getElementById(templateId).content.cloneNode(true));
+  applyLimits(main);
+}
+
+// ----- the request contract's limits, from the served OpenAPI document -----
+
+/**
+ * Text limits by "Schema.property" (e.g. "AddressBody.name"), read from /openapi.json at
+ * boot: the server writes its own constants there, so an input's maxlength cannot drift from
+ * what the server accepts. Empty if the document could not be read: the server still checks.
+ * @type {Map<string, number>}
+ */
+const limits = new Map();
+
+async function loadLimits() {
+  try {
+    const res = await fetch('/openapi.json', { headers: { Accept: 'application/json' } });
+    if (!res.ok) return;
+    const schemas = ((await res.json()).components || {}).schemas || {};
+    for (const [schema, body] of Object.entries(schemas)) {
+      for (const [property, rule] of Object.entries(body.properties || {})) {
+        if (rule && Number.isInteger(rule.maxLength)) limits.set(`${schema}.${property}`, rule.maxLength);
+      }
+    }
+  } catch (err) {
+    console.warn('the request limits could not be read; the server still checks them', err);
+  }
+  applyLimits(document);
+}
+
+/** Sets maxlength on `root` and the inputs under it that name a limit (data-limit). */
+function applyLimits(root) {
+  const named = root.matches && root.matches('[data-limit]') ? [root] : [];
+  const inputs = named.concat(root.querySelectorAll ? [...root.querySelectorAll('[data-limit]')] : []);
+  for (const input of inputs) {
+    const max = limits.get(input.dataset.limit);
+    if (max !== undefined) input.maxLength = max;
+  }
 }
 
 function setBusy(button, busy, label) {
@@ -1623,8 +1661,8 @@ function actionsFor(id, status, canAct) {
     return [
       el('button', { type: 'button', class: 'ship', 'aria-expanded': 'false', 'aria-controls': formId, 'aria-label': `Ship order ${shortId(id)}`, text: 'Ship' }),
       el('form', { id: formId, class: 'ship-form', hidden: true, novalidate: true, 'aria-label': `Ship order ${shortId(id)}` },
-        el('label', {}, 'Carrier ', el('input', { name: 'carrier', type: 'text', list: 'carriers', required: true, maxlength: 100, autocomplete: 'off' })),
-        el('label', {}, 'Tracking number ', el('input', { name: 'tracking', type: 'text', required: true, maxlength: 100, autocomplete: 'off', spellcheck: 'false' })),
+        el('label', {}, 'Carrier ', el('input', { name: 'carrier', type: 'text', list: 'carriers', required: true, 'data-limit': 'ShipBody.carrier', autocomplete: 'off' })),
+        el('label', {}, 'Tracking number ', el('input', { name: 'tracking', type: 'text', required: true, 'data-limit': 'ShipBody.tracking', autocomplete: 'off', spellcheck: 'false' })),
         el('span', { class: 'ship-buttons' },
           el('button', { type: 'submit', class: 'primary', text: 'Confirm shipment' }),
           el('button', { type: 'button', class: 'ship-close ghost-dark', text: 'Close' })),
@@ -1879,8 +1917,6 @@ async function operatorView({ main, ctx }) {
 
 // ----- dead letters (operators only: the API refuses anyone else) -----
 
-const DEAD_REASON_MAX = 500;
-
 function deadRow(letter) {
   const event = letter.event || {};
   const key = `${letter.subscription}/${event.event_id}`;
@@ -1899,7 +1935,7 @@ function deadRow(letter) {
       el('button', { type: 'button', class: 'redrive', 'aria-label': `Re-drive ${label}`, text: 'Re-drive' }),
       el('button', { type: 'button', class: 'discard ghost-dark', 'aria-expanded': 'false', 'aria-controls': formId, 'aria-label': `Discard ${label}`, text: 'Discard' }),
       el('form', { id: formId, class: 'discard-form', hidden: true, novalidate: true, 'aria-label': `Discard ${label}` },
-        el('label', {}, 'Why discard it? ', el('input', { name: 'reason', type: 'text', required: true, maxlength: DEAD_REASON_MAX, autocomplete: 'off' })),
+        el('label', {}, 'Why discard it? ', el('input', { name: 'reason', type: 'text', required: true, 'data-limit': 'DiscardBody.reason', autocomplete: 'off' })),
         el('span', { class: 'ship-buttons' },
           el('button', { type: 'submit', class: 'primary', text: 'Discard for good' }),
           el('button', { type: 'button', class: 'discard-close ghost-dark', text: 'Close' })),
@@ -2363,7 +2399,7 @@ async function boot() {
     startProviderSignIn().catch((err) => { $('#session-banner-text').textContent = err.message; });
   });
   window.addEventListener('hashchange', route);
-  await loadAuthConfig();
+  await Promise.all([loadAuthConfig(), loadLimits()]);
   await finishProviderSignIn();
   if (session.signedIn()) {
     live.start();

@@ -89,6 +89,23 @@ async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_liv
         .await
         .unwrap();
     page.eval("window.__noReload = true").await.unwrap();
+    // The address inputs take their limits from the served OpenAPI document, which the
+    // server writes from the constants it checks with.
+    page.wait_for("!!document.querySelector('#ship-postal')", wait)
+        .await
+        .unwrap();
+    let limits = page
+        .eval("['#ship-name', '#ship-line1', '#ship-postal'].map((s) => document.querySelector(s).maxLength)")
+        .await
+        .unwrap();
+    assert_eq!(
+        limits,
+        json!([
+            domain::values::NAME_MAX,
+            domain::values::LINE_MAX,
+            domain::values::POSTAL_CODE_MAX
+        ])
+    );
     order_in_the_shop(&page, &sku, "2", wait).await;
 
     let row_status =
