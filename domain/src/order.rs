@@ -222,10 +222,6 @@ impl Order {
         if self.status == S::New && !matches!(command, OrderCommand::Place { .. }) {
             return Err(OrderError::NotFound);
         }
-        let invalid = |to: OrderStatus| OrderError::InvalidTransition {
-            from: self.status.as_str(),
-            to: to.as_str(),
-        };
         match command {
             OrderCommand::Place {
                 order_id,
@@ -233,79 +229,94 @@ impl Order {
                 lines,
                 currency,
                 shipping_address,
-            } => {
-                if self.status != S::New {
-                    return Err(OrderError::AlreadyPlaced);
-                }
-                if lines.is_empty() {
-                    return Err(OrderError::NoLines);
-                }
-                if lines.len() > MAX_LINES {
-                    return Err(OrderError::TooManyLines);
-                }
-                for (i, line) in lines.iter().enumerate() {
-                    if lines[..i].iter().any(|earlier| earlier.sku == line.sku) {
-                        return Err(OrderError::DuplicateSku(line.sku.clone()));
-                    }
-                }
-                let total = Self::total_of(&lines).ok_or(OrderError::TotalOverflow)?;
-                Ok(Some(OrderEvent::OrderPlaced {
-                    order_id,
-                    customer_id,
-                    lines,
-                    currency,
-                    total,
-                    shipping_address,
-                }))
-            }
+            } => self.place(order_id, customer_id, lines, currency, shipping_address),
             OrderCommand::Confirm => match self.status {
                 S::Placed => Ok(Some(OrderEvent::OrderConfirmed)),
                 S::Confirmed => Ok(None),
-                _ => Err(invalid(S::Confirmed)),
+                _ => Err(self.invalid(S::Confirmed)),
             },
             OrderCommand::Reject { reason } => match self.status {
                 S::Placed => Ok(Some(OrderEvent::OrderRejected { reason })),
                 S::Rejected => Ok(None),
-                _ => Err(invalid(S::Rejected)),
+                _ => Err(self.invalid(S::Rejected)),
             },
             OrderCommand::Cancel { reason } => match self.status {
                 S::Placed | S::Confirmed => Ok(Some(OrderEvent::OrderCancelled { reason })),
                 S::Cancelled => Ok(None),
                 S::Shipped | S::Delivered => Err(OrderError::CancelAfterShipment),
-                _ => Err(invalid(S::Cancelled)),
+                _ => Err(self.invalid(S::Cancelled)),
             },
-            OrderCommand::Ship { carrier, tracking } => {
-                let printable = |s: &str| {
-                    (1..=SHIPMENT_TEXT_MAX).contains(&s.chars().count())
-                        && !s.chars().any(char::is_control)
-                };
-                if !printable(&carrier) || !printable(&tracking) {
-                    return Err(OrderError::InvalidTracking);
-                }
-                match self.status {
-                    S::Confirmed => Ok(Some(OrderEvent::OrderShipped {
-                        carrier,
-                        tracking_number: tracking,
-                    })),
-                    S::Placed => Err(OrderError::ShipBeforeConfirmation),
-                    S::Shipped | S::Delivered
-                        if self
-                            .shipment
-                            .as_ref()
-                            .is_some_and(|(c, t)| *c == carrier && *t == tracking) =>
-                    {
-                        Ok(None)
-                    }
-                    S::Shipped | S::Delivered => Err(OrderError::AlreadyShipped),
-                    _ => Err(invalid(S::Shipped)),
-                }
-            }
+            OrderCommand::Ship { carrier, tracking } => self.ship(carrier, tracking),
             OrderCommand::Deliver => match self.status {
                 S::Shipped => Ok(Some(OrderEvent::OrderDelivered)),
                 S::Delivered => Ok(None),
                 S::Placed | S::Confirmed => Err(OrderError::DeliverBeforeShipment),
-                _ => Err(invalid(S::Delivered)),
+                _ => Err(self.invalid(S::Delivered)),
             },
+        }
+    }
+
+    fn invalid(&self, to: OrderStatus) -> OrderError {
+        OrderError::InvalidTransition {
+            from: self.status.as_str(),
+            to: to.as_str(),
+        }
+    }
+
+    /// A new order: some lines, none twice, a total that fits.
+    fn place(
+        &self,
+        order_id: Uuid,
+        customer_id: CustomerId,
+        lines: Vec<OrderLine>,
+        currency: Currency,
+        shipping_address: ShippingAddress,
+    ) -> Result<Option<OrderEvent>, OrderError> {
+        if self.status != OrderStatus::New {
+            return Err(OrderError::AlreadyPlaced);
+        }
+        if lines.is_empty() {
+            return Err(OrderError::NoLines);
+        }
+        if lines.len() > MAX_LINES {
+            return Err(OrderError::TooManyLines);
+        }
+        for (i, line) in lines.iter().enumerate() {
+            if lines[..i].iter().any(|earlier| earlier.sku == line.sku) {
+                return Err(OrderError::DuplicateSku(line.sku.clone()));
+            }
+        }
+        let total = Self::total_of(&lines).ok_or(OrderError::TotalOverflow)?;
+        Ok(Some(OrderEvent::OrderPlaced {
+            order_id,
+            customer_id,
+            lines,
+            currency,
+            total,
+            shipping_address,
+        }))
+    }
+
+    /// A confirmed order leaves with a carrier and a tracking number; shipping again with the
+    /// same ones is done already.
+    fn ship(&self, carrier: String, tracking: String) -> Result<Option<OrderEvent>, OrderError> {
+        use OrderStatus as S;
+        let printable = |s: &str| {
+            (1..=SHIPMENT_TEXT_MAX).contains(&s.chars().count()) && !s.chars().any(char::is_control)
+        };
+        if !printable(&carrier) || !printable(&tracking) {
+            return Err(OrderError::InvalidTracking);
+        }
+        let same = |(c, t): &(String, String)| *c == carrier && *t == tracking;
+        match self.status {
+            S::Confirmed => Ok(Some(OrderEvent::OrderShipped {
+                carrier,
+                tracking_number: tracking,
+            })),
+            S::Placed => Err(OrderError::ShipBeforeConfirmation),
+            S::Shipped | S::Delivered if self.shipment.as_ref().is_some_and(same) => Ok(None),
+            S::Shipped | S::Delivered => Err(OrderError::AlreadyShipped),
+            _ => Err(self.invalid(S::Shipped)),
         }
     }
 }

@@ -292,13 +292,12 @@ async fn handle(
     breakers: Arc<Breakers>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let event_id = delivery.event.event_id;
     breakers.deliveries.count(delivery.attempt);
     // The handler runs in a span that continues the trace the delivery carries.
     let span = tracing::info_span!(
         "consume",
         subscription = %name,
-        %event_id,
+        event_id = %delivery.event.event_id,
         event_type = %delivery.event.event_type,
         attempt = delivery.attempt,
         trace_id = tracing::field::Empty,
@@ -322,33 +321,66 @@ async fn handle(
             }
             Err(failure) => failure,
         };
-        match failure.fault {
-            Fault::Outage(engine) => {
-                tracing::debug!(subscription = %name, %event_id, %engine, reason = %failure.reason, "engine down; delivery held");
-                breakers.failed(engine, &failure.reason, admitted);
-            }
-            Fault::Later(after) if waited_later < MAX_LATER => {
-                breakers.passed();
-                let pause = after.clamp(Duration::from_millis(1), LATER_STEP);
-                tracing::debug!(subscription = %name, %event_id, reason = %failure.reason, ?pause, "delivery held for later");
-                waited_later += pause;
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = crate::stopped(&mut shutdown) => return delivery.settle.release().await,
-                }
-            }
-            Fault::Later(_) | Fault::Message => {
-                breakers.passed();
-                tracing::debug!(subscription = %name, %event_id, reason = %failure.reason, "handler failed");
-                return delivery.settle.nack(failure.reason).await;
-            }
-            Fault::Permanent => {
-                breakers.passed();
-                tracing::warn!(subscription = %name, %event_id, reason = %failure.reason, "the event cannot be handled as it is; parked");
-                return delivery.settle.park(failure.reason).await;
-            }
+        let Some(pause) = hold(
+            &name,
+            &delivery,
+            &breakers,
+            &failure,
+            admitted,
+            waited_later,
+        ) else {
+            return settle_failed(&name, delivery, failure).await;
+        };
+        waited_later += pause;
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = crate::stopped(&mut shutdown) => return delivery.settle.release().await,
         }
         delivery.settle.keep().await;
+    }
+}
+
+/// Whether a failure is not the message's, so the consumer holds the delivery and tries again
+/// (after the pause answered: none for an outage, whose breaker paces the probes), or `None`
+/// when it is to be settled as failed. A wait for later is bounded by [`MAX_LATER`] in all.
+fn hold(
+    name: &str,
+    delivery: &Delivery,
+    breakers: &Breakers,
+    failure: &Failure,
+    admitted: Admitted,
+    waited_later: Duration,
+) -> Option<Duration> {
+    let event_id = delivery.event.event_id;
+    match failure.fault {
+        Fault::Outage(engine) => {
+            tracing::debug!(subscription = %name, %event_id, %engine, reason = %failure.reason, "engine down; delivery held");
+            breakers.failed(engine, &failure.reason, admitted);
+            Some(Duration::ZERO)
+        }
+        Fault::Later(after) if waited_later < MAX_LATER => {
+            breakers.passed();
+            let pause = after.clamp(Duration::from_millis(1), LATER_STEP);
+            tracing::debug!(subscription = %name, %event_id, reason = %failure.reason, ?pause, "delivery held for later");
+            Some(pause)
+        }
+        Fault::Later(_) | Fault::Message | Fault::Permanent => {
+            breakers.passed();
+            None
+        }
+    }
+}
+
+/// A failure of the message itself: retried by the topic (counted toward parking), or parked
+/// at once when no retry can mend it.
+async fn settle_failed(name: &str, delivery: Delivery, failure: Failure) {
+    let event_id = delivery.event.event_id;
+    if failure.fault.is_retryable() {
+        tracing::debug!(subscription = %name, %event_id, reason = %failure.reason, "handler failed");
+        delivery.settle.nack(failure.reason).await;
+    } else {
+        tracing::warn!(subscription = %name, %event_id, reason = %failure.reason, "the event cannot be handled as it is; parked");
+        delivery.settle.park(failure.reason).await;
     }
 }
 

@@ -268,48 +268,56 @@ impl MemorySettle {
     /// A failed attempt, retried later; dead-lettered when it was the last one or `park` says
     /// no retry can mend it.
     fn fail(&mut self, reason: String, park: bool) {
-        let Some(mut message) = self.message.take() else {
+        let Some(message) = self.message.take() else {
             return;
         };
         if park || message.attempt >= self.policy.max_attempts {
-            tracing::error!(
-                subscription = %self.queue.name,
-                event_id = %message.event.event_id,
-                event_type = %message.event.event_type,
-                attempts = message.attempt,
-                %reason,
-                "dead-lettered"
-            );
-            let letter = DeadLetter {
-                subscription: self.queue.name.clone(),
-                event: message.event.clone(),
-                attempts: message.attempt,
-                reason,
-                // To the millisecond, as the kept file holds it.
-                dead_at: chrono::DateTime::from_timestamp_millis(
-                    chrono::Utc::now().timestamp_millis(),
-                ),
-            };
-            if let Ok(mut dead) = self.dead.lock() {
-                dead.push(letter.clone());
-            }
-            let (Some(kept), Ok(runtime)) =
-                (self.kept.clone(), tokio::runtime::Handle::try_current())
-            else {
-                message.batch.settle_one();
-                return;
-            };
-            // Settled only once it is kept: until then the relay's checkpoint stays before it,
-            // and a crash meanwhile publishes it again instead of losing it.
-            runtime.spawn(async move {
-                if let Err(error) = kept.keep(vec![Keep::DeadLetter(Box::new(letter))]).await {
-                    // Settled all the same: a receipt that never resolves would stop the relay.
-                    tracing::error!(%error, "a dead letter was not kept; a restart forgets it");
-                }
-                message.batch.settle_one();
-            });
-            return;
+            self.dead_letter(message, reason);
+        } else {
+            self.retry(message, reason);
         }
+    }
+
+    /// Keeps the message with the others given up on, and written through to the kept file
+    /// when there is one.
+    fn dead_letter(&self, message: Message, reason: String) {
+        tracing::error!(
+            subscription = %self.queue.name,
+            event_id = %message.event.event_id,
+            event_type = %message.event.event_type,
+            attempts = message.attempt,
+            %reason,
+            "dead-lettered"
+        );
+        let letter = DeadLetter {
+            subscription: self.queue.name.clone(),
+            event: message.event.clone(),
+            attempts: message.attempt,
+            reason,
+            // To the millisecond, as the kept file holds it.
+            dead_at: chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis()),
+        };
+        if let Ok(mut dead) = self.dead.lock() {
+            dead.push(letter.clone());
+        }
+        let (Some(kept), Ok(runtime)) = (self.kept.clone(), tokio::runtime::Handle::try_current())
+        else {
+            message.batch.settle_one();
+            return;
+        };
+        // Settled only once it is kept: until then the relay's checkpoint stays before it,
+        // and a crash meanwhile publishes it again instead of losing it.
+        runtime.spawn(async move {
+            if let Err(error) = kept.keep(vec![Keep::DeadLetter(Box::new(letter))]).await {
+                // Settled all the same: a receipt that never resolves would stop the relay.
+                tracing::error!(%error, "a dead letter was not kept; a restart forgets it");
+            }
+            message.batch.settle_one();
+        });
+    }
+
+    /// Delivers the message again after the policy's delay, as its next attempt.
+    fn retry(&self, mut message: Message, reason: String) {
         tracing::warn!(
             subscription = %self.queue.name,
             event_id = %message.event.event_id,

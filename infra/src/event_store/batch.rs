@@ -208,27 +208,9 @@ fn append<'w>(
             actual,
         });
     }
-    let mut seen = HashSet::with_capacity(events.len());
-    for event in events {
-        if stored.events.contains_key(&event.event_id) || !seen.insert(event.event_id) {
-            return Err(StoreError::Corrupt(format!(
-                "duplicate event id: {} is already stored",
-                event.event_id
-            )));
-        }
-    }
+    check_new_ids(stored, events)?;
     // Everything is encoded before anything is taken, so a refused request adds no rows.
-    let mut encoded = Vec::with_capacity(events.len());
-    for event in events {
-        let schema_version = i32::try_from(event.schema_version).map_err(|_| {
-            StoreError::Corrupt(format!("schema_version {} too large", event.schema_version))
-        })?;
-        encoded.push((
-            schema_version,
-            to_json(&event.payload)?,
-            to_json(&event.metadata)?,
-        ));
-    }
+    let encoded = encode(events)?;
     for ((event, (schema_version, payload, metadata)), version) in
         events.iter().zip(encoded).zip(expected + 1..)
     {
@@ -259,6 +241,37 @@ fn append<'w>(
         duplicate: false,
     };
     Ok((appended, true))
+}
+
+/// No event of a new append may be stored already, or appear twice in it.
+fn check_new_ids(stored: &Stored, events: &[NewEvent]) -> Result<(), StoreError> {
+    let mut seen = HashSet::with_capacity(events.len());
+    for event in events {
+        if stored.events.contains_key(&event.event_id) || !seen.insert(event.event_id) {
+            return Err(StoreError::Corrupt(format!(
+                "duplicate event id: {} is already stored",
+                event.event_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Each event's schema version, payload and metadata as their columns hold them.
+fn encode(events: &[NewEvent]) -> Result<Vec<(i32, String, String)>, StoreError> {
+    events
+        .iter()
+        .map(|event| {
+            let schema_version = i32::try_from(event.schema_version).map_err(|_| {
+                StoreError::Corrupt(format!("schema_version {} too large", event.schema_version))
+            })?;
+            Ok((
+                schema_version,
+                to_json(&event.payload)?,
+                to_json(&event.metadata)?,
+            ))
+        })
+        .collect()
 }
 
 /// The answer to a retry whose first event is stored at `from` in `stream`: the original's,

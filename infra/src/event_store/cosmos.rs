@@ -312,6 +312,43 @@ async fn check_partition_key(
 }
 
 impl CosmosEventStore {
+    /// What a refused batch means: 409 on version `expected + 1`, our own earlier attempt
+    /// (a retry) or another writer's (a conflict); 404 on version `expected`, a stream behind.
+    async fn refused(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        first_id: Uuid,
+        n: u64,
+        refused_with: u16,
+    ) -> Result<Appended, StoreError> {
+        match refused_with {
+            // The id of version `expected + 1` exists: our own earlier attempt, or another
+            // writer's.
+            409 => {
+                if let Some(stored) = self.read_event(stream_id, expected_version + 1).await?
+                    && stored.event_id == first_id
+                {
+                    return Ok(appended(expected_version + n, true));
+                }
+                let actual = self
+                    .current_version(stream_id, expected_version + 1, None)
+                    .await?;
+                Err(conflict(stream_id, expected_version, actual))
+            }
+            // Version `expected` does not exist: the stream is behind.
+            404 => {
+                let actual = self
+                    .current_version(stream_id, 0, Some(expected_version))
+                    .await?;
+                Err(conflict(stream_id, expected_version, actual))
+            }
+            other => Err(StoreError::Unavailable(format!(
+                "Cosmos DB refused the append's batch with {other}"
+            ))),
+        }
+    }
+
     /// Connects to the account and resolves both containers (the SDK reads the account, the
     /// containers and their partition key ranges here), so a wrong key or endpoint fails now.
     pub async fn connect(settings: CosmosSettings) -> Result<Self, StoreError> {
@@ -434,6 +471,51 @@ fn conflict(stream_id: &str, expected: u64, actual: u64) -> StoreError {
     }
 }
 
+/// The batch of one append: a read of version `expected` (proving the stream got that far;
+/// versions have no gaps) and a create per event (proving `expected + 1..` are free), all in
+/// one transaction, within Cosmos DB's limits of operations and bytes.
+fn batch_for(
+    stream_id: &str,
+    stream_type: &str,
+    expected_version: u64,
+    events: Vec<NewEvent>,
+) -> Result<TransactionalBatch, StoreError> {
+    let n = events.len();
+    let reads = usize::from(expected_version > 0);
+    if n + reads > MAX_BATCH_OPERATIONS {
+        let most = MAX_BATCH_OPERATIONS - reads;
+        return Err(StoreError::Corrupt(format!(
+            "{n} events in one append: Cosmos DB commits at most {MAX_BATCH_OPERATIONS} \
+             operations atomically, so at most {most} events {}",
+            if reads > 0 {
+                "to an existing stream (reading its version is one of them)"
+            } else {
+                "to a new stream"
+            }
+        )));
+    }
+    let mut batch = TransactionalBatch::new(stream_id.to_owned());
+    if expected_version > 0 {
+        batch = batch.read_item(document_id(expected_version), None);
+    }
+    let mut bytes = reads * BATCH_OPERATION_OVERHEAD;
+    for (event, version) in events.into_iter().zip(expected_version + 1..) {
+        let document = EventDocument::new(stream_id, stream_type, version, event);
+        bytes += serde_json::to_vec(&document)
+            .map_err(|e| StoreError::Corrupt(format!("encode an event: {e}")))?
+            .len()
+            + BATCH_OPERATION_OVERHEAD;
+        batch = batch.create_item(document).map_err(store_error)?;
+    }
+    if bytes > MAX_BATCH_BYTES {
+        return Err(StoreError::Corrupt(format!(
+            "{n} events of {bytes} bytes in one append: a Cosmos DB batch takes at most \
+             {MAX_BATCH_BYTES} bytes"
+        )));
+    }
+    Ok(batch)
+}
+
 #[async_trait]
 impl EventStore for CosmosEventStore {
     #[tracing::instrument(skip(self, events), fields(n = events.len()))]
@@ -451,40 +533,7 @@ impl EventStore for CosmosEventStore {
             ));
         };
         let n = events.len() as u64;
-        let reads = usize::from(expected_version > 0);
-        if events.len() + reads > MAX_BATCH_OPERATIONS {
-            let most = MAX_BATCH_OPERATIONS - reads;
-            return Err(StoreError::Corrupt(format!(
-                "{n} events in one append: Cosmos DB commits at most {MAX_BATCH_OPERATIONS} \
-                 operations atomically, so at most {most} events {}",
-                if reads > 0 {
-                    "to an existing stream (reading its version is one of them)"
-                } else {
-                    "to a new stream"
-                }
-            )));
-        }
-        let mut batch = TransactionalBatch::new(stream_id.to_owned());
-        // The creates prove that `expected + 1..` are free; reading `expected` first proves the
-        // stream got that far (versions have no gaps), all in the batch's one transaction.
-        if expected_version > 0 {
-            batch = batch.read_item(document_id(expected_version), None);
-        }
-        let mut bytes = reads * BATCH_OPERATION_OVERHEAD;
-        for (event, version) in events.into_iter().zip(expected_version + 1..) {
-            let document = EventDocument::new(stream_id, stream_type, version, event);
-            bytes += serde_json::to_vec(&document)
-                .map_err(|e| StoreError::Corrupt(format!("encode an event: {e}")))?
-                .len()
-                + BATCH_OPERATION_OVERHEAD;
-            batch = batch.create_item(document).map_err(store_error)?;
-        }
-        if bytes > MAX_BATCH_BYTES {
-            return Err(StoreError::Corrupt(format!(
-                "{n} events of {bytes} bytes in one append: a Cosmos DB batch takes at most \
-                 {MAX_BATCH_BYTES} bytes"
-            )));
-        }
+        let batch = batch_for(stream_id, stream_type, expected_version, events)?;
         let refused_with = match self.events.execute_transactional_batch(batch, None).await {
             // 207 counts as a success to HTTP (and to `is_success`): look for it explicitly.
             Ok(response) if u16::from(response.status().status_code()) != 207 => {
@@ -505,31 +554,8 @@ impl EventStore for CosmosEventStore {
             Err(error) if error.status().is_conflict() => 409,
             Err(error) => return Err(store_error(error)),
         };
-        match refused_with {
-            // The id of version `expected + 1` exists: our own earlier attempt, or another
-            // writer's.
-            409 => {
-                if let Some(stored) = self.read_event(stream_id, expected_version + 1).await?
-                    && stored.event_id == first_id
-                {
-                    return Ok(appended(expected_version + n, true));
-                }
-                let actual = self
-                    .current_version(stream_id, expected_version + 1, None)
-                    .await?;
-                Err(conflict(stream_id, expected_version, actual))
-            }
-            // Version `expected` does not exist: the stream is behind.
-            404 => {
-                let actual = self
-                    .current_version(stream_id, 0, Some(expected_version))
-                    .await?;
-                Err(conflict(stream_id, expected_version, actual))
-            }
-            other => Err(StoreError::Unavailable(format!(
-                "Cosmos DB refused the append's batch with {other}"
-            ))),
-        }
+        self.refused(stream_id, expected_version, first_id, n, refused_with)
+            .await
     }
 
     #[tracing::instrument(skip(self))]
