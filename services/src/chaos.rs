@@ -456,6 +456,28 @@ impl Kind {
             Kind::Teapot => json!([{"sku": "TEAPOT-001", "quantity": 1}]),
         }
     }
+
+    /// The SKU and units an order of this kind holds.
+    fn units(self) -> (&'static str, u64) {
+        match self {
+            Kind::Tea(q) => ("TEA-001", q),
+            Kind::Grinders => ("GRINDER-001", 8),
+            Kind::Teapot => ("TEAPOT-001", 1),
+        }
+    }
+
+    /// Whether an order of this kind ended where it must: tea confirmed, the grinders' total
+    /// declined by the sandbox, a teapot confirmed or out of stock (the check counts a second
+    /// confirmed teapot as wrong: there is one).
+    fn right_end(self, status: &str, view: &Value) -> bool {
+        match self {
+            Kind::Tea(_) => status == "confirmed",
+            Kind::Grinders => status == "rejected" && view["reason"] == "payment_declined",
+            Kind::Teapot => {
+                status == "confirmed" || (status == "rejected" && view["reason"] == "out_of_stock")
+            }
+        }
+    }
 }
 
 struct Placed {
@@ -875,6 +897,8 @@ async fn flush(redis: &str, prefix: &str) -> anyhow::Result<usize> {
     Ok(deleted)
 }
 
+/// What the run's accepted orders came to: each decided, in the right final status, its view
+/// the fold of its events, the stock conserved, every decision pushed once, nothing parked.
 #[allow(clippy::too_many_arguments)]
 async fn check(
     plan: &ChaosPlan,
@@ -889,7 +913,35 @@ async fn check(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let web = deployment.web(0).context("a web process")?;
-    // Every accepted order decided (or the run's patience ends).
+    let views = decided_views(plan, started, http, &web, placed).await;
+    deployment.log(&format!(
+        "{} of {} orders decided",
+        views.len(),
+        placed.len()
+    ));
+    let settings = Settings {
+        store: store_url.to_owned(),
+        bus: bus_url.to_owned(),
+        ..Settings::embedded("127.0.0.1:0".parse()?, plan.work.join("checker"))
+    };
+    let store = crate::system::open_store(&settings).await?;
+    let outcome = check_orders(store.as_ref(), http, &web, analyst, placed, &views, report).await?;
+    report.skus_with_stock_not_conserved =
+        stock_not_conserved(http, &web, analyst, &outcome.confirmed).await;
+    check_pushes(push_log, &outcome.decisions, report).await;
+    let bus = crate::system::open_bus(&settings).await?;
+    report.dead_letters = bus.dead_letters().await?.len();
+    Ok(())
+}
+
+/// Each accepted order's view once it is no longer `placed` (or the run's patience ends).
+async fn decided_views(
+    plan: &ChaosPlan,
+    started: Instant,
+    http: &reqwest::Client,
+    web: &str,
+    placed: &[Placed],
+) -> HashMap<String, Value> {
     let mut views: HashMap<String, Value> = HashMap::new();
     let settle_until = Instant::now() + Duration::from_secs(300);
     loop {
@@ -899,9 +951,8 @@ async fn check(
             .collect();
         if pending.is_empty() || Instant::now() > settle_until || started.elapsed() > plan.deadline
         {
-            break;
+            return views;
         }
-        let web = &web;
         let answers: Vec<(String, Option<Value>)> = futures_util::stream::iter(pending)
             .map(|p| async move {
                 let view = get(http, &format!("{web}/api/orders/{}", p.order_id), &p.token).await;
@@ -919,21 +970,31 @@ async fn check(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    deployment.log(&format!(
-        "{} of {} orders decided",
-        views.len(),
-        placed.len()
-    ));
+}
 
-    let settings = Settings {
-        store: store_url.to_owned(),
-        bus: bus_url.to_owned(),
-        ..Settings::embedded("127.0.0.1:0".parse()?, plan.work.join("checker"))
+/// What the orders' checks found beyond the report: the decision events, to find among the
+/// pushes, and the units the confirmed orders hold, by SKU.
+struct OrdersChecked<'a> {
+    decisions: HashSet<Uuid>,
+    confirmed: BTreeMap<&'a str, u64>,
+}
+
+/// Counts the lost (no events), stuck (no decision seen), wrong (final status) orders and the
+/// views that differ from the fold of their events.
+async fn check_orders<'a>(
+    store: &dyn eventlog::EventStore,
+    http: &reqwest::Client,
+    web: &str,
+    analyst: &str,
+    placed: &'a [Placed],
+    views: &HashMap<String, Value>,
+    report: &mut Report,
+) -> anyhow::Result<OrdersChecked<'a>> {
+    let mut outcome = OrdersChecked {
+        decisions: HashSet::new(),
+        confirmed: BTreeMap::new(),
     };
-    let store = crate::system::open_store(&settings).await?;
-    let mut decisions = HashSet::new();
     let mut teapots_confirmed = 0;
-    let mut confirmed: BTreeMap<&str, u64> = BTreeMap::new();
     for order in placed {
         let events = store
             .read_stream(&format!("order-{}", order.order_id), 1)
@@ -946,50 +1007,45 @@ async fn check(
             .iter()
             .find(|e| e.event_type == "OrderConfirmed" || e.event_type == "OrderRejected")
         {
-            decisions.insert(decision.event_id);
+            outcome.decisions.insert(decision.event_id);
         }
         let Some(view) = views.get(&order.order_id) else {
             report.orders_stuck += 1;
             continue;
         };
         let status = view["status"].as_str().unwrap_or_default();
-        let right = match order.kind {
-            Kind::Tea(_) => status == "confirmed",
-            Kind::Grinders => status == "rejected" && view["reason"] == "payment_declined",
-            Kind::Teapot => {
-                teapots_confirmed += usize::from(status == "confirmed");
-                status == "confirmed" || (status == "rejected" && view["reason"] == "out_of_stock")
-            }
-        };
-        if !right {
+        teapots_confirmed +=
+            usize::from(matches!(order.kind, Kind::Teapot) && status == "confirmed");
+        if !order.kind.right_end(status, view) {
             report.orders_in_a_wrong_final_status += 1;
         }
         if status == "confirmed" {
-            let (sku, quantity) = match order.kind {
-                Kind::Tea(q) => ("TEA-001", q),
-                Kind::Grinders => ("GRINDER-001", 8),
-                Kind::Teapot => ("TEAPOT-001", 1),
-            };
-            *confirmed.entry(sku).or_default() += quantity;
+            let (sku, quantity) = order.kind.units();
+            *outcome.confirmed.entry(sku).or_default() += quantity;
         }
         let version = view["version"].as_u64().unwrap_or_default();
-        let folded = get(
-            http,
-            &format!("{web}/api/orders/{}?at_version={version}", order.order_id),
-            analyst,
-        )
-        .await;
-        if folded.as_ref() != Some(view) {
+        let at_version = format!("{web}/api/orders/{}?at_version={version}", order.order_id);
+        if get(http, &at_version, analyst).await.as_ref() != Some(view) {
             report.views_different_from_their_events += 1;
         }
     }
+    // One teapot in stock: a second one confirmed is oversold.
     if teapots_confirmed > 1 {
         report.orders_in_a_wrong_final_status += teapots_confirmed - 1;
     }
+    Ok(outcome)
+}
 
-    // Stock: what is reserved is exactly what the confirmed orders hold.
+/// SKUs whose reserved stock is not exactly what the confirmed orders hold (waiting up to a
+/// minute for the catalog to catch up).
+async fn stock_not_conserved(
+    http: &reqwest::Client,
+    web: &str,
+    analyst: &str,
+    confirmed: &BTreeMap<&str, u64>,
+) -> usize {
     let conserved_until = Instant::now() + Duration::from_secs(60);
-    report.skus_with_stock_not_conserved = loop {
+    loop {
         let catalog = get(http, &format!("{web}/api/catalog"), analyst)
             .await
             .unwrap_or_default();
@@ -1008,13 +1064,15 @@ async fn check(
             })
             .count();
         if wrong == 0 || Instant::now() > conserved_until {
-            break wrong;
+            return wrong;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    }
+}
 
-    // Pushes: every decision pushed (a dead notifier's claims are taken over after their
-    // lease, so this waits for up to a minute).
+/// Every decision pushed (a dead notifier's claims are taken over after their lease, so this
+/// waits for up to a minute), and how many pushes came twice.
+async fn check_pushes(push_log: &Path, decisions: &HashSet<Uuid>, report: &mut Report) {
     let pushed_until = Instant::now() + Duration::from_secs(60);
     loop {
         let pushes = read_pushes(push_log);
@@ -1023,13 +1081,10 @@ async fn check(
         report.pushes_collapsed = pushes.values().map(|ids| ids.0.saturating_sub(1)).sum();
         report.pushes_seen_twice = pushes.values().filter(|ids| ids.1.len() > 1).count();
         if report.pushes_missing == 0 || Instant::now() > pushed_until {
-            break;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let bus = crate::system::open_bus(&settings).await?;
-    report.dead_letters = bus.dead_letters().await?.len();
-    Ok(())
 }
 
 /// Per event id in the push log: how many lines, and their collapse ids.
