@@ -77,6 +77,12 @@ impl OrderStatus {
     }
 }
 
+impl std::fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderCommand {
     Place {
@@ -125,6 +131,21 @@ pub enum OrderEvent {
         tracking_number: String,
     },
     OrderDelivered,
+}
+
+impl OrderEvent {
+    /// The status an order is in once this event happened: the one mapping from events to
+    /// statuses, which the aggregate, the views, the analytics and the notifier all use.
+    pub fn status_after(&self) -> OrderStatus {
+        match self {
+            Self::OrderPlaced { .. } => OrderStatus::Placed,
+            Self::OrderConfirmed => OrderStatus::Confirmed,
+            Self::OrderRejected { .. } => OrderStatus::Rejected,
+            Self::OrderCancelled { .. } => OrderStatus::Cancelled,
+            Self::OrderShipped { .. } => OrderStatus::Shipped,
+            Self::OrderDelivered => OrderStatus::Delivered,
+        }
+    }
 }
 
 impl DomainEvent for OrderEvent {
@@ -341,6 +362,7 @@ impl Aggregate for Order {
     }
 
     fn apply(&mut self, event: Self::Event) {
+        self.status = event.status_after();
         match event {
             OrderEvent::OrderPlaced {
                 order_id,
@@ -355,19 +377,15 @@ impl Aggregate for Order {
                 self.lines = lines;
                 self.currency = Some(currency);
                 self.total = total;
-                self.status = OrderStatus::Placed;
             }
-            OrderEvent::OrderConfirmed => self.status = OrderStatus::Confirmed,
-            OrderEvent::OrderRejected { .. } => self.status = OrderStatus::Rejected,
-            OrderEvent::OrderCancelled { .. } => self.status = OrderStatus::Cancelled,
             OrderEvent::OrderShipped {
                 carrier,
                 tracking_number,
-            } => {
-                self.shipment = Some((carrier, tracking_number));
-                self.status = OrderStatus::Shipped;
-            }
-            OrderEvent::OrderDelivered => self.status = OrderStatus::Delivered,
+            } => self.shipment = Some((carrier, tracking_number)),
+            OrderEvent::OrderConfirmed
+            | OrderEvent::OrderRejected { .. }
+            | OrderEvent::OrderCancelled { .. }
+            | OrderEvent::OrderDelivered => {}
         }
     }
 }

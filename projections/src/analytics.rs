@@ -63,7 +63,7 @@ pub struct SkuSales {
 /// The order just before an event: what the analytics fold needs to know of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderFacts {
-    pub status: String,
+    pub status: OrderStatus,
     pub confirmed_at: Option<DateTime<Utc>>,
     pub total: u64,
     pub currency: String,
@@ -75,10 +75,10 @@ impl OrderFacts {
     /// history holds one status change per version); `None` if the view is older.
     pub fn from_view(view: &OrderView, version: u64) -> Option<Self> {
         let history = view.history.get(..usize::try_from(version).ok()?)?;
-        let status = history.last()?.status.clone();
+        let status = history.last()?.status;
         let confirmed_at = history
             .iter()
-            .find(|change| change.status == OrderStatus::Confirmed.as_str())
+            .find(|change| change.status == OrderStatus::Confirmed)
             .map(|change| change.at);
         Some(Self {
             status,
@@ -131,26 +131,27 @@ impl Totals {
         let missing = || DecodeError::of(event, "the order before this event is unknown".into());
         // The order's rules fix where each event comes from (domain::order), except a
         // cancellation, which may follow placement or confirmation.
-        let (from, to) = match decoded {
-            OrderEvent::OrderPlaced { .. } => (None, OrderStatus::Placed),
+        let to = decoded.status_after();
+        let from = match decoded {
+            OrderEvent::OrderPlaced { .. } => None,
             OrderEvent::OrderConfirmed => {
                 let order = before.ok_or_else(missing)?;
                 self.book(order, event.occurred_at.date_naive(), 1);
-                (Some(order.status.clone()), OrderStatus::Confirmed)
+                Some(order.status)
             }
-            OrderEvent::OrderRejected { .. } => (Some("placed".into()), OrderStatus::Rejected),
+            OrderEvent::OrderRejected { .. } => Some(OrderStatus::Placed),
             OrderEvent::OrderCancelled { .. } => {
                 let order = before.ok_or_else(missing)?;
                 if let Some(confirmed_at) = order.confirmed_at {
                     self.book(order, confirmed_at.date_naive(), -1);
                 }
-                (Some(order.status.clone()), OrderStatus::Cancelled)
+                Some(order.status)
             }
-            OrderEvent::OrderShipped { .. } => (Some("confirmed".into()), OrderStatus::Shipped),
-            OrderEvent::OrderDelivered => (Some("shipped".into()), OrderStatus::Delivered),
+            OrderEvent::OrderShipped { .. } => Some(OrderStatus::Confirmed),
+            OrderEvent::OrderDelivered => Some(OrderStatus::Shipped),
         };
         if let Some(from) = from
-            && let Some(count) = self.by_status.get_mut(&from)
+            && let Some(count) = self.by_status.get_mut(from.as_str())
         {
             *count = count.saturating_sub(1);
         }
@@ -555,9 +556,9 @@ mod tests {
         let before_confirmation = OrderFacts::from_view(&view, 1).unwrap();
         let before_cancellation = OrderFacts::from_view(&view, 2).unwrap();
 
-        assert_eq!(before_confirmation.status, "placed");
+        assert_eq!(before_confirmation.status, OrderStatus::Placed);
         assert_eq!(before_confirmation.confirmed_at, None);
-        assert_eq!(before_cancellation.status, "confirmed");
+        assert_eq!(before_cancellation.status, OrderStatus::Confirmed);
         assert_eq!(before_cancellation.confirmed_at, Some(at(1, 10)));
         assert_eq!(OrderFacts::from_view(&view, 4), None, "the view is older");
     }

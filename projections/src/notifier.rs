@@ -221,18 +221,14 @@ impl Notifier {
             return Ok(());
         }
         let decoded = decode::<OrderEvent>(event)?;
-        let (status, reason, push) = match &decoded {
-            // The customer's own action: the browser shows it live, the phone is not buzzed.
-            OrderEvent::OrderPlaced { .. } => (OrderStatus::Placed, None, false),
-            OrderEvent::OrderConfirmed => (OrderStatus::Confirmed, None, true),
-            OrderEvent::OrderRejected { reason } => (
-                OrderStatus::Rejected,
-                Some(reason.as_str().to_owned()),
-                true,
-            ),
-            OrderEvent::OrderCancelled { reason } => (OrderStatus::Cancelled, reason.clone(), true),
-            OrderEvent::OrderShipped { .. } => (OrderStatus::Shipped, None, true),
-            OrderEvent::OrderDelivered => (OrderStatus::Delivered, None, true),
+        let status = decoded.status_after();
+        // A placement is the customer's own action: the browser shows it live, the phone is
+        // not buzzed.
+        let push = status != OrderStatus::Placed;
+        let reason = match &decoded {
+            OrderEvent::OrderRejected { reason } => Some(reason.as_str().to_owned()),
+            OrderEvent::OrderCancelled { reason } => reason.clone(),
+            _ => None,
         };
         let claim = format!("notified:{}", event.event_id);
         match self.views.claim(&claim, self.lease).await? {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use domain::RecordedEvent;
 use domain::envelope::{DecodeError, stream_id};
-use domain::order;
+use domain::order::{self, OrderStatus};
 use uuid::Uuid;
 
 use crate::analytics::Totals;
@@ -127,7 +127,7 @@ impl ReadModels {
     pub async fn orders(
         &self,
         index: &str,
-        status: Option<&str>,
+        status: Option<OrderStatus>,
         cursor: Option<(i64, String)>,
         limit: usize,
     ) -> Result<OrderPage, ProjectionError> {

@@ -22,9 +22,10 @@ pub trait View: Default + Serialize + DeserializeOwned + Send + Sync {
 pub struct OrderView {
     pub order_id: Uuid,
     pub customer_id: Uuid,
-    /// `placed`, `confirmed`, `rejected`, `cancelled`, `shipped` or `delivered`.
-    #[schema(example = "confirmed")]
-    pub status: String,
+    /// `placed`, `confirmed`, `rejected`, `cancelled`, `shipped` or `delivered`: the domain's
+    /// `OrderStatus`, kept typed (the JSON is the same word).
+    #[schema(value_type = String, example = "confirmed")]
+    pub status: OrderStatus,
     pub lines: Vec<OrderViewLine>,
     /// In minor units of `currency`.
     pub total: u64,
@@ -83,7 +84,8 @@ impl From<ShippingAddress> for Address {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatusChange {
-    pub status: String,
+    #[schema(value_type = String, example = "confirmed")]
+    pub status: OrderStatus,
     #[serde(with = "domain::time::rfc3339")]
     pub at: DateTime<Utc>,
 }
@@ -99,7 +101,8 @@ impl OrderView {
     /// [`View::apply`] of an event already decoded (a replay decodes each once for every
     /// projection that reads it).
     pub fn apply_decoded(&mut self, event: &RecordedEvent, decoded: OrderEvent) {
-        let status = match decoded {
+        self.status = decoded.status_after();
+        match decoded {
             OrderEvent::OrderPlaced {
                 order_id,
                 customer_id,
@@ -122,32 +125,22 @@ impl OrderView {
                 self.total = total;
                 self.shipping_address = shipping_address.into();
                 self.placed_at = event.occurred_at;
-                OrderStatus::Placed
             }
-            OrderEvent::OrderConfirmed => OrderStatus::Confirmed,
-            OrderEvent::OrderRejected { reason } => {
-                self.reason = Some(reason.as_str().to_owned());
-                OrderStatus::Rejected
-            }
-            OrderEvent::OrderCancelled { reason } => {
-                self.reason = reason;
-                OrderStatus::Cancelled
-            }
+            OrderEvent::OrderRejected { reason } => self.reason = Some(reason.as_str().to_owned()),
+            OrderEvent::OrderCancelled { reason } => self.reason = reason,
             OrderEvent::OrderShipped {
                 carrier,
                 tracking_number: tracking,
             } => {
                 self.carrier = Some(carrier);
                 self.tracking = Some(tracking);
-                OrderStatus::Shipped
             }
-            OrderEvent::OrderDelivered => OrderStatus::Delivered,
-        };
-        self.status = status.as_str().to_owned();
+            OrderEvent::OrderConfirmed | OrderEvent::OrderDelivered => {}
+        }
         self.version = event.version;
         self.updated_at = event.occurred_at;
         self.history.push(StatusChange {
-            status: self.status.clone(),
+            status: self.status,
             at: event.occurred_at,
         });
     }

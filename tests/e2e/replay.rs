@@ -234,7 +234,8 @@ async fn an_event_the_live_projector_wrote_into_the_old_generation_reaches_the_n
     let reader = projections::ReadModels::new(std::sync::Arc::new(reader));
     let view = reader.order(order_id).await.unwrap().expect("the order");
     assert_eq!(
-        view.status, "shipped",
+        view.status,
+        domain::order::OrderStatus::Shipped,
         "the event written into the old generation is in the new"
     );
     assert_eq!(view.version, 3);

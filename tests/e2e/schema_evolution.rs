@@ -125,7 +125,10 @@ async fn version_1_events_are_read_in_the_current_shape_by_every_reader() {
     )
     .await
     .expect("history");
-    assert_eq!(history.state.map(|s| s.status).as_deref(), Some("shipped"));
+    assert_eq!(
+        history.state.map(|s| s.status),
+        Some(domain::order::OrderStatus::Shipped)
+    );
     assert_eq!(
         history.events[2].payload.to_value()["tracking_number"],
         "JD0001"

@@ -266,15 +266,15 @@ pub async fn list_orders(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 100"));
     }
-    let status = query.status.as_deref();
-    if let Some(s) = status
-        && OrderStatus::parse(s).is_none()
-    {
-        return Err(ApiError::field(
-            "status",
-            "must be placed, confirmed, rejected, cancelled, shipped or delivered",
-        ));
-    }
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(raw) => Some(OrderStatus::parse(raw).ok_or_else(|| {
+            ApiError::field(
+                "status",
+                "must be placed, confirmed, rejected, cancelled, shipped or delivered",
+            )
+        })?),
+    };
     let cursor =
         match query.cursor.as_deref() {
             None => None,
