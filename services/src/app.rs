@@ -109,13 +109,13 @@ impl Application {
                 Authenticator::Oidc(verifier)
             }
         };
-        let state = AppState::new(api::Shared {
-            system: system.clone(),
-            auth: Arc::new(auth),
-            sign_in: Arc::new(api::ops::SignIn::of(&settings.auth)),
-            shutdown: stopped,
-            edge: api::edge::Edge::new(settings.edge.clone()),
-        });
+        let state = AppState::new(api::Shared::new(
+            system.clone(),
+            Arc::new(auth),
+            Arc::new(api::ops::SignIn::of(&settings.auth)),
+            stopped,
+            api::edge::Edge::new(settings.edge.clone()),
+        ));
         let listener = match listener {
             Some(bound) => {
                 bound.set_nonblocking(true)?;

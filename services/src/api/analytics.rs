@@ -6,6 +6,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use chrono::NaiveDate;
+use projections::ReadModels;
 use projections::analytics::Summary;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -44,7 +45,7 @@ pub struct SummaryQuery {
         (status = 422, description = "A bad day or top", body = Problem)),
     security(("bearer" = [])))]
 pub async fn summary(
-    State(state): State<AppState>,
+    State(read_models): State<ReadModels>,
     caller: Caller,
     ApiQuery(query): ApiQuery<SummaryQuery>,
 ) -> Result<Json<Summary>, ApiError> {
@@ -58,7 +59,7 @@ pub async fn summary(
     {
         return Err(ApiError::field("until", "must not be before since"));
     }
-    let (totals, lag) = state.system.read_models.analytics().await?;
+    let (totals, lag) = read_models.analytics().await?;
     let mut summary = totals.summary(query.since, query.until, top);
     summary.lag = lag;
     Ok(Json(summary))

@@ -8,7 +8,10 @@ use axum::{Json, Router};
 use domain::EventMetadata;
 use domain::inventory::MAX_RESTOCK;
 use domain::values::{FieldError, Sku};
-use projections::CatalogItem;
+use std::sync::Arc;
+
+use commands::Commands;
+use projections::{CatalogItem, ReadModels};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -26,8 +29,10 @@ pub fn router() -> Router<AppState> {
 /// The catalog, by SKU, with what is still available. No token needed.
 #[utoipa::path(get, path = "/api/catalog", tag = "catalog",
     responses((status = 200, body = [CatalogItem])))]
-pub async fn catalog(State(state): State<AppState>) -> Result<Json<Vec<CatalogItem>>, ApiError> {
-    Ok(Json(state.system.read_models.catalog().await?))
+pub async fn catalog(
+    State(read_models): State<ReadModels>,
+) -> Result<Json<Vec<CatalogItem>>, ApiError> {
+    Ok(Json(read_models.catalog().await?))
 }
 
 /// The body of a restock (documentation; the handler reads the JSON leniently).
@@ -52,7 +57,7 @@ pub struct Restocked {
         (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn restock(
-    State(state): State<AppState>,
+    State(commands): State<Arc<Commands>>,
     caller: Caller,
     Path(sku): Path<String>,
     headers: HeaderMap,
@@ -84,11 +89,7 @@ pub async fn restock(
         traceparent: super::trace_context(&headers),
         ..Default::default()
     };
-    let handled = state
-        .system
-        .commands
-        .restock(&sku, quantity, &metadata)
-        .await?;
+    let handled = commands.restock(&sku, quantity, &metadata).await?;
     let body = Restocked {
         sku: sku.to_string(),
         version: handled.version,

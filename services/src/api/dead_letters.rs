@@ -339,7 +339,7 @@ fn outcome(letters: Vec<DeadLetter>) -> DeadLetterOutcome {
 
 async fn topic(state: &AppState) -> Result<std::sync::Arc<dyn infra::bus::EventBus>, ApiError> {
     state
-        .system
+        .process
         .operators_topic()
         .await
         .map_err(|e| ApiError::unavailable(format!("{e:#}")))

@@ -1,6 +1,8 @@
 //! `/api/events`: the event log for analysts, filtered and paged, every event in the current
 //! shape of its type.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -8,7 +10,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use domain::envelope::stream_id;
 use domain::{EventMetadata, RecordedEvent, order};
-use eventlog::LogCursor;
+use eventlog::{EventStore, LogCursor};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -101,7 +103,7 @@ pub struct EventPage {
         (status = 422, description = "A bad filter, limit or cursor", body = Problem)),
     security(("bearer" = [])))]
 pub async fn list_events(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn EventStore>>,
     caller: Caller,
     ApiQuery(query): ApiQuery<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
@@ -114,7 +116,6 @@ pub async fn list_events(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::field("limit", "must be 1 to 500"));
     }
-    let store = &state.system.store;
     if let Some(order_id) = query.order_id {
         let events = store
             .read_stream(&stream_id(order::STREAM_TYPE, order_id), 1)

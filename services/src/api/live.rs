@@ -1,6 +1,7 @@
 //! Live order updates over SSE, and push installations.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -11,14 +12,31 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use domain::values::FieldError;
 use futures_util::Stream;
-use projections::{Installation, Notification};
+use projections::{Installation, LiveFeed, Notification, PushSender};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 use utoipa::ToSchema;
 
 use super::auth::{Caller, LEEWAY_SECONDS};
+use super::edge::Edge;
 use super::error::{ApiError, Problem};
 use super::{ApiJson, AppState};
+
+/// What the live routes use: the browser's feed, the push service's installations, the
+/// edge's cap on open streams, and the shutdown that ends a stream.
+pub struct Ports {
+    pub live: Arc<LiveFeed>,
+    pub push: Arc<dyn PushSender>,
+    pub edge: Arc<Edge>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Ports> {
+    fn from_ref(state: &AppState) -> Self {
+        state.live.clone()
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,12 +58,12 @@ pub fn router() -> Router<AppState> {
         (status = 503, body = Problem, description = "Too many streams open in all")),
     security(("bearer" = [])))]
 pub async fn stream(
-    State(state): State<AppState>,
+    State(ports): State<Arc<Ports>>,
     caller: Caller,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let permit = state.edge.open_stream(caller.id)?;
-    let updates = state.system.live.subscribe();
-    let shutdown = state.shutdown.clone();
+    let permit = ports.edge.open_stream(caller.id)?;
+    let updates = ports.live.subscribe();
+    let shutdown = ports.shutdown.clone();
     // The stream ends when its token does (once the server refuses it: the leeway for clocks,
     // and the second `exp` counts in, included): the client reconnects with a fresh one.
     let expires = token_deadline(caller.expires_at.saturating_add(LEEWAY_SECONDS as i64 + 1));
@@ -119,13 +137,13 @@ pub const PUSH_CHANNEL_MAX: usize = 2048;
         (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn put_installation(
-    State(state): State<AppState>,
+    State(ports): State<Arc<Ports>>,
     caller: Caller,
     Path(installation_id): Path<String>,
     ApiJson(body): ApiJson<InstallationBody>,
 ) -> Result<Json<Installation>, ApiError> {
     let installation = validate_installation(&installation_id, body, caller.id)?;
-    state.system.push.register(installation.clone()).await?;
+    ports.push.register(installation.clone()).await?;
     Ok(Json(installation))
 }
 
@@ -135,16 +153,11 @@ pub async fn put_installation(
     responses((status = 204), (status = 404, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn delete_installation(
-    State(state): State<AppState>,
+    State(ports): State<Arc<Ports>>,
     caller: Caller,
     Path(installation_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if state
-        .system
-        .push
-        .delete(caller.id, &installation_id)
-        .await?
-    {
+    if ports.push.delete(caller.id, &installation_id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::NotFound)

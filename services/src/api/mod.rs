@@ -34,7 +34,9 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRef, FromRequestParts, MatchedPath, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -50,7 +52,10 @@ use tower_http::trace::TraceLayer;
 use crate::system::System;
 use auth::Authenticator;
 pub use body::ApiJson;
+use commands::Commands;
 use error::ApiError;
+use eventlog::EventStore;
+use projections::ReadModels;
 
 /// Request bodies above this are refused with 413 (a 100-line order is ~10 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -64,7 +69,7 @@ impl AppState {
     }
 }
 
-/// Handlers read `state.system`, `state.auth` and the rest through this: every request clones
+/// Handlers read `state.process`, `state.auth` and the rest through this: every request clones
 /// the state (each `State` extractor and middleware does), so it is one reference count to
 /// bump, not one per part.
 impl std::ops::Deref for AppState {
@@ -75,8 +80,14 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// What the routes share. Each area takes only what it uses (`State<Arc<orders::Ports>>`,
+/// `State<ReadModels>`, …, through `FromRef` below); the process as a whole is for
+/// readiness, metrics and the operators' topic only.
 pub struct Shared {
-    pub system: Arc<System>,
+    /// Readiness, metrics and the operators' topic look at the whole process.
+    pub process: Arc<System>,
+    pub orders: Arc<orders::Ports>,
+    pub live: Arc<live::Ports>,
     /// Checks bearer tokens (and signs them, for the development login).
     pub auth: Arc<Authenticator>,
     /// How the web UI and apps sign in here (`GET /api/auth/config`).
@@ -85,6 +96,63 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Rate limits and caps.
     pub edge: Arc<edge::Edge>,
+}
+
+impl Shared {
+    /// Each area's ports, taken from the process's.
+    pub fn new(
+        process: Arc<System>,
+        auth: Arc<Authenticator>,
+        sign_in: Arc<ops::SignIn>,
+        shutdown: watch::Receiver<bool>,
+        edge: Arc<edge::Edge>,
+    ) -> Self {
+        let orders = Arc::new(orders::Ports {
+            commands: process.commands.clone(),
+            read_models: process.read_models.clone(),
+            store: process.store.clone(),
+            edge: edge.clone(),
+        });
+        let live = Arc::new(live::Ports {
+            live: process.live.clone(),
+            push: process.push.clone(),
+            edge: edge.clone(),
+            shutdown: shutdown.clone(),
+        });
+        Self {
+            process,
+            orders,
+            live,
+            auth,
+            sign_in,
+            shutdown,
+            edge,
+        }
+    }
+}
+
+impl FromRef<AppState> for ReadModels {
+    fn from_ref(state: &AppState) -> Self {
+        state.process.read_models.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Commands> {
+    fn from_ref(state: &AppState) -> Self {
+        state.process.commands.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<dyn EventStore> {
+    fn from_ref(state: &AppState) -> Self {
+        state.process.store.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<crate::replays::Replays> {
+    fn from_ref(state: &AppState) -> Self {
+        state.process.replays.clone()
+    }
 }
 
 /// A `traceparent` header if it is the W3C Trace Context format (see [`infra::trace::parse`]),
@@ -230,7 +298,7 @@ async fn measure(State(state): State<AppState>, request: Request, next: Next) ->
         .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     state
-        .system
+        .process
         .metrics
         .request(method, route, response.status().as_u16(), started.elapsed());
     response

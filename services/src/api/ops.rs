@@ -229,7 +229,7 @@ pub struct ReadinessChecks {
     responses((status = 200, body = Readiness),
         (status = 503, description = "An engine does not answer", body = Readiness)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let system = &state.system;
+    let system = &state.process;
     let store = system.store.ping().await.err().map(|e| e.to_string());
     let views = system.views.ping().await.err().map(|e| e.to_string());
     // A web-only process has no topic connection; its inert in-process topic always answers.
@@ -272,7 +272,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let system = &state.system;
+    let system = &state.process;
     let mut scrape = Scrape::default();
     // Only stores that number their log can count what the relay still has to publish;
     // on Cosmos DB these three gauges are absent.

@@ -1,5 +1,6 @@
 //! `/api/orders`: place, read (with read-your-writes), list, cancel, ship, deliver, history.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -10,14 +11,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use commands::PlaceOrder;
+use commands::{Commands, PlaceOrder};
 use domain::EventMetadata;
 use domain::envelope::stream_id;
 use domain::order::{self, MAX_LINES, OrderCommand, OrderStatus};
 use domain::values::{CustomerId, FieldError, Quantity, ShippingAddress, Sku, line_of_text};
-use projections::OrderView;
+use eventlog::EventStore;
 use projections::keys::{ALL_ORDERS_INDEX, customer_index};
 use projections::read_models::{Cutoff, parse_cursor};
+use projections::{OrderView, ReadModels};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -25,8 +27,24 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Caller, Role};
+use super::edge::Edge;
 use super::error::{ApiError, Problem};
 use super::{ApiJson, ApiQuery, AppState};
+
+/// What the orders' routes use: the commands, the read models, the log (an order's events),
+/// and the edge's permits for reads that wait.
+pub struct Ports {
+    pub commands: Arc<Commands>,
+    pub read_models: ReadModels,
+    pub store: Arc<dyn EventStore>,
+    pub edge: Arc<Edge>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Ports> {
+    fn from_ref(state: &AppState) -> Self {
+        state.orders.clone()
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -109,7 +127,7 @@ pub struct CommandAccepted {
         (status = 422, description = "Invalid fields (all of them listed), unknown SKU", body = Problem)),
     security(("bearer" = [])))]
 pub async fn place_order(
-    State(state): State<AppState>,
+    State(ports): State<Arc<Ports>>,
     caller: Caller,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
@@ -125,7 +143,7 @@ pub async fn place_order(
         shipping_address,
         metadata: metadata(&caller, &headers),
     };
-    let placed = state.system.commands.place_order(request).await?;
+    let placed = ports.commands.place_order(request).await?;
     let location = format!("/api/orders/{}", placed.order_id);
     let body = OrderAccepted {
         order_id: placed.order_id,
@@ -172,14 +190,14 @@ pub struct OrderQuery {
         (status = 503, description = "Too many reads waiting for a version, or an engine down", body = Problem)),
     security(("bearer" = [])))]
 pub async fn get_order(
-    State(state): State<AppState>,
+    State(ports): State<Arc<Ports>>,
     caller: Caller,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<OrderQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let order_id = parse_id(&id)?;
-    let read_models = &state.system.read_models;
+    let read_models = &ports.read_models;
     let wait_ms = query.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
     if wait_ms > MAX_WAIT_MS {
         return Err(ApiError::field("wait_ms", "must be at most 30000"));
@@ -204,7 +222,7 @@ pub async fn get_order(
     let view = match min_version {
         Some(min_version) => {
             let wait = Duration::from_millis(wait_ms);
-            let _waiting = state.edge.wait_permit()?;
+            let _waiting = ports.edge.wait_permit()?;
             read_models
                 .order_at_least(order_id, min_version, wait, |v| {
                     caller.may_see(v.customer_id)
@@ -258,7 +276,7 @@ pub struct OrderList {
     responses((status = 200, body = OrderList), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn list_orders(
-    State(state): State<AppState>,
+    State(ports): State<Arc<Ports>>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<OrderList>, ApiError> {
@@ -287,8 +305,7 @@ pub async fn list_orders(
     } else {
         customer_index(caller.id)
     };
-    let page = state
-        .system
+    let page = ports
         .read_models
         .orders(&index, status, cursor, limit)
         .await?;
@@ -314,7 +331,7 @@ pub struct CancelBody {
         (status = 409, description = "Already shipped", body = Problem)),
     security(("bearer" = [])))]
 pub async fn cancel_order(
-    State(state): State<AppState>,
+    State(ports): State<Arc<Ports>>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -342,7 +359,7 @@ pub async fn cancel_order(
         .map(|r| r.trim().to_owned())
         .filter(|r| !r.is_empty());
     let command = OrderCommand::Cancel { reason };
-    run(&state, &caller, &headers, order_id, command).await
+    run(&ports, &caller, &headers, order_id, command).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -361,7 +378,7 @@ pub struct ShipBody {
         (status = 409, description = "Not confirmed", body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn ship_order(
-    State(state): State<AppState>,
+    State(ports): State<Arc<Ports>>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -382,7 +399,7 @@ pub async fn ship_order(
         }
     };
     let command = OrderCommand::Ship { carrier, tracking };
-    run(&state, &caller, &headers, order_id, command).await
+    run(&ports, &caller, &headers, order_id, command).await
 }
 
 /// Mark a shipped order delivered (operator).
@@ -392,14 +409,14 @@ pub async fn ship_order(
         (status = 409, description = "Not shipped", body = Problem)),
     security(("bearer" = [])))]
 pub async fn deliver_order(
-    State(state): State<AppState>,
+    State(ports): State<Arc<Ports>>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Operator])?;
     let order_id = parse_id(&id)?;
-    run(&state, &caller, &headers, order_id, OrderCommand::Deliver).await
+    run(&ports, &caller, &headers, order_id, OrderCommand::Deliver).await
 }
 
 /// One event of an order's history.
@@ -423,13 +440,13 @@ pub struct EventOut {
     responses((status = 200, body = [EventOut]), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn order_events(
-    State(state): State<AppState>,
+    State(ports): State<Arc<Ports>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<EventOut>>, ApiError> {
     let order_id = parse_id(&id)?;
     let stream = stream_id(order::STREAM_TYPE, order_id);
-    let events = state.system.store.read_stream(&stream, 1).await?;
+    let events = ports.store.read_stream(&stream, 1).await?;
     // Clients see every event in its type's current shape (schema_version says which).
     let events = domain::upcast::upcast_all(&events).map_err(ApiError::broken)?;
     let owner = events
@@ -464,13 +481,13 @@ pub async fn order_events(
 
 /// Runs a command on an order the caller may act on; another customer's order is a 404.
 async fn run(
-    state: &AppState,
+    ports: &Ports,
     caller: &Caller,
     headers: &HeaderMap,
     order_id: Uuid,
     command: OrderCommand,
 ) -> Result<Response, ApiError> {
-    let commands = &state.system.commands;
+    let commands = &ports.commands;
     let (_, current) = commands
         .orders
         .load(&order_id.to_string())

@@ -2,6 +2,8 @@
 //! operators). The replay runs in the web process that took the request; its progress is in
 //! the view store, so any web process answers for it.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -16,7 +18,7 @@ use uuid::Uuid;
 use super::auth::{Caller, Role};
 use super::error::{ApiError, Problem};
 use super::{ApiJson, AppState};
-use crate::replays::ReplayStatus;
+use crate::replays::{ReplayStatus, Replays};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -46,7 +48,7 @@ pub struct StartReplay {
         (status = 422, description = "An unknown projection", body = Problem)),
     security(("bearer" = [])))]
 pub async fn start_replay(
-    State(state): State<AppState>,
+    State(replays): State<Arc<Replays>>,
     caller: Caller,
     ApiJson(body): ApiJson<StartReplay>,
 ) -> Result<Response, ApiError> {
@@ -69,9 +71,7 @@ pub async fn start_replay(
     }
     projections.sort();
     projections.dedup();
-    let status = state
-        .system
-        .replays
+    let status = replays
         .start(projections)
         .await?
         .map_err(|running| ApiError::Conflict {
@@ -98,12 +98,12 @@ pub async fn start_replay(
         (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn replay_status(
-    State(state): State<AppState>,
+    State(replays): State<Arc<Replays>>,
     caller: Caller,
     Path(replay_id): Path<String>,
 ) -> Result<Json<ReplayStatus>, ApiError> {
     caller.require(&[Role::Analyst, Role::Operator])?;
     let replay_id = Uuid::parse_str(&replay_id).map_err(|_| ApiError::NotFound)?;
-    let status = state.system.replays.status(replay_id).await?;
+    let status = replays.status(replay_id).await?;
     status.map(Json).ok_or(ApiError::NotFound)
 }
