@@ -355,12 +355,15 @@ function mount(main, templateId) {
 // ----- the request contract's limits, from the served OpenAPI document -----
 
 /**
- * Text limits by "Schema.property" (e.g. "AddressBody.name"), read from /openapi.json at
- * boot: the server writes its own constants there, so an input's maxlength cannot drift from
- * what the server accepts. Empty if the document could not be read: the server still checks.
+ * Limits by "Schema.property" (e.g. "AddressBody.name"), read from /openapi.json at boot:
+ * the server writes its own constants there, so an input cannot drift from what the server
+ * accepts. Texts have a maxLength, numbers a maximum. Empty if the document could not be
+ * read: the server still checks.
  * @type {Map<string, number>}
  */
 const limits = new Map();
+/** @type {Map<string, number>} */
+const maxima = new Map();
 
 async function loadLimits() {
   try {
@@ -370,6 +373,7 @@ async function loadLimits() {
     for (const [schema, body] of Object.entries(schemas)) {
       for (const [property, rule] of Object.entries(body.properties || {})) {
         if (rule && Number.isInteger(rule.maxLength)) limits.set(`${schema}.${property}`, rule.maxLength);
+        if (rule && Number.isInteger(rule.maximum)) maxima.set(`${schema}.${property}`, rule.maximum);
       }
     }
   } catch (err) {
@@ -385,6 +389,8 @@ function applyLimits(root) {
   for (const input of inputs) {
     const max = limits.get(input.dataset.limit);
     if (max !== undefined) input.maxLength = max;
+    const maximum = maxima.get(input.dataset.limit);
+    if (maximum !== undefined) input.max = String(maximum);
   }
 }
 
@@ -1071,7 +1077,8 @@ function catalogRow(item, index) {
     el('td', { class: 'num' },
       el('label', { for: inputId, class: 'visually-hidden', text: `Quantity of ${name}` }),
       el('input', {
-        id: inputId, class: 'qty', type: 'number', inputmode: 'numeric', min: 0, max: 1000, step: 1, value: 0,
+        id: inputId, class: 'qty', type: 'number', inputmode: 'numeric', min: 0, step: 1, value: 0,
+        'data-limit': 'LineBody.quantity',
         name: `qty-${item.sku}`, 'data-sku': item.sku,
       })));
 }
@@ -1118,10 +1125,13 @@ function collectAddress(form) {
 /** Client-side checks, reported exactly like the server's field errors. */
 function validateOrderForm(form, lines) {
   const errors = [];
+  // The server's most per line, when the OpenAPI document could be read (it checks anyway).
+  const most = maxima.get('LineBody.quantity');
   for (const input of qtyInputs(form)) {
     const quantity = readQuantity(input);
-    if (!Number.isInteger(quantity) || quantity < 0 || quantity > 1000) {
-      errors.push({ field: `lines[sku=${input.dataset.sku}].quantity`, message: 'Enter a whole number from 0 to 1000.', input });
+    if (!Number.isInteger(quantity) || quantity < 0 || (most !== undefined && quantity > most)) {
+      const range = most === undefined ? 'a whole number, 0 or more' : `a whole number from 0 to ${most}`;
+      errors.push({ field: `lines[sku=${input.dataset.sku}].quantity`, message: `Enter ${range}.`, input });
     }
   }
   if (!errors.length && !lines.length) {

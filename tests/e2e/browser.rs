@@ -106,6 +106,13 @@ async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_liv
             domain::values::POSTAL_CODE_MAX
         ])
     );
+    let qty = format!(
+        "document.querySelector('input.qty[data-sku={}]')",
+        json!(sku)
+    );
+    page.wait_for(&format!("!!{qty}"), wait).await.unwrap();
+    let most = page.eval(&format!("Number({qty}.max)")).await.unwrap();
+    assert_eq!(most, json!(domain::values::Quantity::MAX));
     order_in_the_shop(&page, &sku, "2", wait).await;
 
     let row_status =

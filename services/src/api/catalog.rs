@@ -39,7 +39,8 @@ pub async fn catalog(
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct RestockBody {
-    #[schema(minimum = 1, maximum = 1_000_000, example = 20)]
+    /// (At most `MAX_RESTOCK`, which the document carries.)
+    #[schema(minimum = 1, example = 20)]
     quantity: u32,
 }
 

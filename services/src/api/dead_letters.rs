@@ -171,7 +171,6 @@ pub struct RedriveBody {
     pub subscription: Option<String>,
     /// Any of these events (at most 100).
     #[serde(default)]
-    #[schema(max_items = 100)]
     pub event_ids: Vec<Uuid>,
     #[schema(example = "OrderPlaced")]
     pub event_type: Option<String>,
@@ -190,7 +189,6 @@ pub struct DiscardBody {
     #[schema(example = "order-processor")]
     pub subscription: Option<String>,
     #[serde(default)]
-    #[schema(max_items = 100)]
     pub event_ids: Vec<Uuid>,
     #[schema(example = "OrderPlaced")]
     pub event_type: Option<String>,

@@ -441,6 +441,15 @@ fn contract_rules(doc: &mut Value) {
     schemas["StartReplay"]["properties"]["projections"]["items"]["enum"] = json!(projections);
     schemas["InstallationBody"]["properties"]["tags"]["items"]["pattern"] =
         json!(super::live::HUB_TAG_PATTERN);
+    // Counts from the constants the server checks with.
+    schemas["PlaceOrderBody"]["properties"]["lines"]["maxItems"] = json!(domain::order::MAX_LINES);
+    schemas["LineBody"]["properties"]["quantity"]["maximum"] = json!(domain::values::Quantity::MAX);
+    schemas["RestockBody"]["properties"]["quantity"]["maximum"] =
+        json!(domain::inventory::MAX_RESTOCK);
+    for body in ["RedriveBody", "DiscardBody"] {
+        schemas[body]["properties"]["event_ids"]["maxItems"] =
+            json!(super::dead_letters::MAX_EVENT_IDS);
+    }
     schemas["AddressBody"]["properties"]["country"]["enum"] = json!(
         domain::values::COUNTRY_CODES
             .split_ascii_whitespace()
@@ -507,6 +516,33 @@ mod tests {
         assert_eq!(limit["in"], "query");
         assert_eq!(limit["schema"]["minimum"], 1);
         assert_eq!(limit["schema"]["maximum"], 100);
+    }
+
+    /// Counts come from the constants the server checks with, not from literals.
+    #[test]
+    fn counts_carry_the_servers_constants() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        let at = |schema: &str, property: &str, rule: &str| {
+            schemas[schema]["properties"][property][rule].clone()
+        };
+        assert_eq!(
+            at("LineBody", "quantity", "maximum"),
+            domain::values::Quantity::MAX
+        );
+        assert_eq!(at("LineBody", "quantity", "minimum"), 1);
+        assert_eq!(
+            at("RestockBody", "quantity", "maximum"),
+            domain::inventory::MAX_RESTOCK
+        );
+        assert_eq!(
+            at("PlaceOrderBody", "lines", "maxItems"),
+            domain::order::MAX_LINES
+        );
+        assert_eq!(
+            at("DiscardBody", "event_ids", "maxItems"),
+            super::super::dead_letters::MAX_EVENT_IDS
+        );
     }
 
     #[test]

@@ -66,7 +66,8 @@ const MAX_WAIT_MS: u64 = 30_000;
 #[allow(dead_code)]
 pub struct PlaceOrderBody {
     /// One line per SKU.
-    #[schema(min_items = 1, max_items = 100)]
+    /// (At most `MAX_LINES`: the document says how many, from the constant.)
+    #[schema(min_items = 1)]
     lines: Vec<LineBody>,
     shipping_address: AddressBody,
 }
@@ -76,7 +77,8 @@ pub struct PlaceOrderBody {
 pub struct LineBody {
     #[schema(example = "TEA-001", pattern = "^[A-Z][A-Z0-9-]{1,31}$")]
     sku: String,
-    #[schema(minimum = 1, maximum = 1000, example = 2)]
+    /// (At most `Quantity::MAX`, which the document carries.)
+    #[schema(minimum = 1, example = 2)]
     quantity: u32,
 }
 
