@@ -21,6 +21,6 @@ pub mod store;
 pub mod testing;
 
 pub use fault::{Classify, Engine, Failure, Fault};
-pub use memory::MemoryEventStore;
+pub use memory::{LocalLeases, MemoryEventStore};
 pub use store::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 pub use testing::Scripted;

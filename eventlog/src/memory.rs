@@ -18,7 +18,7 @@ use crate::store::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
 pub struct MemoryEventStore {
     log: Mutex<Log>,
     head: watch::Sender<u64>,
-    leases: Arc<Mutex<HashSet<String>>>,
+    leases: LocalLeases,
 }
 
 #[derive(Default)]
@@ -43,7 +43,7 @@ impl MemoryEventStore {
         Self {
             log: Mutex::new(Log::default()),
             head: watch::channel(0).0,
-            leases: Arc::default(),
+            leases: LocalLeases::default(),
         }
     }
 
@@ -239,34 +239,47 @@ impl EventStore for MemoryEventStore {
     }
 
     async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        if !leases.insert(name.to_owned()) {
-            return Ok(None);
-        }
-        Ok(Some(Box::new(MemoryLease {
-            name: name.to_owned(),
-            leases: self.leases.clone(),
-        })))
+        Ok(self.leases.take(name))
     }
 }
 
-/// A lease on a memory store, released when dropped.
-struct MemoryLease {
+/// Leases among the tasks of one process: for a store that one process owns (this one, or an
+/// embedded SQLite file), whose leases that process alone can give. A lease is held until its
+/// guard is dropped and refused to a second taker meanwhile.
+#[derive(Clone, Default)]
+pub struct LocalLeases(Arc<Mutex<HashSet<String>>>);
+
+impl LocalLeases {
+    /// The lease `name`, or `None` while another guard holds it.
+    pub fn take(&self, name: &str) -> Option<Box<dyn Lease>> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !held.insert(name.to_owned()) {
+            return None;
+        }
+        Some(Box::new(LocalLease {
+            name: name.to_owned(),
+            leases: self.clone(),
+        }))
+    }
+}
+
+/// A lease of [`LocalLeases`], released when dropped.
+struct LocalLease {
     name: String,
-    leases: Arc<Mutex<HashSet<String>>>,
+    leases: LocalLeases,
 }
 
 #[async_trait]
-impl Lease for MemoryLease {
+impl Lease for LocalLease {
     async fn held(&mut self) -> bool {
         true
     }
 }
 
-impl Drop for MemoryLease {
+impl Drop for LocalLease {
     fn drop(&mut self) {
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        leases.remove(&self.name);
+        let mut held = self.leases.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(&self.name);
     }
 }
 

@@ -218,15 +218,7 @@ pub async fn after_max_attempts_the_event_is_dead_lettered_with_the_last_reason(
     let before = Utc::now();
 
     settled(publish(&bus, &sent).await).await;
-    let deadline = Instant::now() + WAIT;
-    let dead = loop {
-        let dead = dead_letters(&bus).await;
-        if !dead.is_empty() {
-            break dead;
-        }
-        assert!(Instant::now() < deadline, "nothing was dead-lettered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let dead = first_dead_letters(&bus).await;
     tokio::time::sleep(QUIET).await;
 
     // A broker that chooses the reason itself says so; its reason must still say something.
@@ -292,15 +284,7 @@ pub async fn a_failure_no_retry_can_mend_is_parked_at_once(bus: Arc<dyn EventBus
     let sent = events(1);
 
     settled(publish(&bus, &sent).await).await;
-    let deadline = Instant::now() + WAIT;
-    let dead = loop {
-        let dead = dead_letters(&bus).await;
-        if !dead.is_empty() {
-            break dead;
-        }
-        assert!(Instant::now() < deadline, "nothing was dead-lettered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let dead = first_dead_letters(&bus).await;
     tokio::time::sleep(QUIET).await;
 
     let attempts = if bus.parks_at_once() {
@@ -321,6 +305,19 @@ pub async fn a_failure_no_retry_can_mend_is_parked_at_once(bus: Arc<dyn EventBus
         .expect("the consumer stops")
         .expect("the consumer task");
     b.stop().await;
+}
+
+/// The dead letters as soon as there are any (failing the case after [`WAIT`]).
+async fn first_dead_letters(bus: &Arc<dyn EventBus>) -> Vec<DeadLetter> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let dead = dead_letters(bus).await;
+        if !dead.is_empty() {
+            return dead;
+        }
+        assert!(Instant::now() < deadline, "nothing was dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A dead letter's time, where the topic records one, is between `before` and now (to the

@@ -25,12 +25,11 @@
 //! channel closed.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::{NewEvent, RecordedEvent};
-use eventlog::{Appended, EventStore, Lease, LogCursor, LogPage, StoreError};
+use eventlog::{Appended, EventStore, Lease, LocalLeases, LogCursor, LogPage, StoreError};
 use rusqlite::OptionalExtension;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
@@ -97,7 +96,7 @@ pub struct SqliteEventStore {
     reads: reader::Readers,
     head: watch::Receiver<u64>,
     /// Names of the leases this process holds.
-    leases: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    leases: LocalLeases,
 }
 
 impl SqliteEventStore {
@@ -140,7 +139,7 @@ impl SqliteEventStore {
             writer,
             reads,
             head,
-            leases: Arc::default(),
+            leases: LocalLeases::default(),
         })
     }
 
@@ -313,38 +312,7 @@ impl EventStore for SqliteEventStore {
     /// One process owns a SQLite file (its writer thread is the only writer), so the lease is
     /// this process's to give: held until the guard is dropped, refused to a second taker.
     async fn lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
-        let mut leases = self
-            .leases
-            .lock()
-            .map_err(|_| StoreError::Unavailable("lease table poisoned".into()))?;
-        if !leases.insert(name.to_owned()) {
-            return Ok(None);
-        }
-        Ok(Some(Box::new(LocalLease {
-            name: name.to_owned(),
-            leases: self.leases.clone(),
-        })))
-    }
-}
-
-/// A lease on a SQLite store, released when dropped.
-struct LocalLease {
-    name: String,
-    leases: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-}
-
-#[async_trait]
-impl Lease for LocalLease {
-    async fn held(&mut self) -> bool {
-        true
-    }
-}
-
-impl Drop for LocalLease {
-    fn drop(&mut self) {
-        if let Ok(mut leases) = self.leases.lock() {
-            leases.remove(&self.name);
-        }
+        Ok(self.leases.take(name))
     }
 }
 
