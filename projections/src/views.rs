@@ -38,6 +38,11 @@ pub struct OrderView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carrier: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_number: Option<String>,
+    /// The same as `tracking_number`, under its name in the first version of the contract,
+    /// for the clients written against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(deprecated)]
     pub tracking: Option<String>,
     /// The order stream's version this view reflects.
     pub version: u64,
@@ -130,10 +135,11 @@ impl OrderView {
             OrderEvent::OrderCancelled { reason } => self.reason = reason,
             OrderEvent::OrderShipped {
                 carrier,
-                tracking_number: tracking,
+                tracking_number,
             } => {
                 self.carrier = Some(carrier);
-                self.tracking = Some(tracking);
+                self.tracking = Some(tracking_number.clone());
+                self.tracking_number = Some(tracking_number);
             }
             OrderEvent::OrderConfirmed | OrderEvent::OrderDelivered => {}
         }

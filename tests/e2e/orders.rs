@@ -172,7 +172,7 @@ async fn operators_ship_and_deliver_and_a_shipped_order_cannot_be_cancelled() {
         app.settled(&customer, &order_id).await["status"],
         "confirmed"
     );
-    let ship = json!({"carrier": "DHL", "tracking": "JD0001"});
+    let ship = json!({"carrier": "DHL", "tracking_number": "JD0001"});
 
     let by_customer = app
         .post(&customer, &format!("/api/orders/{order_id}/ship"), &ship)
@@ -205,7 +205,8 @@ async fn operators_ship_and_deliver_and_a_shipped_order_cannot_be_cancelled() {
     let view = app
         .wait_for(&customer, &order_id, |v| v["status"] == "delivered")
         .await;
-    assert_eq!(view["tracking"], "JD0001");
+    assert_eq!(view["tracking_number"], "JD0001");
+    assert_eq!(view["tracking"], "JD0001", "the first contract's name too");
     assert_eq!(view["carrier"], "DHL");
     // Shipping took the unit off hand for good (and out of the reservations).
     eventually("the shipped unit leaving the stock", || async {

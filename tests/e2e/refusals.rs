@@ -179,6 +179,13 @@ async fn commands_refuse_hidden_text_and_non_json_bodies() {
         (
             &operator,
             &ship,
+            "application/json",
+            r#"{"carrier": "DHL", "tracking_number": "JD1", "tracking": "JD1"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &operator,
+            &ship,
             "text/plain",
             r#"{"carrier": "DHL", "tracking": "JD1"}"#,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

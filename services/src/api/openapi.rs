@@ -376,7 +376,7 @@ const TEXT_FIELDS: &[(&str, &str, Text, usize)] = &[
     ),
     (
         "ShipBody",
-        "tracking",
+        "tracking_number",
         Text::Line,
         domain::order::SHIPMENT_TEXT_MAX,
     ),

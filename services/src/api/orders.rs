@@ -369,8 +369,11 @@ pub async fn cancel_order(
 pub struct ShipBody {
     #[schema(example = "DHL")]
     pub carrier: String,
+    /// The carrier's tracking number. `tracking`, its name in the first version of the
+    /// contract, is accepted too (one of the two, not both).
+    #[serde(alias = "tracking")]
     #[schema(example = "JD014600006281234567")]
-    pub tracking: String,
+    pub tracking_number: String,
 }
 
 /// Ship a confirmed order (operator).
@@ -389,11 +392,11 @@ pub async fn ship_order(
     caller.require(&[Role::Operator])?;
     let order_id = parse_id(&id)?;
     let carrier = line_of_text(&body.carrier, order::SHIPMENT_TEXT_MAX);
-    let tracking = line_of_text(&body.tracking, order::SHIPMENT_TEXT_MAX);
+    let tracking = line_of_text(&body.tracking_number, order::SHIPMENT_TEXT_MAX);
     let (carrier, tracking) = match (carrier, tracking) {
         (Ok(carrier), Ok(tracking)) => (carrier.to_owned(), tracking.to_owned()),
         (carrier, tracking) => {
-            let errors = [("carrier", carrier), ("tracking", tracking)]
+            let errors = [("carrier", carrier), ("tracking_number", tracking)]
                 .into_iter()
                 .filter_map(|(field, checked)| Some(FieldError::new(field, checked.err()?)))
                 .collect();
