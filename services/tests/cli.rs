@@ -364,7 +364,9 @@ fn export_as_parquet_names_the_missing_feature() {
 /// `orderflow dead-letters` on RabbitMQ (`ORDERFLOW_TEST_AMQP`, default the local broker), as an
 /// operator mends a failure: the processor's subscription parks two events; the CLI lists them,
 /// re-drives one back to that subscription (the mended consumer takes it as a first delivery),
-/// refuses to act without a choice, and discards the other with a reason.
+/// refuses to act without a choice, and discards the other with a reason. Needs the broker, so
+/// it builds with the `servers` feature only (`cargo test --workspace`).
+#[cfg(feature = "servers")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_redriven_and_discarded_from_the_command_line() {
     use std::sync::Arc;

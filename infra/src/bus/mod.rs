@@ -273,7 +273,8 @@ mod tests {
 
     /// On the broker at `ORDERFLOW_TEST_AMQP` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
     /// each case under a fresh prefix that is deleted afterwards; fails if the broker is down.
+    #[cfg(feature = "servers")]
     mod rabbitmq {
-        crate::event_bus_conformance!(crate::bus::rabbitmq::tests::rabbit_fixture);
+        crate::event_bus_conformance!(crate::bus::rabbitmq::server_tests::rabbit_fixture);
     }
 }

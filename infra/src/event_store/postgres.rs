@@ -68,6 +68,10 @@ use super::codec::{
 };
 use super::group_commit::{Answer, BatchCommit, GroupCommit, Write, Written, advance};
 
+/// Against a real server, so only with the `servers` feature (`cargo test --workspace`).
+#[cfg(all(test, feature = "servers"))]
+mod server_tests;
+
 /// The most requests one transaction takes; the rest wait for the next batch. Each request
 /// that writes is a subtransaction, and PostgreSQL caches only 64 subtransaction ids per
 /// backend: beyond that every other session's snapshots overflow to `pg_subtrans` and slow

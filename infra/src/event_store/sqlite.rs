@@ -40,6 +40,8 @@ use super::codec::{from_json, numbered_lag, numbered_page, parse_time, to_i64, t
 use super::group_commit::GroupCommit;
 
 mod reader;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use writer::store_error as read_error;

@@ -299,3 +299,20 @@ impl ViewStore for MemoryViewStore {
         Ok(Box::pin(messages))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use projections::view_store::ViewStore;
+
+    use super::MemoryViewStore;
+
+    async fn memory_fixture() -> Arc<dyn ViewStore> {
+        Arc::new(MemoryViewStore::new())
+    }
+
+    mod conformance {
+        crate::view_store_conformance!(super::memory_fixture());
+    }
+}

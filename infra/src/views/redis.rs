@@ -712,6 +712,10 @@ fn glob_escape(text: &str) -> String {
     escaped
 }
 
+/// Against a real Redis, so only with the `servers` feature (`cargo test --workspace`).
+#[cfg(all(test, feature = "servers"))]
+mod server_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -770,29 +774,5 @@ mod tests {
         assert!(parse_score("i", "1.5").is_err());
         assert!(parse_score("i", "inf").is_err());
         assert!(parse_score("i", "x").is_err());
-    }
-
-    /// Redis restarted or its script cache was flushed: the scripts go by `EVAL` again. (Forgetting
-    /// the SHA here stands in for `SCRIPT FLUSH`, which would disturb others on a shared Redis.)
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_script_redis_does_not_know_falls_back_to_eval() {
-        let (mut store, _keys) = super::super::tests::redis_store().await;
-        let unknown = "0".repeat(40);
-        store.put_script.sha.clone_from(&unknown);
-        store.page_script.sha = unknown;
-        let doc = |v: u64| Doc {
-            version: v,
-            body: format!("body {v}"),
-        };
-
-        assert!(store.put("k", 0, doc(1)).await.expect("put"));
-        let stale = store.put("k", 0, doc(9)).await.expect("put");
-        assert!(store.put("k", 1, doc(2)).await.expect("put"));
-        store.index_add("i", 1, "m").await.expect("index_add");
-        let page = store.index_page("i", None, 10).await.expect("index_page");
-
-        assert!(!stale, "the fallback still compares versions");
-        assert_eq!(store.get("k").await.expect("get"), Some(doc(2)));
-        assert_eq!(page, vec![(1, "m".to_owned())]);
     }
 }
