@@ -63,6 +63,7 @@ export async function discover(issuer, fetchFn = fetch) {
  */
 export function authorizeUrl(doc, request) {
   const url = new URL(doc.authorization_endpoint);
+  /** @type {Record<string, string>} */
   const params = {
     client_id: request.clientId,
     response_type: 'code',
@@ -97,7 +98,7 @@ export function callbackParams(search) {
 
 /**
  * The token endpoint's form for exchanging a code, or for a refresh token.
- * @param {{clientId: string, code?: string, redirectUri?: string, verifier?: string,
+ * @param {{clientId: string, code?: string | null, redirectUri?: string, verifier?: string,
  *   refreshToken?: string}} grant
  */
 export function tokenForm(grant) {
@@ -141,7 +142,7 @@ export async function requestTokens(doc, form, fetchFn = fetch) {
   return body;
 }
 
-/** A JWT's claims, unchecked (the API checks the access token; this only reads). */
+/** A JWT's claims, unchecked (the API checks the access token; this only reads). @param {string} token */
 export function decodeJwt(token) {
   const part = String(token).split('.')[1];
   if (!part) return null;
