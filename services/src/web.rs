@@ -43,6 +43,7 @@ const MODULES: &[(&str, &str)] = modules![
     "/views/operator.mjs",
     "/views/order.mjs",
     "/views/orders.mjs",
+    "/views/routes.mjs",
     "/views/shop.mjs",
 ];
 

@@ -1,8 +1,8 @@
 // @ts-check
 /**
  * orderflow web UI: ES modules without a build step or dependencies, same origin only. This is
- * the entry (index.html loads it as <script type="module">): the routes, the wiring between
- * modules, and boot. docs/architecture.md lists the modules.
+ * the entry, which index.html loads as <script type="module">: it wires the modules together
+ * and boots. The routes are in views/routes.mjs; docs/architecture.md lists the modules.
  */
 import { onSessionExpired } from './lib/api.mjs';
 import { expireSession, finishProviderSignIn, loadAuthConfig, logout, scheduleRenewal, startProviderSignIn } from './lib/auth.mjs';
@@ -10,23 +10,11 @@ import { $ } from './lib/dom.mjs';
 import { loadLimits } from './lib/limits.mjs';
 import { live } from './lib/live.mjs';
 import { route, setRoutes } from './lib/router.mjs';
-import { STAFF_ROLES, showsOrders } from './lib/routing.mjs';
+import { showsOrders } from './lib/routing.mjs';
 import { session } from './lib/session.mjs';
-import { analystView } from './views/analyst.mjs';
-import { loginView } from './views/login.mjs';
-import { operatorView } from './views/operator.mjs';
-import { orderDetailView } from './views/order.mjs';
-import { ordersView } from './views/orders.mjs';
-import { shopView } from './views/shop.mjs';
+import { ROUTES } from './views/routes.mjs';
 
-setRoutes([
-  { pattern: /^\/login$/, view: loginView, title: 'Sign in', public: true },
-  { pattern: /^\/shop$/, view: shopView, title: 'Shop' },
-  { pattern: /^\/orders$/, view: ordersView, title: 'Orders' },
-  { pattern: /^\/orders\/([^/?#]+)$/, view: orderDetailView, title: 'Order' },
-  { pattern: /^\/operator$/, view: operatorView, title: 'Operations', roles: STAFF_ROLES },
-  { pattern: /^\/analyst$/, view: analystView, title: 'Analytics', roles: new Set(['analyst']) },
-]);
+setRoutes(ROUTES);
 
 // These modules do not import the router or the sign-in flow (that would be a cycle): the
 // entry tells them what to do.

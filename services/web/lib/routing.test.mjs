@@ -2,17 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { STAFF_ROLES, homeFor, isCurrent, matchRoute, resolve, rolesOf, showsOrders } from './routing.mjs';
-
-// The app's table (app.js), with names for views.
-const ROUTES = [
-  { pattern: /^\/login$/, view: 'login', title: 'Sign in', public: true },
-  { pattern: /^\/shop$/, view: 'shop', title: 'Shop' },
-  { pattern: /^\/orders$/, view: 'orders', title: 'Orders' },
-  { pattern: /^\/orders\/([^/?#]+)$/, view: 'order', title: 'Order' },
-  { pattern: /^\/operator$/, view: 'operator', title: 'Operations', roles: STAFF_ROLES },
-  { pattern: /^\/analyst$/, view: 'analyst', title: 'Analytics', roles: new Set(['analyst']) },
-];
+import { homeFor, isCurrent, matchRoute, resolve, rolesOf, showsOrders } from './routing.mjs';
+import { ROUTES } from '../views/routes.mjs';
 
 const customer = { name: 'Bea', role: 'customer', customer_id: 'bea' };
 const operator = { name: 'Olga', role: 'operator' };
@@ -21,7 +12,7 @@ const analyst = { name: 'Ann', role: 'analyst' };
 /** @param {string} hash @param {any} info */
 const shown = (hash, info) => {
   const target = resolve(ROUTES, hash, info);
-  return 'redirect' in target ? `→ ${target.redirect}` : target.route.view;
+  return 'redirect' in target ? `→ ${target.redirect}` : target.route.view.name;
 };
 
 test('each role has its home', () => {
@@ -32,7 +23,7 @@ test('each role has its home', () => {
 });
 
 test('signed out, only the login is shown', () => {
-  assert.equal(shown('#/login', null), 'login');
+  assert.equal(shown('#/login', null), 'loginView');
   for (const hash of ['#/shop', '#/orders', '#/orders/abc', '#/operator', '#/analyst', '#/nowhere', '']) {
     assert.equal(shown(hash, null), '→ #/login', hash);
   }
@@ -47,25 +38,25 @@ test('an unknown route goes to the caller’s home', () => {
 test('staff pages refuse customers; the analytics page refuses operators', () => {
   assert.equal(shown('#/operator', customer), '→ #/shop');
   assert.equal(shown('#/analyst', customer), '→ #/shop');
-  assert.equal(shown('#/operator', operator), 'operator');
+  assert.equal(shown('#/operator', operator), 'operatorView');
   assert.equal(shown('#/analyst', operator), '→ #/operator');
-  assert.equal(shown('#/operator', analyst), 'operator');
-  assert.equal(shown('#/analyst', analyst), 'analyst');
-  assert.equal(shown('#/orders', customer), 'orders');
+  assert.equal(shown('#/operator', analyst), 'operatorView');
+  assert.equal(shown('#/analyst', analyst), 'analystView');
+  assert.equal(shown('#/orders', customer), 'ordersView');
 });
 
 test('a provider may grant several roles, and any of them opens a page', () => {
   const both = { name: 'Max', role: 'customer', roles: ['customer', 'analyst'] };
   assert.deepEqual(rolesOf(both), ['customer', 'analyst']);
-  assert.equal(shown('#/analyst', both), 'analyst');
-  assert.equal(shown('#/operator', both), 'operator', 'an analyst sees the operations page read-only');
+  assert.equal(shown('#/analyst', both), 'analystView');
+  assert.equal(shown('#/operator', both), 'operatorView', 'an analyst sees the operations page read-only');
   assert.deepEqual(rolesOf({ role: 'operator', roles: [] }), ['operator']);
   assert.deepEqual(rolesOf(null), ['']);
 });
 
 test("an order's id is decoded; a malformed escape matches nothing", () => {
   const match = matchRoute(ROUTES, '/orders/a%20b');
-  assert.equal(match?.route.view, 'order');
+  assert.equal(match?.route.view.name, 'orderDetailView');
   assert.deepEqual(match?.params, ['a b']);
   assert.equal(matchRoute(ROUTES, '/orders/%E0%A4%A'), null);
   assert.equal(shown('#/orders/%E0%A4%A', customer), '→ #/shop');
