@@ -3,8 +3,9 @@
  * Signing in at an OpenID Connect provider from the browser: the authorization-code flow with
  * PKCE (RFC 7636, S256) for a public client, so no client secret ever reaches the page.
  *
- * Pure helpers and the few network calls the flow makes; app.js decides when to call them and
- * keeps the tokens (sessionStorage, never localStorage: a token should not outlive the tab).
+ * Pure helpers and the few network calls the flow makes; lib/auth.mjs decides when to call
+ * them and keeps the tokens (sessionStorage, never localStorage: a token should not outlive
+ * the tab).
  * `node --test services/web/` runs oidc.test.mjs against these functions.
  */
 
