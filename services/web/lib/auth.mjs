@@ -56,8 +56,8 @@ function redirectUri() {
 
 /** Leaves for the provider's sign-in page; the PKCE verifier and state wait in sessionStorage. */
 export async function startProviderSignIn() {
-  const o = oidc();
   if (!auth.config.client_id) throw new Error('This server names no OpenID client for the web UI (ORDERFLOW_OIDC_CLIENT_ID).');
+  const o = oidc();
   const doc = await providerDoc();
   const returnTo = location.hash && !location.hash.startsWith('#/login') ? location.hash : '';
   const pending = { state: o.randomString(), nonce: o.randomString(), verifier: o.randomString(48), returnTo };

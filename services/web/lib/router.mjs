@@ -6,7 +6,7 @@
  */
 import { isAbort } from './api.mjs';
 import { renderChrome } from './chrome.mjs';
-import { $ } from './dom.mjs';
+import { $, $maybe } from './dom.mjs';
 import { resolve } from './routing.mjs';
 import { session } from './session.mjs';
 import { state } from './state.mjs';
@@ -81,7 +81,7 @@ export function route() {
   }
   // Move focus to the new page's heading (not on first load), so screen readers hear the change.
   if (!firstRoute) {
-    const heading = $('h1', main);
+    const heading = $maybe('h1', main);
     if (heading) heading.focus();
   }
   firstRoute = false;

@@ -68,11 +68,18 @@ function logRow(event) {
  * Resolves after `ms`, or at once when the route is left.
  * @param {number} ms
  * @param {AbortSignal} signal
+ * @returns {Promise<void>}
  */
 function pause(ms, signal) {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    onLeave(signal, () => { clearTimeout(timer); resolve(undefined); });
+    // A replay polls for minutes: each pause takes its abort listener with it.
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
   });
 }
 
