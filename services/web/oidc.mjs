@@ -3,8 +3,9 @@
  * Signing in at an OpenID Connect provider from the browser: the authorization-code flow with
  * PKCE (RFC 7636, S256) for a public client, so no client secret ever reaches the page.
  *
- * Pure helpers and the few network calls the flow makes; app.js decides when to call them and
- * keeps the tokens (sessionStorage, never localStorage: a token should not outlive the tab).
+ * Pure helpers and the few network calls the flow makes; lib/auth.mjs decides when to call
+ * them and keeps the tokens (sessionStorage, never localStorage: a token should not outlive
+ * the tab).
  * `node --test services/web/` runs oidc.test.mjs against these functions.
  */
 
@@ -63,6 +64,7 @@ export async function discover(issuer, fetchFn = fetch) {
  */
 export function authorizeUrl(doc, request) {
   const url = new URL(doc.authorization_endpoint);
+  /** @type {Record<string, string>} */
   const params = {
     client_id: request.clientId,
     response_type: 'code',
@@ -97,7 +99,7 @@ export function callbackParams(search) {
 
 /**
  * The token endpoint's form for exchanging a code, or for a refresh token.
- * @param {{clientId: string, code?: string, redirectUri?: string, verifier?: string,
+ * @param {{clientId: string, code?: string | null, redirectUri?: string, verifier?: string,
  *   refreshToken?: string}} grant
  */
 export function tokenForm(grant) {
@@ -141,7 +143,7 @@ export async function requestTokens(doc, form, fetchFn = fetch) {
   return body;
 }
 
-/** A JWT's claims, unchecked (the API checks the access token; this only reads). */
+/** A JWT's claims, unchecked (the API checks the access token; this only reads). @param {string} token */
 export function decodeJwt(token) {
   const part = String(token).split('.')[1];
   if (!part) return null;
