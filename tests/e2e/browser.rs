@@ -129,16 +129,36 @@ async fn a_customer_orders_in_the_browser_and_sees_it_confirmed_then_shipped_liv
         .unwrap();
     let order_id = order_id.as_str().unwrap();
 
-    // An operator ships it elsewhere; the customer's page follows without reloading.
+    // An operator ships it from the operations page in another tab; the customer's page
+    // follows without reloading.
+    let ops = browser.new_page(&app.url("/#/login")).await.unwrap();
+    sign_in(&ops, "olga", "operator", wait).await;
+    let ops_row =
+        format!("document.querySelector('#operator-orders tr[data-order-id=\"{order_id}\"]')");
+    ops.wait_for(&format!("!!{ops_row}?.querySelector('button.ship')"), wait)
+        .await
+        .unwrap();
+    ops.eval(&format!("{ops_row}.querySelector('button.ship').click()"))
+        .await
+        .unwrap();
+    let form = format!("#operator-orders tr[data-order-id=\"{order_id}\"] form.ship-form");
+    ops.eval(&fill(&format!("{form} input[name=carrier]"), "DHL"))
+        .await
+        .unwrap();
+    ops.eval(&fill(&format!("{form} input[name=tracking_number]"), "JD1"))
+        .await
+        .unwrap();
+    ops.eval(&format!("document.querySelector('{form}').requestSubmit()"))
+        .await
+        .unwrap();
     let operator = app.token("olga", "operator").await;
-    let shipped = app
-        .post(
-            &operator,
-            &format!("/api/orders/{order_id}/ship"),
-            &json!({"carrier": "DHL", "tracking": "JD1"}),
-        )
+    let view = app
+        .wait_for(&operator, order_id, |v| v["status"] == "shipped")
         .await;
-    assert_eq!(shipped.status(), reqwest::StatusCode::ACCEPTED);
+    assert_eq!(
+        view["tracking_number"], "JD1",
+        "the form sent what was typed"
+    );
     page.wait_for(
         &format!("{row_status} === 'shipped' && window.__noReload === true"),
         wait,

@@ -20,7 +20,7 @@ export const FIELD_LABELS = {
   'shipping_address.postal_code': 'Postal code',
   'shipping_address.country': 'Country',
   carrier: 'Carrier',
-  tracking: 'Tracking number',
+  tracking_number: 'Tracking number',
   quantity: 'Quantity',
   sku: 'SKU',
   reason: 'Cancellation reason',

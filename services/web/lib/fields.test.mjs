@@ -18,7 +18,7 @@ test('known paths have their labels', () => {
   assert.equal(humanField('shipping_address.postal_code'), 'Postal code');
   assert.equal(humanField('/shipping_address/line1'), 'Address line 1');
   assert.equal(humanField('customer_id'), 'Name');
-  assert.equal(humanField('tracking'), 'Tracking number');
+  assert.equal(humanField('tracking_number'), 'Tracking number');
 });
 
 test('order lines are counted from 1, with their field', () => {

@@ -14,7 +14,7 @@ import { showProblem } from './problems.mjs';
  * @typedef {{order_id: string, customer_id?: string, version: number, status: string,
  *   reason?: string, placed_at?: string, updated_at?: string, total?: number, currency?: string,
  *   lines?: OrderLine[], shipping_address?: import('./session.mjs').Address, carrier?: string,
- *   tracking?: string, history?: {status: string, at: string}[]}} OrderView
+ *   tracking_number?: string, history?: {status: string, at: string}[]}} OrderView
  * @typedef {{event_id: string, event_type: string, version: number, schema_version: number,
  *   occurred_at: string, payload: unknown, metadata?: Record<string, any> | null,
  *   stream_type?: string, stream_id?: string}} StoredEvent

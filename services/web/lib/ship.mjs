@@ -5,20 +5,20 @@ import { normalizeFieldPath } from './fields.mjs';
 /** @typedef {import('./api.mjs').FieldError} FieldError */
 
 /**
- * A ship form's two inputs, named carrier and tracking.
+ * A ship form's two inputs, named carrier and tracking_number (the API's names).
  * @param {HTMLFormElement} form
  */
 function inputs(form) {
   return {
     carrier: /** @type {HTMLInputElement} */ (form.elements.namedItem('carrier')),
-    tracking: /** @type {HTMLInputElement} */ (form.elements.namedItem('tracking')),
+    tracking_number: /** @type {HTMLInputElement} */ (form.elements.namedItem('tracking_number')),
   };
 }
 
 /** @param {HTMLFormElement} form */
 export function shipFormBody(form) {
-  const { carrier, tracking } = inputs(form);
-  return { carrier: carrier.value.trim(), tracking: tracking.value.trim() };
+  const { carrier, tracking_number } = inputs(form);
+  return { carrier: carrier.value.trim(), tracking_number: tracking_number.value.trim() };
 }
 
 /**
@@ -27,10 +27,10 @@ export function shipFormBody(form) {
  * @returns {FieldError[]}
  */
 export function shipFormErrors(form) {
-  const { carrier, tracking } = shipFormBody(form);
+  const { carrier, tracking_number } = shipFormBody(form);
   const missing = [];
   if (!carrier) missing.push({ field: 'carrier', message: 'Required.', input: inputs(form).carrier });
-  if (!tracking) missing.push({ field: 'tracking', message: 'Required.', input: inputs(form).tracking });
+  if (!tracking_number) missing.push({ field: 'tracking_number', message: 'Required.', input: inputs(form).tracking_number });
   return missing;
 }
 
@@ -38,7 +38,7 @@ export function shipFormErrors(form) {
 export function shipFieldResolver(form) {
   return (field) => {
     const path = normalizeFieldPath(field);
-    return path === 'carrier' || path === 'tracking' ? inputs(form)[path] : null;
+    return path === 'carrier' || path === 'tracking_number' ? inputs(form)[path] : null;
   };
 }
 
@@ -49,9 +49,9 @@ export function shipFieldResolver(form) {
  */
 export function markShipProblem(form, err) {
   if (!form || !err || !err.problem || err.problem.code !== 'invalid_tracking') return null;
-  const { carrier, tracking } = inputs(form);
+  const { carrier, tracking_number } = inputs(form);
   carrier.setAttribute('aria-invalid', 'true');
-  tracking.setAttribute('aria-invalid', 'true');
+  tracking_number.setAttribute('aria-invalid', 'true');
   return carrier;
 }
 

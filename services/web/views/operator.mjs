@@ -32,7 +32,7 @@ function actionsFor(id, status, canAct) {
       el('button', { type: 'button', class: 'ship', 'aria-expanded': 'false', 'aria-controls': formId, 'aria-label': `Ship order ${shortId(id)}`, text: 'Ship' }),
       el('form', { id: formId, class: 'ship-form', hidden: true, novalidate: true, 'aria-label': `Ship order ${shortId(id)}` },
         el('label', {}, 'Carrier ', el('input', { name: 'carrier', type: 'text', list: 'carriers', required: true, 'data-limit': 'ShipBody.carrier', autocomplete: 'off' })),
-        el('label', {}, 'Tracking number ', el('input', { name: 'tracking', type: 'text', required: true, 'data-limit': 'ShipBody.tracking', autocomplete: 'off', spellcheck: 'false' })),
+        el('label', {}, 'Tracking number ', el('input', { name: 'tracking_number', type: 'text', required: true, 'data-limit': 'ShipBody.tracking_number', autocomplete: 'off', spellcheck: 'false' })),
         el('span', { class: 'ship-buttons' },
           el('button', { type: 'submit', class: 'primary', text: 'Confirm shipment' }),
           el('button', { type: 'button', class: 'ship-close ghost-dark', text: 'Close' })),

@@ -110,10 +110,10 @@ function renderOrder(root, view, events) {
   renderReason(root, view, events);
 
   const tracking = $('#order-tracking', root);
-  tracking.hidden = !(view.tracking || view.carrier);
+  tracking.hidden = !(view.tracking_number || view.carrier);
   if (!tracking.hidden) {
     tracking.replaceChildren('Shipped with ', el('strong', { text: view.carrier || 'carrier' }));
-    if (view.tracking) tracking.append(', tracking number ', el('code', { text: view.tracking }));
+    if (view.tracking_number) tracking.append(', tracking number ', el('code', { text: view.tracking_number }));
   }
 
   const cancellable = CANCELLABLE.has(view.status) && session.role() !== 'analyst';
