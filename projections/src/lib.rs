@@ -1,7 +1,8 @@
 //! The read side of orderflow: read models kept from the event stream, and notifications.
 //!
 //! - [`view_store`]: the `ViewStore` port (versioned documents, sorted indexes, claims), shaped
-//!   like Redis.
+//!   like Redis; its conformance suite, and the in-memory store (`MemoryViewStore`) that
+//!   passes it, which the embedded mode and the read side's tests use.
 //! - [`views`]: the read models (`OrderView`, `CatalogItem`), each a fold of one stream.
 //! - [`analytics`]: orders per status, revenue per day, top SKUs: a fold of the whole log.
 //! - [`projection`]: the projections by name and their generations.
@@ -32,5 +33,6 @@ pub use notifier::{Installation, LiveFeed, Notification, Notifier, PushError, Pu
 pub use projection::Projection;
 pub use projector::{ProjectionError, Projector};
 pub use read_models::{Cutoff, OrderPage, ReadModels};
+pub use view_store::memory::MemoryViewStore;
 pub use view_store::{Claim, Doc, ViewError, ViewStore};
 pub use views::{CatalogItem, OrderView};

@@ -1,8 +1,13 @@
 //! The view-store port: a cache of versioned JSON documents and sorted indexes.
 //!
 //! It is deliberately shaped like Redis (strings with a version, sorted sets, leases that expire),
-//! so the Redis adapter is a thin mapping and the in-memory one is a few maps. What a document
-//! means is the projector's business, not the store's.
+//! so the Redis adapter is a thin mapping and the in-memory one ([`memory`]) is a few maps.
+//! What a document means is the projector's business, not the store's. [`conformance`] is the
+//! port's one suite, which every adapter runs through
+//! [`view_store_conformance!`](crate::view_store_conformance).
+
+pub mod conformance;
+pub mod memory;
 
 use std::sync::Arc;
 use std::time::Duration;

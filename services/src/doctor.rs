@@ -24,7 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use infra::views::MemoryViewStore;
+use projections::MemoryViewStore;
 
 use crate::config::{AuthSettings, Settings, redact};
 use crate::system::{open_bus, open_cache, open_store, scheme};

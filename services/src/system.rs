@@ -28,7 +28,8 @@ use infra::kept::{Kept, KeptFile};
 use infra::payment::SandboxPayments;
 use infra::push::LogPush;
 use infra::relay::{Relay, RelayConfig};
-use infra::views::{MemoryViewStore, RedisViewStore};
+use infra::views::RedisViewStore;
+use projections::MemoryViewStore;
 use projections::{
     LiveFeed, Notifier, Projection, Projector, PushSender, ReadModels, ViewStore, notifier,
     projector,
@@ -95,7 +96,7 @@ impl System {
         let kept = open_kept(settings)?;
         let views = match &kept {
             Some((file, kept)) if scheme(&settings.cache) == "memory" => Arc::new(
-                MemoryViewStore::keeping(file.clone(), kept, &KEPT_DOCS, &KEPT_INDEXES),
+                infra::views::embedded::keeping(file.clone(), kept, &KEPT_DOCS, &KEPT_INDEXES),
             )
                 as Arc<dyn ViewStore>,
             _ => open_cache(settings).await?,

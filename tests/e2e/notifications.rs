@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use domain::RecordedEvent;
 use eventlog::Failure;
 use infra::bus::{EventBus, Handler, MemoryBus, RetryPolicy, consume};
-use infra::views::MemoryViewStore;
+use projections::MemoryViewStore;
 use projections::notifier::{Installation, Notification, PushError, PushSender};
 use projections::{Claim, Notifier, ViewStore};
 use tokio::sync::{Notify, watch};

@@ -160,7 +160,7 @@ async fn an_event_the_live_projector_wrote_into_the_old_generation_reaches_the_n
             .await
             .unwrap(),
     );
-    let views: Arc<dyn ViewStore> = Arc::new(infra::views::MemoryViewStore::new());
+    let views: Arc<dyn ViewStore> = Arc::new(projections::MemoryViewStore::new());
     let events: Vec<RecordedEvent> = include_str!("../fixtures/order-shipped-v1.jsonl")
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())

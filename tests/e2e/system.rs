@@ -493,105 +493,6 @@ async fn redelivering_every_event_to_every_consumer_changes_nothing() {
     assert_eq!(app.catalog_item(&orders.sku).await["available"], 8);
 }
 
-#[tokio::test]
-async fn a_projector_that_sees_a_later_event_first_fills_the_gap_from_the_store() {
-    use infra::views::MemoryViewStore;
-    use projections::Projector;
-
-    let app = spawn_app().await;
-    let sku = unique_sku("TEA");
-    app.list_product(&sku, 450, 10).await;
-    let token = app.new_customer().await;
-    let order_id = app.place_ok(&token, &[(&sku, 1)]).await;
-    let expected = app.settled(&token, &order_id).await;
-    let stream = format!("order-{order_id}");
-    let events = app.system.store.read_stream(&stream, 1).await.unwrap();
-    assert_eq!(events.len(), 2);
-    let fresh = Projector::new(
-        app.system.store.clone(),
-        std::sync::Arc::new(MemoryViewStore::new()),
-    );
-
-    fresh.handle(&events[1]).await.unwrap();
-    fresh.handle(&events[0]).await.unwrap();
-    fresh.handle(&events[1]).await.unwrap();
-
-    let view = projections::ReadModels::new(std::sync::Arc::new(fresh))
-        .order(order_id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(serde_json::to_value(view).unwrap(), expected);
-}
-
-/// A reader waiting for an order's decision (`?min_version=`) in one process is answered as
-/// soon as a projector in another process writes it: the write is announced on the view
-/// store's channel. Time is paused once the events are in the store, so that the reader's own
-/// timer (its re-read in case an announcement is lost) could only have answered it after
-/// virtual time moved; it must not have moved.
-#[tokio::test]
-async fn a_waiting_reader_is_answered_by_the_announcement_not_its_timer() {
-    waiting_reader_answered_by_announcements(true).await;
-}
-
-/// The same when the reader asks before even the order's first view was written (as a
-/// client does right after its command was answered): it waits for that view instead of
-/// folding it from the store.
-#[tokio::test]
-async fn a_reader_asking_before_the_first_view_waits_for_it_without_reading_the_store() {
-    waiting_reader_answered_by_announcements(false).await;
-}
-
-async fn waiting_reader_answered_by_announcements(placed_view_written: bool) {
-    use std::sync::Arc;
-
-    use infra::views::MemoryViewStore;
-    use projections::Projector;
-
-    let (_dir, store, order_id, events) = orderflow_tests::confirmed_order("WAIT-1").await;
-    let views = Arc::new(MemoryViewStore::new());
-    let projector = Projector::new(store.clone(), views.clone());
-    let counted = Arc::new(eventlog::Scripted::new(store.clone()));
-    let web = Arc::new(Projector::new(counted.clone(), views.clone()));
-    if placed_view_written {
-        projector.handle(&events[0]).await.unwrap();
-    }
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(web.changes().clone().follow(views.clone(), stopped));
-
-    tokio::time::pause();
-    let started = tokio::time::Instant::now();
-    let reader = projections::ReadModels::new(web.clone());
-    let waiting = tokio::spawn(async move {
-        reader
-            .order_at_least(order_id, 2, Duration::from_secs(10), |_| true)
-            .await
-    });
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(web.changes().watched(), 1, "the reader waits");
-    assert!(!waiting.is_finished());
-    for event in &events[usize::from(placed_view_written)..] {
-        projector.handle(event).await.unwrap();
-        tokio::task::yield_now().await;
-    }
-
-    let view = waiting.await.unwrap().unwrap().unwrap();
-    assert_eq!(view.version, 2);
-    assert_eq!(
-        started.elapsed(),
-        Duration::ZERO,
-        "answered without waiting for a timer"
-    );
-    assert_eq!(web.changes().watched(), 0, "the reader stopped watching");
-    assert_eq!(
-        counted.calls(eventlog::testing::Op::ReadStream),
-        0,
-        "the reader never went to the store"
-    );
-}
-
 /// The relay reads the log a page at a time and goes back to it when the doorbell rings or a
 /// page came back full, not each time the topic confirms a batch: 100 events waiting in pages
 /// of 10 take 10 full reads and one that finds the end (it took about twice that before).
@@ -657,7 +558,7 @@ async fn the_notifier_reads_an_orders_customer_only_when_it_missed_the_placement
     use eventlog::Scripted;
     use eventlog::testing::Op;
     use infra::push::LogPush;
-    use infra::views::MemoryViewStore;
+    use projections::MemoryViewStore;
     use projections::Notifier;
 
     let (_dir, sqlite, _, events) = orderflow_tests::confirmed_order("NOTE-1").await;

@@ -21,7 +21,7 @@ mod tests {
 
     use projections::notifier::PushSender;
 
-    use crate::views::memory::MemoryViewStore;
+    use projections::MemoryViewStore;
 
     async fn log_push() -> Arc<dyn PushSender> {
         Arc::new(super::LogPush::new(Arc::new(MemoryViewStore::new()), None).expect("a log push"))

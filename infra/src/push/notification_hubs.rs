@@ -502,7 +502,7 @@ mod tests {
     #[test]
     fn the_key_never_prints() {
         let settings = NotificationHubsSettings::new("ns", "hub", "policy", SasKey::new("s3cr3t"));
-        let views = Arc::new(crate::views::memory::MemoryViewStore::new());
+        let views = Arc::new(projections::MemoryViewStore::new());
         let push = NotificationHubsPush::new(settings.clone(), views).unwrap();
         assert!(!format!("{settings:?}").contains("s3cr3t"));
         assert!(!format!("{push:?}").contains("s3cr3t"));

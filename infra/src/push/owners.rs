@@ -205,7 +205,7 @@ impl Owners {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::views::memory::MemoryViewStore;
+    use projections::MemoryViewStore;
 
     fn device(customer: Uuid) -> Installation {
         crate::push::conformance::installation(customer, "apns")

@@ -138,7 +138,7 @@ async fn tls_fixture() -> (Arc<dyn ViewStore>, TlsRedis) {
 }
 
 mod conformance_over_tls {
-    crate::view_store_conformance!(super::tls_fixture());
+    projections::view_store_conformance!(super::tls_fixture());
 }
 
 /// A replay's bulk writes (the store's own connections, not fred's) go over the same TLS and

@@ -33,6 +33,8 @@ use crate::view_store::{Doc, ViewError, ViewStore};
 mod apply;
 mod catch_up;
 mod rebuild;
+#[cfg(test)]
+mod tests;
 
 pub const SUBSCRIPTION: &str = "projector";
 /// Compare-on-version writes of one view lost to other writers before giving up.

@@ -24,7 +24,7 @@ async fn redis_fixture() -> (Arc<dyn ViewStore>, PrefixKeys) {
 }
 
 mod redis_conformance {
-    crate::view_store_conformance!(super::redis_fixture());
+    projections::view_store_conformance!(super::redis_fixture());
 }
 
 /// The Redis the tests use (shared: tests touch only their own prefix).

@@ -9,7 +9,7 @@
 //! async fn fixture() -> (Arc<dyn ViewStore>, KeysGuard) { /* a fresh store */ }
 //!
 //! mod conformance {
-//!     infra::view_store_conformance!(super::fixture());
+//!     projections::view_store_conformance!(super::fixture());
 //! }
 //! ```
 //!
@@ -22,9 +22,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::view_store::{Claim, Doc, ViewStore};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use projections::view_store::{Claim, Doc, ViewStore};
 
 /// How long a subscriber waits for a message that must come.
 const WAIT: Duration = Duration::from_secs(5);
@@ -47,7 +47,7 @@ impl<G> ViewFixture for (Arc<dyn ViewStore>, G) {
 }
 
 /// Expands to one `#[tokio::test]` per conformance case, each on stores made by the given
-/// async factory expression (see the [module docs](crate::views::conformance)).
+/// async factory expression (see the [module docs](crate::view_store::conformance)).
 #[macro_export]
 macro_rules! view_store_conformance {
     ($factory:expr) => {
@@ -78,8 +78,8 @@ macro_rules! view_store_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let fixture = $factory.await;
-                let store = $crate::views::conformance::ViewFixture::store(&fixture);
-                $crate::views::conformance::$case(store).await;
+                let store = $crate::view_store::conformance::ViewFixture::store(&fixture);
+                $crate::view_store::conformance::$case(store).await;
             }
         )+
     };
@@ -89,9 +89,9 @@ macro_rules! view_store_conformance {
             async fn $case() {
                 let first = $factory.await;
                 let second = $factory.await;
-                $crate::views::conformance::$case(
-                    $crate::views::conformance::ViewFixture::store(&first),
-                    $crate::views::conformance::ViewFixture::store(&second),
+                $crate::view_store::conformance::$case(
+                    $crate::view_store::conformance::ViewFixture::store(&first),
+                    $crate::view_store::conformance::ViewFixture::store(&second),
                 )
                 .await;
             }

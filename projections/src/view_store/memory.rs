@@ -1,5 +1,10 @@
-//! The in-memory view store. Every operation is a short critical section with no await inside,
-//! so std `Mutex`es are the right tool (as mini-redis argues for its db).
+//! The in-memory view store: the embedded default, and what the read side's tests run on. It
+//! passes the port's conformance suite. Every operation is a short critical section with no
+//! await inside, so std `Mutex`es are the right tool (as mini-redis argues for its db).
+//!
+//! Alone it forgets everything with the process. Given a [`WriteThrough`], it writes what that
+//! keeps through to it once changed in memory, and starts from a [`Snapshot`] of it: that is
+//! how the embedded mode keeps claims and views across restarts (`infra`'s kept file).
 //!
 //! Documents and claims are spread over [`SHARDS`] maps by key, each behind its own lock, and
 //! the indexes are B-trees: a hash map grows by rehashing everything it holds at once, under
@@ -15,10 +20,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
-use projections::view_store::{Claim, Doc, ViewError, ViewStore};
 use tokio::sync::broadcast;
 
-use crate::kept::{Keep, Kept, KeptFile};
+use super::{Claim, Doc, ViewError, ViewStore};
 
 /// Maps the documents and claims are spread over.
 const SHARDS: usize = 32;
@@ -46,15 +50,36 @@ pub struct MemoryViewStore {
     shards: Vec<Mutex<Shard>>,
     indexes: Mutex<BTreeMap<String, Index>>,
     channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
-    keeping: Option<Keeping>,
+    through: Option<Arc<dyn WriteThrough>>,
 }
 
-/// What this store writes through to a [`KeptFile`]: completed claims, and the documents and
-/// indexes under these prefixes.
-struct Keeping {
-    file: Arc<KeptFile>,
-    docs: &'static [&'static str],
-    indexes: &'static [&'static str],
+/// Somewhere durable a [`MemoryViewStore`] writes changes through to: every completed claim,
+/// and the documents and indexes it says it keeps.
+#[async_trait]
+pub trait WriteThrough: Send + Sync {
+    fn keeps_doc(&self, key: &str) -> bool;
+    fn keeps_index(&self, index: &str) -> bool;
+    /// Writes these changes, in order; the store's call fails if this does.
+    async fn write(&self, changes: Vec<Change>) -> Result<(), ViewError>;
+}
+
+/// One change written through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A claim whose work is done.
+    Done(String),
+    /// A document as it now is.
+    Doc(String, Doc),
+    /// An index entry as it now is: `(index, score, member)`.
+    Index(String, i64, String),
+}
+
+/// What a store written through starts with: what its [`WriteThrough`] kept before.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub done: Vec<String>,
+    pub docs: Vec<(String, Doc)>,
+    pub index: Vec<(String, i64, String)>,
 }
 
 impl Default for MemoryViewStore {
@@ -63,7 +88,7 @@ impl Default for MemoryViewStore {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             indexes: Mutex::default(),
             channels: Mutex::default(),
-            keeping: None,
+            through: None,
         }
     }
 }
@@ -73,35 +98,24 @@ impl MemoryViewStore {
         Self::default()
     }
 
-    /// A store that keeps its completed claims, and the documents and indexes whose names
-    /// start with one of `docs` and `indexes`, in `file`, starting with what `kept` holds
-    /// (the embedded mode, across restarts).
-    pub fn keeping(
-        file: Arc<KeptFile>,
-        kept: &Kept,
-        docs: &'static [&'static str],
-        indexes: &'static [&'static str],
-    ) -> Self {
+    /// A store that writes changes through to `through`, starting from `start`.
+    pub fn writing_through(through: Arc<dyn WriteThrough>, start: &Snapshot) -> Self {
         let store = Self {
-            keeping: Some(Keeping {
-                file,
-                docs,
-                indexes,
-            }),
+            through: Some(through),
             ..Self::default()
         };
-        for key in &kept.done {
+        for key in &start.done {
             if let Ok(mut shard) = store.shard(key) {
                 shard.claims.insert(key.clone(), Held::Done);
             }
         }
-        for (key, doc) in &kept.docs {
+        for (key, doc) in &start.docs {
             if let Ok(mut shard) = store.shard(key) {
                 shard.docs.insert(key.clone(), doc.clone());
             }
         }
         if let Ok(mut indexes) = store.indexes() {
-            for (index, score, member) in &kept.index {
+            for (index, score, member) in &start.index {
                 let index = indexes.entry(index.clone()).or_default();
                 index.scores.insert(member.clone(), *score);
                 index.members.insert((*score, member.clone()));
@@ -111,15 +125,18 @@ impl MemoryViewStore {
     }
 
     /// Writes through what this store keeps, once it is changed in memory.
-    async fn keep(&self, changes: impl FnOnce(&Keeping) -> Vec<Keep>) -> Result<(), ViewError> {
-        let Some(keeping) = &self.keeping else {
+    async fn keep(
+        &self,
+        changes: impl FnOnce(&dyn WriteThrough) -> Vec<Change>,
+    ) -> Result<(), ViewError> {
+        let Some(through) = &self.through else {
             return Ok(());
         };
-        keeping
-            .file
-            .keep(changes(keeping))
-            .await
-            .map_err(ViewError::Unavailable)
+        let changes = changes(through.as_ref());
+        if changes.is_empty() {
+            return Ok(());
+        }
+        through.write(changes).await
     }
 
     fn channel(&self, name: &str) -> Result<broadcast::Sender<String>, ViewError> {
@@ -146,16 +163,6 @@ impl MemoryViewStore {
     }
 }
 
-impl Keeping {
-    fn keeps_doc(&self, key: &str) -> bool {
-        self.docs.iter().any(|prefix| key.starts_with(prefix))
-    }
-
-    fn keeps_index(&self, index: &str) -> bool {
-        self.indexes.iter().any(|prefix| index.starts_with(prefix))
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, ViewError> {
     mutex
         .lock()
@@ -178,7 +185,7 @@ impl ViewStore for MemoryViewStore {
             shard.docs.insert(key.to_owned(), doc.clone());
         }
         self.keep(|k| match k.keeps_doc(key) {
-            true => vec![Keep::Doc(key.to_owned(), doc)],
+            true => vec![Change::Doc(key.to_owned(), doc)],
             false => Vec::new(),
         })
         .await?;
@@ -192,7 +199,7 @@ impl ViewStore for MemoryViewStore {
         self.keep(|k| {
             docs.into_iter()
                 .filter(|(key, _)| k.keeps_doc(key))
-                .map(|(key, doc)| Keep::Doc(key, doc))
+                .map(|(key, doc)| Change::Doc(key, doc))
                 .collect()
         })
         .await
@@ -223,7 +230,7 @@ impl ViewStore for MemoryViewStore {
             entries.members.insert((score, member.to_owned()));
         }
         self.keep(|k| match k.keeps_index(index) {
-            true => vec![Keep::Index(index.to_owned(), score, member.to_owned())],
+            true => vec![Change::Index(index.to_owned(), score, member.to_owned())],
             false => Vec::new(),
         })
         .await
@@ -263,7 +270,7 @@ impl ViewStore for MemoryViewStore {
 
     async fn complete(&self, key: &str) -> Result<(), ViewError> {
         self.shard(key)?.claims.insert(key.to_owned(), Held::Done);
-        self.keep(|_| vec![Keep::Done(key.to_owned())]).await
+        self.keep(|_| vec![Change::Done(key.to_owned())]).await
     }
 
     async fn unclaim(&self, key: &str) -> Result<(), ViewError> {
@@ -302,11 +309,12 @@ impl ViewStore for MemoryViewStore {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
-    use projections::view_store::ViewStore;
+    use async_trait::async_trait;
 
-    use super::MemoryViewStore;
+    use super::{Change, MemoryViewStore, Snapshot, WriteThrough};
+    use crate::view_store::{Doc, ViewError, ViewStore};
 
     async fn memory_fixture() -> Arc<dyn ViewStore> {
         Arc::new(MemoryViewStore::new())
@@ -314,5 +322,71 @@ mod tests {
 
     mod conformance {
         crate::view_store_conformance!(super::memory_fixture());
+    }
+
+    /// Keeps documents under `kept:` and indexes under `kept-`, and records what it is given.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Change>>);
+
+    #[async_trait]
+    impl WriteThrough for Recorder {
+        fn keeps_doc(&self, key: &str) -> bool {
+            key.starts_with("kept:")
+        }
+        fn keeps_index(&self, index: &str) -> bool {
+            index.starts_with("kept-")
+        }
+        async fn write(&self, changes: Vec<Change>) -> Result<(), ViewError> {
+            self.0.lock().unwrap().extend(changes);
+            Ok(())
+        }
+    }
+
+    fn doc(version: u64) -> Doc {
+        Doc {
+            version,
+            body: format!("v{version}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_what_the_write_through_keeps_is_written_to_it_and_a_snapshot_starts_a_store() {
+        let recorder = Arc::new(Recorder::default());
+        let store = MemoryViewStore::writing_through(recorder.clone(), &Snapshot::default());
+
+        assert!(store.put("kept:1", 0, doc(1)).await.unwrap());
+        assert!(store.put("other:1", 0, doc(1)).await.unwrap());
+        assert!(!store.put("kept:1", 0, doc(2)).await.unwrap(), "stale");
+        store.index_add("kept-i", 5, "m").await.unwrap();
+        store.index_add("other-i", 5, "m").await.unwrap();
+        store.complete("claim-1").await.unwrap();
+
+        let written = recorder.0.lock().unwrap().clone();
+        assert_eq!(
+            written,
+            vec![
+                Change::Doc("kept:1".into(), doc(1)),
+                Change::Index("kept-i".into(), 5, "m".into()),
+                Change::Done("claim-1".into()),
+            ]
+        );
+        let start = Snapshot {
+            done: vec!["claim-1".into()],
+            docs: vec![("kept:1".into(), doc(1))],
+            index: vec![("kept-i".into(), 5, "m".into())],
+        };
+        let again = MemoryViewStore::writing_through(recorder, &start);
+        assert_eq!(again.get("kept:1").await.unwrap(), Some(doc(1)));
+        assert_eq!(
+            again.index_page("kept-i", None, 10).await.unwrap(),
+            vec![(5, "m".to_owned())]
+        );
+        assert_eq!(
+            again
+                .claim("claim-1", std::time::Duration::from_secs(1))
+                .await
+                .unwrap(),
+            crate::view_store::Claim::Done
+        );
     }
 }
