@@ -28,7 +28,12 @@
 //!   [`ServiceBusSettings::receive_timeout`], whole seconds), since the REST API gives one
 //!   message per request. A receiver takes room before it polls, so at most that many
 //!   messages wait for the consumer, and their locks are renewed while they wait; stopping
-//!   the handle abandons them at once. Their answers arrive in any order, so with more than
+//!   the handle cuts its polls off and abandons them. A poll cut off is not cut off at the
+//!   broker, which may go on waiting until its `timeout` and lock a message for an answer
+//!   nobody reads, so what a stopped handle hands back (what waited, and the deliveries it
+//!   gave out) is abandoned only once none of its polls can still be waiting there (at most
+//!   the receive timeout and a second after the last one was sent), its lock kept meanwhile.
+//!   Their answers arrive in any order, so with more than
 //!   one receiver a handle does not keep publish order ([`EventBus::keeps_order`]). Handles of
 //!   one name compete: the lock gives a message to one of them. [`Delivery::attempt`] is the
 //!   message's `DeliveryCount`. Service Bus takes at most 5,000 receive requests at once per
@@ -615,10 +620,12 @@ impl EventBus for ServiceBusTopic {
             receive_timeout: self.receive_timeout,
         };
         let waiting = Arc::new(Waiting::new(self.receivers));
+        let polls = Arc::new(Polls::new(self.receive_timeout));
         let mut tasks = Vec::with_capacity(self.receivers + 1);
         for _ in 0..self.receivers {
             tasks.push(tokio::spawn(receive_into(
                 waiting.clone(),
+                polls.clone(),
                 self.client.subscription_receiver(subscription),
                 receiving.clone(),
                 self.closed.subscribe(),
@@ -632,6 +639,7 @@ impl EventBus for ServiceBusTopic {
         Ok(Box::new(ServiceBusSubscription {
             name: subscription.to_owned(),
             waiting,
+            polls,
             tasks,
             completions: Arc::new(Completions {
                 room: Arc::new(Semaphore::new(COMPLETIONS_IN_FLIGHT as usize)),
@@ -913,14 +921,124 @@ impl Waiting {
     }
 }
 
+/// How late a poll we sent may still reach the broker and start its long poll there.
+const POLL_TRANSIT: Duration = Duration::from_secs(1);
+
+/// The long polls of one subscription handle, and how long those that were cut off may still
+/// take a message at the broker.
+///
+/// A poll cut off on our side (the handle stopped, the topic closed) is a dropped HTTP
+/// request, which Service Bus is not told about: it may go on waiting until its `timeout`,
+/// and lock a message whose answer nobody reads. That message is then locked for nobody until
+/// the lock lapses, and its `DeliveryCount` grows. A stopping handle makes exactly such a
+/// message available when it hands back what it held, at once and to its own cut-off polls
+/// first (seen on the fake: abandoned, locked again 1 ms later by a poll cut off 2 ms before,
+/// delivered to the next consumer as attempt 3 once that lock lapsed). So a hand-back waits
+/// until no cut-off poll of its handle can still be waiting: each ends at the latest its
+/// long poll after it reached the broker.
+struct Polls {
+    state: std::sync::Mutex<PollState>,
+    /// How long after it was sent a poll may still be waiting at the broker.
+    lasts: Duration,
+}
+
+#[derive(Default)]
+struct PollState {
+    in_flight: usize,
+    /// When the latest poll was sent (of those in flight, or earlier ones: later is safe).
+    last_sent: Option<tokio::time::Instant>,
+    /// The handle stopped: no poll starts any more.
+    stopped: bool,
+    /// Until when a poll that was cut off may still take a message.
+    live_until: Option<tokio::time::Instant>,
+}
+
+impl PollState {
+    fn live_until(&mut self, until: tokio::time::Instant) {
+        self.live_until = Some(self.live_until.map_or(until, |u| u.max(until)));
+    }
+}
+
+impl Polls {
+    fn new(receive_timeout: Duration) -> Self {
+        Self {
+            state: std::sync::Mutex::new(PollState::default()),
+            lasts: receive_timeout + POLL_TRANSIT,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PollState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A poll about to be sent, or `None` once the handle stopped.
+    fn start(self: &Arc<Self>) -> Option<Poll> {
+        let mut state = self.lock();
+        if state.stopped {
+            return None;
+        }
+        let sent = tokio::time::Instant::now();
+        state.in_flight += 1;
+        state.last_sent = Some(sent);
+        Some(Poll {
+            polls: self.clone(),
+            sent,
+            answered: false,
+        })
+    }
+
+    /// Marks every poll in flight as cut off, now: aborting their tasks drops them later.
+    fn stop(&self) {
+        let mut state = self.lock();
+        state.stopped = true;
+        if state.in_flight > 0
+            && let Some(sent) = state.last_sent
+        {
+            state.live_until(sent + self.lasts);
+        }
+    }
+
+    /// When a hand-back may go without a cut-off poll of this handle taking it, if not now.
+    fn quiet_at(&self) -> Option<tokio::time::Instant> {
+        self.lock()
+            .live_until
+            .filter(|until| *until > tokio::time::Instant::now())
+    }
+}
+
+/// One poll in flight; dropped unanswered, it was cut off.
+struct Poll {
+    polls: Arc<Polls>,
+    sent: tokio::time::Instant,
+    answered: bool,
+}
+
+impl Poll {
+    fn answered(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Poll {
+    fn drop(&mut self) {
+        let mut state = self.polls.lock();
+        state.in_flight -= 1;
+        if !self.answered {
+            state.live_until(self.sent + self.polls.lasts);
+        }
+    }
+}
+
 /// One receiver of a subscription handle: takes room, long-polls one message, leaves it
 /// waiting for the consumer; until the topic closes or the handle stops, which cut the poll
 /// off. (Letting a stopped handle's polls finish would be worse: each could take a message
 /// another consumer is about to get, for up to the long poll, and spend a delivery on it; a
 /// poll cut off loses a message only if its answer was on the way, and that message comes
-/// back when its lock lapses.)
+/// back when its lock lapses.) Cutting a poll off does not end it at the broker, though,
+/// so [`Polls`] keeps what the handle hands back away from it.
 async fn receive_into(
     waiting: Arc<Waiting>,
+    polls: Arc<Polls>,
     receiver: SubscriptionReceiver,
     receiving: Receiving,
     mut closed: watch::Receiver<bool>,
@@ -934,10 +1052,14 @@ async fn receive_into(
             },
             _ = crate::stopped(&mut closed) => return,
         };
+        let Some(mut poll) = polls.start() else {
+            return;
+        };
         let received = tokio::select! {
             _ = crate::stopped(&mut closed) => return,
             received = receive(&receiver, receiving.receive_timeout, "receive") => received,
         };
+        poll.answered();
         let locked = match received {
             Ok(Some(locked)) => locked,
             Ok(None) => continue,
@@ -973,6 +1095,7 @@ async fn receive_into(
                     policy: receiving.policy,
                     lock_duration: receiving.lock_duration,
                     renewed: tokio::time::Instant::now(),
+                    polls: polls.clone(),
                 },
                 event,
                 _room: room,
@@ -1022,6 +1145,7 @@ struct Completions {
 struct ServiceBusSubscription {
     name: String,
     waiting: Arc<Waiting>,
+    polls: Arc<Polls>,
     /// The receivers and the renewer.
     tasks: Vec<JoinHandle<()>>,
     completions: Arc<Completions>,
@@ -1033,6 +1157,7 @@ impl ServiceBusSubscription {
     /// Stops the receivers and takes out what waited, to be handed back so that other
     /// consumers get it now.
     fn stop_receiving(&mut self) -> Vec<Received> {
+        self.polls.stop();
         for task in self.tasks.drain(..) {
             task.abort();
         }
@@ -1073,13 +1198,19 @@ impl Subscription for ServiceBusSubscription {
         }
     }
 
-    /// Stops the receivers, abandons what waited, and waits (within the request timeout)
+    /// Stops the receivers, hands back what waited, and waits (within the request timeout)
     /// for the completions sent in the background; acks from now on complete before they
     /// return.
+    ///
+    /// What waited is handed back in the background: its abandon waits for the polls that
+    /// were just cut off (see [`Polls`]), and meanwhile the consumer must go on keeping and
+    /// releasing the deliveries it holds, which it does only once this returns.
     async fn stop(&mut self) {
         self.completions.stopping.store(true, Ordering::SeqCst);
         let waited = self.stop_receiving();
-        join_all(waited.into_iter().map(|r| r.locked.abandon_now())).await;
+        if !waited.is_empty() {
+            tokio::spawn(join_all(waited.into_iter().map(|r| r.locked.abandon_now())));
+        }
         let all = self.completions.room.acquire_many(COMPLETIONS_IN_FLIGHT);
         if tokio::time::timeout(self.request_timeout, all)
             .await
@@ -1112,6 +1243,8 @@ struct Locked {
     lock_duration: Duration,
     /// When the lock was taken or last renewed.
     renewed: tokio::time::Instant,
+    /// The polls of the handle it came from, which a hand-back must not meet.
+    polls: Arc<Polls>,
 }
 
 impl Locked {
@@ -1132,18 +1265,32 @@ impl Locked {
         self.abandon_now().await;
     }
 
-    /// Unlocks at once: Service Bus delivers it again (counting this delivery).
-    async fn abandon_now(self) {
+    /// Unlocks as soon as no poll its handle cut off can take it (see [`Polls`]), keeping the
+    /// lock meanwhile: Service Bus delivers it again (counting this delivery).
+    async fn abandon_now(mut self) {
+        while let Some(quiet) = self.polls.quiet_at() {
+            let renew_at = self.renewed + self.lock_duration / 3;
+            tokio::time::sleep_until(quiet.min(renew_at)).await;
+            if self.renewed.elapsed() >= self.lock_duration / 3 && !self.renew().await {
+                // The lock is lost already: nothing is left to hand back.
+                break;
+            }
+        }
         if let Err(error) = self.lock.unlock_message().await {
             tracing::debug!(subscription = %self.subscription, event_id = %self.event_id, error = %service_bus_error("abandon", &error), "abandon not recorded; the message comes back when its lock expires");
         }
     }
 
-    async fn renew(&mut self) {
+    /// Whether the lock was renewed.
+    async fn renew(&mut self) -> bool {
         match self.lock.renew_message_lock().await {
-            Ok(()) => self.renewed = tokio::time::Instant::now(),
+            Ok(()) => {
+                self.renewed = tokio::time::Instant::now();
+                true
+            }
             Err(error) => {
-                tracing::warn!(subscription = %self.subscription, event_id = %self.event_id, error = %service_bus_error("renew the lock", &error), "lock not renewed; the message may be delivered again")
+                tracing::warn!(subscription = %self.subscription, event_id = %self.event_id, error = %service_bus_error("renew the lock", &error), "lock not renewed; the message may be delivered again");
+                false
             }
         }
     }
