@@ -17,7 +17,8 @@ use crate::config::{AuthSettings, Role, Settings, redact};
 use crate::serve::ServeLimits;
 use crate::system::System;
 
-/// How long stopping waits for workers to finish what they hold.
+/// How long stopping waits for workers to finish what they hold. Service Bus's default receive
+/// timeout is kept under it: a stopping handle waits out its cut-off polls before it hands back.
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub struct Application {
@@ -168,8 +169,9 @@ impl Application {
         self.address.port()
     }
 
-    pub fn system(&self) -> Arc<System> {
-        self.system.clone()
+    /// What tests reach behind the API: a few ports and the embedded sandboxes.
+    pub fn hooks(&self) -> crate::system::Hooks {
+        self.system.hooks()
     }
 
     pub fn stopper(&self) -> Stopper {
