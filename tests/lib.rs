@@ -24,7 +24,6 @@ use std::time::Duration;
 use eventlog::EventStore;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use services::system::System;
 use services::{Application, Settings, Stopper};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -36,7 +35,8 @@ pub struct TestApp {
     /// `http://HOST:PORT` of `/metrics` when `--metrics-listen` moved it off `address`.
     pub metrics_address: Option<String>,
     pub client: reqwest::Client,
-    pub system: Arc<System>,
+    /// What the tests reach behind the API (the process's wiring stays private).
+    pub hooks: services::Hooks,
     pub data_dir: PathBuf,
     /// Keeps a fresh data directory alive for the test's length.
     _temp: Option<Arc<tempfile::TempDir>>,
@@ -100,14 +100,14 @@ pub async fn spawn_app_on(
         .expect("the app builds");
     let address = format!("http://{}", app.address());
     let metrics_address = app.metrics_address().map(|a| format!("http://{a}"));
-    let system = app.system();
+    let hooks = app.hooks();
     let stopper = app.stopper();
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         metrics_address,
         client: reqwest::Client::new(),
-        system,
+        hooks,
         data_dir,
         _temp: None,
         stopper,
@@ -203,7 +203,7 @@ impl TestApp {
             actor: "test".into(),
             ..Default::default()
         };
-        let commands = &self.system.commands;
+        let commands = &self.hooks.commands;
         commands
             .list_product(
                 sku.clone(),
@@ -307,7 +307,7 @@ impl TestApp {
     /// the generations each second).
     pub async fn following(&self, projection: projections::Projection, generation: u64) {
         eventually("the web role following the switch", || async {
-            match self.system.projector.generation(projection) {
+            match self.hooks.projector.generation(projection) {
                 g if g == generation => Ok(()),
                 g => Err(format!("still on generation {g}")),
             }

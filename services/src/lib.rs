@@ -36,3 +36,4 @@ pub mod web;
 
 pub use app::{Application, Stopper};
 pub use config::{AuthSettings, Secret, Settings};
+pub use system::Hooks;

@@ -56,29 +56,49 @@ const GENERATION_CHECK: Duration = Duration::from_secs(1);
 const ANALYTICS_DEBOUNCE: Duration = Duration::from_millis(100);
 
 pub struct System {
-    pub store: Arc<dyn EventStore>,
-    pub bus: Arc<dyn EventBus>,
-    pub views: Arc<dyn ViewStore>,
-    pub commands: Arc<Commands>,
-    pub projector: Arc<Projector>,
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) bus: Arc<dyn EventBus>,
+    pub(crate) views: Arc<dyn ViewStore>,
+    pub(crate) commands: Arc<Commands>,
+    pub(crate) projector: Arc<Projector>,
     /// What readers ask of the views the projector writes (the API's read side).
-    pub read_models: ReadModels,
-    pub processor: Arc<OrderProcessor>,
-    pub notifier: Arc<Notifier>,
-    pub live: Arc<LiveFeed>,
-    pub push: Arc<dyn PushSender>,
+    pub(crate) read_models: ReadModels,
+    pub(crate) processor: Arc<OrderProcessor>,
+    pub(crate) notifier: Arc<Notifier>,
+    pub(crate) live: Arc<LiveFeed>,
+    pub(crate) push: Arc<dyn PushSender>,
     /// The embedded push sender (the one used with `log://`), to see what was pushed.
-    pub log_push: Arc<LogPush>,
-    pub payments: Arc<SandboxPayments>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) log_push: Arc<LogPush>,
+    pub(crate) payments: Arc<SandboxPayments>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Replays started over HTTP.
-    pub replays: Arc<crate::replays::Replays>,
+    pub(crate) replays: Arc<crate::replays::Replays>,
     /// Wakes the analytics fold when the projector has handled events.
     analytics_due: Arc<tokio::sync::Notify>,
     /// Each subscription's circuit breakers, per engine (read by `/ready`).
     breakers: [(&'static str, Arc<Breakers>); 3],
     /// The topic a web process that runs no consumer opens for operators, on first use.
     operators_topic: OperatorsTopic,
+}
+
+/// What tests reach behind the API, and nothing else of the process: the engines' ports to
+/// look at what was stored, published and cached, the consumers to hand events to directly,
+/// and the embedded sandboxes (the payment gateway, the log of pushes) to steer and watch.
+/// [`Application::hooks`](crate::Application::hooks) hands it out; the process's own
+/// wiring stays private to [`System`].
+#[derive(Clone)]
+pub struct Hooks {
+    pub store: Arc<dyn EventStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub views: Arc<dyn ViewStore>,
+    /// The command side, for what has no endpoint (listing a product).
+    pub commands: Arc<Commands>,
+    pub processor: Arc<OrderProcessor>,
+    pub projector: Arc<Projector>,
+    pub notifier: Arc<Notifier>,
+    pub payments: Arc<SandboxPayments>,
+    /// The embedded push sender (`log://`): what was pushed.
+    pub pushed: Arc<LogPush>,
 }
 
 /// Where operators reach the topic's dead letters: this process's own topic, or, in a web
@@ -90,6 +110,21 @@ enum OperatorsTopic {
 }
 
 impl System {
+    /// What tests may reach (see [`Hooks`]).
+    pub(crate) fn hooks(&self) -> Hooks {
+        Hooks {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            views: self.views.clone(),
+            commands: self.commands.clone(),
+            processor: self.processor.clone(),
+            projector: self.projector.clone(),
+            notifier: self.notifier.clone(),
+            payments: self.payments.clone(),
+            pushed: self.log_push.clone(),
+        }
+    }
+
     /// Connects to the engines the settings name and builds every service on them.
     pub async fn build(settings: &Settings) -> anyhow::Result<Arc<Self>> {
         let store = open_store(settings).await?;

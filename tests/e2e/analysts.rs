@@ -12,7 +12,7 @@ async fn analysts_page_through_the_filtered_log_and_nobody_else_may() {
     let orders = app.settled_orders("logreader").await;
     let analyst = app.token("ann", "analyst").await;
     let operator = app.token("olga", "operator").await;
-    let log = whole_log(&app.system.store).await;
+    let log = whole_log(&app.hooks.store).await;
 
     let mut seen: Vec<String> = Vec::new();
     let mut path = "/api/events?limit=7".to_owned();

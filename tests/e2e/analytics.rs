@@ -111,11 +111,11 @@ async fn a_replay_of_the_analytics_alone_rebuilds_the_same_numbers() {
     app.settled_orders("shopper").await;
     let analyst = app.token("ann", "analyst").await;
     let live = caught_up(&app, &analyst, 3).await;
-    let system = app.system.clone();
+    let hooks = app.hooks.clone();
 
     let replayed = replay(
-        system.store.clone(),
-        system.views.clone(),
+        hooks.store.clone(),
+        hooks.views.clone(),
         &[Projection::Analytics],
         Duration::from_millis(500),
         &mut |_| {},
@@ -124,7 +124,7 @@ async fn a_replay_of_the_analytics_alone_rebuilds_the_same_numbers() {
     .expect("replay");
 
     assert_eq!(replayed.previous, vec![(Projection::Analytics, 0)]);
-    let views = system.views.as_ref();
+    let views = hooks.views.as_ref();
     assert_eq!(
         current_generation(views, Projection::Analytics)
             .await

@@ -286,7 +286,7 @@ async fn an_operator_sees_redrives_and_discards_dead_letters() {
     let app = spawn_app().await;
     let poison = crate::dead_letters::poison(&app).await;
     let first_parked = app
-        .system
+        .hooks
         .bus
         .dead_letters()
         .await
@@ -376,7 +376,7 @@ async fn an_operator_sees_redrives_and_discards_dead_letters() {
     .await
     .unwrap();
     orderflow_tests::eventually("the notifier parks it again", || async {
-        let dead = app.system.bus.dead_letters().await.unwrap();
+        let dead = app.hooks.bus.dead_letters().await.unwrap();
         match dead
             .iter()
             .find(|d| d.subscription == "notifier")
@@ -388,7 +388,7 @@ async fn an_operator_sees_redrives_and_discards_dead_letters() {
     })
     .await;
     let left: Vec<String> = app
-        .system
+        .hooks
         .bus
         .dead_letters()
         .await

@@ -14,7 +14,7 @@ pub(crate) async fn poison(app: &TestApp) -> domain::RecordedEvent {
     let token = app.new_customer().await;
     let order = app.place_ok(&token, &[("TEA-001", 1)]).await;
     let mut event = app
-        .system
+        .hooks
         .store
         .read_stream(&format!("order-{order}"), 1)
         .await
@@ -23,7 +23,7 @@ pub(crate) async fn poison(app: &TestApp) -> domain::RecordedEvent {
     event.event_id = uuid::Uuid::now_v7();
     event.stream_id = format!("order-{}", uuid::Uuid::now_v7());
     event.payload = json!({"not": "an order"}).into();
-    let receipt = app.system.bus.publish(vec![event.clone()]).await.unwrap();
+    let receipt = app.hooks.bus.publish(vec![event.clone()]).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), receipt)
         .await
         .expect("the poison is settled")
@@ -216,5 +216,5 @@ async fn operators_list_redrive_and_discard_dead_letters() {
         (StatusCode::OK, Some(2)),
         "{all}"
     );
-    assert_eq!(app.system.bus.dead_letters().await.unwrap(), vec![]);
+    assert_eq!(app.hooks.bus.dead_letters().await.unwrap(), vec![]);
 }

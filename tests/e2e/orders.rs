@@ -122,7 +122,7 @@ async fn an_order_over_the_sandbox_limit_is_rejected_payment_declined() {
     assert_eq!(view["status"], "rejected");
     assert_eq!(view["reason"], "payment_declined");
     app.wait_for_available(&sku, 5).await;
-    assert_eq!(app.system.payments.captured(), 0);
+    assert_eq!(app.hooks.payments.captured(), 0);
 }
 
 #[tokio::test]
@@ -152,7 +152,7 @@ async fn cancelling_a_confirmed_order_releases_its_stock_and_refunds() {
     assert_eq!(view["reason"], "changed my mind");
     app.wait_for_available(&sku, 4).await;
     eventually("the payment being refunded", || async {
-        match app.system.payments.refunded() {
+        match app.hooks.payments.refunded() {
             0 => Err("no refund".to_owned()),
             _ => Ok(()),
         }
@@ -345,7 +345,7 @@ async fn another_customers_order_is_not_found() {
 async fn bad_requests_get_problem_details_and_write_nothing() {
     let app = spawn_app().await;
     let token = app.new_customer().await;
-    let log_before = whole_log(&app.system.store).await;
+    let log_before = whole_log(&app.hooks.store).await;
     let too_many: Vec<(String, i64)> = (0..101).map(|i| (format!("SKU-{i}"), 1)).collect();
     let too_many: Vec<(&str, i64)> = too_many.iter().map(|(s, q)| (s.as_str(), *q)).collect();
     let cases = [
@@ -447,7 +447,7 @@ async fn bad_requests_get_problem_details_and_write_nothing() {
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
 
     assert_eq!(
-        whole_log(&app.system.store).await,
+        whole_log(&app.hooks.store).await,
         log_before,
         "nothing was written"
     );

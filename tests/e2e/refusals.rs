@@ -508,7 +508,7 @@ async fn a_stream_this_build_cannot_read_is_a_500_not_retry_shortly() {
         payload: json!({ "not": "an order" }),
         metadata: domain::EventMetadata::default(),
     };
-    app.system
+    app.hooks
         .store
         .append(&format!("order-{order}"), "order", 0, vec![unreadable])
         .await

@@ -33,7 +33,7 @@ async fn a_replay_rebuilds_views_equal_to_the_live_ones_and_loses_no_live_order(
         .json()
         .await
         .unwrap();
-    let system = app.system.clone();
+    let hooks = app.hooks.clone();
 
     // Orders keep coming while the replay builds, switches and follows the log.
     let live = {
@@ -64,8 +64,8 @@ async fn a_replay_rebuilds_views_equal_to_the_live_ones_and_loses_no_live_order(
     };
     let mut folded = 0;
     let replayed = replay(
-        system.store.clone(),
-        system.views.clone(),
+        hooks.store.clone(),
+        hooks.views.clone(),
         &Projection::ALL,
         Duration::from_secs(2),
         &mut |n| folded += n,
@@ -80,12 +80,12 @@ async fn a_replay_rebuilds_views_equal_to_the_live_ones_and_loses_no_live_order(
     assert_eq!(folded, replayed.events);
     assert!(replayed.events > 0 && replayed.deleted > 0, "{replayed:?}");
     for projection in Projection::ALL {
-        let generation = current_generation(system.views.as_ref(), projection).await;
+        let generation = current_generation(hooks.views.as_ref(), projection).await;
         assert_eq!(generation.unwrap(), 1, "{projection} switched");
     }
     let first = &orders.ids()[0];
     assert_eq!(
-        system.views.get(&format!("order:{first}")).await.unwrap(),
+        hooks.views.get(&format!("order:{first}")).await.unwrap(),
         None,
         "the old generation is gone"
     );
@@ -282,7 +282,7 @@ async fn a_replay_started_over_http_reports_its_progress_until_it_succeeds() {
     assert!(done["folded"].as_u64().unwrap() >= total, "{done}");
     assert_eq!(done["generation"], 1);
     assert!(done["finished_at"].is_string());
-    let views = app.system.views.as_ref();
+    let views = app.hooks.views.as_ref();
     assert_eq!(
         current_generation(views, Projection::Analytics)
             .await
@@ -324,6 +324,6 @@ async fn replays_are_for_analysts_and_operators_and_name_known_projections() {
     let problem: Value = unknown.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "projections[0]", "{problem}");
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
-    let nothing_started = app.system.views.get("projections:replays").await.unwrap();
+    let nothing_started = app.hooks.views.get("projections:replays").await.unwrap();
     assert_eq!(nothing_started, None, "a refused request starts nothing");
 }

@@ -44,7 +44,7 @@ async fn version_1_events_are_read_in_the_current_shape_by_every_reader() {
             metadata: event.metadata.clone(),
         })
         .collect();
-    app.system
+    app.hooks
         .store
         .append(&stream, "order", 0, written)
         .await
@@ -106,7 +106,7 @@ async fn version_1_events_are_read_in_the_current_shape_by_every_reader() {
         types: vec!["OrderShipped".into()],
         output: Some(file.clone()),
     };
-    services::export::export(app.system.store.as_ref(), &options)
+    services::export::export(app.hooks.store.as_ref(), &options)
         .await
         .expect("export");
     let exported: Vec<RecordedEvent> = std::fs::read_to_string(&file)
@@ -119,7 +119,7 @@ async fn version_1_events_are_read_in_the_current_shape_by_every_reader() {
     assert_eq!(exported[0].payload.to_value()["tracking_number"], "JD0001");
 
     let history = services::history::history(
-        app.system.store.as_ref(),
+        app.hooks.store.as_ref(),
         order_id.parse().unwrap(),
         Some(Cutoff::Version(3)),
     )
@@ -134,7 +134,7 @@ async fn version_1_events_are_read_in_the_current_shape_by_every_reader() {
         "JD0001"
     );
 
-    let stored = app.system.store.read_stream(&stream, 3).await.unwrap();
+    let stored = app.hooks.store.read_stream(&stream, 3).await.unwrap();
     assert_eq!(
         stored[0].schema_version, 1,
         "the stored event is never rewritten"

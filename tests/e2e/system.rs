@@ -66,13 +66,13 @@ async fn a_restart_keeps_installations_claims_and_dead_letters() {
     let order = app.place_ok(&token, &[("TEA-001", 1)]).await;
     assert_eq!(app.settled(&token, &order).await["status"], "confirmed");
     let events = app
-        .system
+        .hooks
         .store
         .read_stream(&format!("order-{order}"), 1)
         .await
         .unwrap();
     eventually("the confirmation is pushed", || async {
-        match app.system.log_push.sent().len() {
+        match app.hooks.pushed.sent().len() {
             1 => Ok(()),
             n => Err(format!("{n} pushes")),
         }
@@ -84,24 +84,24 @@ async fn a_restart_keeps_installations_claims_and_dead_letters() {
     poison.event_id = uuid::Uuid::now_v7();
     poison.stream_id = format!("order-{}", uuid::Uuid::now_v7());
     poison.payload = json!({"not": "an order"}).into();
-    let receipt = app.system.bus.publish(vec![poison.clone()]).await.unwrap();
+    let receipt = app.hooks.bus.publish(vec![poison.clone()]).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), receipt)
         .await
         .expect("the poison is settled")
         .unwrap();
-    let dead_before = app.system.bus.dead_letters().await.unwrap();
+    let dead_before = app.hooks.bus.dead_letters().await.unwrap();
     assert_eq!(dead_before.len(), 3, "{dead_before:?}");
     app.stop().await;
 
     let app = spawn_app_in(temp.path()).await;
 
-    let mut dead_after = app.system.bus.dead_letters().await.unwrap();
+    let mut dead_after = app.hooks.bus.dead_letters().await.unwrap();
     dead_after.sort_by(|a, b| a.subscription.cmp(&b.subscription));
     let mut dead_before = dead_before;
     dead_before.sort_by(|a, b| a.subscription.cmp(&b.subscription));
     assert_eq!(dead_after, dead_before, "the dead letters are still there");
     let installation = app
-        .system
+        .hooks
         .views
         .get("installation:kept-phone")
         .await
@@ -109,10 +109,10 @@ async fn a_restart_keeps_installations_claims_and_dead_letters() {
         .expect("the device is still registered");
     assert!(installation.body.contains("apns-token"));
     for event in &events {
-        app.system.notifier.handle(event).await.unwrap();
+        app.hooks.notifier.handle(event).await.unwrap();
     }
     assert_eq!(
-        app.system.log_push.sent(),
+        app.hooks.pushed.sent(),
         vec![],
         "an event pushed before the restart is not pushed again"
     );
@@ -159,7 +159,7 @@ async fn fifty_concurrent_orders_against_stock_of_twenty_confirm_exactly_twenty(
         (item["on_hand"].as_u64(), item["reserved"].as_u64()),
         (Some(20), Some(20))
     );
-    assert_eq!(app.system.bus.dead_letters().await.unwrap(), vec![]);
+    assert_eq!(app.hooks.bus.dead_letters().await.unwrap(), vec![]);
 }
 
 #[tokio::test]
@@ -189,15 +189,15 @@ async fn the_live_stream_carries_each_status_change_once_and_pushes_are_not_repe
         "another customer saw this order's update"
     );
     // Redeliver every event to the notifier: nothing is pushed or streamed twice.
-    for event in whole_log(&app.system.store).await {
-        app.system.notifier.handle(&event).await.unwrap();
+    for event in whole_log(&app.hooks.store).await {
+        app.hooks.notifier.handle(&event).await.unwrap();
     }
     assert!(
         tokio::time::timeout(Duration::from_millis(300), next_order_event(&mut mine))
             .await
             .is_err()
     );
-    let pushed = app.system.log_push.sent();
+    let pushed = app.hooks.pushed.sent();
     let ids: HashSet<_> = pushed.iter().map(|n| n.event_id).collect();
     assert_eq!(ids.len(), pushed.len(), "an event was pushed twice");
     assert!(
@@ -454,16 +454,16 @@ async fn redelivering_every_event_to_every_consumer_changes_nothing() {
     let orders = app
         .settled_orders(&format!("redo-{}", uuid::Uuid::new_v4()))
         .await;
-    let system = &app.system;
-    let log = whole_log(&system.store).await;
+    let hooks = &app.hooks;
+    let log = whole_log(&hooks.store).await;
     // Every consumer has settled everything once nothing lies after the relay's checkpoint.
     eventually("the relay settling the whole log", || async {
-        let relayed = system
+        let relayed = hooks
             .store
             .checkpoint(infra::relay::CHECKPOINT)
             .await
             .unwrap();
-        match log_after(&system.store, &relayed).await.len() {
+        match log_after(&hooks.store, &relayed).await.len() {
             0 => Ok(()),
             n => Err(format!("{n} events after the checkpoint {relayed}")),
         }
@@ -473,20 +473,20 @@ async fn redelivering_every_event_to_every_consumer_changes_nothing() {
     for id in orders.ids() {
         before.push(app.view(&orders.token, id).await);
     }
-    let captured = system.payments.captured();
+    let captured = hooks.payments.captured();
 
-    for event in whole_log(&system.store).await {
-        system.processor.handle(&event).await.unwrap();
-        system.projector.handle(&event).await.unwrap();
-        system.notifier.handle(&event).await.unwrap();
+    for event in whole_log(&hooks.store).await {
+        hooks.processor.handle(&event).await.unwrap();
+        hooks.projector.handle(&event).await.unwrap();
+        hooks.notifier.handle(&event).await.unwrap();
     }
 
     assert_eq!(
-        whole_log(&system.store).await,
+        whole_log(&hooks.store).await,
         log,
         "a redelivered event acted twice"
     );
-    assert_eq!(system.payments.captured(), captured);
+    assert_eq!(hooks.payments.captured(), captured);
     for (id, view) in orders.ids().into_iter().zip(&before) {
         assert_eq!(&app.view(&orders.token, id).await, view);
     }
