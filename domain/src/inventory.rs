@@ -145,47 +145,14 @@ impl Inventory {
                 name,
                 unit_price,
                 currency,
-            } => {
-                if self.sku.is_some() {
-                    return Err(InventoryError::AlreadyListed);
-                }
-                let name = name.trim().to_owned();
-                if !(1..=100).contains(&name.chars().count()) || name.chars().any(char::is_control)
-                {
-                    return Err(InventoryError::InvalidName);
-                }
-                if !(1..=MAX_UNIT_PRICE).contains(&unit_price) {
-                    return Err(InventoryError::InvalidPrice);
-                }
-                Ok(Some(InventoryEvent::ProductListed {
-                    sku,
-                    name,
-                    unit_price,
-                    currency,
-                }))
-            }
+            } => self.list(sku, &name, unit_price, currency),
             InventoryCommand::Restock { quantity } => {
                 if !(1..=MAX_RESTOCK).contains(&quantity) {
                     return Err(InventoryError::InvalidRestock);
                 }
                 Ok(Some(InventoryEvent::StockRestocked { quantity }))
             }
-            InventoryCommand::Reserve { order_id, quantity } => {
-                if quantity == 0 {
-                    return Err(InventoryError::InvalidReservation);
-                }
-                if self.reservations.contains(&order_id) {
-                    return Ok(None);
-                }
-                let available = self.available();
-                if u64::from(quantity) > available {
-                    return Err(InventoryError::InsufficientStock {
-                        requested: quantity,
-                        available: u32::try_from(available).unwrap_or(u32::MAX),
-                    });
-                }
-                Ok(Some(InventoryEvent::StockReserved { order_id, quantity }))
-            }
+            InventoryCommand::Reserve { order_id, quantity } => self.reserve(order_id, quantity),
             InventoryCommand::Release { order_id } => Ok(self
                 .reservations
                 .get(&order_id)
@@ -195,6 +162,55 @@ impl Inventory {
                 .get(&order_id)
                 .map(|quantity| InventoryEvent::StockShipped { order_id, quantity })),
         }
+    }
+
+    /// A product is listed once, with a name of 1-100 characters and a price in range.
+    fn list(
+        &self,
+        sku: Sku,
+        name: &str,
+        unit_price: u64,
+        currency: Currency,
+    ) -> Result<Option<InventoryEvent>, InventoryError> {
+        if self.sku.is_some() {
+            return Err(InventoryError::AlreadyListed);
+        }
+        let name = name.trim().to_owned();
+        if !(1..=100).contains(&name.chars().count()) || name.chars().any(char::is_control) {
+            return Err(InventoryError::InvalidName);
+        }
+        if !(1..=MAX_UNIT_PRICE).contains(&unit_price) {
+            return Err(InventoryError::InvalidPrice);
+        }
+        Ok(Some(InventoryEvent::ProductListed {
+            sku,
+            name,
+            unit_price,
+            currency,
+        }))
+    }
+
+    /// Reserving for an order that holds a reservation already records nothing; otherwise
+    /// only what is available can be reserved.
+    fn reserve(
+        &self,
+        order_id: Uuid,
+        quantity: u32,
+    ) -> Result<Option<InventoryEvent>, InventoryError> {
+        if quantity == 0 {
+            return Err(InventoryError::InvalidReservation);
+        }
+        if self.reservations.contains(&order_id) {
+            return Ok(None);
+        }
+        let available = self.available();
+        if u64::from(quantity) > available {
+            return Err(InventoryError::InsufficientStock {
+                requested: quantity,
+                available: u32::try_from(available).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(Some(InventoryEvent::StockReserved { order_id, quantity }))
     }
 }
 

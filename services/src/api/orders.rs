@@ -199,7 +199,30 @@ pub async fn get_order(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let order_id = parse_id(&id)?;
-    let read_models = &ports.read_models;
+    let (wait, min_version) = waiting(&query)?;
+    if let Some(cutoff) = cutoff(&query)? {
+        return past_order(&ports, &caller, order_id, cutoff).await;
+    }
+    let view = match min_version {
+        Some(min_version) => {
+            let _waiting = ports.edge.wait_permit()?;
+            ports
+                .read_models
+                .order_at_least(order_id, min_version, wait, |v| {
+                    caller.may_see(v.customer_id)
+                })
+                .await?
+        }
+        None => ports.read_models.order(order_id).await?,
+    };
+    let view = view
+        .filter(|v| caller.may_see(v.customer_id))
+        .ok_or(ApiError::NotFound)?;
+    with_etag(view, &headers)
+}
+
+/// How long a read may wait, and for which version (`wait_ms`, `min_version`).
+fn waiting(query: &OrderQuery) -> Result<(Duration, Option<u64>), ApiError> {
     let wait_ms = query.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
     if wait_ms > MAX_WAIT_MS {
         return Err(ApiError::field("wait_ms", "must be at most 30000"));
@@ -209,33 +232,30 @@ pub async fn get_order(
         Some(Ok(version)) => Some(version),
         Some(Err(_)) => return Err(ApiError::field("min_version", "must not be negative")),
     };
-    if let Some(cutoff) = cutoff(&query)? {
-        let view = read_models
-            .order_as_of(order_id, cutoff)
-            .await?
-            .filter(|v| caller.may_see(v.customer_id))
-            .ok_or(ApiError::NotFound)?;
-        // The past of an order is the owner's and the analysts' to read, not the operators'.
-        if !caller.has(Role::Analyst) && caller.id != view.customer_id {
-            return Err(ApiError::Forbidden);
-        }
-        return Ok(Json(view).into_response());
-    }
-    let view = match min_version {
-        Some(min_version) => {
-            let wait = Duration::from_millis(wait_ms);
-            let _waiting = ports.edge.wait_permit()?;
-            read_models
-                .order_at_least(order_id, min_version, wait, |v| {
-                    caller.may_see(v.customer_id)
-                })
-                .await?
-        }
-        None => read_models.order(order_id).await?,
-    };
-    let view = view
+    Ok((Duration::from_millis(wait_ms), min_version))
+}
+
+/// The order as it was at `cutoff`: the owner's and the analysts' to read, not the operators'.
+async fn past_order(
+    ports: &Ports,
+    caller: &Caller,
+    order_id: Uuid,
+    cutoff: Cutoff,
+) -> Result<Response, ApiError> {
+    let view = ports
+        .read_models
+        .order_as_of(order_id, cutoff)
+        .await?
         .filter(|v| caller.may_see(v.customer_id))
         .ok_or(ApiError::NotFound)?;
+    if !caller.has(Role::Analyst) && caller.id != view.customer_id {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(Json(view).into_response())
+}
+
+/// The view with its version as the ETag, or 304 when `If-None-Match` names it.
+fn with_etag(view: OrderView, headers: &HeaderMap) -> Result<Response, ApiError> {
     let etag = format!("\"{}\"", view.version);
     let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::broken)?;
     let unchanged = headers
