@@ -7,15 +7,18 @@
 //!   LISTEN/NOTIFY for the head.
 //! - `cosmos` (feature `azure`): Azure Cosmos DB for NoSQL, one document per event, an append
 //!   one transactional batch, the global log the change feed (no global order: ADR 05).
-//! - `group_commit`: what both share: the writer task that commits every write waiting at
-//!   that moment in one transaction, each with its own answer, and a handle to submit writes;
+//! - `group_commit`: what both SQL stores share: the writer (PostgreSQL's on Tokio tasks,
+//!   SQLite's on a thread of its own) that commits every write waiting at that moment in one
+//!   transaction, each with its own answer, and a handle to submit writes;
 //!   each adapter brings the transaction itself.
-//! - `batch`: how both decide a whole batch in the writer and write it in one INSERT.
-//! - `codec`: how both keep times, JSON and integers in their columns.
-//! - [`conformance`]: the port's one conformance suite. Every adapter runs it through
-//!   [`event_store_conformance!`](crate::event_store_conformance), so they all keep the same
-//!   promises: atomic appends with optimistic concurrency, idempotent retries by event id, and
-//!   a global log that a tailing reader can follow without ever missing a late commit.
+//! - `batch`: how both SQL stores decide a whole batch in the writer and write it in one INSERT.
+//! - `codec`: how both SQL stores keep times, JSON and integers in their columns.
+//!
+//! Every adapter runs the port's one conformance suite (`eventlog::conformance`, through
+//! `eventlog::event_store_conformance!`), so they all keep the same promises: atomic
+//! appends with optimistic concurrency, idempotent retries by event id, and a global log that a
+//! tailing reader can follow without ever missing a late commit. An adapter's own tests sit
+//! beside it (`sqlite/tests.rs`; `postgres/server_tests.rs` with the `servers` feature).
 
 mod batch;
 mod codec;
